@@ -1,0 +1,196 @@
+"""One Settings object, read once from the environment in run.py and passed down.
+
+Vendors' keys use their own standard names (DEEPGRAM_API_KEY, OPENAI_API_KEY, OPENAI_BASE_URL,
+ELEVENLABS_API_KEY, TWILIO_ACCOUNT_SID, TWILIO_AUTH_TOKEN); everything of ours is FRONTDESK_*.
+Nothing else in the project reads ``os.environ``.
+"""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+class Secret:
+    """A string that never shows itself in repr/str/logs."""
+
+    __slots__ = ("_value",)
+
+    def __init__(self, value: str) -> None:
+        self._value = value
+
+    def reveal(self) -> str:
+        return self._value
+
+    def __repr__(self) -> str:
+        return "Secret('**********')"
+
+    __str__ = __repr__
+
+    def __bool__(self) -> bool:
+        return bool(self._value)
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, Secret) and secrets.compare_digest(self._value, other._value)
+
+    def __hash__(self) -> int:
+        return hash(("Secret", self._value))
+
+
+class SettingsError(ValueError):
+    """A setting is missing or malformed; the message names the variable."""
+
+
+def _bool(name: str, raw: str) -> bool:
+    value = raw.strip().lower()
+    if value in {"1", "true", "yes", "on"}:
+        return True
+    if value in {"0", "false", "no", "off", ""}:
+        return False
+    raise SettingsError(f"{name} must be a boolean (1/0, true/false), got {raw!r}")
+
+
+def _int(name: str, raw: str, minimum: int = 0) -> int:
+    try:
+        value = int(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be an integer, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _float(name: str, raw: str, minimum: float = 0.0) -> float:
+    try:
+        value = float(raw)
+    except ValueError:
+        raise SettingsError(f"{name} must be a number, got {raw!r}") from None
+    if value < minimum:
+        raise SettingsError(f"{name} must be >= {minimum}, got {value}")
+    return value
+
+
+def _secret(env: Mapping[str, str], name: str) -> Secret | None:
+    raw = env.get(name, "").strip()
+    return Secret(raw) if raw else None
+
+
+@dataclass(frozen=True)
+class Settings:
+    """Everything configurable about a Frontdesk process. Build with :meth:`from_env`."""
+
+    host: str = "127.0.0.1"
+    port: int = 8080
+    public_url: str = ""  # e.g. https://frontdesk.example.com; "" means derive from the request
+    data_dir: Path = Path("data")
+    database_url: str = ""  # SQLAlchemy URL; "" means sqlite under data_dir
+    admin_token: Secret | None = None
+    dev_mode: bool = False
+    business_config: Path = Path("business.yaml")
+    demo_enabled: bool = True
+
+    # Call behaviour.
+    stream_token_ttl_secs: float = 30.0
+    max_concurrent_calls: int = 20
+    max_call_secs: int = 1800
+    caller_idle_secs: float = 8.0
+    caller_idle_prompts: int = 2
+    vad_stop_secs: float = 0.2
+    turn_pause_secs: float = 0.35  # extra wait after a complete-sounding sentence
+    turn_pause_incomplete_secs: float = 1.6  # wait when the words so far sound unfinished
+
+    # Local models.
+    whisper_model_dir: str = ""  # "" means the packaged tiny.en
+    llm_threads: int = 2
+    llm_context_tokens: int = 4096
+    llm_model_path: str = ""  # "" means the assembled packaged Qwen2.5 GGUF
+
+    # Vendors (standard env names).
+    deepgram_api_key: Secret | None = None
+    deepgram_base_url: str = ""
+    openai_api_key: Secret | None = None
+    openai_base_url: str = ""
+    openai_model: str = "gpt-4o-mini"
+    elevenlabs_api_key: Secret | None = None
+    elevenlabs_base_url: str = ""
+    elevenlabs_voice_id: str = "21m00Tcm4TlvDq8ikWAM"
+    twilio_account_sid: str = ""
+    twilio_auth_token: Secret | None = None
+    twilio_api_base_url: str = ""  # "" means Twilio's own REST API
+
+    extra: dict[str, str] = field(default_factory=dict)
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> Settings:
+        """Read settings from a mapping such as ``os.environ``; raise SettingsError on bad values."""
+        get = env.get
+        data_dir = Path(get("FRONTDESK_DATA_DIR", "data")).expanduser()
+        return cls(
+            host=get("FRONTDESK_HOST", "127.0.0.1"),
+            port=_int("FRONTDESK_PORT", get("FRONTDESK_PORT", "8080"), minimum=0),
+            public_url=get("FRONTDESK_PUBLIC_URL", "").rstrip("/"),
+            data_dir=data_dir,
+            database_url=get("FRONTDESK_DATABASE", ""),
+            admin_token=_secret(env, "FRONTDESK_ADMIN_TOKEN"),
+            dev_mode=_bool("FRONTDESK_DEV", get("FRONTDESK_DEV", "0")),
+            business_config=Path(get("FRONTDESK_BUSINESS_CONFIG", "business.yaml")),
+            demo_enabled=_bool("FRONTDESK_DEMO", get("FRONTDESK_DEMO", "1")),
+            stream_token_ttl_secs=_float(
+                "FRONTDESK_STREAM_TOKEN_TTL", get("FRONTDESK_STREAM_TOKEN_TTL", "30"), 1
+            ),
+            max_concurrent_calls=_int(
+                "FRONTDESK_MAX_CALLS", get("FRONTDESK_MAX_CALLS", "20"), minimum=1
+            ),
+            max_call_secs=_int(
+                "FRONTDESK_MAX_CALL_SECS", get("FRONTDESK_MAX_CALL_SECS", "1800"), minimum=10
+            ),
+            caller_idle_secs=_float(
+                "FRONTDESK_CALLER_IDLE_SECS", get("FRONTDESK_CALLER_IDLE_SECS", "8"), 1
+            ),
+            vad_stop_secs=_float("FRONTDESK_VAD_STOP_SECS", get("FRONTDESK_VAD_STOP_SECS", "0.2")),
+            turn_pause_secs=_float(
+                "FRONTDESK_TURN_PAUSE_SECS", get("FRONTDESK_TURN_PAUSE_SECS", "0.35")
+            ),
+            turn_pause_incomplete_secs=_float(
+                "FRONTDESK_TURN_PAUSE_INCOMPLETE_SECS",
+                get("FRONTDESK_TURN_PAUSE_INCOMPLETE_SECS", "1.6"),
+            ),
+            whisper_model_dir=get("FRONTDESK_WHISPER_MODEL_DIR", ""),
+            llm_threads=_int("FRONTDESK_LLM_THREADS", get("FRONTDESK_LLM_THREADS", "2"), 1),
+            llm_context_tokens=_int(
+                "FRONTDESK_LLM_CONTEXT", get("FRONTDESK_LLM_CONTEXT", "4096"), 512
+            ),
+            llm_model_path=get("FRONTDESK_LLM_MODEL_PATH", ""),
+            deepgram_api_key=_secret(env, "DEEPGRAM_API_KEY"),
+            deepgram_base_url=get("DEEPGRAM_BASE_URL", ""),
+            openai_api_key=_secret(env, "OPENAI_API_KEY"),
+            openai_base_url=get("OPENAI_BASE_URL", "").rstrip("/"),
+            openai_model=get("OPENAI_MODEL", "gpt-4o-mini"),
+            elevenlabs_api_key=_secret(env, "ELEVENLABS_API_KEY"),
+            elevenlabs_base_url=get("ELEVENLABS_BASE_URL", ""),
+            elevenlabs_voice_id=get("ELEVENLABS_VOICE_ID", "21m00Tcm4TlvDq8ikWAM"),
+            twilio_account_sid=get("TWILIO_ACCOUNT_SID", ""),
+            twilio_auth_token=_secret(env, "TWILIO_AUTH_TOKEN"),
+            twilio_api_base_url=get("TWILIO_API_BASE_URL", "").rstrip("/"),
+        )
+
+    @property
+    def database(self) -> str:
+        """The SQLAlchemy URL in use."""
+        if self.database_url:
+            return self.database_url
+        return f"sqlite+aiosqlite:///{(self.data_dir / 'frontdesk.db').resolve()}"
+
+    @property
+    def uses_remote_llm(self) -> bool:
+        return bool(self.openai_api_key or self.openai_base_url)
+
+    def provider_names(self) -> dict[str, str]:
+        """Which provider serves each stage, for logs and the admin view."""
+        return {
+            "stt": "deepgram" if self.deepgram_api_key else "whisper-local",
+            "llm": "openai-compatible" if self.uses_remote_llm else "llama-local",
+            "tts": "elevenlabs" if self.elevenlabs_api_key else "hibari-local",
+        }

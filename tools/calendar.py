@@ -1,0 +1,398 @@
+"""Calendar tools: availability, booking, cancelling and rescheduling, race-safe."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from datetime import UTC, date, datetime, time, timedelta
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tools import schema
+from tools.business import Business, Service, load_business
+from tools.crm import ensure_customer, require_customer
+from tools.db import utc_now
+from tools.registry import ToolContext, ToolError, ToolResult, tool
+from tools.speech import join_words, say_date, say_time, say_when
+from tools.when import When, resolve_when
+
+LEAD_TIME = timedelta(minutes=30)  # no bookings closer than this to now
+MAX_OFFERED = 3
+
+
+@dataclass(frozen=True)
+class Slot:
+    starts_at: datetime  # aware, business zone
+    staff_id: int | None
+    staff_name: str
+
+
+async def _qualified_staff(conn: AsyncConnection, service: Service) -> list[tuple[int, str]]:
+    rows = await conn.execute(
+        sa.select(schema.staff.c.id, schema.staff.c.name)
+        .join(schema.staff_services, schema.staff_services.c.staff_id == schema.staff.c.id)
+        .where(schema.staff_services.c.service_id == service.id, schema.staff.c.active)
+        .order_by(schema.staff.c.id)
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+async def _busy(
+    conn: AsyncConnection, start: datetime, end: datetime, exclude_id: int | None = None
+) -> list[tuple[int | None, datetime, datetime]]:
+    query = sa.select(
+        schema.appointments.c.staff_id, schema.appointments.c.starts_at, schema.appointments.c.ends_at
+    ).where(
+        schema.appointments.c.status == "booked",
+        schema.appointments.c.starts_at < end.astimezone(UTC).isoformat(),
+        schema.appointments.c.ends_at > start.astimezone(UTC).isoformat(),
+    )
+    if exclude_id is not None:
+        query = query.where(schema.appointments.c.id != exclude_id)
+    rows = await conn.execute(query)
+    return [(r[0], datetime.fromisoformat(r[1]), datetime.fromisoformat(r[2])) for r in rows]
+
+
+async def find_slots(
+    conn: AsyncConnection,
+    business: Business,
+    service: Service,
+    when: When,
+    now: datetime,
+    *,
+    exclude_appointment: int | None = None,
+    limit: int = MAX_OFFERED,
+    search_days: int | None = None,
+) -> list[Slot]:
+    """Free slots for a service, nearest to the request first."""
+    tz = business.tz
+    staff = await _qualified_staff(conn, service) or [(None, "")]
+    duration = timedelta(minutes=service.duration_minutes)
+    step = timedelta(minutes=business.slot_minutes)
+    earliest_start = now + LEAD_TIME
+    span = search_days or (when.days if not when.any_day else max(when.days, 7))
+    horizon = now.date() + timedelta(days=business.booking_horizon_days)
+    candidates: list[Slot] = []
+    target = when.target(tz)
+    for offset in range(span):
+        day = when.day + timedelta(days=offset)
+        if day > horizon:
+            break
+        ranges = business.opening_on(day)
+        if not ranges:
+            continue
+        day_start = datetime.combine(day, time(0), tz)
+        busy = await _busy(conn, day_start, day_start + timedelta(days=1), exclude_appointment)
+        for opens, closes in ranges:
+            start = datetime.combine(day, opens, tz)
+            close = datetime.combine(day, closes, tz)
+            while start + duration <= close:
+                local_time = start.time()
+                within = (when.earliest is None or local_time >= when.earliest) and (
+                    when.latest is None or local_time < when.latest
+                )
+                if within and start >= earliest_start:
+                    for staff_id, staff_name in staff:
+                        clash = any(
+                            (staff_id is None or b_staff == staff_id or b_staff is None)
+                            and b_start < start + duration
+                            and b_end > start
+                            for b_staff, b_start, b_end in busy
+                        )
+                        if not clash:
+                            candidates.append(Slot(start, staff_id, staff_name))
+                            break
+                start += step
+        if candidates and target is None and not when.any_day:
+            break
+    if target is not None:
+        candidates.sort(key=lambda s: (abs((s.starts_at - target).total_seconds()), s.starts_at))
+    else:
+        candidates.sort(key=lambda s: s.starts_at)
+    return candidates[:limit]
+
+
+def _offer(slots: list[Slot], today: date) -> str:
+    if not slots:
+        return ""
+    same_day = len({s.starts_at.date() for s in slots}) == 1
+    if same_day:
+        times = join_words([say_time(s.starts_at) for s in slots])
+        return f"{say_date(slots[0].starts_at, today)} I have {times}"
+    return "I have " + join_words([say_when(s.starts_at, today) for s in slots])
+
+
+def _closed_reason(business: Business, when: When) -> str | None:
+    if when.days == 1 and not business.opening_on(when.day):
+        if when.day in business.holidays:
+            return f"We're closed on {say_date(when.day)} for {business.holidays[when.day]}."
+        return f"We're closed on {when.day.strftime('%A')}s."
+    return None
+
+
+async def _check(ctx: ToolContext, service_words: str, when_words: str) -> tuple[
+    Business, Service, When, datetime, list[Slot], str | None
+]:
+    business = await load_business(ctx.db)
+    service = business.service_named(service_words)
+    now = business.local(ctx.current_time())
+    when = resolve_when(when_words, now)
+    closed = _closed_reason(business, when)
+    async with ctx.db.read() as conn:
+        slots = await find_slots(conn, business, service, when, now)
+        if not slots:
+            # Nothing in the window: look further ahead from that day.
+            wider = When(day=when.day, any_day=True, days=14)
+            slots = await find_slots(conn, business, service, wider, now)
+    return business, service, when, now, slots, closed
+
+
+@tool()
+async def check_availability(ctx: ToolContext, service: str, when: str) -> ToolResult:
+    """Find free appointment times for a service near the time the caller asked for.
+
+    Args:
+        service: The service in the caller's words, e.g. "haircut" or "color".
+        when: The caller's own words for the time, e.g. "this Friday at 2pm" or "tomorrow morning".
+    """
+    business, svc, window, now, slots, closed = await _check(ctx, service, when)
+    today = now.date()
+    data: dict[str, Any] = {
+        "service": svc.name,
+        "slots": [
+            {"start": s.starts_at.isoformat(), "staff": s.staff_name, "spoken": say_when(s.starts_at, today)}
+            for s in slots
+        ],
+    }
+    target = window.target(business.tz)
+    if not slots:
+        raise ToolError(
+            f"{closed + ' ' if closed else ''}Sorry, I don't have any openings for a "
+            f"{svc.name.lower()} in the next two weeks.",
+            code="no_slots",
+        )
+    if target is not None and slots[0].starts_at == target:
+        with_whom = f" with {slots[0].staff_name}" if slots[0].staff_name else ""
+        say = f"Yes, {say_when(target, today)} is free{with_whom}. Shall I book it?"
+        data["requested_free"] = True
+    else:
+        prefix = closed + " " if closed else ""
+        if target is not None:
+            prefix += f"{say_when(target, today).capitalize()} isn't available. "
+            data["requested_free"] = False
+        say = f"{prefix}{_offer(slots, today)}. Which would you like?"
+    return ToolResult(say=say, data=data)
+
+
+@tool()
+async def book_appointment(
+    ctx: ToolContext, service: str, when: str, customer_name: str = "", phone: str = ""
+) -> ToolResult:
+    """Book an appointment at an exact time the caller chose.
+
+    Args:
+        service: The service in the caller's words, e.g. "haircut".
+        when: The caller's words for the exact time, e.g. "Friday at 2:30pm".
+        customer_name: The caller's name if they gave it.
+        phone: A callback number if the caller gave one (the caller ID is used otherwise).
+    """
+    business = await load_business(ctx.db)
+    svc = business.service_named(service)
+    now = business.local(ctx.current_time())
+    window = resolve_when(when, now)
+    target = window.target(business.tz)
+    today = now.date()
+    if target is None:
+        async with ctx.db.read() as conn:
+            slots = await find_slots(conn, business, svc, window, now)
+        if not slots:
+            raise ToolError(
+                f"Sorry, nothing is free then. {_closed_reason(business, window) or ''}".strip(),
+                code="no_slots",
+            )
+        raise ToolError(
+            f"What time would you like? {_offer(slots, today)}.",
+            code="need_exact_time",
+            data={"slots": [s.starts_at.isoformat() for s in slots]},
+        )
+    async with ctx.db.write() as conn:
+        exact = When(day=target.date(), earliest=target.time(), latest=(target + timedelta(minutes=1)).time())
+        free = await find_slots(conn, business, svc, exact, now, limit=1)
+        if not free or free[0].starts_at != target:
+            alternatives = await find_slots(conn, business, svc, window, now)
+            offer = _offer(alternatives, today)
+            raise ToolError(
+                f"Sorry, {say_when(target, today)} is taken. {offer + '. Would one of those work?' if offer else ''}".strip(),
+                code="slot_taken",
+                data={"slots": [s.starts_at.isoformat() for s in alternatives]},
+            )
+        slot = free[0]
+        customer = await ensure_customer(conn, ctx, customer_name, phone)
+        stamp = utc_now()
+        result = await conn.execute(
+            schema.appointments.insert().values(
+                customer_id=customer["id"],
+                service_id=svc.id,
+                staff_id=slot.staff_id,
+                starts_at=slot.starts_at.astimezone(UTC).isoformat(),
+                ends_at=(slot.starts_at + timedelta(minutes=svc.duration_minutes))
+                .astimezone(UTC)
+                .isoformat(),
+                call_sid=ctx.call_sid,
+                created_at=stamp,
+                updated_at=stamp,
+            )
+        )
+        appointment_id = result.inserted_primary_key[0]
+    with_whom = f" with {slot.staff_name}" if slot.staff_name else ""
+    name = f", {customer['name'].split()[0]}" if customer["name"] else ""
+    return ToolResult(
+        say=f"You're booked{name}: a {svc.name.lower()} {say_when(slot.starts_at, today)}{with_whom}.",
+        data={
+            "appointment_id": appointment_id,
+            "service": svc.name,
+            "start": slot.starts_at.isoformat(),
+            "staff": slot.staff_name,
+            "customer_id": customer["id"],
+        },
+    )
+
+
+async def _upcoming(conn: AsyncConnection, customer_id: int, now: datetime) -> list[dict[str, Any]]:
+    rows = await conn.execute(
+        sa.select(
+            schema.appointments.c.id,
+            schema.appointments.c.starts_at,
+            schema.appointments.c.ends_at,
+            schema.services.c.name.label("service"),
+            schema.services.c.id.label("service_id"),
+            schema.staff.c.name.label("staff"),
+        )
+        .join(schema.services, schema.services.c.id == schema.appointments.c.service_id)
+        .join(schema.staff, schema.staff.c.id == schema.appointments.c.staff_id, isouter=True)
+        .where(
+            schema.appointments.c.customer_id == customer_id,
+            schema.appointments.c.status == "booked",
+            schema.appointments.c.starts_at >= now.astimezone(UTC).isoformat(),
+        )
+        .order_by(schema.appointments.c.starts_at)
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+def _pick(
+    appointments: list[dict[str, Any]], when_words: str, business: Business, now: datetime
+) -> dict[str, Any]:
+    today = now.date()
+    if not appointments:
+        raise ToolError("I don't see any upcoming appointments under your number.", code="none")
+    if when_words.strip():
+        window = resolve_when(when_words, now)
+        matches = [
+            a
+            for a in appointments
+            if business.local(datetime.fromisoformat(a["starts_at"])).date() == window.day
+        ]
+        if window.exact is not None and len(matches) > 1:
+            matches = [
+                a
+                for a in matches
+                if business.local(datetime.fromisoformat(a["starts_at"])).time() == window.exact
+            ] or matches
+        if len(matches) == 1:
+            return matches[0]
+        if not matches:
+            listed = join_words(
+                [say_when(business.local(datetime.fromisoformat(a["starts_at"])), today) for a in appointments],
+                "and",
+            )
+            raise ToolError(f"I don't see an appointment then. You have {listed}.", code="no_match")
+    if len(appointments) == 1:
+        return appointments[0]
+    listed = join_words(
+        [
+            f"a {a['service'].lower()} {say_when(business.local(datetime.fromisoformat(a['starts_at'])), today)}"
+            for a in appointments
+        ],
+        "and",
+    )
+    raise ToolError(f"You have {listed}. Which one do you mean?", code="ambiguous")
+
+
+@tool()
+async def cancel_appointment(ctx: ToolContext, when: str = "") -> ToolResult:
+    """Cancel one of the caller's upcoming appointments.
+
+    Args:
+        when: The caller's words for which appointment, e.g. "the one on Friday"; empty if they have one.
+    """
+    business = await load_business(ctx.db)
+    now = business.local(ctx.current_time())
+    async with ctx.db.write() as conn:
+        customer = await require_customer(conn, ctx)
+        appointment = _pick(await _upcoming(conn, customer["id"], now), when, business, now)
+        await conn.execute(
+            schema.appointments.update()
+            .where(schema.appointments.c.id == appointment["id"])
+            .values(status="cancelled", updated_at=utc_now())
+        )
+    start = business.local(datetime.fromisoformat(appointment["starts_at"]))
+    return ToolResult(
+        say=f"Done. Your {appointment['service'].lower()} {say_when(start, now.date())} is cancelled.",
+        data={"appointment_id": appointment["id"], "start": start.isoformat()},
+    )
+
+
+@tool()
+async def reschedule_appointment(ctx: ToolContext, new_when: str, current_when: str = "") -> ToolResult:
+    """Move one of the caller's upcoming appointments to a new exact time.
+
+    Args:
+        new_when: The caller's words for the new time, e.g. "Saturday at 11".
+        current_when: Which appointment to move, in the caller's words; empty if they have one.
+    """
+    business = await load_business(ctx.db)
+    now = business.local(ctx.current_time())
+    today = now.date()
+    async with ctx.db.write() as conn:
+        customer = await require_customer(conn, ctx)
+        appointment = _pick(await _upcoming(conn, customer["id"], now), current_when, business, now)
+        svc = next((s for s in business.services if s.id == appointment["service_id"]), None)
+        if svc is None:
+            raise ToolError("Sorry, that service is no longer offered; let me get someone to help.")
+        window = resolve_when(new_when, now)
+        target = window.target(business.tz)
+        if target is None:
+            slots = await find_slots(conn, business, svc, window, now, exclude_appointment=appointment["id"])
+            raise ToolError(
+                f"What time would you like instead? {_offer(slots, today)}.",
+                code="need_exact_time",
+            )
+        exact = When(day=target.date(), earliest=target.time(), latest=(target + timedelta(minutes=1)).time())
+        free = await find_slots(
+            conn, business, svc, exact, now, limit=1, exclude_appointment=appointment["id"]
+        )
+        if not free or free[0].starts_at != target:
+            alternatives = await find_slots(
+                conn, business, svc, window, now, exclude_appointment=appointment["id"]
+            )
+            raise ToolError(
+                f"Sorry, {say_when(target, today)} is taken. {_offer(alternatives, today)}.",
+                code="slot_taken",
+            )
+        slot = free[0]
+        await conn.execute(
+            schema.appointments.update()
+            .where(schema.appointments.c.id == appointment["id"])
+            .values(
+                starts_at=slot.starts_at.astimezone(UTC).isoformat(),
+                ends_at=(slot.starts_at + timedelta(minutes=svc.duration_minutes)).astimezone(UTC).isoformat(),
+                staff_id=slot.staff_id,
+                updated_at=utc_now(),
+            )
+        )
+    return ToolResult(
+        say=f"All set. Your {svc.name.lower()} is now {say_when(slot.starts_at, today)}.",
+        data={"appointment_id": appointment["id"], "start": slot.starts_at.isoformat()},
+    )

@@ -1,0 +1,17 @@
+"""Alembic environment: runs on the connection handed over by tools.db.Database.migrate."""
+
+from alembic import context
+
+from tools.schema import metadata
+
+connection = context.config.attributes.get("connection")
+if connection is None:
+    raise RuntimeError("run migrations through tools.db.Database.migrate()")
+
+context.configure(
+    connection=connection,
+    target_metadata=metadata,
+    render_as_batch=connection.dialect.name == "sqlite",
+)
+with context.begin_transaction():
+    context.run_migrations()

@@ -1,0 +1,300 @@
+"""Tools as plain typed async functions, their JSON schemas, and the one place that calls them.
+
+A tool is ``async def verb_noun(ctx: ToolContext, arg: T, ...) -> ToolResult`` with a docstring
+whose first paragraph describes it to the model and whose ``Args:`` section describes each
+argument. :func:`tool` registers it; :func:`json_schema` derives the OpenAI-style function schema
+from the signature; :meth:`ToolRegistry.invoke` validates arguments against it, converts
+failures into :class:`ToolError` sentences written for the caller, and never raises anything
+else into a call.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import re
+import time
+import types
+import typing
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from datetime import datetime
+from typing import Any, Literal, get_args, get_origin
+
+from tools.db import Database
+
+
+class ToolError(Exception):
+    """A failure whose message is written for the caller ("That time is taken; I have 2:30.")."""
+
+    def __init__(self, say: str, *, code: str = "error", data: dict[str, Any] | None = None):
+        super().__init__(say)
+        self.say = say
+        self.code = code
+        self.data = data or {}
+
+
+@dataclass
+class ToolResult:
+    """Structured data plus a short sentence the agent can say as is."""
+
+    say: str
+    data: dict[str, Any] = field(default_factory=dict)
+
+    def to_payload(self) -> dict[str, Any]:
+        return {"ok": True, "say": self.say, **self.data}
+
+
+class CallControl(typing.Protocol):
+    """What a tool may ask of the call it runs in (implemented by the telephony side)."""
+
+    async def request_transfer(self, reason: str) -> str: ...
+
+    async def request_hangup(self, reason: str) -> None: ...
+
+
+@dataclass
+class ToolContext:
+    """Everything a tool needs besides its arguments."""
+
+    db: Database
+    caller_phone: str = ""  # E.164 from Twilio, "" for anonymous callers
+    call_sid: str = ""
+    now: Callable[[], datetime] | None = None  # tests fix the clock; None means real time
+    call: CallControl | None = None
+    facts: dict[str, Any] = field(default_factory=dict)  # per-call memory (e.g. customer id)
+
+    def current_time(self) -> datetime:
+        from datetime import UTC
+
+        return self.now() if self.now else datetime.now(UTC)
+
+
+ToolFunction = Callable[..., Awaitable[ToolResult]]
+
+
+@dataclass(frozen=True)
+class ToolSpec:
+    name: str
+    description: str
+    parameters: dict[str, Any]
+    function: ToolFunction
+    filler: bool = True  # say "one moment" when this tool starts
+    timeout_secs: float = 8.0
+
+
+_REGISTRY: dict[str, ToolSpec] = {}
+
+
+def _json_type(annotation: Any) -> dict[str, Any]:
+    origin = get_origin(annotation)
+    if origin in (typing.Union, types.UnionType):
+        options = [a for a in get_args(annotation) if a is not type(None)]
+        if len(options) == 1:
+            return _json_type(options[0])
+        return {"anyOf": [_json_type(a) for a in options]}
+    if origin is Literal:
+        values = list(get_args(annotation))
+        return {"type": "string", "enum": values}
+    if origin in (list, tuple):
+        (item,) = get_args(annotation)[:1] or (str,)
+        return {"type": "array", "items": _json_type(item)}
+    if annotation is str:
+        return {"type": "string"}
+    if annotation is int:
+        return {"type": "integer"}
+    if annotation is float:
+        return {"type": "number"}
+    if annotation is bool:
+        return {"type": "boolean"}
+    raise TypeError(f"tool argument type {annotation!r} has no JSON schema mapping")
+
+
+def _parse_docstring(doc: str) -> tuple[str, dict[str, str]]:
+    doc = inspect.cleandoc(doc or "")
+    parts = re.split(r"\n\s*Args:\s*\n", doc, maxsplit=1)
+    description = " ".join(parts[0].split())
+    args: dict[str, str] = {}
+    if len(parts) == 2:
+        current = ""
+        for line in parts[1].splitlines():
+            match = re.match(r"\s*(\w+):\s*(.*)", line)
+            if match and not line.startswith(" " * 8):
+                current = match.group(1)
+                args[current] = match.group(2).strip()
+            elif current and line.strip():
+                args[current] += " " + line.strip()
+    return description, args
+
+
+def json_schema(function: ToolFunction) -> tuple[str, dict[str, Any]]:
+    """(description, parameters schema) derived from a tool's signature and docstring."""
+    description, arg_docs = _parse_docstring(function.__doc__ or "")
+    hints = typing.get_type_hints(function)
+    properties: dict[str, Any] = {}
+    required: list[str] = []
+    for name, parameter in inspect.signature(function).parameters.items():
+        if name == "ctx":
+            continue
+        prop = _json_type(hints[name])
+        if name in arg_docs:
+            prop["description"] = arg_docs[name]
+        properties[name] = prop
+        if parameter.default is inspect.Parameter.empty:
+            required.append(name)
+    return description, {
+        "type": "object",
+        "properties": properties,
+        "required": required,
+        "additionalProperties": False,
+    }
+
+
+def tool(*, filler: bool = True, timeout_secs: float = 8.0) -> Callable[[ToolFunction], ToolFunction]:
+    """Register an async tool function under its own name."""
+
+    def register(function: ToolFunction) -> ToolFunction:
+        if not asyncio.iscoroutinefunction(function):
+            raise TypeError(f"tool {function.__name__} must be async")
+        description, parameters = json_schema(function)
+        _REGISTRY[function.__name__] = ToolSpec(
+            function.__name__, description, parameters, function, filler, timeout_secs
+        )
+        return function
+
+    return register
+
+
+class ArgumentError(ToolError):
+    pass
+
+
+def validate_arguments(spec: ToolSpec, arguments: Any) -> dict[str, Any]:
+    """Check model-supplied arguments against the tool's schema; coerce harmless mismatches."""
+    if arguments is None:
+        arguments = {}
+    if not isinstance(arguments, dict):
+        raise ArgumentError("Sorry, I didn't catch the details. Could you say that again?")
+    properties = spec.parameters["properties"]
+    clean: dict[str, Any] = {}
+    for key, value in arguments.items():
+        if key not in properties:
+            continue  # weak models add extra keys; ignore rather than fail the caller
+        expected = properties[key]
+        clean[key] = _coerce(key, value, expected)
+    missing = [
+        name
+        for name in spec.parameters["required"]
+        if name not in clean or clean[name] in ("", None)
+    ]
+    if missing:
+        what = " and ".join(m.replace("_", " ") for m in missing)
+        raise ArgumentError(f"Could you tell me the {what}?", code="missing_argument")
+    return clean
+
+
+def _coerce(name: str, value: Any, expected: dict[str, Any]) -> Any:
+    kind = expected.get("type")
+    if "anyOf" in expected:
+        return value
+    if kind == "string":
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            value = str(value)
+        if not isinstance(value, str):
+            raise ArgumentError(f"Sorry, I didn't get the {name.replace('_', ' ')}.")
+        value = value.strip()
+        if "enum" in expected and value not in expected["enum"]:
+            raise ArgumentError(f"Sorry, I didn't get the {name.replace('_', ' ')}.")
+        return value[:500]
+    if kind == "integer":
+        try:
+            return int(value)
+        except (TypeError, ValueError):
+            raise ArgumentError(f"Sorry, I didn't get the {name.replace('_', ' ')}.") from None
+    if kind == "number":
+        try:
+            return float(value)
+        except (TypeError, ValueError):
+            raise ArgumentError(f"Sorry, I didn't get the {name.replace('_', ' ')}.") from None
+    if kind == "boolean":
+        if isinstance(value, str):
+            return value.strip().lower() in {"true", "yes", "1"}
+        return bool(value)
+    return value
+
+
+@dataclass
+class Invocation:
+    """The outcome of one tool call, as recorded and as returned to the model."""
+
+    name: str
+    arguments: dict[str, Any]
+    ok: bool
+    payload: dict[str, Any]
+    error: str
+    duration_ms: float
+
+
+class ToolRegistry:
+    """The enabled tools for one call, and the bridge that runs them safely."""
+
+    def __init__(self, enabled: list[str] | None = None) -> None:
+        _load_builtin_tools()
+        names = enabled if enabled is not None else list(_REGISTRY)
+        unknown = [n for n in names if n not in _REGISTRY]
+        if unknown:
+            raise ValueError(f"unknown tools: {', '.join(unknown)}")
+        self.specs = {name: _REGISTRY[name] for name in names}
+
+    @staticmethod
+    def all_names() -> list[str]:
+        _load_builtin_tools()
+        return list(_REGISTRY)
+
+    def openai_tools(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "type": "function",
+                "function": {
+                    "name": s.name,
+                    "description": s.description,
+                    "parameters": s.parameters,
+                },
+            }
+            for s in self.specs.values()
+        ]
+
+    async def invoke(self, ctx: ToolContext, name: str, arguments: Any) -> Invocation:
+        started = time.perf_counter()
+        spec = self.specs.get(name)
+        args_record = arguments if isinstance(arguments, dict) else {"_raw": repr(arguments)}
+        try:
+            if spec is None:
+                raise ToolError("Sorry, I can't do that over the phone.", code="unknown_tool")
+            clean = validate_arguments(spec, arguments)
+            args_record = clean
+            result = await asyncio.wait_for(spec.function(ctx, **clean), spec.timeout_secs)
+            return Invocation(
+                name, args_record, True, result.to_payload(), "", _ms_since(started)
+            )
+        except ToolError as exc:
+            payload = {"ok": False, "say": exc.say, "error": exc.code, **exc.data}
+            return Invocation(name, args_record, False, payload, exc.code, _ms_since(started))
+        except TimeoutError:
+            say = "Sorry, that's taking too long on my side. Let me try something else."
+            payload = {"ok": False, "say": say, "error": "timeout"}
+            return Invocation(name, args_record, False, payload, "timeout", _ms_since(started))
+        except Exception as exc:  # a bug in a tool must not end the call
+            say = "Sorry, something went wrong on my side with that."
+            payload = {"ok": False, "say": say, "error": "internal"}
+            error = f"internal: {type(exc).__name__}: {exc}"
+            return Invocation(name, args_record, False, payload, error, _ms_since(started))
+
+
+def _ms_since(started: float) -> float:
+    return round((time.perf_counter() - started) * 1000.0, 2)
+
+
+def _load_builtin_tools() -> None:
+    # Importing the modules registers their tools.
+    from tools import business, calendar, crm, handoff, knowledge  # noqa: F401

@@ -1,0 +1,194 @@
+"""Database schema (SQLAlchemy Core). Alembic migrations in tools/migrations are generated from it.
+
+Times are stored as timezone-aware UTC ISO-8601 strings; money as integer cents; phone numbers
+in E.164.
+"""
+
+from __future__ import annotations
+
+import sqlalchemy as sa
+
+metadata = sa.MetaData(
+    naming_convention={
+        "ix": "ix_%(column_0_label)s",
+        "uq": "uq_%(table_name)s_%(column_0_name)s",
+        "ck": "ck_%(table_name)s_%(constraint_name)s",
+        "fk": "fk_%(table_name)s_%(column_0_name)s_%(referred_table_name)s",
+        "pk": "pk_%(table_name)s",
+    }
+)
+
+business = sa.Table(
+    "business",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False),
+    sa.Column("timezone", sa.String(64), nullable=False),
+    sa.Column("address", sa.String(400), nullable=False, server_default=""),
+    sa.Column("phone", sa.String(20), nullable=False, server_default=""),
+    sa.Column("escalation_number", sa.String(20), nullable=False, server_default=""),
+    sa.Column("warm_transfer", sa.Boolean, nullable=False, server_default=sa.true()),
+    sa.Column("greeting", sa.Text, nullable=False, server_default=""),
+    sa.Column("persona", sa.Text, nullable=False, server_default=""),
+    sa.Column("slot_minutes", sa.Integer, nullable=False, server_default="15"),
+    sa.Column("booking_horizon_days", sa.Integer, nullable=False, server_default="60"),
+    sa.Column("disabled_tools", sa.Text, nullable=False, server_default=""),  # comma-separated
+    sa.Column("updated_at", sa.String(40), nullable=False),
+)
+
+opening_hours = sa.Table(
+    "opening_hours",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("weekday", sa.Integer, nullable=False),  # 0 = Monday
+    sa.Column("opens", sa.String(5), nullable=False),  # "09:00"
+    sa.Column("closes", sa.String(5), nullable=False),  # "17:30"
+    sa.CheckConstraint("weekday BETWEEN 0 AND 6", name="weekday_range"),
+)
+
+holidays = sa.Table(
+    "holidays",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("day", sa.String(10), nullable=False, unique=True),  # "2026-12-25"
+    sa.Column("name", sa.String(200), nullable=False, server_default=""),
+)
+
+services = sa.Table(
+    "services",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("duration_minutes", sa.Integer, nullable=False),
+    sa.Column("price_cents", sa.Integer, nullable=False),
+    sa.Column("description", sa.Text, nullable=False, server_default=""),
+    sa.Column("aliases", sa.Text, nullable=False, server_default=""),  # comma-separated
+    sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
+)
+
+staff = sa.Table(
+    "staff",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("name", sa.String(200), nullable=False, unique=True),
+    sa.Column("active", sa.Boolean, nullable=False, server_default=sa.true()),
+)
+
+staff_services = sa.Table(
+    "staff_services",
+    metadata,
+    sa.Column("staff_id", sa.ForeignKey("staff.id", ondelete="CASCADE"), primary_key=True),
+    sa.Column("service_id", sa.ForeignKey("services.id", ondelete="CASCADE"), primary_key=True),
+)
+
+customers = sa.Table(
+    "customers",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("phone", sa.String(20), nullable=False, unique=True),
+    sa.Column("name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("email", sa.String(320), nullable=False, server_default=""),
+    sa.Column("created_at", sa.String(40), nullable=False),
+    sa.Column("updated_at", sa.String(40), nullable=False),
+)
+
+customer_notes = sa.Table(
+    "customer_notes",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("customer_id", sa.ForeignKey("customers.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("call_sid", sa.String(64), nullable=False, server_default=""),
+    sa.Column("created_at", sa.String(40), nullable=False),
+)
+
+appointments = sa.Table(
+    "appointments",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("customer_id", sa.ForeignKey("customers.id"), nullable=False),
+    sa.Column("service_id", sa.ForeignKey("services.id"), nullable=False),
+    sa.Column("staff_id", sa.ForeignKey("staff.id"), nullable=True),
+    sa.Column("starts_at", sa.String(40), nullable=False),
+    sa.Column("ends_at", sa.String(40), nullable=False),
+    sa.Column("status", sa.String(20), nullable=False, server_default="booked"),
+    sa.Column("call_sid", sa.String(64), nullable=False, server_default=""),
+    sa.Column("created_at", sa.String(40), nullable=False),
+    sa.Column("updated_at", sa.String(40), nullable=False),
+    sa.Index("ix_appointments_starts_at", "starts_at"),
+    sa.Index("ix_appointments_customer", "customer_id"),
+)
+
+kb_articles = sa.Table(
+    "kb_articles",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("title", sa.String(300), nullable=False, unique=True),
+    sa.Column("body", sa.Text, nullable=False),
+    sa.Column("tags", sa.String(300), nullable=False, server_default=""),
+    sa.Column("updated_at", sa.String(40), nullable=False),
+)
+
+calls = sa.Table(
+    "calls",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("call_sid", sa.String(64), nullable=False, unique=True),
+    sa.Column("stream_sid", sa.String(64), nullable=False, server_default=""),
+    sa.Column("source", sa.String(20), nullable=False, server_default="twilio"),
+    sa.Column("from_number", sa.String(32), nullable=False, server_default=""),
+    sa.Column("to_number", sa.String(32), nullable=False, server_default=""),
+    sa.Column("customer_id", sa.ForeignKey("customers.id"), nullable=True),
+    sa.Column("started_at", sa.String(40), nullable=False),
+    sa.Column("ended_at", sa.String(40), nullable=True),
+    sa.Column("outcome", sa.String(40), nullable=False, server_default="in_progress"),
+    sa.Column("providers", sa.String(200), nullable=False, server_default=""),
+    sa.Column("recording_path", sa.String(500), nullable=False, server_default=""),
+    sa.Column("faults", sa.Text, nullable=False, server_default=""),
+    sa.Index("ix_calls_started_at", "started_at"),
+)
+
+turns = sa.Table(
+    "turns",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("call_id", sa.ForeignKey("calls.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("idx", sa.Integer, nullable=False),
+    sa.Column("role", sa.String(10), nullable=False),  # caller | bot
+    sa.Column("text", sa.Text, nullable=False),
+    sa.Column("interrupted", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("timings", sa.JSON, nullable=False),  # named instants and durations, see records.py
+    sa.Column("created_at", sa.String(40), nullable=False),
+    sa.UniqueConstraint("call_id", "idx", name="uq_turns_call_idx"),
+)
+
+tool_calls = sa.Table(
+    "tool_calls",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("call_id", sa.ForeignKey("calls.id", ondelete="CASCADE"), nullable=False),
+    sa.Column("name", sa.String(100), nullable=False),
+    sa.Column("arguments", sa.JSON, nullable=False),
+    sa.Column("result", sa.JSON, nullable=True),
+    sa.Column("ok", sa.Boolean, nullable=False),
+    sa.Column("error", sa.Text, nullable=False, server_default=""),
+    sa.Column("duration_ms", sa.Float, nullable=False),
+    sa.Column("created_at", sa.String(40), nullable=False),
+)
+
+handoffs = sa.Table(
+    "handoffs",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("call_id", sa.ForeignKey("calls.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("customer_id", sa.ForeignKey("customers.id"), nullable=True),
+    sa.Column("kind", sa.String(20), nullable=False),  # transfer | message
+    sa.Column("reason", sa.Text, nullable=False, server_default=""),
+    sa.Column("summary", sa.Text, nullable=False, server_default=""),
+    sa.Column("target", sa.String(32), nullable=False, server_default=""),
+    sa.Column("caller_name", sa.String(200), nullable=False, server_default=""),
+    sa.Column("caller_number", sa.String(32), nullable=False, server_default=""),
+    sa.Column("outcome", sa.String(40), nullable=False, server_default="requested"),
+    sa.Column("created_at", sa.String(40), nullable=False),
+    sa.Column("updated_at", sa.String(40), nullable=False),
+)
