@@ -1,0 +1,175 @@
+"""The application: settings in, a FastAPI app out. Models and the database live in the lifespan."""
+
+from __future__ import annotations
+
+import asyncio
+import importlib
+import os
+import secrets
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket
+from fastapi.responses import JSONResponse
+from loguru import logger
+
+from agent.prompts import phrases
+from agent.providers import LocalModels
+from agent.settings import Secret, Settings
+from telephony import codec
+from telephony.routes import build_router, mask_phone
+from telephony.serializer import TwilioMediaSerializer
+from telephony.tokens import StreamTokens
+from tools.business import load_business, seed_business
+from tools.db import Database
+from tools.records import CallStore
+
+
+@dataclass
+class AppState:
+    settings: Settings
+    db: Database
+    calls: CallStore
+    tokens: StreamTokens
+    admin_token: Secret
+    models: LocalModels = field(default_factory=LocalModels)
+    brain: Any = None  # agent.brain.LocalBrain when the LLM is local
+    local_llm_url: str = ""
+    local_llm_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    accepting: bool = True
+    ready: bool = False
+    active_calls: int = 0
+    escalation_number: str = ""
+    phrases: dict[str, str] = field(default_factory=dict)
+    sessions: dict[str, Any] = field(default_factory=dict)
+
+
+def resolve_admin_token(settings: Settings) -> Secret:
+    """The configured admin token, or in dev mode one generated once and kept in DATA_DIR."""
+    if settings.admin_token:
+        return settings.admin_token
+    if not settings.dev_mode:
+        raise SystemExit(
+            "FRONTDESK_ADMIN_TOKEN is not set. Set it (a long random string) to protect the admin "
+            "and call-record APIs, or set FRONTDESK_DEV=1 to run locally with a generated token."
+        )
+    path = Path(settings.data_dir) / "admin_token"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32))
+        os.chmod(path, 0o600)
+    logger.warning(f"dev mode: admin token generated and stored in {path} (not logged)")
+    return Secret(path.read_text().strip())
+
+
+def create_app(settings: Settings) -> FastAPI:
+    Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
+    db = Database(settings.database)
+    state = AppState(
+        settings=settings,
+        db=db,
+        calls=CallStore(db),
+        tokens=StreamTokens(settings.stream_token_ttl_secs),
+        admin_token=resolve_admin_token(settings),
+        phrases=phrases(),
+    )
+    loopback = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    state.local_llm_url = f"http://{loopback}:{settings.port}/v1"
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await db.migrate()
+        closed = await state.calls.close_interrupted()
+        if closed:
+            logger.warning(f"{closed} call(s) left open by a previous run marked interrupted")
+        added = await seed_business(db, settings.business_config)
+        if any(added.values()):
+            logger.info(f"seeded business data from {settings.business_config}: {added}")
+        business = await load_business(db)
+        state.escalation_number = business.escalation_number
+        # Import the pipeline code now, so no call pays for it (pipecat imports take seconds).
+        await asyncio.to_thread(importlib.import_module, "agent.call")
+        await asyncio.to_thread(importlib.import_module, "pipecat.services.openai.llm")
+        state.models = await asyncio.to_thread(LocalModels.load, settings)
+        if not settings.uses_remote_llm:
+            from agent.brain import LocalBrain
+
+            state.brain = await asyncio.to_thread(LocalBrain.load, settings)
+            await asyncio.to_thread(state.brain.warm_up)
+        state.ready = True
+        providers = ", ".join(f"{k}={v}" for k, v in settings.provider_names().items())
+        logger.info(f"Frontdesk ready on http://{settings.host}:{settings.port} ({providers})")
+        try:
+            yield
+        finally:
+            state.accepting = False
+            await db.close()
+
+    app = FastAPI(title="Frontdesk", version="0.1.0", lifespan=lifespan)
+    app.state.frontdesk = state
+
+    async def run_phone_call(
+        websocket: WebSocket, parser: codec.MediaStreamParser, start: codec.Start, details: dict[str, str]
+    ) -> None:
+        from agent.call import CallInfo, CallSession
+
+        info = CallInfo(
+            call_sid=start.call_sid,
+            stream_sid=start.stream_sid,
+            source=details.get("source", "twilio"),
+            from_number=details.get("from", ""),
+            to_number=details.get("to", ""),
+            account_sid=start.account_sid,
+        )
+        logger.info(f"call {info.call_sid} streaming (from {mask_phone(info.from_number)})")
+        session = CallSession(state, info)
+        state.sessions[info.call_sid] = session
+        try:
+            serializer = TwilioMediaSerializer(parser, session)
+            await session.run(websocket, serializer)
+        finally:
+            state.sessions.pop(info.call_sid, None)
+            logger.info(f"call {info.call_sid} ended: {session.outcome}")
+
+    app.include_router(build_router(state, run_phone_call))
+
+    def require_admin(request: Request) -> None:
+        header = request.headers.get("authorization", "")
+        scheme, _, token = header.partition(" ")
+        if scheme.lower() != "bearer" or not token:
+            raise HTTPException(401, "admin token required (Authorization: Bearer …)")
+        if not secrets.compare_digest(token.encode(), state.admin_token.reveal().encode()):
+            raise HTTPException(401, "invalid admin token")
+
+    @app.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/readyz")
+    async def readyz() -> JSONResponse:
+        database = await db.ping()
+        ok = state.ready and database and state.accepting
+        body = {"ready": ok, "models_loaded": state.ready, "database": database, "accepting": state.accepting}
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    @app.get("/api/calls", dependencies=[Depends(require_admin)])
+    async def list_calls(limit: int = 100, offset: int = 0) -> dict[str, Any]:
+        limit = max(1, min(limit, 500))
+        return {"calls": await state.calls.list_calls(limit=limit, offset=max(0, offset))}
+
+    @app.get("/api/calls/{call_sid}", dependencies=[Depends(require_admin)])
+    async def get_call(call_sid: str) -> dict[str, Any]:
+        call = await state.calls.get_call(call_sid)
+        if call is None:
+            raise HTTPException(404, f"no call {call_sid}")
+        return call
+
+    if not settings.uses_remote_llm:
+        from agent.brain import build_brain_router
+
+        app.include_router(build_brain_router(state))
+
+    return app

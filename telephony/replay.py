@@ -1,0 +1,425 @@
+"""Replay a recorded caller into a Frontdesk server, behaving like Twilio.
+
+    python -m telephony.replay CALLER.wav --server http://127.0.0.1:8080 \
+        [--report report.json] [--bot-audio bot.wav]
+
+It generates a CallSid, posts the voice webhook signed with TWILIO_AUTH_TOKEN, follows the TwiML
+to the media websocket, sends ``connected``/``start`` and the WAV (any rate, mono or stereo) as
+8 kHz mu-law in real time (20 ms frames), plays the bot's audio on a simulated phone (marks are
+echoed once the audio before them has played, ``clear`` drops what was not played), keeps
+sending silence until the bot has finished its last reply, then sends ``stop``.
+
+The report gives, per caller turn, when the caller stopped speaking and when the first bot audio
+after it arrived (voice-to-voice), the clear events, and with FRONTDESK_ADMIN_TOKEN set the
+server's record of the call.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import base64
+import json
+import os
+import secrets
+import sys
+import time
+import xml.etree.ElementTree as ET
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import numpy as np
+import websockets
+
+from telephony import codec
+from telephony.audio import read_wav_mono16, resample_pcm16, write_wav
+from telephony.signature import sign_twilio_request
+
+FRAME_MS = 20
+FRAME_SAMPLES = codec.TWILIO_SAMPLE_RATE * FRAME_MS // 1000
+SILENCE_ULAW = codec.pcm16_to_ulaw(bytes(FRAME_SAMPLES * 2))
+
+
+class ReplayError(RuntimeError):
+    """The server refused the call or broke the protocol; the message says how."""
+
+
+@dataclass
+class CallerTurn:
+    speech_start_ms: float
+    speech_end_ms: float
+    first_bot_audio_ms: float | None = None
+    voice_to_voice_ms: float | None = None
+
+
+@dataclass
+class Report:
+    call_sid: str
+    stream_url: str = ""
+    caller_turns: list[CallerTurn] = field(default_factory=list)
+    clears: list[float] = field(default_factory=list)  # ms since stream start
+    marks_acked: int = 0
+    bot_audio_ms: float = 0.0
+    bot_frames: int = 0
+    bot_speech_segments: list[tuple[float, float]] = field(default_factory=list)
+    closed_by_server: bool = False
+    close_code: int | None = None
+    duration_ms: float = 0.0
+    call_record: dict[str, Any] | None = None
+    frame_arrivals_ms: list[float] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        data = asdict(self)
+        data.pop("frame_arrivals_ms")
+        return data
+
+
+def speech_segments(
+    pcm: bytes, rate: int, *, threshold_db: float = -35.0, hangover_ms: int = 600, min_ms: int = 200
+) -> list[tuple[float, float]]:
+    """(start_ms, end_ms) of speech in 16-bit PCM by frame energy relative to full scale."""
+    samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64) / 32768.0
+    frame = rate * FRAME_MS // 1000
+    count = len(samples) // frame
+    if count == 0:
+        return []
+    frames = samples[: count * frame].reshape(count, frame)
+    level = 10 * np.log10(np.mean(frames**2, axis=1) + 1e-12)
+    active = level > threshold_db
+    segments: list[tuple[float, float]] = []
+    start = None
+    silent = 0
+    for index, is_active in enumerate(active):
+        if is_active:
+            if start is None:
+                start = index
+            silent = 0
+        elif start is not None:
+            silent += 1
+            if silent * FRAME_MS >= hangover_ms:
+                end = index - silent + 1
+                if (end - start) * FRAME_MS >= min_ms:
+                    segments.append((start * FRAME_MS, end * FRAME_MS))
+                start, silent = None, 0
+    if start is not None:
+        end = count - silent
+        if (end - start) * FRAME_MS >= min_ms:
+            segments.append((start * FRAME_MS, end * FRAME_MS))
+    return [(float(a), float(b)) for a, b in segments]
+
+
+class SimulatedPhone:
+    """Plays bot audio in real time and acknowledges marks as a phone handset would."""
+
+    def __init__(self) -> None:
+        self.queue: list[tuple[str, Any]] = []  # ("audio", samples) | ("mark", name)
+        self.played = bytearray()
+        self.acked: list[str] = []
+
+    def add_audio(self, pcm: bytes) -> None:
+        self.queue.append(("audio", bytearray(pcm)))
+
+    def add_mark(self, name: str) -> None:
+        self.queue.append(("mark", name))
+
+    def clear(self) -> list[str]:
+        """Drop unplayed audio; Twilio echoes the marks that were cleared."""
+        cleared = [item for kind, item in self.queue if kind == "mark"]
+        self.queue.clear()
+        return cleared
+
+    def tick(self, samples: int) -> tuple[bytes, list[str]]:
+        """Play ``samples`` of audio; returns (what played, marks reached)."""
+        out = bytearray()
+        marks: list[str] = []
+        need = samples * 2
+        while self.queue:
+            kind, item = self.queue[0]
+            if kind == "mark":
+                marks.append(item)
+                self.queue.pop(0)
+                continue
+            if len(out) >= need:
+                break
+            take = item[: need - len(out)]
+            out.extend(take)
+            del item[: len(take)]
+            if not item:
+                self.queue.pop(0)
+        out.extend(bytes(need - len(out)))
+        self.played.extend(out)
+        return bytes(out), marks
+
+    @property
+    def busy(self) -> bool:
+        return any(kind == "audio" for kind, _ in self.queue)
+
+
+async def replay(
+    caller_pcm: bytes,
+    caller_rate: int,
+    server: str,
+    *,
+    auth_token: str,
+    admin_token: str = "",
+    from_number: str = "+14135550123",
+    to_number: str = "+14135550100",
+    public_url: str = "",
+    tail_secs: float = 2.5,
+    max_tail_secs: float = 40.0,
+    extra_params: dict[str, str] | None = None,
+    dtmf: list[tuple[float, str]] | None = None,
+) -> tuple[Report, bytes]:
+    """Run one call; returns the report and the bot audio as the caller heard it (8 kHz PCM)."""
+    pcm8k = resample_pcm16(caller_pcm, caller_rate, codec.TWILIO_SAMPLE_RATE)
+    pcm8k += bytes((-len(pcm8k)) % (FRAME_SAMPLES * 2))
+    call_sid = "CA" + secrets.token_hex(16)
+    account_sid = "AC" + secrets.token_hex(16)
+    stream_sid = "MZ" + secrets.token_hex(16)
+    report = Report(call_sid=call_sid)
+    params = {
+        "CallSid": call_sid,
+        "AccountSid": account_sid,
+        "From": from_number,
+        "To": to_number,
+        "CallStatus": "ringing",
+        "Direction": "inbound",
+        "ApiVersion": "2010-04-01",
+        **(extra_params or {}),
+    }
+    webhook = f"{server.rstrip('/')}/twilio/voice"
+    signed_url = f"{public_url.rstrip('/')}/twilio/voice" if public_url else webhook
+    signature = sign_twilio_request(auth_token, signed_url, params)
+    async with httpx.AsyncClient(timeout=15) as client:
+        response = await client.post(webhook, data=params, headers={"X-Twilio-Signature": signature})
+        if response.status_code != 200:
+            raise ReplayError(f"webhook answered {response.status_code}: {response.text[:200]}")
+        stream_url, stream_params = _parse_twiml(response.text)
+        report.stream_url = stream_url
+        if public_url:  # the TwiML names the public host; dial the server we were given
+            stream_url = server.replace("http", "ws", 1).rstrip("/") + "/twilio/media"
+
+        phone = SimulatedPhone()
+        started = time.monotonic()
+        caller_segments = speech_segments(pcm8k, codec.TWILIO_SAMPLE_RATE)
+        report.caller_turns = [CallerTurn(a, b) for a, b in caller_segments]
+        last_bot_audio = 0.0
+        bot_speaking_since: float | None = None
+
+        async with websockets.connect(stream_url, max_size=2**20, open_timeout=10) as ws:
+            await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+            await ws.send(
+                json.dumps(
+                    {
+                        "event": "start",
+                        "sequenceNumber": "1",
+                        "streamSid": stream_sid,
+                        "start": {
+                            "accountSid": account_sid,
+                            "streamSid": stream_sid,
+                            "callSid": call_sid,
+                            "tracks": ["inbound"],
+                            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                            "customParameters": stream_params,
+                        },
+                    }
+                )
+            )
+            done = asyncio.Event()
+
+            def now_ms() -> float:
+                return (time.monotonic() - started) * 1000.0
+
+            async def receive() -> None:
+                nonlocal last_bot_audio, bot_speaking_since
+                try:
+                    async for message in ws:
+                        data = json.loads(message)
+                        event = data.get("event")
+                        if event == "media":
+                            pcm = codec.ulaw_to_pcm16(base64.b64decode(data["media"]["payload"]))
+                            phone.add_audio(pcm)
+                            at = now_ms()
+                            report.bot_frames += 1
+                            report.frame_arrivals_ms.append(at)
+                            report.bot_audio_ms += len(pcm) / 2 / codec.TWILIO_SAMPLE_RATE * 1000
+                            loud = np.abs(np.frombuffer(pcm, dtype="<i2")).max(initial=0) > 500
+                            if loud:
+                                # A reply starts with loud audio after a gap in the stream.
+                                new_reply = at - last_bot_audio > 300 or last_bot_audio == 0
+                                last_bot_audio = at
+                                for turn in report.caller_turns:
+                                    if (
+                                        new_reply
+                                        and turn.first_bot_audio_ms is None
+                                        and at > turn.speech_end_ms
+                                    ):
+                                        turn.first_bot_audio_ms = at
+                                        turn.voice_to_voice_ms = round(at - turn.speech_end_ms, 1)
+                        elif event == "mark":
+                            phone.add_mark(data["mark"]["name"])
+                        elif event == "clear":
+                            report.clears.append(now_ms())
+                            for name in phone.clear():
+                                await ws.send(codec.encode_mark(stream_sid, name))
+                                report.marks_acked += 1
+                except websockets.ConnectionClosed as exc:
+                    report.closed_by_server = True
+                    report.close_code = exc.rcvd.code if exc.rcvd else None
+                finally:
+                    done.set()
+
+            receiver = asyncio.create_task(receive())
+            sequence = 2
+            offset = 0
+            frame_bytes = FRAME_SAMPLES * 2
+            tail_started: float | None = None
+            pending_dtmf = sorted(dtmf or [])
+            tick = 0
+            try:
+                while not done.is_set():
+                    tick += 1
+                    target = started + tick * FRAME_MS / 1000.0
+                    if offset < len(pcm8k):
+                        chunk = codec.pcm16_to_ulaw(pcm8k[offset : offset + frame_bytes])
+                        offset += frame_bytes
+                    else:
+                        chunk = SILENCE_ULAW
+                        if tail_started is None:
+                            tail_started = time.monotonic()
+                        quiet = (time.monotonic() - max(started + last_bot_audio / 1000, tail_started))
+                        if (quiet > tail_secs and not phone.busy) or (
+                            time.monotonic() - tail_started > max_tail_secs
+                        ):
+                            break
+                    _heard, marks = phone.tick(FRAME_SAMPLES)
+                    for name in marks:
+                        await ws.send(codec.encode_mark(stream_sid, name))
+                        report.marks_acked += 1
+                    while pending_dtmf and pending_dtmf[0][0] * 1000 <= now_ms():
+                        _, digit = pending_dtmf.pop(0)
+                        await ws.send(
+                            json.dumps(
+                                {
+                                    "event": "dtmf",
+                                    "streamSid": stream_sid,
+                                    "sequenceNumber": str(sequence),
+                                    "dtmf": {"track": "inbound_track", "digit": digit},
+                                }
+                            )
+                        )
+                        sequence += 1
+                    await ws.send(
+                        json.dumps(
+                            {
+                                "event": "media",
+                                "sequenceNumber": str(sequence),
+                                "streamSid": stream_sid,
+                                "media": {
+                                    "track": "inbound",
+                                    "chunk": str(sequence - 1),
+                                    "timestamp": str(int((tick - 1) * FRAME_MS)),
+                                    "payload": base64.b64encode(chunk).decode(),
+                                },
+                            }
+                        )
+                    )
+                    sequence += 1
+                    await asyncio.sleep(max(0.0, target - time.monotonic()))
+                if not done.is_set():
+                    await ws.send(
+                        json.dumps(
+                            {
+                                "event": "stop",
+                                "sequenceNumber": str(sequence),
+                                "streamSid": stream_sid,
+                                "stop": {"accountSid": account_sid, "callSid": call_sid},
+                            }
+                        )
+                    )
+            except websockets.ConnectionClosed as exc:
+                report.closed_by_server = True
+                report.close_code = exc.rcvd.code if exc.rcvd else None
+            finally:
+                await ws.close()
+                await receiver
+        report.duration_ms = round((time.monotonic() - started) * 1000.0, 1)
+        report.bot_speech_segments = speech_segments(bytes(phone.played), codec.TWILIO_SAMPLE_RATE)
+        if admin_token:
+            for _ in range(20):  # the record is finished just after the socket closes
+                record = await client.get(
+                    f"{server.rstrip('/')}/api/calls/{call_sid}",
+                    headers={"Authorization": f"Bearer {admin_token}"},
+                )
+                if record.status_code == 200:
+                    report.call_record = record.json()
+                    if report.call_record.get("ended_at"):
+                        break
+                await asyncio.sleep(0.25)
+    return report, bytes(phone.played)
+
+
+def _parse_twiml(text: str) -> tuple[str, dict[str, str]]:
+    try:
+        root = ET.fromstring(text)
+    except ET.ParseError as exc:
+        raise ReplayError(f"webhook answer is not TwiML: {exc}") from None
+    stream = root.find("./Connect/Stream")
+    if stream is None:
+        raise ReplayError(f"TwiML has no <Connect><Stream>: {text[:200]}")
+    params = {p.get("name", ""): p.get("value", "") for p in stream.findall("Parameter")}
+    return stream.get("url", ""), params
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m telephony.replay", description=__doc__.split("\n\n")[0])
+    parser.add_argument("wav", type=Path, help="caller audio (WAV, any rate)")
+    parser.add_argument("--server", default="http://127.0.0.1:8080")
+    parser.add_argument("--report", type=Path, help="write the JSON report here")
+    parser.add_argument("--bot-audio", type=Path, help="write what the caller heard here (WAV)")
+    parser.add_argument("--from", dest="from_number", default="+14135550123")
+    parser.add_argument("--to", dest="to_number", default="+14135550100")
+    parser.add_argument("--public-url", default="", help="the URL the server believes it has")
+    parser.add_argument("--tail-secs", type=float, default=2.5)
+    args = parser.parse_args(argv)
+    auth_token = os.environ.get("TWILIO_AUTH_TOKEN", "")
+    if not auth_token:
+        print("TWILIO_AUTH_TOKEN must be set (the same value as the server's)", file=sys.stderr)
+        return 2
+    pcm, rate = read_wav_mono16(args.wav.read_bytes())
+    try:
+        report, heard = asyncio.run(
+            replay(
+                pcm,
+                rate,
+                args.server,
+                auth_token=auth_token,
+                admin_token=os.environ.get("FRONTDESK_ADMIN_TOKEN", ""),
+                from_number=args.from_number,
+                to_number=args.to_number,
+                public_url=args.public_url,
+                tail_secs=args.tail_secs,
+            )
+        )
+    except (ReplayError, OSError, httpx.HTTPError, websockets.WebSocketException) as exc:
+        print(f"replay failed: {exc}", file=sys.stderr)
+        return 1
+    summary = report.to_json()
+    if args.report:
+        args.report.write_text(json.dumps(summary, indent=2))
+    if args.bot_audio:
+        args.bot_audio.write_bytes(write_wav(heard, codec.TWILIO_SAMPLE_RATE))
+    for index, turn in enumerate(report.caller_turns, 1):
+        v2v = f"{turn.voice_to_voice_ms:.0f} ms" if turn.voice_to_voice_ms is not None else "no reply"
+        print(f"caller turn {index}: ended at {turn.speech_end_ms / 1000:.2f}s, voice-to-voice {v2v}")
+    print(f"clears: {len(report.clears)}, marks acked: {report.marks_acked}, bot audio {report.bot_audio_ms / 1000:.1f}s")
+    if report.call_record:
+        for turn in report.call_record.get("turns", []):
+            print(f"  {turn['role']:>6}: {turn['text']}")
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
