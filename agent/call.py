@@ -188,8 +188,35 @@ class PlaybackMarker(FrameProcessor):
                 await self.push_frame(MarkFrame(name))
 
 
+def record_heard_reply(messages: list[Any], heard: str, callers_before: int) -> list[Any]:
+    """Make the interrupted bot reply in ``messages`` read as what the caller actually heard.
+
+    The reply answered the ``callers_before``-th caller message (and any tool calls after it).
+    pipecat may have recorded it in full, in part, or (cut off in its first sentence) not at all;
+    afterwards it is exactly the heard words, marked as cut off.
+    """
+    text = f"{heard} —(cut off)" if heard else "—(cut off before the caller heard anything)"
+    index, seen = 0, 0
+    while index < len(messages) and seen < callers_before:
+        if _role(messages[index]) == "user":
+            seen += 1
+        index += 1
+    while index < len(messages) and (
+        _role(messages[index]) == "tool"
+        or (_role(messages[index]) == "assistant" and messages[index].get("tool_calls"))
+    ):
+        index += 1
+    if index < len(messages) and _role(messages[index]) == "assistant":
+        return [*messages[:index], {"role": "assistant", "content": text}, *messages[index + 1 :]]
+    return [*messages[:index], {"role": "assistant", "content": text}, *messages[index:]]
+
+
+def _role(message: Any) -> str:
+    return str(message.get("role", "")) if isinstance(message, dict) else ""
+
+
 class HeardTextCorrector(FrameProcessor):
-    """Before the LLM: rewrites an interrupted bot message to what the caller actually heard."""
+    """Before the LLM: the context records only what the caller heard of an interrupted reply."""
 
     def __init__(self, session: CallSession) -> None:
         super().__init__()
@@ -198,14 +225,10 @@ class HeardTextCorrector(FrameProcessor):
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         if isinstance(frame, LLMContextFrame) and self._session.heard_correction is not None:
-            heard = self._session.heard_correction
+            heard, callers_before = self._session.heard_correction
             self._session.heard_correction = None
-            messages = frame.context.get_messages()
-            for message in reversed(messages):
-                if isinstance(message, dict) and message.get("role") == "assistant":
-                    if isinstance(message.get("content"), str) and message["content"]:
-                        message["content"] = (heard + " —" if heard else "—") + " (cut off)"
-                    break
+            messages = list(frame.context.get_messages())
+            frame.context.set_messages(record_heard_reply(messages, heard, callers_before))
         await self.push_frame(frame, direction)
 
 
@@ -242,7 +265,8 @@ class CallSession:
         self.ledger = PlaybackLedger()
         self.recording = CallRecording(PIPELINE_RATE)
         self.timings = TurnTimings()
-        self.heard_correction: str | None = None
+        self.heard_correction: tuple[str, int] | None = None  # (heard words, caller turns before)
+        self.context: LLMContext | None = None
         self.outcome = "completed"
         self.registry: ToolRegistry = ToolRegistry()
         self.records: RecordWriter | None = None
@@ -269,8 +293,10 @@ class CallSession:
     def on_clear(self) -> None:
         self.recording.clear_bot()
         heard, cut_off = self.ledger.interrupt()
-        if cut_off:
-            self.heard_correction = heard
+        if cut_off and self.context is not None:
+            callers = sum(1 for m in self.context.get_messages() if _role(m) == "user")
+            if self.heard_correction is None or self.heard_correction[1] != callers:
+                self.heard_correction = (heard, callers)
             self._last_heard = heard
 
     def on_dtmf(self, digit: str) -> None:
@@ -429,6 +455,7 @@ class CallSession:
         )
         greeting = self._greeting(business, caller)
         context = LLMContext(tools=tools)
+        self.context = context
 
         async def run_tool(params: FunctionCallParams) -> None:
             invocation = await self.registry.invoke(tool_ctx, params.function_name, params.arguments)

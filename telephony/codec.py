@@ -265,7 +265,7 @@ def encode_clear(stream_sid: str) -> str:
 # --- G.711 mu-law ------------------------------------------------------------------------------
 
 _BIAS = 0x84
-_CLIP = 32635
+_SEGMENT_ENDS = np.array([0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF])
 
 
 def _build_decode_table() -> np.ndarray:
@@ -282,7 +282,6 @@ def _build_decode_table() -> np.ndarray:
 
 
 _DECODE = _build_decode_table()
-_EXP_LUT = np.array([0, 0, 1, 1] + [2] * 4 + [3] * 8 + [4] * 16 + [5] * 32 + [6] * 64 + [7] * 128)
 
 
 def ulaw_to_pcm16(mulaw: bytes) -> bytes:
@@ -291,10 +290,14 @@ def ulaw_to_pcm16(mulaw: bytes) -> bytes:
 
 
 def pcm16_to_ulaw(pcm: bytes) -> bytes:
-    """Encode little-endian 16-bit PCM to G.711 mu-law bytes (an odd trailing byte is dropped)."""
-    samples = np.frombuffer(pcm[: len(pcm) - (len(pcm) % 2)], dtype="<i2").astype(np.int32)
-    sign = np.where(samples < 0, 0x80, 0)
-    magnitude = np.minimum(np.abs(samples), _CLIP) + _BIAS
-    exponent = _EXP_LUT[(magnitude >> 7) & 0xFF]
-    mantissa = (magnitude >> (exponent + 3)) & 0x0F
-    return (~(sign | (exponent << 4) | mantissa) & 0xFF).astype(np.uint8).tobytes()
+    """Encode little-endian 16-bit PCM to G.711 mu-law (the CCITT algorithm, as audioop does).
+
+    An odd trailing byte is dropped.
+    """
+    samples = np.frombuffer(pcm[: len(pcm) - (len(pcm) % 2)], dtype="<i2").astype(np.int32) >> 2
+    mask = np.where(samples < 0, 0x7F, 0xFF)
+    magnitude = np.minimum(np.abs(samples), 8159) + (_BIAS >> 2)
+    segment = np.searchsorted(_SEGMENT_ENDS, magnitude)
+    value = (segment << 4) | ((magnitude >> (segment + 1)) & 0x0F)
+    value = np.where(segment >= 8, 0x7F, value)
+    return ((value ^ mask) & 0xFF).astype(np.uint8).tobytes()

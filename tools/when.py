@@ -91,13 +91,19 @@ def _parse_clock(hour: int, minute: int, suffix: str) -> time | None:
 def _extract_time(text: str) -> tuple[str, time | None, time | None, time | None]:
     """Pull time-of-day constraints out of text; returns (rest, exact, earliest, latest)."""
     exact = earliest = latest = None
-    if re.search(r"\bnoon\b|\bmidday\b", text):
-        text = re.sub(r"\b(at|around|by|before|after)?\s*(noon|midday)\b", " ", text)
-        exact = time(12, 0)
+    if match := re.search(r"(?:\b(at|around|by|before|until|till|after|from)\s+)?\b(noon|midday)\b", text):
+        qualifier_word = match.group(1) or ""
+        if qualifier_word in ("before", "until", "till"):
+            latest = time(12, 0)
+        elif qualifier_word in ("after", "from"):
+            earliest = time(12, 0)
+        else:
+            exact = time(12, 0)
+        text = text[: match.start()] + " " + text[match.end() :]
     for word, (start, end) in PARTS_OF_DAY.items():
         if re.search(rf"\b{word}\b", text):
             earliest, latest = start, end
-            text = re.sub(rf"\b(in the |this |tomorrow )?{word}\b", " ", text)
+            text = re.sub(rf"\b(in the |this )?{word}\b", " ", text)
             break
     qualifier = re.search(r"\b(after|before|from|until|till|not before|not after)\s+(\d)", text)
     for match in _TIME_RE.finditer(text):

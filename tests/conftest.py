@@ -1,0 +1,105 @@
+"""Shared fixtures: a migrated, seeded temporary database and a fixed clock."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from datetime import datetime
+from pathlib import Path
+from zoneinfo import ZoneInfo
+
+import pytest
+
+from tools.business import seed_business
+from tools.db import Database
+from tools.registry import ToolContext
+
+ROOT = Path(__file__).resolve().parent.parent
+BUSINESS_YAML = ROOT / "tools" / "business.yaml"
+TZ = ZoneInfo("America/New_York")
+# Sunday 22 November 2026, 10:00 in the salon's time zone.
+SUNDAY_MORNING = datetime(2026, 11, 22, 10, 0, tzinfo=TZ)
+
+
+@pytest.fixture
+async def db(tmp_path: Path) -> AsyncIterator[Database]:
+    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'test.db'}")
+    await database.migrate()
+    await seed_business(database, BUSINESS_YAML)
+    yield database
+    await database.close()
+
+
+def make_ctx(db: Database, now: datetime = SUNDAY_MORNING, phone: str = "+14135550123") -> ToolContext:
+    return ToolContext(db=db, caller_phone=phone, call_sid="CAtest", now=lambda: now)
+
+
+# --- A real server on a real port, with a scripted LLM stand-in ---------------------------------
+
+import socket  # noqa: E402
+from dataclasses import dataclass  # noqa: E402
+
+from tests.fakes.llm import Rule, ScriptedLLM, ServerThread, build_app  # noqa: E402
+
+AUTH_TOKEN = "twilio-test-auth-token"
+ADMIN_TOKEN = "admin-test-token-0123456789"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@dataclass
+class LiveServer:
+    url: str
+    script: ScriptedLLM
+    data_dir: Path
+    app: object
+
+    @property
+    def db_url(self) -> str:
+        return f"sqlite+aiosqlite:///{self.data_dir / 'frontdesk.db'}"
+
+
+def server_env(data_dir: Path, port: int, **extra: str) -> dict[str, str]:
+    return {
+        "FRONTDESK_DATA_DIR": str(data_dir),
+        "FRONTDESK_PORT": str(port),
+        "FRONTDESK_ADMIN_TOKEN": ADMIN_TOKEN,
+        "FRONTDESK_BUSINESS_CONFIG": str(BUSINESS_YAML),
+        "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        **extra,
+    }
+
+
+SCRIPT_RULES = [
+    Rule(r"hair ?cut.*(friday|available|anything)|(friday|available).*hair ?cut", tool="check_availability",
+         arguments={"service": "haircut", "when": "Friday at 2pm"}),
+    Rule(r"\bbook\b|yes,? please", tool="book_appointment",
+         arguments={"service": "haircut", "when": "Friday at 2pm", "customer_name": "Anna Lee"}),
+    Rule(r"park", tool="search_knowledge_base", arguments={"query": "parking"}),
+    Rule(r"hours|open", tool="get_business_info", arguments={"topic": "hours"}),
+    Rule(r"tell me (about|everything)|services", reply=(
+        "We offer haircuts, beard trims, coloring, blow drys and kids haircuts. "
+        "A haircut takes thirty minutes and costs forty dollars. "
+        "Coloring takes an hour and a half and costs ninety five dollars. "
+        "Our stylists Maria and James have many years of experience. "
+        "We also sell Olaplex and Aveda products in the salon.")),
+    Rule(r"bye|that's all|thank", tool="end_call", arguments={"reason": "caller said goodbye"}),
+]
+
+
+@pytest.fixture(scope="module")
+def live_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+    from agent.app import create_app
+    from agent.settings import Settings
+
+    script = ScriptedLLM(rules=list(SCRIPT_RULES))
+    data_dir = tmp_path_factory.mktemp("frontdesk")
+    llm_port, port = free_port(), free_port()
+    with ServerThread(build_app(script), llm_port):
+        env = server_env(data_dir, port, OPENAI_BASE_URL=f"http://127.0.0.1:{llm_port}/v1")
+        app = create_app(Settings.from_env(env))
+        with ServerThread(app, port) as server:
+            yield LiveServer(server.url, script, data_dir, app)

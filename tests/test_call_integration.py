@@ -1,0 +1,200 @@
+"""Whole calls against the real app on a real port: local STT/TTS, scripted LLM, replayed caller."""
+
+import base64
+import json
+
+import httpx
+import numpy as np
+import pytest
+import sqlalchemy as sa
+import websockets
+
+from tests.caller_audio import RATE, call_audio
+from tests.conftest import ADMIN_TOKEN, AUTH_TOKEN
+from telephony import codec
+from telephony.replay import replay
+from telephony.signature import sign_twilio_request
+from tools import schema
+from tools.db import Database
+
+
+async def run_call(server, *parts, **kwargs):
+    audio = call_audio(*parts)
+    return await replay(audio, RATE, server.url, auth_token=AUTH_TOKEN, admin_token=ADMIN_TOKEN, **kwargs)
+
+
+def turns(report, role):
+    return [t for t in report.call_record["turns"] if t["role"] == role]
+
+
+async def test_a_call_books_an_appointment_and_answers_a_question(live_server):
+    report, heard = await run_call(
+        live_server,
+        1.5,
+        "Hi, do you have anything for a haircut this Friday?",
+        7.0,
+        "Yes please, book it.",
+        7.0,
+        "Is there parking nearby?",
+        7.0,
+        "That's all, thank you. Bye.",
+        6.0,
+    )
+    record = report.call_record
+    assert record is not None and record["ended_at"]
+    caller_text = " ".join(t["text"].lower() for t in turns(report, "caller"))
+    assert "haircut" in caller_text and "friday" in caller_text and "park" in caller_text
+    names = [c["name"] for c in record["tool_calls"]]
+    assert names[:3] == ["check_availability", "book_appointment", "search_knowledge_base"]
+    assert all(c["ok"] for c in record["tool_calls"][:3])
+    assert "end_call" in names
+    assert record["outcome"] == "completed"
+    # The bot spoke: greeting plus an answer after every caller turn, in audible audio.
+    level = np.abs(np.frombuffer(heard, dtype="<i2")).max()
+    assert level > 3000
+    # Every question got an answer (a sentence with a pause inside may count as two turns).
+    assert len([t for t in report.caller_turns if t.voice_to_voice_ms is not None]) >= 4
+    bot_text = " ".join(t["text"] for t in turns(report, "bot"))
+    assert "booked" in bot_text and "parking" in bot_text.lower()
+    # The booking is in the database, for the caller's number.
+    db = Database(live_server.db_url)
+    async with db.read() as conn:
+        rows = (
+            await conn.execute(
+                sa.select(schema.appointments, schema.customers.c.phone, schema.customers.c.name).join(
+                    schema.customers
+                )
+            )
+        ).mappings().all()
+    await db.close()
+    assert [(r["phone"], r["name"], r["status"]) for r in rows] == [("+14135550123", "Anna Lee", "booked")]
+    # Per-turn latency is recorded.
+    answered = [t for t in turns(report, "bot") if "voice_to_voice_ms" in t["timings"]]
+    assert answered and all(t["timings"]["voice_to_voice_ms"] > 0 for t in answered)
+    assert record["recording_path"].endswith(".wav")
+
+
+async def test_barge_in_clears_twilio_and_stops_the_bot(live_server):
+    report, heard = await run_call(
+        live_server,
+        1.5,
+        "Can you tell me about your services?",
+        2.6,  # the long answer is playing now
+        "Sorry, actually, what are your opening hours?",
+        8.0,
+    )
+    assert report.clears, "barge-in must send clear"
+    onset = report.caller_turns[1].speech_start_ms
+    after = [c for c in report.clears if c > onset]
+    assert after and after[0] - onset < 1500
+    # The long answer stopped: the caller hears nothing from it after the clear.
+    samples = np.frombuffer(heard, dtype="<i2")
+    window = samples[int((after[0] + 100) * 8) : int((after[0] + 700) * 8)]
+    assert len(window) and np.abs(window).max() < 500, "bot audio kept playing through the clear"
+    interrupted = [t for t in turns(report, "bot") if t["interrupted"]]
+    assert interrupted
+    full = live_server.script.rules[4].reply
+    assert len(interrupted[0]["text"]) < len(full)
+    # The LLM was told only what the caller heard.
+    asked = [r["messages"] for r in live_server.script.requests if "opening hours" in json.dumps(r)]
+    said = [m["content"] for m in asked[0] if m["role"] == "assistant" and isinstance(m.get("content"), str)]
+    cut = [m for m in said if "cut off" in m]
+    assert cut and cut[-1].startswith("We offer") and "Aveda" not in cut[-1]
+
+
+async def test_webhook_signature_is_required(live_server):
+    url = f"{live_server.url}/twilio/voice"
+    params = {"CallSid": "CAforged", "From": "+14135550123", "To": "+14135550100"}
+    async with httpx.AsyncClient() as client:
+        missing = await client.post(url, data=params)
+        forged = await client.post(url, data=params, headers={"X-Twilio-Signature": "bm9wZQ=="})
+        wrong_key = sign_twilio_request("not-the-token", url, params)
+        other = await client.post(url, data=params, headers={"X-Twilio-Signature": wrong_key})
+        good = sign_twilio_request(AUTH_TOKEN, url, params)
+        tampered = await client.post(
+            url, data={**params, "From": "+19999999999"}, headers={"X-Twilio-Signature": good}
+        )
+        ok = await client.post(url, data=params, headers={"X-Twilio-Signature": good})
+    assert [missing.status_code, forged.status_code, other.status_code, tampered.status_code] == [403] * 4
+    assert ok.status_code == 200 and "<Stream" in ok.text and 'name="token"' in ok.text
+
+
+async def _open_stream(server, call_sid, token):
+    ws = await websockets.connect(server.url.replace("http", "ws") + "/twilio/media")
+    await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+    await ws.send(
+        json.dumps(
+            {
+                "event": "start",
+                "streamSid": "MZtest",
+                "start": {
+                    "streamSid": "MZtest",
+                    "callSid": call_sid,
+                    "accountSid": "ACtest",
+                    "tracks": ["inbound"],
+                    "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                    "customParameters": {"token": token} if token is not None else {},
+                },
+            }
+        )
+    )
+    return ws
+
+
+async def _closed_with(ws) -> int | None:
+    try:
+        await ws.recv()
+    except websockets.ConnectionClosed as exc:
+        return exc.rcvd.code if exc.rcvd else None
+    return None
+
+
+async def test_media_socket_needs_a_valid_one_time_token(live_server):
+    url = f"{live_server.url}/twilio/voice"
+    params = {"CallSid": "CAtokentest", "From": "+14135550123", "To": "+14135550100"}
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(
+            url, data=params, headers={"X-Twilio-Signature": sign_twilio_request(AUTH_TOKEN, url, params)}
+        )
+    token = answer.text.split('name="token" value="')[1].split('"')[0]
+    for call_sid, candidate in [("CAtokentest", None), ("CAtokentest", "forged.1.x"), ("CAother", token)]:
+        ws = await _open_stream(live_server, call_sid, candidate)
+        assert await _closed_with(ws) == 1008
+    # The right token works once ...
+    ws = await _open_stream(live_server, "CAtokentest", token)
+    first = json.loads(await ws.recv())  # the greeting starts streaming
+    assert first["event"] in ("media", "mark")
+    await ws.close()
+    # ... and never again.
+    replayed = await _open_stream(live_server, "CAtokentest", token)
+    assert await _closed_with(replayed) == 1008
+
+
+async def test_garbage_frames_do_not_break_a_call(live_server):
+    url = f"{live_server.url}/twilio/voice"
+    params = {"CallSid": "CAgarbage", "From": "+14135550123", "To": "+14135550100"}
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(
+            url, data=params, headers={"X-Twilio-Signature": sign_twilio_request(AUTH_TOKEN, url, params)}
+        )
+    token = answer.text.split('name="token" value="')[1].split('"')[0]
+    ws = await _open_stream(live_server, "CAgarbage", token)
+    for junk in ["{", "[]", '{"event": "media", "media": {"payload": "!!"}}', '{"event": "nope"}', b"\x00\xff"]:
+        await ws.send(junk)
+    silence = base64.b64encode(codec.pcm16_to_ulaw(bytes(320))).decode()
+    for _ in range(10):
+        await ws.send(json.dumps({"event": "media", "streamSid": "MZtest", "media": {"payload": silence}}))
+    first = json.loads(await ws.recv())
+    assert first["event"] in ("media", "mark")  # still alive and greeting
+    await ws.close()
+
+
+async def test_call_records_need_the_admin_token(live_server):
+    async with httpx.AsyncClient(base_url=live_server.url) as client:
+        assert (await client.get("/api/calls")).status_code == 401
+        bad = await client.get("/api/calls", headers={"Authorization": "Bearer nope"})
+        assert bad.status_code == 401
+        good = await client.get("/api/calls", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+        assert good.status_code == 200 and isinstance(good.json()["calls"], list)
+        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        assert (await client.get("/readyz")).status_code == 200

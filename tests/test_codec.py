@@ -1,0 +1,116 @@
+"""The Twilio Media Streams codec, fed with captured JSON frames."""
+
+import base64
+import json
+
+import numpy as np
+import pytest
+
+from telephony import codec
+
+CONNECTED = '{"event": "connected", "protocol": "Call", "version": "1.0.0"}'
+START = (
+    '{"event": "start", "sequenceNumber": "1", "start": {"accountSid": "ACxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", '
+    '"streamSid": "MZ18ad3ab5a668481ce02b83e7395059f0", "callSid": "CA7a4d2d9dbe5b5d6b4a2b1c0e9f8a7b6c", '
+    '"tracks": ["inbound"], "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1}, '
+    '"customParameters": {"token": "abc.123.def"}}, "streamSid": "MZ18ad3ab5a668481ce02b83e7395059f0"}'
+)
+MEDIA = (
+    '{"event": "media", "sequenceNumber": "3", "media": {"track": "inbound", "chunk": "1", '
+    '"timestamp": "5", "payload": "' + base64.b64encode(bytes([0xFF] * 160)).decode() + '"}, '
+    '"streamSid": "MZ18ad3ab5a668481ce02b83e7395059f0"}'
+)
+DTMF = (
+    '{"event": "dtmf", "streamSid": "MZ18ad3ab5a668481ce02b83e7395059f0", "sequenceNumber": "5", '
+    '"dtmf": {"track": "inbound_track", "digit": "0"}}'
+)
+MARK = (
+    '{"event": "mark", "sequenceNumber": "4", "streamSid": "MZ18ad3ab5a668481ce02b83e7395059f0", '
+    '"mark": {"name": "seg-1"}}'
+)
+STOP = (
+    '{"event": "stop", "sequenceNumber": "5", "streamSid": "MZ18ad3ab5a668481ce02b83e7395059f0", '
+    '"stop": {"accountSid": "ACxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxxx", "callSid": "CA7a4d2d9dbe5b5d6b4a2b1c0e9f8a7b6c"}}'
+)
+
+
+def test_parses_each_inbound_event():
+    assert codec.parse_message(CONNECTED) == codec.Connected("Call", "1.0.0")
+    start = codec.parse_message(START)
+    assert isinstance(start, codec.Start)
+    assert start.call_sid == "CA7a4d2d9dbe5b5d6b4a2b1c0e9f8a7b6c"
+    assert start.custom_parameters == {"token": "abc.123.def"}
+    media = codec.parse_message(MEDIA)
+    assert isinstance(media, codec.Media) and media.payload == bytes([0xFF] * 160)
+    assert media.chunk == 1 and media.timestamp_ms == 5
+    assert codec.parse_message(DTMF) == codec.Dtmf("MZ18ad3ab5a668481ce02b83e7395059f0", "0")
+    assert codec.parse_message(MARK) == codec.Mark("MZ18ad3ab5a668481ce02b83e7395059f0", "seg-1")
+    stop = codec.parse_message(STOP)
+    assert isinstance(stop, codec.Stop) and stop.call_sid.startswith("CA")
+
+
+@pytest.mark.parametrize(
+    ("frame", "message"),
+    [
+        ("not json", "not JSON"),
+        ("[1, 2]", "JSON object"),
+        ('{"event": "bogus"}', "unknown event"),
+        ('{"event": "media"}', "object 'media'"),
+        ('{"event": "media", "media": {"payload": "%%%"}}', "base64"),
+        ('{"event": "media", "media": {"payload": ""}}', "non-empty"),
+        ('{"event": "dtmf", "dtmf": {"digit": "x"}}', "dtmf.digit"),
+        ('{"event": "mark", "mark": {}}', "mark.name"),
+        (START.replace('"sampleRate": 8000', '"sampleRate": 16000'), "8000 Hz"),
+        (START.replace('"callSid": "CA7a4d2d9dbe5b5d6b4a2b1c0e9f8a7b6c", ', ""), "callSid"),
+        ('{"event": "media", "media": {"payload": "' + "A" * 20000 + '"}}', "exceeds"),
+    ],
+)
+def test_refuses_malformed_frames_with_a_clear_message(frame, message):
+    with pytest.raises(codec.ProtocolError, match=message):
+        codec.parse_message(frame)
+
+
+def test_parser_enforces_event_order():
+    parser = codec.MediaStreamParser()
+    parser.receive(CONNECTED)
+    with pytest.raises(codec.ProtocolError, match="before start"):
+        parser.receive(MEDIA)
+    parser.receive(START)
+    with pytest.raises(codec.ProtocolError, match="second start"):
+        parser.receive(START)
+    assert isinstance(parser.receive(MEDIA), codec.Media)
+    with pytest.raises(codec.ProtocolError, match="does not match"):
+        parser.receive(MEDIA.replace("MZ18ad3ab5a668481ce02b83e7395059f0", "MZother"))
+    parser.receive(STOP)
+    with pytest.raises(codec.ProtocolError, match="after stop"):
+        parser.receive(MEDIA)
+    assert parser.errors == 4
+
+
+def test_encodes_outbound_events():
+    assert json.loads(codec.encode_clear("MZ1")) == {"event": "clear", "streamSid": "MZ1"}
+    assert json.loads(codec.encode_mark("MZ1", "seg-2")) == {
+        "event": "mark",
+        "streamSid": "MZ1",
+        "mark": {"name": "seg-2"},
+    }
+    media = json.loads(codec.encode_media("MZ1", b"\x01\x02"))
+    assert media["event"] == "media" and base64.b64decode(media["media"]["payload"]) == b"\x01\x02"
+
+
+def test_mulaw_round_trip_is_close():
+    t = np.arange(8000) / 8000
+    pcm = (np.sin(2 * np.pi * 440 * t) * 12000).astype("<i2")
+    back = np.frombuffer(codec.ulaw_to_pcm16(codec.pcm16_to_ulaw(pcm.tobytes())), dtype="<i2")
+    assert len(back) == len(pcm)
+    error = np.abs(back.astype(int) - pcm.astype(int))
+    assert error.max() < 12000 * 0.05  # mu-law keeps within a few percent at this level
+    assert codec.ulaw_to_pcm16(bytes([0xFF])) == b"\x00\x00"  # 0xFF is mu-law silence
+
+
+def test_matches_the_standard_g711_table():
+    audioop = pytest.importorskip("audioop")
+    pcm = np.linspace(-32768, 32767, 4001).astype("<i2").tobytes()
+    assert codec.pcm16_to_ulaw(pcm) == audioop.lin2ulaw(pcm, 2)
+    ulaw = bytes(range(256))
+    assert codec.ulaw_to_pcm16(ulaw) == audioop.ulaw2lin(ulaw, 2)

@@ -1,0 +1,103 @@
+"""What the caller heard (mark bookkeeping) and when a caller's turn is over."""
+
+import pytest
+
+from agent.turns import sounds_unfinished
+from telephony.audio import CallRecording
+from telephony.playback import PlaybackLedger
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_heard_text_follows_marks_and_time():
+    clock = Clock()
+    ledger = PlaybackLedger(clock)
+    ledger.add_audio(1000)
+    first = ledger.close_segment("Our hours are nine to six.")
+    ledger.add_audio(2000)
+    second = ledger.close_segment("We are closed on Sundays and holidays too.")
+    assert ledger.outstanding == 2
+    clock.now = 1.0
+    assert ledger.acknowledge(first)
+    assert not ledger.acknowledge("seg-unknown")
+    clock.now = 2.0  # one second into a two-second segment: about half its words
+    heard, cut_off = ledger.interrupt()
+    assert cut_off
+    assert heard.startswith("Our hours are nine to six. We are closed on")
+    assert "holidays" not in heard
+    assert second and ledger.outstanding == 0
+
+
+def test_nothing_cut_off_when_everything_played():
+    ledger = PlaybackLedger(Clock())
+    ledger.add_audio(500)
+    name = ledger.close_segment("Goodbye!")
+    ledger.acknowledge(name)
+    assert ledger.interrupt() == ("Goodbye!", False)
+
+
+def test_recording_drops_unplayed_bot_audio_on_clear():
+    recording = CallRecording(8000)
+    recording.add_caller(bytes(1600))  # 100 ms of caller
+    recording.add_bot(b"\x10\x00" * 8000)  # a second of bot audio queued
+    recording.add_caller(bytes(1600))
+    recording.clear_bot()  # caller barged in at 200 ms
+    wav = recording.to_wav()
+    assert len(wav) - 44 == 2 * 2 * 1600  # stereo, 200 ms
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "My number is five five five,",
+        "my phone number is 413 555",
+        "It's four one three five five five",
+        "I'd like to book a haircut on",
+        "My name is",
+        "I want to come in on the 20th and",
+        "um",
+        "Can I book for",
+    ],
+)
+def test_unfinished_phrases_wait_longer(text):
+    assert sounds_unfinished(text)
+
+
+@pytest.mark.parametrize(
+    "text",
+    [
+        "What are your opening hours?",
+        "I'd like a haircut this Friday at 2pm.",
+        "My number is 413 555 0142.",
+        "My name is Anna Lee.",
+        "Yes please.",
+        "Thanks, bye.",
+        "",
+    ],
+)
+def test_finished_sentences_do_not_wait(text):
+    assert not sounds_unfinished(text)
+
+
+def test_interrupted_reply_is_recorded_as_heard():
+    from agent.call import record_heard_reply
+
+    user1 = {"role": "user", "content": "Tell me about your services"}
+    user2 = {"role": "user", "content": "What are your hours?"}
+    full = {"role": "assistant", "content": "We offer haircuts, coloring and blow drys."}
+    replaced = record_heard_reply([user1, full, user2], "We offer haircuts", callers_before=1)
+    assert replaced[1] == {"role": "assistant", "content": "We offer haircuts —(cut off)"}
+    inserted = record_heard_reply([user1, user2], "We offer", callers_before=1)
+    assert [m["role"] for m in inserted] == ["user", "assistant", "user"]
+    assert inserted[1]["content"] == "We offer —(cut off)"
+    call = {"role": "assistant", "tool_calls": [{"id": "1"}]}
+    result = {"role": "tool", "content": "{}"}
+    after_tool = record_heard_reply([user1, call, result, user2], "", callers_before=1)
+    assert [m["role"] for m in after_tool] == ["user", "assistant", "tool", "assistant", "user"]
+    assert "before the caller heard anything" in after_tool[3]["content"]
