@@ -16,6 +16,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket
 from fastapi.responses import JSONResponse
 from loguru import logger
 
+from agent.logging import redact
 from agent.prompts import phrases
 from agent.providers import LocalModels
 from agent.settings import Secret, Settings
@@ -76,6 +77,8 @@ def create_app(settings: Settings) -> FastAPI:
         admin_token=resolve_admin_token(settings),
         phrases=phrases(),
     )
+    redact(state.admin_token.reveal())
+    redact(state.local_llm_key)
     loopback = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
     state.local_llm_url = f"http://{loopback}:{settings.port}/v1"
 
@@ -97,8 +100,13 @@ def create_app(settings: Settings) -> FastAPI:
         if not settings.uses_remote_llm:
             from agent.brain import LocalBrain
 
+            from agent.call import build_system_prompt
+            from tools.registry import ToolRegistry
+
             state.brain = await asyncio.to_thread(LocalBrain.load, settings)
-            await asyncio.to_thread(state.brain.warm_up)
+            enabled = [n for n in ToolRegistry.all_names() if n not in business.disabled_tools]
+            opening = [{"role": "system", "content": build_system_prompt(business, None, True)}]
+            await asyncio.to_thread(state.brain.warm_up, ToolRegistry(enabled).openai_tools(), opening)
         state.ready = True
         providers = ", ".join(f"{k}={v}" for k, v in settings.provider_names().items())
         logger.info(f"Frontdesk ready on http://{settings.host}:{settings.port} ({providers})")

@@ -64,7 +64,7 @@ def _rule_name(text: str) -> str:
 def build_grammar(tools: list[dict[str, Any]]) -> str:
     """GBNF: ``say: text`` or ``call NAME {args}`` for each tool, args in schema order.
 
-    Required arguments always appear; optional ones may be left out.
+    Required arguments always appear; any subset of the optional ones may, in order.
     """
     lines = ['ws ::= " "?', 'reply ::= "say: " [^\\n]{1,400}']
     branches = ["reply"]
@@ -75,28 +75,31 @@ def build_grammar(tools: list[dict[str, Any]]) -> str:
         params = function.get("parameters") or {}
         properties: dict[str, Any] = params.get("properties") or {}
         required = set(params.get("required") or [])
-        parts: list[str] = []
-        for index, (key, schema) in enumerate(properties.items()):
+        members: list[tuple[str, bool]] = []
+        for key, schema in properties.items():
             value_rule = f"{rule}-{_rule_name(key)}"
             lines.append(f"{value_rule} ::= {_value_rule(schema)}")
-            pair = f'"\\"{key}\\":" ws {value_rule}'
-            parts.append((pair, key in required, index))  # type: ignore[arg-type]
-        if parts:
-            # First member has no leading comma; later members do. Optional members are "?".
-            body: list[str] = []
-            for position, (pair, is_required, _index) in enumerate(parts):  # type: ignore[misc]
-                piece = pair if position == 0 else f'"," ws {pair}'
-                if not is_required and position > 0:
-                    piece = f"({piece})?"
-                body.append(piece)
-            if not parts[0][1]:  # type: ignore[index]
-                # Optional first member: allow it to be absent, then later members start bare.
-                args = f'"{{" ( {" ".join(body)} )? "}}"'
+            members.append((f'"\\"{key}\\":" ws {value_rule}', key in required))
+        count = len(members)
+        # head-i: nothing written yet, members i.. to go; tail-i: something written already.
+        for i in range(count + 1):
+            head, tail = f"{rule}-head-{i}", f"{rule}-tail-{i}"
+            if i == count:
+                lines.append(f'{head} ::= ""')
+                if i > 0:
+                    lines.append(f'{tail} ::= ""')
+                continue
+            pair, is_required = members[i]
+            next_tail, next_head = f"{rule}-tail-{i + 1}", f"{rule}-head-{i + 1}"
+            if is_required:
+                lines.append(f"{head} ::= {pair} {next_tail}")
+                if i > 0:
+                    lines.append(f'{tail} ::= "," ws {pair} {next_tail}')
             else:
-                args = f'"{{" {" ".join(body)} "}}"'
-        else:
-            args = '"{}"'
-        lines.append(f'call-{rule} ::= "call {name} " {args}')
+                lines.append(f"{head} ::= {pair} {next_tail} | {next_head}")
+                if i > 0:
+                    lines.append(f'{tail} ::= "," ws {pair} {next_tail} | {next_tail}')
+        lines.append(f'call-{rule} ::= "call {name} " "{{" {rule}-head-0 "}}"')
         branches.append(f"call-{rule}")
     lines.insert(0, "root ::= " + " | ".join(branches))
     return "\n".join(lines) + "\n"
@@ -190,9 +193,13 @@ class LocalBrain:
         instructions = load_text("brain.md").replace("{tools}", render_tools(tools))
         return f"{IM_START}system\n{instructions}\n"
 
-    def build_prompt(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> str:
-        system = "\n".join(_text(m.get("content")) for m in messages if m.get("role") == "system")
-        history = [m for m in messages if m.get("role") != "system"]
+    def build_prompt(
+        self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], open_reply: bool = True
+    ) -> str:
+        system = "\n".join(
+            _text(m.get("content")) for m in messages if m.get("role") in ("system", "developer")
+        )
+        history = [m for m in messages if m.get("role") not in ("system", "developer")]
         history = history[-MAX_HISTORY_MESSAGES:]
         while history and history[0].get("role") == "tool":
             history.pop(0)
@@ -208,7 +215,8 @@ class LocalBrain:
                 parts.append(
                     f"{IM_START}system\nTool {'result' if ok else 'failed'}: {say}{IM_END}\n"
                 )
-        parts.append(f"{IM_START}assistant\n")
+        if open_reply:
+            parts.append(f"{IM_START}assistant\n")
         return "".join(parts)
 
     def _grammar(self, tools: list[dict[str, Any]]) -> Any:
@@ -219,21 +227,47 @@ class LocalBrain:
             self._grammar_cache[text] = LlamaGrammar.from_string(text, verbose=False)
         return self._grammar_cache[text]
 
-    def warm_up(self, tools: list[dict[str, Any]] | None = None) -> None:
-        """Evaluate the fixed prefix now so the first call does not pay for it."""
-        from tools.registry import ToolRegistry
-
-        tools = tools if tools is not None else ToolRegistry().openai_tools()
+    def warm_up(self, tools: list[dict[str, Any]], opening: list[dict[str, Any]] | None = None) -> None:
+        """Evaluate the fixed prefix (and a typical call opening) now, not on the first call."""
         started = time.perf_counter()
-        with self._lock:
-            prompt = self.prefix(tools)
-            tokens = self.llama.tokenize(prompt.encode(), add_bos=False, special=True)
-            self.llama.reset()
-            self.llama.eval(tokens)
+        evaluated = self.prime(opening or [], tools)
         self._grammar(tools)
         logger.info(
-            f"local LLM prefix ({len(tokens)} tokens) evaluated in {time.perf_counter() - started:.1f}s"
+            f"local LLM prompt prefix ({evaluated} tokens) evaluated in "
+            f"{time.perf_counter() - started:.1f}s"
         )
+
+    def prime_later(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> None:
+        """Prime in a background thread (the model lock orders it before the next request)."""
+        threading.Thread(target=self._prime_quietly, args=(messages, tools), daemon=True).start()
+
+    def _prime_quietly(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> None:
+        try:
+            self.prime(messages, tools)
+        except Exception as exc:  # priming is an optimisation; never fail a call over it
+            logger.warning(f"local LLM priming failed: {exc}")
+
+    def prime(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> int:
+        """Evaluate the conversation so far into the KV cache while nobody waits for it.
+
+        Called at call start (during the greeting) and after each reply (while it plays), so
+        the next request only evaluates the caller's new words. Returns tokens evaluated.
+        """
+        prompt = self.build_prompt(messages, tools, open_reply=False)
+        tokens = self.llama.tokenize(prompt.encode(), add_bos=False, special=True)
+        with self._lock:
+            cached = self.llama.n_tokens
+            current = list(self.llama._input_ids[:cached])
+            common = 0
+            for a, b in zip(current, tokens, strict=False):
+                if a != b:
+                    break
+                common += 1
+            if common == len(tokens):
+                return 0
+            self.llama.n_tokens = common
+            self.llama.eval(tokens[common:])
+            return len(tokens) - common
 
     def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Iterator[str]:
         """Blocking generator of raw model text for one turn (holding the model lock)."""
@@ -271,6 +305,33 @@ def parse_turn(raw: str, tools: list[dict[str, Any]]) -> Turn:
     return Turn("say", text=phrases()["not_understood"])
 
 
+_FAREWELL = re.compile(
+    r"\b(good ?bye|bye|see you|have a (good|great|nice) (day|one|evening|night|weekend)|"
+    r"that'?s (all|everything)|take care)\b",
+    re.I,
+)
+
+
+def is_farewell(text: str) -> bool:
+    return bool(_FAREWELL.search(text or ""))
+
+
+def _said_since_caller(messages: list[dict[str, Any]], test: Any) -> bool:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return False
+        if message.get("role") == "assistant" and test(_text(message.get("content"))):
+            return True
+    return False
+
+
+def _last_user_text(messages: list[dict[str, Any]]) -> str:
+    for message in reversed(messages):
+        if message.get("role") == "user":
+            return _text(message.get("content"))
+    return ""
+
+
 # --- OpenAI-compatible endpoint ----------------------------------------------------------------
 
 
@@ -291,7 +352,11 @@ async def generate_events(
     """Yield ("text", delta) while a reply streams, or one ("call", Turn) for a tool call."""
     if messages and messages[-1].get("role") == "tool":
         say, _ok = _tool_say(messages[-1].get("content"))
-        yield "text", say or phrases()["not_understood"]
+        reply = say or phrases()["not_understood"]
+        if is_farewell(reply) and _said_since_caller(messages, is_farewell):
+            return  # the goodbye was already spoken before the call ended
+        yield "text", reply
+        brain.prime_later([*messages, {"role": "assistant", "content": reply}], tools)
         return
     loop = asyncio.get_running_loop()
     queue: asyncio.Queue[str | None | BaseException] = asyncio.Queue()
@@ -319,6 +384,12 @@ async def generate_events(
                 yield "text", reply[emitted:]
                 emitted = len(reply)
     turn = parse_turn(raw, tools)
+    if turn.kind == "say":
+        brain.prime_later([*messages, {"role": "assistant", "content": turn.text}], tools)
+    if turn.kind == "say" and is_farewell(turn.text) and is_farewell(_last_user_text(messages)):
+        if any(t["function"]["name"] == "end_call" for t in tools):
+            # The caller said goodbye and so did the model: end the call, politely.
+            turn = Turn("call", tool="end_call", arguments={"reason": "caller said goodbye"})
     if turn.kind == "call":
         yield "call", turn
     elif emitted == 0:

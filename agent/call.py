@@ -63,7 +63,6 @@ from tools.business import Business, describe_hours, load_business
 from tools.crm import lookup_customer
 from tools.records import CallStore
 from tools.registry import ToolContext, ToolRegistry
-from tools.speech import say_when
 
 PIPELINE_RATE = 8000
 
@@ -255,6 +254,31 @@ class FillerSpeaker(FrameProcessor):
         await self.push_frame(frame, direction)
 
 
+def build_system_prompt(business: Business, caller: dict[str, Any] | None, has_caller_id: bool) -> str:
+    """The per-call system prompt. Everything that varies between calls (the time, the caller)
+    comes last, so a local model can keep the rest cached across calls."""
+    now = business.local(datetime.now(business.tz))
+    services = "; ".join(
+        f"{s.name} ({s.duration_minutes} min, ${s.price_cents / 100:.0f})" for s in business.services
+    )
+    if caller and caller.get("name"):
+        who = f"{caller['name']}, a returning customer (phone on file)"
+    elif has_caller_id:
+        who = "a new caller (phone number known from caller ID)"
+    else:
+        who = "unknown (no caller ID; ask for a phone number before booking)"
+    return fill(
+        load_text("system.md"),
+        business_name=business.name,
+        address=business.address,
+        services=services,
+        hours=describe_hours(business),
+        now=f"{now:%A %B %d %Y, %I:%M %p}",
+        caller=who,
+        persona=business.persona,
+    )
+
+
 class CallSession:
     """Runs one call's pipeline and keeps its record. Implements StreamHooks and CallControl."""
 
@@ -336,28 +360,6 @@ class CallSession:
 
     # --- Pipeline ------------------------------------------------------------------------------
 
-    async def _system_prompt(self, business: Business, caller: dict[str, Any] | None) -> str:
-        now = business.local(datetime.now(business.tz))
-        services = "; ".join(
-            f"{s.name} ({s.duration_minutes} min, ${s.price_cents / 100:.0f})" for s in business.services
-        )
-        if caller and caller.get("name"):
-            who = f"{caller['name']}, a returning customer (phone on file)"
-        elif self.info.from_number:
-            who = "a new caller (phone number known from caller ID)"
-        else:
-            who = "unknown (no caller ID; ask for a phone number before booking)"
-        return fill(
-            load_text("system.md"),
-            business_name=business.name,
-            address=business.address,
-            services=services,
-            hours=describe_hours(business),
-            now=f"{now:%A %B %d %Y, %I:%M %p} ({say_when(now)})",
-            caller=who,
-            persona=business.persona,
-        )
-
     def _greeting(self, business: Business, caller: dict[str, Any] | None) -> str:
         texts = phrases()
         first = (caller or {}).get("name", "").split(" ")[0] if caller else ""
@@ -438,7 +440,7 @@ class CallSession:
         )
         hotwords = " ".join([business.name, *(s.name for s in business.services)])
         stt = build_stt(settings, self.state.models, hotwords=hotwords)
-        system_prompt = await self._system_prompt(business, caller)
+        system_prompt = build_system_prompt(business, caller, bool(self.info.from_number))
         llm = build_llm(settings, self.state.local_llm_url, self.state.local_llm_key, system_prompt)
         tts = build_tts(settings, self.state.models)
 
@@ -454,6 +456,13 @@ class CallSession:
             ]
         )
         greeting = self._greeting(business, caller)
+        if self.state.brain is not None:
+            # Evaluate this call's prompt into the local model while the greeting plays.
+            opening = [
+                {"role": "system", "content": system_prompt},
+                {"role": "assistant", "content": greeting},
+            ]
+            self.state.brain.prime_later(opening, self.registry.openai_tools())
         context = LLMContext(tools=tools)
         self.context = context
 

@@ -90,6 +90,7 @@ class Settings:
     dev_mode: bool = False
     business_config: Path = Path("business.yaml")
     demo_enabled: bool = True
+    log_level: str = "INFO"
 
     # Call behaviour.
     stream_token_ttl_secs: float = 30.0
@@ -137,6 +138,7 @@ class Settings:
             dev_mode=_bool("FRONTDESK_DEV", get("FRONTDESK_DEV", "0")),
             business_config=Path(get("FRONTDESK_BUSINESS_CONFIG", "business.yaml")),
             demo_enabled=_bool("FRONTDESK_DEMO", get("FRONTDESK_DEMO", "1")),
+            log_level=get("FRONTDESK_LOG_LEVEL", "INFO"),
             stream_token_ttl_secs=_float(
                 "FRONTDESK_STREAM_TOKEN_TTL", get("FRONTDESK_STREAM_TOKEN_TTL", "30"), 1
             ),
