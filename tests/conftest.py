@@ -15,6 +15,8 @@ from tools.registry import ToolContext
 
 ROOT = Path(__file__).resolve().parent.parent
 BUSINESS_YAML = ROOT / "tools" / "business.yaml"
+# Assembled by `python3 run.py setup` (the README's test command runs it first).
+LOCAL_MODEL = ROOT / "data" / "models" / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
 TZ = ZoneInfo("America/New_York")
 # Sunday 22 November 2026, 10:00 in the salon's time zone.
 SUNDAY_MORNING = datetime(2026, 11, 22, 10, 0, tzinfo=TZ)
@@ -69,6 +71,7 @@ def server_env(data_dir: Path, port: int, **extra: str) -> dict[str, str]:
         "FRONTDESK_ADMIN_TOKEN": ADMIN_TOKEN,
         "FRONTDESK_BUSINESS_CONFIG": str(BUSINESS_YAML),
         "TWILIO_AUTH_TOKEN": AUTH_TOKEN,
+        "FRONTDESK_LLM_MODEL_PATH": str(LOCAL_MODEL),
         **extra,
     }
 

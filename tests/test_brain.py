@@ -84,7 +84,9 @@ def brain():
     from agent.brain import LocalBrain
     from agent.settings import Settings
 
-    loaded = LocalBrain.load(Settings.from_env({}))
+    from tests.conftest import LOCAL_MODEL
+
+    loaded = LocalBrain.load(Settings.from_env({"FRONTDESK_LLM_MODEL_PATH": str(LOCAL_MODEL)}))
     loaded.warm_up(TOOLS, [{"role": "system", "content": "Bella Hair Studio."}])
     return loaded
 

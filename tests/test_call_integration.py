@@ -30,7 +30,7 @@ def turns(report, role):
 async def test_a_call_books_an_appointment_and_answers_a_question(live_server):
     report, heard = await run_call(
         live_server,
-        1.5,
+        3.5,
         "Hi, do you have anything for a haircut this Friday?",
         7.0,
         "Yes please, book it.",
@@ -52,8 +52,10 @@ async def test_a_call_books_an_appointment_and_answers_a_question(live_server):
     # The bot spoke: greeting plus an answer after every caller turn, in audible audio.
     level = np.abs(np.frombuffer(heard, dtype="<i2")).max()
     assert level > 3000
-    # Every question got an answer (a sentence with a pause inside may count as two turns).
-    assert len([t for t in report.caller_turns if t.voice_to_voice_ms is not None]) >= 4
+    # The caller heard answers (the replay measures voice-to-voice at the phone).
+    assert len([t for t in report.caller_turns if t.voice_to_voice_ms is not None]) >= 3
+    callers, bots = turns(report, "caller"), turns(report, "bot")
+    assert len(bots) > len(callers) >= 4  # greeting + an answer to every caller turn
     bot_text = " ".join(t["text"] for t in turns(report, "bot"))
     assert "booked" in bot_text and "parking" in bot_text.lower()
     # The booking is in the database, for the caller's number.
