@@ -58,7 +58,10 @@ def serve() -> None:
     except SettingsError as exc:
         raise SystemExit(f"configuration error: {exc}") from None
     configure_logging(settings)
-    logger.info(f"Frontdesk starting on {settings.host}:{settings.port}; providers {settings.provider_names()}")
+    logger.info(
+        f"Frontdesk starting on {settings.host}:{settings.port}; "
+        f"providers {settings.provider_names()}"
+    )
     app = create_app(settings)
     uvicorn.run(
         app,

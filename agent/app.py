@@ -99,14 +99,15 @@ def create_app(settings: Settings) -> FastAPI:
         state.models = await asyncio.to_thread(LocalModels.load, settings)
         if not settings.uses_remote_llm:
             from agent.brain import LocalBrain
-
             from agent.call import build_system_prompt
             from tools.registry import ToolRegistry
 
             state.brain = await asyncio.to_thread(LocalBrain.load, settings)
             enabled = [n for n in ToolRegistry.all_names() if n not in business.disabled_tools]
             opening = [{"role": "system", "content": build_system_prompt(business, None, True)}]
-            await asyncio.to_thread(state.brain.warm_up, ToolRegistry(enabled).openai_tools(), opening)
+            await asyncio.to_thread(
+                state.brain.warm_up, ToolRegistry(enabled).openai_tools(), opening
+            )
         state.ready = True
         providers = ", ".join(f"{k}={v}" for k, v in settings.provider_names().items())
         logger.info(f"Frontdesk ready on http://{settings.host}:{settings.port} ({providers})")
@@ -120,7 +121,10 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.frontdesk = state
 
     async def run_phone_call(
-        websocket: WebSocket, parser: codec.MediaStreamParser, start: codec.Start, details: dict[str, str]
+        websocket: WebSocket,
+        parser: codec.MediaStreamParser,
+        start: codec.Start,
+        details: dict[str, str],
     ) -> None:
         from agent.call import CallInfo, CallSession
 
@@ -160,7 +164,12 @@ def create_app(settings: Settings) -> FastAPI:
     async def readyz() -> JSONResponse:
         database = await db.ping()
         ok = state.ready and database and state.accepting
-        body = {"ready": ok, "models_loaded": state.ready, "database": database, "accepting": state.accepting}
+        body = {
+            "ready": ok,
+            "models_loaded": state.ready,
+            "database": database,
+            "accepting": state.accepting,
+        }
         return JSONResponse(body, status_code=200 if ok else 503)
 
     @app.get("/api/calls", dependencies=[Depends(require_admin)])

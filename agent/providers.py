@@ -105,7 +105,9 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
 def build_vad(models: LocalModels, sample_rate: int, params: VADParams) -> VADAnalyzer:
     if models.vad_session is None:
         return SileroVADAnalyzer(sample_rate=sample_rate, params=params)
-    return SharedSileroVADAnalyzer(session=models.vad_session, sample_rate=sample_rate, params=params)
+    return SharedSileroVADAnalyzer(
+        session=models.vad_session, sample_rate=sample_rate, params=params
+    )
 
 
 class LocalWhisperSTTService(SegmentedSTTService):
@@ -170,7 +172,9 @@ class LocalWhisperSTTService(SegmentedSTTService):
         finally:
             await self.stop_processing_metrics()
         if text:
-            yield TranscriptionFrame(text, self._user_id, time_now_iso8601(), Language.EN, finalized=True)
+            yield TranscriptionFrame(
+                text, self._user_id, time_now_iso8601(), Language.EN, finalized=True
+            )
 
 
 class HibariTTSService(TTSService):
@@ -204,7 +208,9 @@ class HibariTTSService(TTSService):
                 out.append(part)
         return out
 
-    def _synthesize_into(self, text: str, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any]) -> None:
+    def _synthesize_into(
+        self, text: str, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any]
+    ) -> None:
         """Worker thread: put one PCM buffer per synthesized piece, then None."""
         assert self._models.hibari is not None and self._models.tts_lock is not None
         rate = self._models.hibari.sample_rate
@@ -214,7 +220,9 @@ class HibariTTSService(TTSService):
                     chunks = list(self._models.hibari.stream(clause))
                 for chunk in chunks:
                     if len(chunk):
-                        pcm = resample_pcm16(float_to_pcm16(chunk, HIBARI_GAIN), rate, self.sample_rate)
+                        pcm = resample_pcm16(
+                            float_to_pcm16(chunk, HIBARI_GAIN), rate, self.sample_rate
+                        )
                         loop.call_soon_threadsafe(queue.put_nowait, pcm)
         except Exception as exc:
             loop.call_soon_threadsafe(queue.put_nowait, exc)
@@ -226,7 +234,9 @@ class HibariTTSService(TTSService):
         await self.start_tts_usage_metrics(text)
         queue: asyncio.Queue[Any] = asyncio.Queue()
         loop = asyncio.get_running_loop()
-        worker = threading.Thread(target=self._synthesize_into, args=(text, loop, queue), daemon=True)
+        worker = threading.Thread(
+            target=self._synthesize_into, args=(text, loop, queue), daemon=True
+        )
         worker.start()
         first = True
         while (item := await queue.get()) is not None:

@@ -125,7 +125,7 @@ class Settings:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
-        """Read settings from a mapping such as ``os.environ``; raise SettingsError on bad values."""
+        """Read settings from a mapping such as ``os.environ``; SettingsError on bad values."""
         get = env.get
         data_dir = Path(get("FRONTDESK_DATA_DIR", "data")).expanduser()
         return cls(

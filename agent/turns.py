@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 import time
 
-from pipecat.frames.frames import TranscriptionFrame
+from pipecat.frames.frames import TranscriptionFrame, VADUserStoppedSpeakingFrame
 from pipecat.turns.user_stop.speech_timeout_user_turn_stop_strategy import (
     SpeechTimeoutUserTurnStopStrategy,
 )
@@ -78,7 +78,7 @@ class PhraseAwareTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):
         self._unfinished_pause_secs = unfinished_pause_secs
         self._vad_stopped_at: float | None = None
 
-    async def _handle_vad_user_stopped_speaking(self, frame):  # type: ignore[no-untyped-def]
+    async def _handle_vad_user_stopped_speaking(self, frame: VADUserStoppedSpeakingFrame) -> None:
         self._vad_stopped_at = time.monotonic()
         self._user_speech_timeout = self._pause_secs
         await super()._handle_vad_user_stopped_speaking(frame)

@@ -34,7 +34,7 @@ def rms_dbfs(pcm: bytes) -> float:
 
 
 def read_wav_mono16(data: bytes) -> tuple[bytes, int]:
-    """Read a PCM WAV (any rate, 8/16/32-bit, mono or stereo) as 16-bit mono; returns (pcm, rate)."""
+    """Read a PCM WAV (any rate, 8/16/32-bit, mono or stereo) as 16-bit mono: (pcm, rate)."""
     with wave.open(io.BytesIO(data), "rb") as wav:
         channels, width, rate = wav.getnchannels(), wav.getsampwidth(), wav.getframerate()
         frames = wav.readframes(wav.getnframes())

@@ -187,7 +187,9 @@ def parse_message(text: str | bytes) -> Event:
         digit = _str(dtmf, "digit", where="dtmf")
         if digit not in DTMF_DIGITS:
             raise ProtocolError(f"dtmf.digit must be one of 0-9 * # A-D, got {digit!r}")
-        return Dtmf(stream_sid=_str(message, "streamSid", where="dtmf", required=False), digit=digit)
+        return Dtmf(
+            stream_sid=_str(message, "streamSid", where="dtmf", required=False), digit=digit
+        )
     if event == "mark":
         mark = _obj(message, "mark")
         return Mark(

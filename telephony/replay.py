@@ -193,7 +193,9 @@ async def replay(
     signed_url = f"{public_url.rstrip('/')}/twilio/voice" if public_url else webhook
     signature = sign_twilio_request(auth_token, signed_url, params)
     async with httpx.AsyncClient(timeout=15) as client:
-        response = await client.post(webhook, data=params, headers={"X-Twilio-Signature": signature})
+        response = await client.post(
+            webhook, data=params, headers={"X-Twilio-Signature": signature}
+        )
         if response.status_code != 200:
             raise ReplayError(f"webhook answered {response.status_code}: {response.text[:200]}")
         stream_url, stream_params = _parse_twiml(response.text)
@@ -209,7 +211,9 @@ async def replay(
         bot_speaking_since: float | None = None
 
         async with websockets.connect(stream_url, max_size=2**20, open_timeout=10) as ws:
-            await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
+            await ws.send(
+                json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
+            )
             await ws.send(
                 json.dumps(
                     {
@@ -221,7 +225,11 @@ async def replay(
                             "streamSid": stream_sid,
                             "callSid": call_sid,
                             "tracks": ["inbound"],
-                            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                            "mediaFormat": {
+                                "encoding": "audio/x-mulaw",
+                                "sampleRate": 8000,
+                                "channels": 1,
+                            },
                             "customParameters": stream_params,
                         },
                     }
@@ -289,7 +297,9 @@ async def replay(
                         chunk = SILENCE_ULAW
                         if tail_started is None:
                             tail_started = time.monotonic()
-                        quiet = (time.monotonic() - max(started + last_bot_audio / 1000, tail_started))
+                        quiet = time.monotonic() - max(
+                            started + last_bot_audio / 1000, tail_started
+                        )
                         if (quiet > tail_secs and not phone.busy) or (
                             time.monotonic() - tail_started > max_tail_secs
                         ):
@@ -374,7 +384,9 @@ def _parse_twiml(text: str) -> tuple[str, dict[str, str]]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m telephony.replay", description=__doc__.split("\n\n")[0])
+    parser = argparse.ArgumentParser(
+        prog="python -m telephony.replay", description=__doc__.split("\n\n")[0]
+    )
     parser.add_argument("wav", type=Path, help="caller audio (WAV, any rate)")
     parser.add_argument("--server", default="http://127.0.0.1:8080")
     parser.add_argument("--report", type=Path, help="write the JSON report here")
@@ -412,9 +424,16 @@ def main(argv: list[str] | None = None) -> int:
     if args.bot_audio:
         args.bot_audio.write_bytes(write_wav(heard, codec.TWILIO_SAMPLE_RATE))
     for index, turn in enumerate(report.caller_turns, 1):
-        v2v = f"{turn.voice_to_voice_ms:.0f} ms" if turn.voice_to_voice_ms is not None else "no reply"
-        print(f"caller turn {index}: ended at {turn.speech_end_ms / 1000:.2f}s, voice-to-voice {v2v}")
-    print(f"clears: {len(report.clears)}, marks acked: {report.marks_acked}, bot audio {report.bot_audio_ms / 1000:.1f}s")
+        v2v = (
+            f"{turn.voice_to_voice_ms:.0f} ms" if turn.voice_to_voice_ms is not None else "no reply"
+        )
+        print(
+            f"caller turn {index}: ended at {turn.speech_end_ms / 1000:.2f}s, voice-to-voice {v2v}"
+        )
+    print(
+        f"clears: {len(report.clears)}, marks acked: {report.marks_acked}, "
+        f"bot audio {report.bot_audio_ms / 1000:.1f}s"
+    )
     if report.call_record:
         for turn in report.call_record.get("turns", []):
             print(f"  {turn['role']:>6}: {turn['text']}")

@@ -82,7 +82,9 @@ def build_router(state: Any, run_call: RunCall) -> APIRouter:
             logger.warning(f"call {call_sid}: over capacity or shutting down; apologising")
             body = twiml.apologise_busy(state.phrases["over_capacity"], state.escalation_number)
             return Response(body, media_type="application/xml")
-        token = state.tokens.issue(call_sid, {"from": form.get("From", ""), "to": form.get("To", "")})
+        token = state.tokens.issue(
+            call_sid, {"from": form.get("From", ""), "to": form.get("To", "")}
+        )
         body = twiml.connect_stream(stream_url(settings.public_url, request), token)
         return Response(body, media_type="application/xml")
 

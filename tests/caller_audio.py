@@ -44,5 +44,7 @@ def call_audio(*parts: str | float) -> bytes:
 def add_noise(pcm: bytes, snr_db: float, seed: int = 1) -> bytes:
     samples = np.frombuffer(pcm, dtype="<i2").astype(np.float64)
     power = np.mean(samples[np.abs(samples) > 200] ** 2) if np.any(np.abs(samples) > 200) else 1.0
-    noise = np.random.default_rng(seed).normal(0, np.sqrt(power / 10 ** (snr_db / 10)), len(samples))
+    noise = np.random.default_rng(seed).normal(
+        0, np.sqrt(power / 10 ** (snr_db / 10)), len(samples)
+    )
     return np.clip(samples + noise, -32768, 32767).astype("<i2").tobytes()

@@ -31,7 +31,9 @@ async def db(tmp_path: Path) -> AsyncIterator[Database]:
     await database.close()
 
 
-def make_ctx(db: Database, now: datetime = SUNDAY_MORNING, phone: str = "+14135550123") -> ToolContext:
+def make_ctx(
+    db: Database, now: datetime = SUNDAY_MORNING, phone: str = "+14135550123"
+) -> ToolContext:
     return ToolContext(db=db, caller_phone=phone, call_sid="CAtest", now=lambda: now)
 
 
@@ -77,18 +79,28 @@ def server_env(data_dir: Path, port: int, **extra: str) -> dict[str, str]:
 
 
 SCRIPT_RULES = [
-    Rule(r"hair ?cut.*(friday|available|anything)|(friday|available).*hair ?cut", tool="check_availability",
-         arguments={"service": "haircut", "when": "Friday at 2pm"}),
-    Rule(r"\bbook\b|yes,? please", tool="book_appointment",
-         arguments={"service": "haircut", "when": "Friday at 2pm", "customer_name": "Anna Lee"}),
+    Rule(
+        r"hair ?cut.*(friday|available|anything)|(friday|available).*hair ?cut",
+        tool="check_availability",
+        arguments={"service": "haircut", "when": "Friday at 2pm"},
+    ),
+    Rule(
+        r"\bbook\b|yes,? please",
+        tool="book_appointment",
+        arguments={"service": "haircut", "when": "Friday at 2pm", "customer_name": "Anna Lee"},
+    ),
     Rule(r"park", tool="search_knowledge_base", arguments={"query": "parking"}),
     Rule(r"hours|open", tool="get_business_info", arguments={"topic": "hours"}),
-    Rule(r"tell me (about|everything)|services", reply=(
-        "We offer haircuts, beard trims, coloring, blow drys and kids haircuts. "
-        "A haircut takes thirty minutes and costs forty dollars. "
-        "Coloring takes an hour and a half and costs ninety five dollars. "
-        "Our stylists Maria and James have many years of experience. "
-        "We also sell Olaplex and Aveda products in the salon.")),
+    Rule(
+        r"tell me (about|everything)|services",
+        reply=(
+            "We offer haircuts, beard trims, coloring, blow drys and kids haircuts. "
+            "A haircut takes thirty minutes and costs forty dollars. "
+            "Coloring takes an hour and a half and costs ninety five dollars. "
+            "Our stylists Maria and James have many years of experience. "
+            "We also sell Olaplex and Aveda products in the salon."
+        ),
+    ),
     Rule(r"bye|that's all|thank", tool="end_call", arguments={"reason": "caller said goodbye"}),
 ]
 

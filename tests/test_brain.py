@@ -20,7 +20,9 @@ def test_grammar_has_a_reply_branch_and_one_branch_per_tool():
     for tool in TOOLS:
         assert f'"call {tool["function"]["name"]} "' in grammar
     # Enumerations are closed: get_business_info can only name known topics.
-    topic_rule = next(line for line in grammar.splitlines() if line.startswith("get-business-info-topic"))
+    topic_rule = next(
+        line for line in grammar.splitlines() if line.startswith("get-business-info-topic")
+    )
     assert '\\"hours_today\\"' in topic_rule
 
 
@@ -48,7 +50,9 @@ def test_optional_arguments_may_appear_alone():
 
 def test_parse_turn_handles_replies_calls_and_garbage():
     assert parse_turn("say: Hello there!", TOOLS).text == "Hello there!"
-    call = parse_turn('call check_availability {"service": "haircut", "when": "Friday at 2pm"}', TOOLS)
+    call = parse_turn(
+        'call check_availability {"service": "haircut", "when": "Friday at 2pm"}', TOOLS
+    )
     assert call.kind == "call" and call.arguments == {"service": "haircut", "when": "Friday at 2pm"}
     for broken in [
         'call check_availability {"service": "haircut", "when": "Fri',  # truncated
@@ -70,7 +74,11 @@ def test_tool_list_is_rendered_compactly():
 # --- The real model (slow: loads 1.1 GB; runs in CI) -------------------------------------------
 
 ROUTING = [
-    ("Do you have any openings for a haircut tomorrow afternoon?", "check_availability", {"service": "haircut"}),
+    (
+        "Do you have any openings for a haircut tomorrow afternoon?",
+        "check_availability",
+        {"service": "haircut"},
+    ),
     ("What time do you close on Saturday?", "get_business_info", {}),
     ("I need to cancel my appointment on Friday.", "cancel_appointment", {}),
     ("Can I talk to a real person please?", "transfer_to_human", {}),
@@ -83,7 +91,6 @@ ROUTING = [
 def brain():
     from agent.brain import LocalBrain
     from agent.settings import Settings
-
     from tests.conftest import LOCAL_MODEL
 
     loaded = LocalBrain.load(Settings.from_env({"FRONTDESK_LLM_MODEL_PATH": str(LOCAL_MODEL)}))
@@ -97,7 +104,10 @@ async def test_real_model_routes_to_the_right_tool(brain, utterance, tool, argum
     from agent.brain import generate_events
 
     messages = [
-        {"role": "system", "content": "Bella Hair Studio. Right now it is Sunday November 22, 10 AM."},
+        {
+            "role": "system",
+            "content": "Bella Hair Studio. Right now it is Sunday November 22, 10 AM.",
+        },
         {"role": "assistant", "content": "Thanks for calling Bella Hair Studio. How can I help?"},
         {"role": "user", "content": utterance},
     ]
@@ -105,7 +115,7 @@ async def test_real_model_routes_to_the_right_tool(brain, utterance, tool, argum
     calls = [value for kind, value in events if kind == "call"]
     assert calls, f"expected a call to {tool}, got {events}"
     assert calls[0].tool == tool
-    for key, value in arguments.items():
+    for value in arguments.values():
         assert re.search(value, json.dumps(calls[0].arguments), re.I)
 
 

@@ -5,22 +5,23 @@ import json
 
 import httpx
 import numpy as np
-import pytest
 import sqlalchemy as sa
 import websockets
 
-from tests.caller_audio import RATE, call_audio
-from tests.conftest import ADMIN_TOKEN, AUTH_TOKEN
 from telephony import codec
 from telephony.replay import replay
 from telephony.signature import sign_twilio_request
+from tests.caller_audio import RATE, call_audio
+from tests.conftest import ADMIN_TOKEN, AUTH_TOKEN
 from tools import schema
 from tools.db import Database
 
 
 async def run_call(server, *parts, **kwargs):
     audio = call_audio(*parts)
-    return await replay(audio, RATE, server.url, auth_token=AUTH_TOKEN, admin_token=ADMIN_TOKEN, **kwargs)
+    return await replay(
+        audio, RATE, server.url, auth_token=AUTH_TOKEN, admin_token=ADMIN_TOKEN, **kwargs
+    )
 
 
 def turns(report, role):
@@ -62,14 +63,20 @@ async def test_a_call_books_an_appointment_and_answers_a_question(live_server):
     db = Database(live_server.db_url)
     async with db.read() as conn:
         rows = (
-            await conn.execute(
-                sa.select(schema.appointments, schema.customers.c.phone, schema.customers.c.name).join(
-                    schema.customers
+            (
+                await conn.execute(
+                    sa.select(
+                        schema.appointments, schema.customers.c.phone, schema.customers.c.name
+                    ).join(schema.customers)
                 )
             )
-        ).mappings().all()
+            .mappings()
+            .all()
+        )
     await db.close()
-    assert [(r["phone"], r["name"], r["status"]) for r in rows] == [("+14135550123", "Anna Lee", "booked")]
+    assert [(r["phone"], r["name"], r["status"]) for r in rows] == [
+        ("+14135550123", "Anna Lee", "booked")
+    ]
     # Per-turn latency is recorded.
     answered = [t for t in turns(report, "bot") if "voice_to_voice_ms" in t["timings"]]
     assert answered and all(t["timings"]["voice_to_voice_ms"] > 0 for t in answered)
@@ -99,7 +106,11 @@ async def test_barge_in_clears_twilio_and_stops_the_bot(live_server):
     assert len(interrupted[0]["text"]) < len(full)
     # The LLM was told only what the caller heard.
     asked = [r["messages"] for r in live_server.script.requests if "opening hours" in json.dumps(r)]
-    said = [m["content"] for m in asked[0] if m["role"] == "assistant" and isinstance(m.get("content"), str)]
+    said = [
+        m["content"]
+        for m in asked[0]
+        if m["role"] == "assistant" and isinstance(m.get("content"), str)
+    ]
     cut = [m for m in said if "cut off" in m]
     assert cut and cut[-1].startswith("We offer") and "Aveda" not in cut[-1]
 
@@ -117,7 +128,9 @@ async def test_webhook_signature_is_required(live_server):
             url, data={**params, "From": "+19999999999"}, headers={"X-Twilio-Signature": good}
         )
         ok = await client.post(url, data=params, headers={"X-Twilio-Signature": good})
-    assert [missing.status_code, forged.status_code, other.status_code, tampered.status_code] == [403] * 4
+    assert [missing.status_code, forged.status_code, other.status_code, tampered.status_code] == [
+        403
+    ] * 4
     assert ok.status_code == 200 and "<Stream" in ok.text and 'name="token"' in ok.text
 
 
@@ -156,10 +169,16 @@ async def test_media_socket_needs_a_valid_one_time_token(live_server):
     params = {"CallSid": "CAtokentest", "From": "+14135550123", "To": "+14135550100"}
     async with httpx.AsyncClient() as client:
         answer = await client.post(
-            url, data=params, headers={"X-Twilio-Signature": sign_twilio_request(AUTH_TOKEN, url, params)}
+            url,
+            data=params,
+            headers={"X-Twilio-Signature": sign_twilio_request(AUTH_TOKEN, url, params)},
         )
     token = answer.text.split('name="token" value="')[1].split('"')[0]
-    for call_sid, candidate in [("CAtokentest", None), ("CAtokentest", "forged.1.x"), ("CAother", token)]:
+    for call_sid, candidate in [
+        ("CAtokentest", None),
+        ("CAtokentest", "forged.1.x"),
+        ("CAother", token),
+    ]:
         ws = await _open_stream(live_server, call_sid, candidate)
         assert await _closed_with(ws) == 1008
     # The right token works once ...
@@ -177,15 +196,25 @@ async def test_garbage_frames_do_not_break_a_call(live_server):
     params = {"CallSid": "CAgarbage", "From": "+14135550123", "To": "+14135550100"}
     async with httpx.AsyncClient() as client:
         answer = await client.post(
-            url, data=params, headers={"X-Twilio-Signature": sign_twilio_request(AUTH_TOKEN, url, params)}
+            url,
+            data=params,
+            headers={"X-Twilio-Signature": sign_twilio_request(AUTH_TOKEN, url, params)},
         )
     token = answer.text.split('name="token" value="')[1].split('"')[0]
     ws = await _open_stream(live_server, "CAgarbage", token)
-    for junk in ["{", "[]", '{"event": "media", "media": {"payload": "!!"}}', '{"event": "nope"}', b"\x00\xff"]:
+    for junk in [
+        "{",
+        "[]",
+        '{"event": "media", "media": {"payload": "!!"}}',
+        '{"event": "nope"}',
+        b"\x00\xff",
+    ]:
         await ws.send(junk)
     silence = base64.b64encode(codec.pcm16_to_ulaw(bytes(320))).decode()
     for _ in range(10):
-        await ws.send(json.dumps({"event": "media", "streamSid": "MZtest", "media": {"payload": silence}}))
+        await ws.send(
+            json.dumps({"event": "media", "streamSid": "MZtest", "media": {"payload": silence}})
+        )
     first = json.loads(await ws.recv())
     assert first["event"] in ("media", "mark")  # still alive and greeting
     await ws.close()

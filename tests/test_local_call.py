@@ -2,10 +2,10 @@
 
 import pytest
 
+from telephony.replay import replay
 from tests.caller_audio import RATE, call_audio
 from tests.conftest import ADMIN_TOKEN, AUTH_TOKEN, free_port, server_env
 from tests.fakes.llm import ServerThread
-from telephony.replay import replay
 
 
 @pytest.mark.slow
@@ -17,7 +17,9 @@ async def test_offline_receptionist_answers_a_replayed_call(tmp_path):
     app = create_app(Settings.from_env(server_env(tmp_path, port)))
     with ServerThread(app, port) as server:
         report, _heard = await replay(
-            call_audio(1.0, "Hi, where is the salon located?", 12.0, "Great, thanks. Goodbye.", 10.0),
+            call_audio(
+                1.0, "Hi, where is the salon located?", 12.0, "Great, thanks. Goodbye.", 10.0
+            ),
             RATE,
             server.url,
             auth_token=AUTH_TOKEN,

@@ -50,7 +50,9 @@ def test_twilio_signature_validation():
 
 def test_public_url_wins_over_the_host_header():
     assert (
-        public_request_url("https://pub.example.com/", "/twilio/voice", "", "http://10.0.0.5:8080/twilio/voice")
+        public_request_url(
+            "https://pub.example.com/", "/twilio/voice", "", "http://10.0.0.5:8080/twilio/voice"
+        )
         == "https://pub.example.com/twilio/voice"
     )
     assert public_request_url("", "/x", "", "http://h/x") == "http://h/x"

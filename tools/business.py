@@ -13,7 +13,7 @@ import sqlalchemy as sa
 import yaml
 
 from tools import schema
-from tools.db import Database, utc_now
+from tools.db import Database, new_id, utc_now
 from tools.registry import ToolContext, ToolError, ToolResult, tool
 from tools.speech import join_words, say_date, say_duration, say_price, say_time
 
@@ -142,12 +142,16 @@ async def load_business(db: Database) -> Business:
         hours_rows = (await conn.execute(sa.select(schema.opening_hours))).mappings().all()
         holiday_rows = (await conn.execute(sa.select(schema.holidays))).mappings().all()
         service_rows = (
-            await conn.execute(
-                sa.select(schema.services)
-                .where(schema.services.c.active)
-                .order_by(schema.services.c.id)
+            (
+                await conn.execute(
+                    sa.select(schema.services)
+                    .where(schema.services.c.active)
+                    .order_by(schema.services.c.id)
+                )
             )
-        ).mappings().all()
+            .mappings()
+            .all()
+        )
     hours: dict[int, list[tuple[time, time]]] = {}
     for h in hours_rows:
         hours.setdefault(h["weekday"], []).append(
@@ -226,7 +230,9 @@ async def seed_business(db: Database, path: Path) -> dict[str, int]:
     added = {"business": 0, "services": 0, "staff": 0, "knowledge_base": 0, "holidays": 0}
     now = utc_now()
     async with db.write() as conn:
-        exists = (await conn.execute(sa.select(sa.func.count()).select_from(schema.business))).scalar()
+        exists = (
+            await conn.execute(sa.select(sa.func.count()).select_from(schema.business))
+        ).scalar()
         if not exists:
             await conn.execute(
                 schema.business.insert().values(
@@ -281,7 +287,7 @@ async def seed_business(db: Database, path: Path) -> dict[str, int]:
                         aliases=service.get("aliases", ""),
                     )
                 )
-                service_ids[service["name"]] = result.inserted_primary_key[0]
+                service_ids[service["name"]] = new_id(result)
                 added["services"] += 1
             else:
                 service_ids[service["name"]] = row[0]
@@ -294,7 +300,7 @@ async def seed_business(db: Database, path: Path) -> dict[str, int]:
             if row is not None:
                 continue
             result = await conn.execute(schema.staff.insert().values(name=member["name"]))
-            staff_id = result.inserted_primary_key[0]
+            staff_id = new_id(result)
             for service_name in member.get("services") or []:
                 if service_name not in service_ids:
                     raise ConfigError(f"staff.{member['name']}: unknown service {service_name!r}")
@@ -326,7 +332,7 @@ async def seed_business(db: Database, path: Path) -> dict[str, int]:
 
 
 def describe_hours(business: Business) -> str:
-    """"Monday to Wednesday nine a m to six p m, ..." grouped by identical hours."""
+    """ "Monday to Wednesday nine a m to six p m, ..." grouped by identical hours."""
     groups: list[tuple[list[int], list[tuple[time, time]]]] = []
     for weekday in range(7):
         ranges = business.hours.get(weekday, [])
@@ -368,7 +374,8 @@ async def get_business_info(
         state = "open now" if business.is_open_at(now) else "closed right now"
         today = f"Today we're open {spans}, and we're {state}."
     prices = "; ".join(
-        f"{s.name.lower()} is {say_price(s.price_cents)} and takes {say_duration(s.duration_minutes)}"
+        f"{s.name.lower()} is {say_price(s.price_cents)} "
+        f"and takes {say_duration(s.duration_minutes)}"
         for s in business.services
     )
     data: dict[str, Any] = {

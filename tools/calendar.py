@@ -12,7 +12,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tools import schema
 from tools.business import Business, Service, load_business
 from tools.crm import ensure_customer, require_customer
-from tools.db import utc_now
+from tools.db import new_id, utc_now
 from tools.registry import ToolContext, ToolError, ToolResult, tool
 from tools.speech import join_words, say_date, say_time, say_when
 from tools.when import When, resolve_when
@@ -42,7 +42,9 @@ async def _busy(
     conn: AsyncConnection, start: datetime, end: datetime, exclude_id: int | None = None
 ) -> list[tuple[int | None, datetime, datetime]]:
     query = sa.select(
-        schema.appointments.c.staff_id, schema.appointments.c.starts_at, schema.appointments.c.ends_at
+        schema.appointments.c.staff_id,
+        schema.appointments.c.starts_at,
+        schema.appointments.c.ends_at,
     ).where(
         schema.appointments.c.status == "booked",
         schema.appointments.c.starts_at < end.astimezone(UTC).isoformat(),
@@ -67,7 +69,7 @@ async def find_slots(
 ) -> list[Slot]:
     """Free slots for a service, nearest to the request first."""
     tz = business.tz
-    staff = await _qualified_staff(conn, service) or [(None, "")]
+    staff: list[tuple[int | None, str]] = [*await _qualified_staff(conn, service)] or [(None, "")]
     duration = timedelta(minutes=service.duration_minutes)
     step = timedelta(minutes=business.slot_minutes)
     earliest_start = now + LEAD_TIME
@@ -131,9 +133,9 @@ def _closed_reason(business: Business, when: When) -> str | None:
     return None
 
 
-async def _check(ctx: ToolContext, service_words: str, when_words: str) -> tuple[
-    Business, Service, When, datetime, list[Slot], str | None
-]:
+async def _check(
+    ctx: ToolContext, service_words: str, when_words: str
+) -> tuple[Business, Service, When, datetime, list[Slot], str | None]:
     business = await load_business(ctx.db)
     service = business.service_named(service_words)
     now = business.local(ctx.current_time())
@@ -161,7 +163,11 @@ async def check_availability(ctx: ToolContext, service: str, when: str) -> ToolR
     data: dict[str, Any] = {
         "service": svc.name,
         "slots": [
-            {"start": s.starts_at.isoformat(), "staff": s.staff_name, "spoken": say_when(s.starts_at, today)}
+            {
+                "start": s.starts_at.isoformat(),
+                "staff": s.staff_name,
+                "spoken": say_when(s.starts_at, today),
+            }
             for s in slots
         ],
     }
@@ -217,13 +223,16 @@ async def book_appointment(
             data={"slots": [s.starts_at.isoformat() for s in slots]},
         )
     async with ctx.db.write() as conn:
-        exact = When(day=target.date(), earliest=target.time(), latest=(target + timedelta(minutes=1)).time())
+        exact = When(
+            day=target.date(), earliest=target.time(), latest=(target + timedelta(minutes=1)).time()
+        )
         free = await find_slots(conn, business, svc, exact, now, limit=1)
         if not free or free[0].starts_at != target:
             alternatives = await find_slots(conn, business, svc, window, now)
             offer = _offer(alternatives, today)
             raise ToolError(
-                f"Sorry, {say_when(target, today)} is taken. {offer + '. Would one of those work?' if offer else ''}".strip(),
+                f"Sorry, {say_when(target, today)} is taken. "
+                + (f"{offer}. Would one of those work?" if offer else ""),
                 code="slot_taken",
                 data={"slots": [s.starts_at.isoformat() for s in alternatives]},
             )
@@ -244,11 +253,14 @@ async def book_appointment(
                 updated_at=stamp,
             )
         )
-        appointment_id = result.inserted_primary_key[0]
+        appointment_id = new_id(result)
     with_whom = f" with {slot.staff_name}" if slot.staff_name else ""
     name = f", {customer['name'].split()[0]}" if customer["name"] else ""
     return ToolResult(
-        say=f"You're booked{name}: a {svc.name.lower()} {say_when(slot.starts_at, today)}{with_whom}.",
+        say=(
+            f"You're booked{name}: a {svc.name.lower()} "
+            f"{say_when(slot.starts_at, today)}{with_whom}."
+        ),
         data={
             "appointment_id": appointment_id,
             "service": svc.name,
@@ -281,6 +293,10 @@ async def _upcoming(conn: AsyncConnection, customer_id: int, now: datetime) -> l
     return [dict(r._mapping) for r in rows]
 
 
+def _local_start(business: Business, appointment: dict[str, Any]) -> datetime:
+    return business.local(datetime.fromisoformat(appointment["starts_at"]))
+
+
 def _pick(
     appointments: list[dict[str, Any]], when_words: str, business: Business, now: datetime
 ) -> dict[str, Any]:
@@ -304,7 +320,10 @@ def _pick(
             return matches[0]
         if not matches:
             listed = join_words(
-                [say_when(business.local(datetime.fromisoformat(a["starts_at"])), today) for a in appointments],
+                [
+                    say_when(business.local(datetime.fromisoformat(a["starts_at"])), today)
+                    for a in appointments
+                ],
                 "and",
             )
             raise ToolError(f"I don't see an appointment then. You have {listed}.", code="no_match")
@@ -312,7 +331,7 @@ def _pick(
         return appointments[0]
     listed = join_words(
         [
-            f"a {a['service'].lower()} {say_when(business.local(datetime.fromisoformat(a['starts_at'])), today)}"
+            f"a {a['service'].lower()} {say_when(_local_start(business, a), today)}"
             for a in appointments
         ],
         "and",
@@ -325,7 +344,7 @@ async def cancel_appointment(ctx: ToolContext, when: str = "") -> ToolResult:
     """Cancel one of the caller's upcoming appointments.
 
     Args:
-        when: The caller's words for which appointment, e.g. "the one on Friday"; empty if they have one.
+        when: Which appointment, in the caller's words ("the one on Friday"); empty if just one.
     """
     business = await load_business(ctx.db)
     now = business.local(ctx.current_time())
@@ -339,13 +358,16 @@ async def cancel_appointment(ctx: ToolContext, when: str = "") -> ToolResult:
         )
     start = business.local(datetime.fromisoformat(appointment["starts_at"]))
     return ToolResult(
-        say=f"Done. Your {appointment['service'].lower()} {say_when(start, now.date())} is cancelled.",
+        say=f"Done, I've cancelled your {appointment['service'].lower()} "
+        f"{say_when(start, now.date())}.",
         data={"appointment_id": appointment["id"], "start": start.isoformat()},
     )
 
 
 @tool()
-async def reschedule_appointment(ctx: ToolContext, new_when: str, current_when: str = "") -> ToolResult:
+async def reschedule_appointment(
+    ctx: ToolContext, new_when: str, current_when: str = ""
+) -> ToolResult:
     """Move one of the caller's upcoming appointments to a new exact time.
 
     Args:
@@ -364,12 +386,16 @@ async def reschedule_appointment(ctx: ToolContext, new_when: str, current_when: 
         window = resolve_when(new_when, now)
         target = window.target(business.tz)
         if target is None:
-            slots = await find_slots(conn, business, svc, window, now, exclude_appointment=appointment["id"])
+            slots = await find_slots(
+                conn, business, svc, window, now, exclude_appointment=appointment["id"]
+            )
             raise ToolError(
                 f"What time would you like instead? {_offer(slots, today)}.",
                 code="need_exact_time",
             )
-        exact = When(day=target.date(), earliest=target.time(), latest=(target + timedelta(minutes=1)).time())
+        exact = When(
+            day=target.date(), earliest=target.time(), latest=(target + timedelta(minutes=1)).time()
+        )
         free = await find_slots(
             conn, business, svc, exact, now, limit=1, exclude_appointment=appointment["id"]
         )
@@ -387,7 +413,9 @@ async def reschedule_appointment(ctx: ToolContext, new_when: str, current_when: 
             .where(schema.appointments.c.id == appointment["id"])
             .values(
                 starts_at=slot.starts_at.astimezone(UTC).isoformat(),
-                ends_at=(slot.starts_at + timedelta(minutes=svc.duration_minutes)).astimezone(UTC).isoformat(),
+                ends_at=(slot.starts_at + timedelta(minutes=svc.duration_minutes))
+                .astimezone(UTC)
+                .isoformat(),
                 staff_id=slot.staff_id,
                 updated_at=utc_now(),
             )

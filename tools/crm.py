@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tools import schema
-from tools.db import utc_now
+from tools.db import new_id, utc_now
 from tools.registry import ToolContext, ToolError, ToolResult, tool
 from tools.speech import join_words, say_when
 
@@ -36,8 +36,10 @@ def _caller_phone(ctx: ToolContext, phone: str = "") -> str:
 
 async def lookup_customer(conn: AsyncConnection, phone: str) -> dict[str, Any] | None:
     row = (
-        await conn.execute(sa.select(schema.customers).where(schema.customers.c.phone == phone))
-    ).mappings().first()
+        (await conn.execute(sa.select(schema.customers).where(schema.customers.c.phone == phone)))
+        .mappings()
+        .first()
+    )
     return dict(row) if row else None
 
 
@@ -55,7 +57,12 @@ async def ensure_customer(
                 phone=number, name=name, email="", created_at=stamp, updated_at=stamp
             )
         )
-        customer = {"id": result.inserted_primary_key[0], "phone": number, "name": name, "email": ""}
+        customer = {
+            "id": new_id(result),
+            "phone": number,
+            "name": name,
+            "email": "",
+        }
     elif name and name != customer["name"]:
         await conn.execute(
             schema.customers.update()
@@ -116,7 +123,9 @@ async def find_customer(ctx: ToolContext, phone: str = "") -> ToolResult:
 
 
 @tool(filler=False, timeout_secs=3.0)
-async def save_customer(ctx: ToolContext, name: str = "", email: str = "", phone: str = "") -> ToolResult:
+async def save_customer(
+    ctx: ToolContext, name: str = "", email: str = "", phone: str = ""
+) -> ToolResult:
     """Save the caller's name and/or email address to their customer record.
 
     Args:
@@ -139,7 +148,9 @@ async def save_customer(ctx: ToolContext, name: str = "", email: str = "", phone
                 .where(schema.customers.c.id == customer["id"])
                 .values(email=address, updated_at=utc_now())
             )
-    saved = join_words([w for w, v in (("your name", name), ("your email", address)) if v.strip()], "and")
+    saved = join_words(
+        [w for w, v in (("your name", name), ("your email", address)) if v.strip()], "and"
+    )
     return ToolResult(
         say=f"Thanks, I've saved {saved}.",
         data={"customer_id": customer["id"], "name": customer["name"], "email": address},
@@ -178,16 +189,24 @@ async def list_my_appointments(ctx: ToolContext) -> ToolResult:
         customer = await require_customer(conn, ctx)
         upcoming = await _upcoming(conn, customer["id"], now)
     if not upcoming:
-        return ToolResult(say="You don't have any upcoming appointments.", data={"appointments": []})
+        return ToolResult(
+            say="You don't have any upcoming appointments.", data={"appointments": []}
+        )
     spoken = [
-        f"a {a['service'].lower()} {say_when(business.local(datetime.fromisoformat(a['starts_at'])), now.date())}"
+        f"a {a['service'].lower()} "
+        f"{say_when(business.local(datetime.fromisoformat(a['starts_at'])), now.date())}"
         for a in upcoming
     ]
     return ToolResult(
         say=f"You have {join_words(spoken, 'and')}.",
         data={
             "appointments": [
-                {"id": a["id"], "service": a["service"], "start": a["starts_at"], "staff": a["staff"]}
+                {
+                    "id": a["id"],
+                    "service": a["service"],
+                    "start": a["starts_at"],
+                    "staff": a["staff"],
+                }
                 for a in upcoming
             ]
         },

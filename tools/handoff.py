@@ -10,7 +10,7 @@ import sqlalchemy as sa
 
 from tools import schema
 from tools.business import load_business, normalize_phone
-from tools.db import Database, utc_now
+from tools.db import Database, new_id, utc_now
 from tools.registry import ToolContext, ToolError, ToolResult, tool
 from tools.speech import say_date, say_time
 
@@ -33,7 +33,9 @@ async def record_handoff(
         call_id = None
         if call_sid:
             call_id = (
-                await conn.execute(sa.select(schema.calls.c.id).where(schema.calls.c.call_sid == call_sid))
+                await conn.execute(
+                    sa.select(schema.calls.c.id).where(schema.calls.c.call_sid == call_sid)
+                )
             ).scalar()
         result = await conn.execute(
             schema.handoffs.insert().values(
@@ -50,7 +52,7 @@ async def record_handoff(
                 updated_at=stamp,
             )
         )
-        return int(result.inserted_primary_key[0])
+        return new_id(result)
 
 
 @tool(filler=False, timeout_secs=10.0)
@@ -67,8 +69,10 @@ async def transfer_to_human(ctx: ToolContext, reason: str) -> ToolResult:
 
 
 @tool(filler=False, timeout_secs=5.0)
-async def take_message(ctx: ToolContext, message: str, name: str = "", phone: str = "") -> ToolResult:
-    """Take a message for the team and promise a callback (after hours, or nobody can take the call).
+async def take_message(
+    ctx: ToolContext, message: str, name: str = "", phone: str = ""
+) -> ToolResult:
+    """Take a message for the team and promise a callback (after hours, or nobody answers).
 
     Args:
         message: What the caller wants, in a sentence.

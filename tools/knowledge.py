@@ -44,10 +44,15 @@ async def search_articles(db: Database, query: str, limit: int = 3) -> list[dict
                 for r in rows
             ]
         table = schema.kb_articles
-        hits = sum(
-            sa.case((sa.or_(table.c.title.ilike(f"%{t}%"), table.c.body.ilike(f"%{t}%")), 1), else_=0)
+        matches = [
+            sa.case(
+                (sa.or_(table.c.title.ilike(f"%{t}%"), table.c.body.ilike(f"%{t}%")), 1), else_=0
+            )
             for t in terms
-        )
+        ]
+        hits: sa.ColumnElement[int] = matches[0]
+        for term_hit in matches[1:]:
+            hits = hits + term_hit
         rows = await conn.execute(
             sa.select(table.c.id, table.c.title, table.c.body, hits.label("score"))
             .where(hits > 0)

@@ -11,7 +11,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tools import schema
-from tools.db import Database, utc_now
+from tools.db import Database, new_id, utc_now
 
 #: Timing keys a turn may carry (epoch seconds unless the name ends in _ms).
 TIMING_KEYS = (
@@ -44,7 +44,9 @@ class CallStore:
     ) -> int:
         async with self.db.write() as conn:
             existing = (
-                await conn.execute(sa.select(schema.calls.c.id).where(schema.calls.c.call_sid == call_sid))
+                await conn.execute(
+                    sa.select(schema.calls.c.id).where(schema.calls.c.call_sid == call_sid)
+                )
             ).scalar()
             if existing is not None:
                 await conn.execute(
@@ -64,16 +66,24 @@ class CallStore:
                     providers=json.dumps(providers or {}),
                 )
             )
-            return int(result.inserted_primary_key[0])
+            return int(new_id(result))
 
     async def set_customer(self, call_id: int, customer_id: int) -> None:
         async with self.db.write() as conn:
             await conn.execute(
-                schema.calls.update().where(schema.calls.c.id == call_id).values(customer_id=customer_id)
+                schema.calls.update()
+                .where(schema.calls.c.id == call_id)
+                .values(customer_id=customer_id)
             )
 
     async def add_turn(
-        self, call_id: int, *, role: str, text: str, timings: dict[str, Any], interrupted: bool = False
+        self,
+        call_id: int,
+        *,
+        role: str,
+        text: str,
+        timings: dict[str, Any],
+        interrupted: bool = False,
     ) -> None:
         async with self.db.write() as conn:
             idx = (
@@ -123,7 +133,9 @@ class CallStore:
     async def add_fault(self, call_id: int, fault: str) -> None:
         async with self.db.write() as conn:
             current = (
-                await conn.execute(sa.select(schema.calls.c.faults).where(schema.calls.c.id == call_id))
+                await conn.execute(
+                    sa.select(schema.calls.c.faults).where(schema.calls.c.id == call_id)
+                )
             ).scalar() or ""
             joined = (current + "\n" + fault).strip()[-4000:]
             await conn.execute(
@@ -135,7 +147,9 @@ class CallStore:
         if recording_path:
             values["recording_path"] = recording_path
         async with self.db.write() as conn:
-            await conn.execute(schema.calls.update().where(schema.calls.c.id == call_id).values(**values))
+            await conn.execute(
+                schema.calls.update().where(schema.calls.c.id == call_id).values(**values)
+            )
 
     async def close_interrupted(self) -> int:
         """Mark calls left open by a crash as interrupted; returns how many."""
@@ -172,13 +186,21 @@ class CallStore:
     async def get_call(self, call_sid: str) -> dict[str, Any] | None:
         async with self.db.read() as conn:
             row = (
-                await conn.execute(sa.select(schema.calls).where(schema.calls.c.call_sid == call_sid))
-            ).mappings().first()
+                (
+                    await conn.execute(
+                        sa.select(schema.calls).where(schema.calls.c.call_sid == call_sid)
+                    )
+                )
+                .mappings()
+                .first()
+            )
             if row is None:
                 return None
             call = _call_dict(dict(row))
             turns = await conn.execute(
-                sa.select(schema.turns).where(schema.turns.c.call_id == row["id"]).order_by(schema.turns.c.idx)
+                sa.select(schema.turns)
+                .where(schema.turns.c.call_id == row["id"])
+                .order_by(schema.turns.c.idx)
             )
             call["turns"] = [
                 {
@@ -209,7 +231,9 @@ class CallStore:
                 for t in tools
             ]
             handoffs = await conn.execute(
-                sa.select(schema.handoffs).where(schema.handoffs.c.call_id == row["id"]).order_by(schema.handoffs.c.id)
+                sa.select(schema.handoffs)
+                .where(schema.handoffs.c.call_id == row["id"])
+                .order_by(schema.handoffs.c.id)
             )
             call["handoffs"] = [
                 {

@@ -150,7 +150,9 @@ def json_schema(function: ToolFunction) -> tuple[str, dict[str, Any]]:
     }
 
 
-def tool(*, filler: bool = True, timeout_secs: float = 8.0) -> Callable[[ToolFunction], ToolFunction]:
+def tool(
+    *, filler: bool = True, timeout_secs: float = 8.0
+) -> Callable[[ToolFunction], ToolFunction]:
     """Register an async tool function under its own name."""
 
     def register(function: ToolFunction) -> ToolFunction:
@@ -274,9 +276,7 @@ class ToolRegistry:
             clean = validate_arguments(spec, arguments)
             args_record = clean
             result = await asyncio.wait_for(spec.function(ctx, **clean), spec.timeout_secs)
-            return Invocation(
-                name, args_record, True, result.to_payload(), "", _ms_since(started)
-            )
+            return Invocation(name, args_record, True, result.to_payload(), "", _ms_since(started))
         except ToolError as exc:
             payload = {"ok": False, "say": exc.say, "error": exc.code, **exc.data}
             return Invocation(name, args_record, False, payload, exc.code, _ms_since(started))

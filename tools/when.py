@@ -91,7 +91,9 @@ def _parse_clock(hour: int, minute: int, suffix: str) -> time | None:
 def _extract_time(text: str) -> tuple[str, time | None, time | None, time | None]:
     """Pull time-of-day constraints out of text; returns (rest, exact, earliest, latest)."""
     exact = earliest = latest = None
-    if match := re.search(r"(?:\b(at|around|by|before|until|till|after|from)\s+)?\b(noon|midday)\b", text):
+    if match := re.search(
+        r"(?:\b(at|around|by|before|until|till|after|from)\s+)?\b(noon|midday)\b", text
+    ):
         qualifier_word = match.group(1) or ""
         if qualifier_word in ("before", "until", "till"):
             latest = time(12, 0)
@@ -150,7 +152,9 @@ def resolve_when(text: str, now: datetime) -> When:
     text = " " + _words_to_digits(text.lower().strip()) + " "
     text = text.replace("’", "'")
     today = now.date()
-    if re.search(r"\b(asap|as soon as possible|earliest|soonest|first available|any ?time|whenever)\b", text):
+    if re.search(
+        r"\b(asap|as soon as possible|earliest|soonest|first available|any ?time|whenever)\b", text
+    ):
         return When(day=today, earliest=now.time(), any_day=True, days=14)
     text, exact, earliest, latest = _extract_time(text)
     day: date | None = None
@@ -180,7 +184,9 @@ def resolve_when(text: str, now: datetime) -> When:
                 day = _next_weekday(today, weekday, (match.group(1) or "").strip())
                 break
     if day is None:
-        stripped = re.sub(r"\b(on|at|for|the|please|an?|appointment|book|i'd like|like)\b", " ", text)
+        stripped = re.sub(
+            r"\b(on|at|for|the|please|an?|appointment|book|i'd like|like)\b", " ", text
+        )
         stripped = " ".join(stripped.split())
         if stripped:
             parsed = dateparser.parse(
