@@ -323,6 +323,13 @@ def is_farewell(text: str) -> bool:
     return bool(_FAREWELL.search(text or ""))
 
 
+def wants_filler(tool_name: str) -> bool:
+    from tools.registry import ToolRegistry
+
+    spec = ToolRegistry().specs.get(tool_name)
+    return bool(spec and spec.filler)
+
+
 def _said_since_caller(messages: list[dict[str, Any]], test: Any) -> bool:
     for message in reversed(messages):
         if message.get("role") == "user":
@@ -381,6 +388,7 @@ async def generate_events(
     worker.start()
     raw = ""
     emitted = 0
+    announced = False
     while (piece := await queue.get()) is not None:
         if isinstance(piece, BaseException):
             raise piece
@@ -390,6 +398,12 @@ async def generate_events(
             if len(reply) > emitted:
                 yield "text", reply[emitted:]
                 emitted = len(reply)
+        elif not announced and (started := re.match(r"call (\w+) ", raw)):
+            # The model has chosen a tool; its arguments take a second or two more to write.
+            # Say the filler now so the caller is not left in silence.
+            announced = True
+            if wants_filler(started.group(1)):
+                yield "text", phrases()["filler"] + " "
     turn = parse_turn(raw, tools)
     if turn.kind == "say":
         brain.prime_later([*messages, {"role": "assistant", "content": turn.text}], tools)

@@ -304,7 +304,7 @@ class CallSession:
         self._ending = False
         self.bot_speaking = False
         self._last_heard: str | None = None
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks: set[asyncio.Future[Any]] = set()
         self._idle_prompts = 0
         self._caller_hung_up = False
         self._call_id = 0
@@ -414,6 +414,8 @@ class CallSession:
 
     async def _run_pipeline(self, websocket: WebSocket, serializer: Any) -> None:
         settings = self.settings
+        records = self.records
+        assert records is not None, "run() opens the call record first"
         business = await load_business(self.state.db)
         disabled = business.disabled_tools
         self.registry = ToolRegistry([n for n in ToolRegistry.all_names() if n not in disabled])
@@ -422,7 +424,7 @@ class CallSession:
             async with self.state.db.read() as conn:
                 caller = await lookup_customer(conn, self.info.from_number)
             if caller:
-                self.records.put("set_customer", customer_id=caller["id"])  # type: ignore[union-attr]
+                records.put("set_customer", customer_id=caller["id"])
         tool_ctx = ToolContext(
             db=self.state.db,
             caller_phone=self.info.from_number if self.info.from_number.startswith("+") else "",
@@ -472,11 +474,9 @@ class CallSession:
         context = LLMContext(tools=tools)
         self.context = context
 
-        async def run_tool(params: FunctionCallParams) -> None:
-            invocation = await self.registry.invoke(
-                tool_ctx, params.function_name, params.arguments
-            )
-            self.records.put(  # type: ignore[union-attr]
+        async def invoke_and_record(name: str, arguments: Any) -> Any:
+            invocation = await self.registry.invoke(tool_ctx, name, arguments)
+            records.put(
                 "add_tool_call",
                 name=invocation.name,
                 arguments=invocation.arguments,
@@ -494,7 +494,16 @@ class CallSession:
                 }
             )
             if tool_ctx.facts.get("customer_id") and not (caller or {}).get("id"):
-                self.records.put("set_customer", customer_id=tool_ctx.facts["customer_id"])  # type: ignore[union-attr]
+                records.put("set_customer", customer_id=tool_ctx.facts["customer_id"])
+            return invocation
+
+        async def run_tool(params: FunctionCallParams) -> None:
+            # A caller who talks over a booking must not undo it: the tool runs to the end and
+            # is recorded even when pipecat cancels this handler on an interruption.
+            work = asyncio.ensure_future(invoke_and_record(params.function_name, params.arguments))
+            self._tasks.add(work)
+            work.add_done_callback(self._tasks.discard)
+            invocation = await asyncio.shield(work)
             await params.result_callback(invocation.payload)
 
         llm.register_function(None, run_tool, cancel_on_interruption=True)
@@ -520,6 +529,8 @@ class CallSession:
                     ],
                 ),
                 user_idle_timeout=settings.caller_idle_secs,
+                # Local transcription can take seconds on a busy CPU; don't give up on it early.
+                user_turn_stop_timeout=10.0,
             ),
         )
         user_aggregator = aggregators.user()
@@ -583,7 +594,7 @@ class CallSession:
             keep = {k: v for k, v in self.timings.values.items() if k in timings}
             self.timings = TurnTimings(dict(keep))
             if text:
-                self.records.put("add_turn", role="caller", text=text, timings=timings)  # type: ignore[union-attr]
+                records.put("add_turn", role="caller", text=text, timings=timings)
                 self.events.append({"type": "caller", "text": text})
 
         @assistant_aggregator.event_handler("on_assistant_turn_stopped")
@@ -594,7 +605,7 @@ class CallSession:
                 text, self._last_heard = self._last_heard, None
             timings = self.timings.bot_part()
             if text or interrupted:
-                self.records.put(  # type: ignore[union-attr]
+                records.put(
                     "add_turn", role="bot", text=text, timings=timings, interrupted=interrupted
                 )
                 self.events.append(
@@ -617,14 +628,14 @@ class CallSession:
                 )
                 await self.request_hangup("caller silent")
 
-        self._watch_speaking(worker)
+        self._watch_speaking(worker, records)
         runner = WorkerRunner(handle_sigint=False)
         await runner.add_workers(worker)
         await runner.run()
         if self._caller_hung_up and self.outcome == "completed" and not self._ending:
             self.outcome = "caller_hung_up"
 
-    def _watch_speaking(self, worker: PipelineWorker) -> None:
+    def _watch_speaking(self, worker: PipelineWorker, records: RecordWriter) -> None:
         session = self
 
         class _SpeakingObserver(BaseObserver):
@@ -637,6 +648,6 @@ class CallSession:
                 elif isinstance(frame, (BotStoppedSpeakingFrame, InterruptionFrame)):
                     session.bot_speaking = False
                 elif isinstance(frame, ErrorFrame):
-                    session.records.put("add_fault", fault=f"{frame.error}")  # type: ignore[union-attr]
+                    records.put("add_fault", fault=f"{frame.error}")
 
         worker.add_observer(_SpeakingObserver())

@@ -28,7 +28,7 @@ from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
 
 from agent.settings import Settings
-from telephony.audio import float_to_pcm16, resample_pcm16
+from telephony.audio import float_to_pcm16, resample_pcm16, rms_dbfs
 from tools.speech import spoken_text
 
 WHISPER_RATE = 16000
@@ -36,7 +36,7 @@ HIBARI_GAIN = 2.4  # hibari peaks around 0.31 of full scale
 
 # Whisper's favourite inventions on silence, breath and line noise.
 _HALLUCINATIONS = re.compile(
-    r"^\s*(thank you\.?|thanks for watching\.?|you\.?|bye\.?|\.+|\[.*\]|\(.*\)|♪+.*)\s*$", re.I
+    r"^\s*(thank you\.?|thanks for watching!?\.?|you\.?|bye\.?|\.+|\[.*\]|\(.*\)|♪+.*)\s*$", re.I
 )
 
 
@@ -152,20 +152,34 @@ class LocalWhisperSTTService(SegmentedSTTService):
                 vad_filter=False,
                 hotwords=self._hotwords,
             )
-            kept = [
-                s.text
-                for s in segments
-                if s.no_speech_prob < 0.6 and s.avg_logprob > -1.2 and s.compression_ratio < 2.6
-            ]
-        text = " ".join(t.strip() for t in kept).strip()
-        if _HALLUCINATIONS.match(text):
-            return ""
+            segments = list(segments)
+        # Whisper's own rule: a segment is silence when it is both likely no-speech and
+        # improbable; a very repetitive one is a hallucination loop.
+        kept = [
+            s
+            for s in segments
+            if not (s.no_speech_prob > 0.6 and s.avg_logprob < -1.0) and s.compression_ratio < 2.4
+        ]
+        text = " ".join(s.text.strip() for s in kept).strip()
+        if text and _HALLUCINATIONS.match(text):
+            # "Thank you." and friends are real words on a phone call, unless the audio was
+            # too quiet to hold them or the model itself doubted there was speech.
+            quiet = rms_dbfs(pcm16k) < -45.0
+            doubtful = max(s.no_speech_prob for s in kept) > 0.3
+            if quiet or doubtful:
+                logger.debug(f"whisper: dropped {text!r} as a likely hallucination")
+                return ""
         return text
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
         await self.start_processing_metrics()
+        started = time.perf_counter()
         try:
             text = await asyncio.to_thread(self.transcribe_pcm, audio, self.sample_rate)
+            logger.debug(
+                f"whisper: {len(audio) / 2 / self.sample_rate:.2f}s of audio in "
+                f"{time.perf_counter() - started:.2f}s -> {text!r}"
+            )
         except Exception as exc:
             yield ErrorFrame(f"local transcription failed: {exc}")
             return

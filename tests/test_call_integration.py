@@ -86,9 +86,9 @@ async def test_a_call_books_an_appointment_and_answers_a_question(live_server):
 async def test_barge_in_clears_twilio_and_stops_the_bot(live_server):
     report, heard = await run_call(
         live_server,
-        1.5,
+        3.5,
         "Can you tell me about your services?",
-        2.6,  # the long answer is playing now
+        4.5,  # the long answer is playing now
         "Sorry, actually, what are your opening hours?",
         8.0,
     )
@@ -229,3 +229,35 @@ async def test_call_records_need_the_admin_token(live_server):
         assert good.status_code == 200 and isinstance(good.json()["calls"], list)
         assert (await client.get("/healthz")).json() == {"status": "ok"}
         assert (await client.get("/readyz")).status_code == 200
+
+
+async def test_a_pause_inside_a_phone_number_does_not_end_the_turn(live_server):
+    report, _ = await run_call(
+        live_server,
+        3.5,
+        "My phone number is four one three, five five five,",
+        1.0,  # the caller looks for the rest of the number
+        "zero one four two.",
+        6.0,
+    )
+    callers = turns(report, "caller")
+    assert len(callers) == 1, [t["text"] for t in callers]
+    digits = "".join(ch for ch in callers[0]["text"] if ch.isdigit())
+    words = callers[0]["text"].lower()
+    assert "0142" in digits or "one four two" in words or "142" in digits
+
+
+async def test_recording_is_stereo_caller_left_bot_right(live_server):
+    import wave
+
+    report, _ = await run_call(live_server, 3.0, "What are your opening hours?", 6.0)
+    path = report.call_record["recording_path"]
+    with wave.open(path, "rb") as wav:
+        assert wav.getnchannels() == 2 and wav.getframerate() == 8000
+        frames = np.frombuffer(wav.readframes(wav.getnframes()), dtype="<i2").reshape(-1, 2)
+    seconds = len(frames) / 8000
+    assert abs(seconds - report.duration_ms / 1000) < 2.0
+    caller, bot = np.abs(frames[:, 0]), np.abs(frames[:, 1])
+    assert caller.max() > 2000 and bot.max() > 2000
+    # The greeting (bot) comes before the caller speaks; the question (caller) before the answer.
+    assert np.argmax(bot > 2000) < np.argmax(caller > 2000)

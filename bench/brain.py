@@ -1,0 +1,154 @@
+"""Benchmark the offline brain: tool choice, arguments and time to first words.
+
+    .venv/bin/python -m bench.brain [--scenarios bench/brain_scenarios.yaml] [--limit N]
+
+Loads the local model as the server does (prefix evaluated at start-up), then for each scenario
+primes the conversation so far (as a live call does while the bot is talking) and times the
+reply from the moment the caller's transcript is final. Prints accuracy of tool choice and of
+arguments, and the median and p90 of: time to first token, time to the first sentence of a
+plain reply (or to the tool call), and time to the filler of a tool turn.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import platform
+import re
+import statistics
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from agent.brain import LocalBrain, generate_events
+from agent.call import build_system_prompt
+from agent.settings import Settings
+from tools.business import load_business, seed_business
+from tools.db import Database
+from tools.registry import ToolRegistry
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def load_scenarios(path: Path) -> list[dict[str, Any]]:
+    return list(yaml.safe_load(path.read_text()))
+
+
+def percentile(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    if not ordered:
+        return float("nan")
+    index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
+    return ordered[index]
+
+
+async def run(args: argparse.Namespace) -> None:
+    scenarios = load_scenarios(Path(args.scenarios))[: args.limit or None]
+    tmp = Path(tempfile.mkdtemp(prefix="frontdesk-bench-"))
+    db = Database(f"sqlite+aiosqlite:///{tmp / 'bench.db'}")
+    await db.migrate()
+    await seed_business(db, ROOT / "tools" / "business.yaml")
+    business = await load_business(db)
+    system = build_system_prompt(business, None, True)
+    tools = ToolRegistry().openai_tools()
+    settings = Settings.from_env({"FRONTDESK_DATA_DIR": str(ROOT / "data")})
+    started = time.perf_counter()
+    brain = LocalBrain.load(settings)
+    brain.warm_up(tools, [{"role": "system", "content": system}])
+    print(f"model loaded and prefix evaluated in {time.perf_counter() - started:.1f}s")
+
+    greeting = {
+        "role": "assistant",
+        "content": "Thanks for calling Bella Hair Studio. How can I help?",
+    }
+    tool_ok = args_ok = args_total = 0
+    first_token: list[float] = []
+    first_sentence: list[float] = []
+    filler: list[float] = []
+    failures: list[str] = []
+    for scenario in scenarios:
+        messages: list[dict[str, Any]] = [{"role": "system", "content": system}, greeting]
+        for role, text in scenario.get("history") or []:
+            messages.append({"role": "user" if role == "caller" else "assistant", "content": text})
+        await asyncio.to_thread(brain.prime, messages, tools)  # as a live call does meanwhile
+        messages.append({"role": "user", "content": scenario["say"]})
+        t0 = time.perf_counter()
+        text, call, t_first, t_sentence, t_filler = "", None, None, None, None
+        async for kind, value in generate_events(brain, messages, tools):
+            now = time.perf_counter() - t0
+            t_first = t_first if t_first is not None else now
+            if kind == "text":
+                text += value
+                if value.startswith("One moment"):
+                    t_filler = now
+                elif t_sentence is None and re.search(r"[.!?]", text):
+                    t_sentence = now
+            else:
+                call = value
+                t_sentence = t_sentence if t_sentence is not None else now
+        expected = scenario["tool"]
+        got = call.tool if call else "none"
+        ok = got == expected
+        tool_ok += ok
+        if t_first is not None:
+            first_token.append(t_first)
+        if t_sentence is not None and not call:
+            first_sentence.append(t_sentence)
+        if t_filler is not None:
+            filler.append(t_filler)
+        wanted = scenario.get("args") or {}
+        if ok and expected != "none":
+            args_total += 1
+            arguments = call.arguments or {} if call else {}
+            good = all(re.search(p, str(arguments.get(k, "")), re.I) for k, p in wanted.items())
+            args_ok += good
+            if not good:
+                failures.append(f"ARGS  {scenario['say']!r}: {json.dumps(arguments)}")
+        elif not ok:
+            detail = json.dumps(call.arguments) if call else repr(text[:60])
+            failures.append(f"TOOL  {scenario['say']!r}: expected {expected}, got {got} {detail}")
+        if args.verbose:
+            print(
+                f"{'ok ' if ok else 'BAD'} {t_first or 0:5.2f}s {scenario['say'][:60]!r} -> {got}"
+            )
+
+    total = len(scenarios)
+    print()
+    for line in failures:
+        print(line)
+    print()
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cpus, llm threads={settings.llm_threads}"
+    )
+    print(f"scenarios:            {total}")
+    print(f"tool choice accuracy: {tool_ok}/{total} = {100 * tool_ok / total:.1f}%")
+    if args_total:
+        print(f"argument accuracy:    {args_ok}/{args_total} = {100 * args_ok / args_total:.1f}%")
+    for name, values in (
+        ("first token", first_token),
+        ("first sentence (plain replies)", first_sentence),
+        ("filler (tool turns)", filler),
+    ):
+        if values:
+            print(
+                f"{name:32s} median {statistics.median(values):5.2f}s  "
+                f"p90 {percentile(values, 0.9):5.2f}s  (n={len(values)})"
+            )
+    await db.close()
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--scenarios", default=str(ROOT / "bench" / "brain_scenarios.yaml"))
+    parser.add_argument("--limit", type=int, default=0)
+    parser.add_argument("-v", "--verbose", action="store_true")
+    asyncio.run(run(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
