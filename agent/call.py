@@ -350,7 +350,6 @@ class CallSession:
 
     async def request_hangup(self, reason: str) -> None:
         self._ending = True
-        self.outcome = "completed"
         self._tasks.add(task := asyncio.create_task(self._end_after_speaking()))
         task.add_done_callback(self._tasks.discard)
 
@@ -525,6 +524,7 @@ class CallSession:
                         PhraseAwareTurnStopStrategy(
                             pause_secs=settings.turn_pause_secs,
                             unfinished_pause_secs=settings.turn_pause_incomplete_secs,
+                            segmented_stt=not settings.deepgram_api_key,
                         )
                     ],
                 ),

@@ -100,7 +100,7 @@ class Settings:
     caller_idle_prompts: int = 2
     vad_stop_secs: float = 0.2
     turn_pause_secs: float = 0.35  # extra wait after a complete-sounding sentence
-    turn_pause_incomplete_secs: float = 1.6  # wait when the words so far sound unfinished
+    turn_pause_incomplete_secs: float = 2.5  # wait when the words so far sound unfinished
 
     # Local models.
     whisper_model_dir: str = ""  # "" means the packaged tiny.en
@@ -157,7 +157,7 @@ class Settings:
             ),
             turn_pause_incomplete_secs=_float(
                 "FRONTDESK_TURN_PAUSE_INCOMPLETE_SECS",
-                get("FRONTDESK_TURN_PAUSE_INCOMPLETE_SECS", "1.6"),
+                get("FRONTDESK_TURN_PAUSE_INCOMPLETE_SECS", "2.5"),
             ),
             whisper_model_dir=get("FRONTDESK_WHISPER_MODEL_DIR", ""),
             llm_threads=_int("FRONTDESK_LLM_THREADS", get("FRONTDESK_LLM_THREADS", "2"), 1),

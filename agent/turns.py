@@ -11,7 +11,8 @@ from __future__ import annotations
 import re
 import time
 
-from pipecat.frames.frames import TranscriptionFrame, VADUserStoppedSpeakingFrame
+from pipecat.frames.frames import DataFrame, Frame, VADUserStoppedSpeakingFrame
+from pipecat.turns.types import ProcessFrameResult
 from pipecat.turns.user_stop.speech_timeout_user_turn_stop_strategy import (
     SpeechTimeoutUserTurnStopStrategy,
 )
@@ -50,6 +51,24 @@ def _digit_run(words: list[str]) -> int:
     return count
 
 
+_NUMBER_TOPIC = re.compile(r"\b(phone|number|cell|mobile|call ?back|reach me)\b")
+
+
+def _digits_since_number_topic(bare: str) -> int | None:
+    """Digits given since the caller started on a phone number, or None if they did not."""
+    topics = list(_NUMBER_TOPIC.finditer(bare))
+    if not topics:
+        return None
+    tail = re.findall(r"[a-z0-9']+", bare[topics[-1].end() :])
+    count = 0
+    for word in tail:
+        if word.isdigit():
+            count += len(word)
+        elif word in _DIGIT_WORDS and word not in ("double", "triple"):
+            count += 1
+    return count
+
+
 def sounds_unfinished(text: str) -> bool:
     """True when the words so far suggest the caller is mid-thought (number, name, list, clause)."""
     cleaned = text.strip().lower()
@@ -64,29 +83,72 @@ def sounds_unfinished(text: str) -> bool:
     digits = _digit_run(words)
     if 0 < digits < 10 and (digits >= 3 or _LEAD_INS.search(" ".join(words[:-digits]))):
         return True  # a phone number still being read out
+    given = _digits_since_number_topic(bare)
+    if given is not None and 0 < given < 10 and _digit_run(words) > 0:
+        return True  # "my number is 413 ... 555": fewer digits than a phone number has
     if words[-1] in _TRAILING_INCOMPLETE and not cleaned.endswith("?"):
         return True
     return bool(_LEAD_INS.search(bare))
 
 
-class PhraseAwareTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):
-    """pipecat's speech-timeout strategy with a pause chosen by :func:`sounds_unfinished`."""
+class SegmentTranscribedFrame(DataFrame):
+    """A segmented STT finished one VAD segment (with or without words)."""
 
-    def __init__(self, *, pause_secs: float, unfinished_pause_secs: float) -> None:
+
+class PhraseAwareTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):
+    """pipecat's speech-timeout strategy, deciding on the words actually said.
+
+    - After a finished-sounding sentence it waits ``pause_secs``; after words that sound
+      unfinished (see :func:`sounds_unfinished`) it waits ``unfinished_pause_secs`` from the end
+      of speech, so a caller who pauses inside a number or a name is not cut off.
+    - With a segmented STT (one transcription per VAD segment, e.g. local Whisper) it never ends
+      a turn on stale words: it waits until the newest segment is transcribed (at most
+      ``max_transcript_wait_secs``), since those words decide whether the caller is done.
+    """
+
+    def __init__(
+        self,
+        *,
+        pause_secs: float,
+        unfinished_pause_secs: float,
+        segmented_stt: bool = False,
+        max_transcript_wait_secs: float = 4.0,
+    ) -> None:
         super().__init__(user_speech_timeout=pause_secs)
         self._pause_secs = pause_secs
         self._unfinished_pause_secs = unfinished_pause_secs
-        self._vad_stopped_at: float | None = None
+        self._segmented = segmented_stt
+        self._max_wait = max_transcript_wait_secs
+        self._stops = 0
+        self._results = 0
+        self._stopped_at = 0.0
+
+    async def process_frame(self, frame: Frame) -> ProcessFrameResult:
+        result = await super().process_frame(frame)
+        if isinstance(frame, SegmentTranscribedFrame):
+            self._results += 1
+            if not self._vad_user_speaking and self._user_speech_wait_done:
+                await self._maybe_trigger_user_turn_stopped()
+        return result
 
     async def _handle_vad_user_stopped_speaking(self, frame: VADUserStoppedSpeakingFrame) -> None:
-        self._vad_stopped_at = time.monotonic()
-        self._user_speech_timeout = self._pause_secs
+        self._stops += 1
+        self._stopped_at = time.monotonic()
+        # A transcript already in hand belongs to an earlier segment, not this one.
+        self._transcript_finalized = False
         await super()._handle_vad_user_stopped_speaking(frame)
 
-    async def _handle_transcription(self, frame: TranscriptionFrame) -> None:
-        if sounds_unfinished(self._text + " " + frame.text) and not self._vad_user_speaking:
-            elapsed = time.monotonic() - (self._vad_stopped_at or time.monotonic())
-            self._user_speech_timeout = max(0.2, self._unfinished_pause_secs - elapsed)
-            await self._restart_user_speech_timer()
-            self._user_speech_timeout = self._pause_secs
-        await super()._handle_transcription(frame)
+    async def _maybe_trigger_user_turn_stopped(self) -> None:
+        if self._vad_user_speaking:
+            return
+        since_stop = time.monotonic() - self._stopped_at
+        if self._segmented and self._results < self._stops and since_stop < self._max_wait:
+            return  # the newest words are still being transcribed
+        if self._text and sounds_unfinished(self._text):
+            remaining = self._unfinished_pause_secs - since_stop
+            if remaining > 0.05:
+                self._user_speech_timeout = remaining
+                await self._restart_user_speech_timer()
+                self._user_speech_timeout = self._pause_secs
+                return
+        await super()._maybe_trigger_user_turn_stopped()

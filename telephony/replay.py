@@ -236,6 +236,7 @@ async def replay(
                 )
             )
             done = asyncio.Event()
+            sending_done = False
 
             def now_ms() -> float:
                 return (time.monotonic() - started) * 1000.0
@@ -243,7 +244,7 @@ async def replay(
             async def receive() -> None:
                 nonlocal last_bot_audio, bot_speaking_since
                 try:
-                    async for message in ws:
+                    async for message in ws:  # ends quietly on a normal close
                         data = json.loads(message)
                         event = data.get("event")
                         if event == "media":
@@ -273,8 +274,10 @@ async def replay(
                             for name in phone.clear():
                                 await ws.send(codec.encode_mark(stream_sid, name))
                                 report.marks_acked += 1
+                    report.closed_by_server = not sending_done
+                    report.close_code = ws.close_code
                 except websockets.ConnectionClosed as exc:
-                    report.closed_by_server = True
+                    report.closed_by_server = not sending_done
                     report.close_code = exc.rcvd.code if exc.rcvd else None
                 finally:
                     done.set()
@@ -339,6 +342,7 @@ async def replay(
                     sequence += 1
                     await asyncio.sleep(max(0.0, target - time.monotonic()))
                 if not done.is_set():
+                    sending_done = True
                     await ws.send(
                         json.dumps(
                             {

@@ -63,6 +63,7 @@ def test_recording_drops_unplayed_bot_audio_on_clear():
         "I want to come in on the 20th and",
         "um",
         "Can I book for",
+        "My phone number is 413. Sci-Fi 5",  # a mis-heard digit inside a number
     ],
 )
 def test_unfinished_phrases_wait_longer(text):
@@ -75,6 +76,7 @@ def test_unfinished_phrases_wait_longer(text):
         "What are your opening hours?",
         "I'd like a haircut this Friday at 2pm.",
         "My number is 413 555 0142.",
+        "Call me back on 413 555 0142, please.",
         "My name is Anna Lee.",
         "Yes please.",
         "Thanks, bye.",
