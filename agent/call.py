@@ -369,6 +369,13 @@ class CallSession:
 
     # --- Pipeline ------------------------------------------------------------------------------
 
+    async def _say_fixed(self, text: str) -> None:
+        """Say a fixed phrase (no LLM) and record it as a bot turn."""
+        assert self.worker is not None and self.records is not None
+        await self.worker.queue_frame(TTSSpeakFrame(text, append_to_context=False))
+        self.records.put("add_turn", role="bot", text=text, timings={"fixed_phrase": 1.0})
+        self.events.append({"type": "bot", "text": text, "interrupted": False, "timings": {}})
+
     def _greeting(self, business: Business, caller: dict[str, Any] | None) -> str:
         texts = phrases()
         first = (caller or {}).get("name", "").split(" ")[0] if caller else ""
@@ -577,9 +584,7 @@ class CallSession:
         @transport.event_handler("on_session_timeout")
         async def on_timeout(_transport: Any, _ws: Any) -> None:
             self.outcome = "max_duration"
-            await worker.queue_frame(
-                TTSSpeakFrame(phrases()["max_duration"], append_to_context=False)
-            )
+            await self._say_fixed(phrases()["max_duration"])
             await self.request_hangup("max duration")
 
         @user_aggregator.event_handler("on_user_turn_started")
@@ -618,14 +623,10 @@ class CallSession:
                 return
             self._idle_prompts += 1
             if self._idle_prompts <= settings.caller_idle_prompts:
-                await worker.queue_frame(
-                    TTSSpeakFrame(phrases()["still_there"], append_to_context=False)
-                )
+                await self._say_fixed(phrases()["still_there"])
             else:
                 self.outcome = "caller_silent"
-                await worker.queue_frame(
-                    TTSSpeakFrame(phrases()["idle_goodbye"], append_to_context=False)
-                )
+                await self._say_fixed(phrases()["idle_goodbye"])
                 await self.request_hangup("caller silent")
 
         self._watch_speaking(worker, records)
