@@ -108,6 +108,16 @@ def build_grammar(tools: list[dict[str, Any]]) -> str:
 # --- Prompt ------------------------------------------------------------------------------------
 
 
+def call_facts(system: str) -> str:
+    """The part of the pipeline's system prompt the small model needs: its facts section.
+
+    The instructions written for large models would only dilute the brain's own, tighter ones
+    (prompts/brain.md); prompts/system.md ends with a "Facts:" section for this reason.
+    """
+    marker = system.rfind("Facts:")
+    return system[marker:].strip() if marker >= 0 else system.strip()
+
+
 def render_tools(tools: list[dict[str, Any]]) -> str:
     lines = []
     for tool in tools:
@@ -201,8 +211,12 @@ class LocalBrain:
     def build_prompt(
         self, messages: list[dict[str, Any]], tools: list[dict[str, Any]], open_reply: bool = True
     ) -> str:
-        system = "\n".join(
-            _text(m.get("content")) for m in messages if m.get("role") in ("system", "developer")
+        system = call_facts(
+            "\n".join(
+                _text(m.get("content"))
+                for m in messages
+                if m.get("role") in ("system", "developer")
+            )
         )
         history = [m for m in messages if m.get("role") not in ("system", "developer")]
         history = history[-MAX_HISTORY_MESSAGES:]

@@ -135,8 +135,9 @@ class RecordWriter:
         await self._task
 
 
-class TimingObserver(BaseObserver):
-    """Stamps each exchange's stages as frames pass between processors."""
+class CallObserver(BaseObserver):
+    """Watches frames pass between processors: stamps each exchange's stages, tracks whether
+    the bot is speaking, and records pipeline errors as faults of the call."""
 
     def __init__(self, session: CallSession) -> None:
         super().__init__()
@@ -161,8 +162,13 @@ class TimingObserver(BaseObserver):
             timings.mark("llm_first_token")
         elif isinstance(frame, TTSStartedFrame):
             timings.mark("first_sentence")
+            self._session.bot_speaking = True
         elif isinstance(frame, TTSAudioRawFrame):
             timings.mark("tts_first_audio")
+        elif isinstance(frame, (BotStoppedSpeakingFrame, InterruptionFrame)):
+            self._session.bot_speaking = False
+        elif isinstance(frame, ErrorFrame) and self._session.records is not None:
+            self._session.records.put("add_fault", fault=str(frame.error))
 
 
 class PlaybackMarker(FrameProcessor):
@@ -270,9 +276,9 @@ def build_system_prompt(
     if caller and caller.get("name"):
         who = f"{caller['name']}, a returning customer (phone on file)"
     elif has_caller_id:
-        who = "a new caller (phone number known from caller ID)"
+        who = "no name on file yet; phone number known from caller ID"
     else:
-        who = "unknown (no caller ID; ask for a phone number before booking)"
+        who = "no name on file and no caller ID; ask for a phone number before booking"
     return fill(
         load_text("system.md"),
         business_name=business.name,
@@ -308,7 +314,6 @@ class CallSession:
         self._idle_prompts = 0
         self._caller_hung_up = False
         self._call_id = 0
-        self.events: list[dict[str, Any]] = []  # for the browser demo's live view
 
     # --- StreamHooks (called by the serializer, synchronously) --------------------------------
 
@@ -374,7 +379,6 @@ class CallSession:
         assert self.worker is not None and self.records is not None
         await self.worker.queue_frame(TTSSpeakFrame(text, append_to_context=False))
         self.records.put("add_turn", role="bot", text=text, timings={"fixed_phrase": 1.0})
-        self.events.append({"type": "bot", "text": text, "interrupted": False, "timings": {}})
 
     def _greeting(self, business: Business, caller: dict[str, Any] | None) -> str:
         texts = phrases()
@@ -491,14 +495,6 @@ class CallSession:
                 error=invocation.error,
                 duration_ms=invocation.duration_ms,
             )
-            self.events.append(
-                {
-                    "type": "tool",
-                    "name": invocation.name,
-                    "arguments": invocation.arguments,
-                    "result": invocation.payload,
-                }
-            )
             if tool_ctx.facts.get("customer_id") and not (caller or {}).get("id"):
                 records.put("set_customer", customer_id=tool_ctx.facts["customer_id"])
             return invocation
@@ -564,7 +560,7 @@ class CallSession:
                 audio_out_sample_rate=PIPELINE_RATE,
                 enable_metrics=True,
             ),
-            observers=[TimingObserver(self)],
+            observers=[CallObserver(self)],
             idle_timeout_secs=None,
             enable_rtvi=False,
         )
@@ -600,7 +596,6 @@ class CallSession:
             self.timings = TurnTimings(dict(keep))
             if text:
                 records.put("add_turn", role="caller", text=text, timings=timings)
-                self.events.append({"type": "caller", "text": text})
 
         @assistant_aggregator.event_handler("on_assistant_turn_stopped")
         async def on_assistant_turn_stopped(_aggregator: Any, message: Any) -> None:
@@ -612,9 +607,6 @@ class CallSession:
             if text or interrupted:
                 records.put(
                     "add_turn", role="bot", text=text, timings=timings, interrupted=interrupted
-                )
-                self.events.append(
-                    {"type": "bot", "text": text, "interrupted": interrupted, "timings": timings}
                 )
 
         @user_aggregator.event_handler("on_user_turn_idle")
@@ -629,26 +621,8 @@ class CallSession:
                 await self._say_fixed(phrases()["idle_goodbye"])
                 await self.request_hangup("caller silent")
 
-        self._watch_speaking(worker, records)
         runner = WorkerRunner(handle_sigint=False)
         await runner.add_workers(worker)
         await runner.run()
         if self._caller_hung_up and self.outcome == "completed" and not self._ending:
             self.outcome = "caller_hung_up"
-
-    def _watch_speaking(self, worker: PipelineWorker, records: RecordWriter) -> None:
-        session = self
-
-        class _SpeakingObserver(BaseObserver):
-            async def on_push_frame(self, data: FramePushed) -> None:
-                if not data.first_push:
-                    return
-                frame = data.frame
-                if isinstance(frame, TTSStartedFrame):
-                    session.bot_speaking = True
-                elif isinstance(frame, (BotStoppedSpeakingFrame, InterruptionFrame)):
-                    session.bot_speaking = False
-                elif isinstance(frame, ErrorFrame):
-                    records.put("add_fault", fault=f"{frame.error}")
-
-        worker.add_observer(_SpeakingObserver())
