@@ -104,9 +104,14 @@ def create_app(settings: Settings) -> FastAPI:
 
             state.brain = await asyncio.to_thread(LocalBrain.load, settings)
             enabled = [n for n in ToolRegistry.all_names() if n not in business.disabled_tools]
-            opening = [{"role": "system", "content": build_system_prompt(business, None, True)}]
+            # Everything before "This call:" is the same for every call: evaluate it once and
+            # keep it (on disk too, so restarts are quick).
+            static = build_system_prompt(business, None, True).split("This call:")[0]
             await asyncio.to_thread(
-                state.brain.warm_up, ToolRegistry(enabled).openai_tools(), opening
+                state.brain.warm_up,
+                ToolRegistry(enabled).openai_tools(),
+                [{"role": "system", "content": static}],
+                Path(settings.data_dir) / "models" / "prompt-cache",
             )
         state.ready = True
         providers = ", ".join(f"{k}={v}" for k, v in settings.provider_names().items())

@@ -15,6 +15,8 @@ What makes a 1.5B model a dependable receptionist:
 from __future__ import annotations
 
 import asyncio
+import ctypes
+import hashlib
 import json
 import re
 import secrets
@@ -26,6 +28,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from loguru import logger
@@ -171,8 +174,11 @@ class Turn:
 class LocalBrain:
     """Owns the llama.cpp model; one generation at a time (two cores)."""
 
-    def __init__(self, llama: Any, model_name: str = "frontdesk-local") -> None:
+    def __init__(
+        self, llama: Any, model_name: str = "frontdesk-local", model_path: str = ""
+    ) -> None:
         self.llama = llama
+        self.model_path = model_path
         self.model_name = model_name
         self._lock = threading.Lock()
         self._grammar_cache: dict[str, Any] = {}
@@ -201,7 +207,7 @@ class LocalBrain:
             verbose=False,
         )
         logger.info(f"loaded local LLM {path.name} in {time.perf_counter() - started:.1f}s")
-        return cls(llama)
+        return cls(llama, model_path=str(path))
 
     # The fixed prefix: everything before the per-call system message.
     def prefix(self, tools: list[dict[str, Any]]) -> str:
@@ -247,16 +253,66 @@ class LocalBrain:
         return self._grammar_cache[text]
 
     def warm_up(
-        self, tools: list[dict[str, Any]], opening: list[dict[str, Any]] | None = None
+        self,
+        tools: list[dict[str, Any]],
+        opening: list[dict[str, Any]] | None = None,
+        cache_dir: Path | None = None,
     ) -> None:
-        """Evaluate the fixed prefix (and a typical call opening) now, not on the first call."""
+        """Evaluate the fixed prefix (and a typical call opening) now, not on the first call.
+
+        With ``cache_dir``, the evaluated KV cache is saved there and reused at the next start
+        when the prompt is the same, so a restart does not pay for the prefix again.
+        """
         started = time.perf_counter()
+        prompt = self.build_prompt(opening or [], tools, open_reply=False)
+        key = hashlib.sha256(
+            f"{self.model_path}|{self.llama.n_ctx()}|{prompt}".encode()
+        ).hexdigest()[:16]
+        cached = cache_dir / f"prefix-{key}.npz" if cache_dir else None
+        loaded = cached is not None and cached.exists() and self._load_kv(cached)
         evaluated = self.prime(opening or [], tools)
+        if cached is not None and not loaded:
+            self._save_kv(cached)
         self._grammar(tools)
+        source = "restored from cache" if loaded else f"{evaluated} tokens evaluated"
         logger.info(
-            f"local LLM prompt prefix ({evaluated} tokens) evaluated in "
-            f"{time.perf_counter() - started:.1f}s"
+            f"local LLM prompt prefix ready ({source}) in {time.perf_counter() - started:.1f}s"
         )
+
+    def _save_kv(self, path: Path) -> None:
+        from llama_cpp import llama_cpp
+
+        with self._lock:
+            ctx = self.llama._ctx.ctx
+            size = llama_cpp.llama_state_get_size(ctx)
+            buffer = (ctypes.c_uint8 * int(size))()
+            written = llama_cpp.llama_state_get_data(ctx, buffer, size)
+            ids = np.asarray(self.llama.input_ids[: self.llama.n_tokens], dtype=np.int32)
+            state = np.frombuffer(bytes(buffer)[: int(written)], dtype=np.uint8)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        partial = path.with_suffix(".partial.npz")
+        np.savez(partial, ids=ids, state=state)
+        partial.replace(path)
+
+    def _load_kv(self, path: Path) -> bool:
+        from llama_cpp import llama_cpp
+
+        try:
+            with np.load(path, allow_pickle=False) as data:
+                ids, state = data["ids"], data["state"]
+            with self._lock:
+                buffer = (ctypes.c_uint8 * len(state)).from_buffer_copy(state.tobytes())
+                if llama_cpp.llama_state_set_data(self.llama._ctx.ctx, buffer, len(state)) != len(
+                    state
+                ):
+                    raise RuntimeError("llama.cpp refused the saved state")
+                self.llama.input_ids[: len(ids)] = ids
+                self.llama.n_tokens = len(ids)
+            return True
+        except Exception as exc:
+            logger.warning(f"ignoring the saved prompt cache {path.name}: {exc}")
+            self.llama.n_tokens = 0
+            return False
 
     def prime_later(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> None:
         """Prime in a background thread (the model lock orders it before the next request)."""

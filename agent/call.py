@@ -266,8 +266,8 @@ class FillerSpeaker(FrameProcessor):
 def build_system_prompt(
     business: Business, caller: dict[str, Any] | None, has_caller_id: bool
 ) -> str:
-    """The per-call system prompt. Everything that varies between calls (the time, the caller)
-    comes last, so a local model can keep the rest cached across calls."""
+    """The per-call system prompt. What varies between calls (the time, the caller) comes last,
+    under "This call:", so a local model keeps everything before it cached across calls."""
     now = business.local(datetime.now(business.tz))
     services = "; ".join(
         f"{s.name} ({s.duration_minutes} min, ${s.price_cents / 100:.0f})"

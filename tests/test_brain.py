@@ -94,7 +94,11 @@ def brain():
     from tests.conftest import LOCAL_MODEL
 
     loaded = LocalBrain.load(Settings.from_env({"FRONTDESK_LLM_MODEL_PATH": str(LOCAL_MODEL)}))
-    loaded.warm_up(TOOLS, [{"role": "system", "content": "Bella Hair Studio."}])
+    loaded.warm_up(
+        TOOLS,
+        [{"role": "system", "content": "Facts:\n- Business: Bella Hair Studio."}],
+        LOCAL_MODEL.parent / "prompt-cache",
+    )
     return loaded
 
 
