@@ -473,7 +473,7 @@ async def generate_events(
             # Say the filler now so the caller is not left in silence.
             announced = True
             if wants_filler(started.group(1)):
-                yield "text", phrases()["filler"] + " "
+                yield "text", phrases()["filler"]
     turn = parse_turn(raw, tools)
     if turn.kind == "say":
         brain.prime_later([*messages, {"role": "assistant", "content": turn.text}], tools)

@@ -237,7 +237,13 @@ class HeardTextCorrector(FrameProcessor):
 
 
 class FillerSpeaker(FrameProcessor):
-    """After the LLM: when a tool call starts before any words, say a short filler at once."""
+    """After the LLM: the caller hears a short filler the moment a tool call starts.
+
+    A model that announces its tool call early (the local brain streams the filler phrase as
+    soon as it has picked a tool) has that phrase spoken at once, rather than held by the TTS
+    sentence aggregator until more text follows. A model that does not gets the filler when
+    pipecat reports the function call.
+    """
 
     def __init__(self, session: CallSession) -> None:
         super().__init__()
@@ -246,20 +252,23 @@ class FillerSpeaker(FrameProcessor):
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
+        filler = phrases()["filler"]
         if isinstance(frame, LLMFullResponseStartFrame):
             self._spoke = False
+        elif isinstance(frame, LLMTextFrame) and frame.text.strip() == filler and not self._spoke:
+            self._spoke = True
+            self._session.timings.mark("filler")
+            await self.push_frame(TTSSpeakFrame(filler, append_to_context=False))
+            return
         elif isinstance(frame, LLMTextFrame) and frame.text.strip():
             self._spoke = True
         elif isinstance(frame, FunctionCallsStartedFrame) and not self._spoke:
             names = [c.function_name for c in frame.function_calls]
-            if any(
-                self._session.registry.specs[n].filler
-                for n in names
-                if n in self._session.registry.specs
-            ):
+            specs = self._session.registry.specs
+            if any(specs[n].filler for n in names if n in specs):
                 self._spoke = True
                 self._session.timings.mark("filler")
-                await self.push_frame(TTSSpeakFrame(phrases()["filler"], append_to_context=False))
+                await self.push_frame(TTSSpeakFrame(filler, append_to_context=False))
         await self.push_frame(frame, direction)
 
 

@@ -1,6 +1,7 @@
 """Business tools on a real (temporary) database, with a fixed clock."""
 
 import asyncio
+import itertools
 from datetime import datetime
 
 import pytest
@@ -80,6 +81,9 @@ async def test_availability_offers_concrete_slots_near_the_request(db):
     starts = [datetime.fromisoformat(s["start"]) for s in morning.data["slots"]]
     assert starts and all(s.astimezone(TZ).hour < 12 for s in starts)
     assert all(s.date().isoformat() == "2026-11-23" for s in starts)
+    # Real choices, not three neighbouring quarter hours.
+    gaps = [(b - a).total_seconds() / 60 for a, b in itertools.pairwise(starts)]
+    assert all(g >= 45 for g in gaps), gaps
 
 
 async def test_closed_days_and_unknown_services_are_explained(db):

@@ -110,9 +110,24 @@ async def find_slots(
             break
     if target is not None:
         candidates.sort(key=lambda s: (abs((s.starts_at - target).total_seconds()), s.starts_at))
-    else:
-        candidates.sort(key=lambda s: s.starts_at)
-    return candidates[:limit]
+        return candidates[:limit]
+    candidates.sort(key=lambda s: s.starts_at)
+    return spread(candidates, limit, timedelta(minutes=max(60, service.duration_minutes)))
+
+
+def spread(slots: list[Slot], limit: int, gap: timedelta) -> list[Slot]:
+    """Up to ``limit`` slots, earliest first, as far apart as the day allows: a caller hears real
+    choices ("nine, ten thirty or eleven") rather than three neighbouring quarter hours."""
+    chosen: list[Slot] = []
+    for spacing in (gap, gap / 2, timedelta(0)):
+        for slot in slots:
+            if len(chosen) == limit:
+                break
+            if slot not in chosen and all(
+                abs(slot.starts_at - c.starts_at) >= spacing for c in chosen
+            ):
+                chosen.append(slot)
+    return sorted(chosen, key=lambda s: s.starts_at)
 
 
 def _offer(slots: list[Slot], today: date) -> str:
