@@ -22,6 +22,16 @@ TZ = ZoneInfo("America/New_York")
 SUNDAY_MORNING = datetime(2026, 11, 22, 10, 0, tzinfo=TZ)
 
 
+class Clock:
+    """A clock tests move by hand (``clock.now += 60``)."""
+
+    def __init__(self, start: float = 0.0) -> None:
+        self.now = start
+
+    def __call__(self) -> float:
+        return self.now
+
+
 @pytest.fixture
 async def db(tmp_path: Path) -> AsyncIterator[Database]:
     database = Database(f"sqlite+aiosqlite:///{tmp_path / 'test.db'}")

@@ -133,6 +133,20 @@ async def test_webhook_signature_is_required(live_server):
     assert ok.status_code == 200 and "<Stream" in ok.text and 'name="token"' in ok.text
 
 
+async def answer_call(server, call_sid: str) -> str:
+    """Post a signed voice webhook as Twilio would; return the stream token from the TwiML."""
+    url = f"{server.url}/twilio/voice"
+    params = {"CallSid": call_sid, "From": "+14135550123", "To": "+14135550100"}
+    async with httpx.AsyncClient() as client:
+        answer = await client.post(
+            url,
+            data=params,
+            headers={"X-Twilio-Signature": sign_twilio_request(AUTH_TOKEN, url, params)},
+        )
+    assert answer.status_code == 200
+    return answer.text.split('name="token" value="')[1].split('"')[0]
+
+
 async def _open_stream(server, call_sid, token):
     ws = await websockets.connect(server.url.replace("http", "ws") + "/twilio/media")
     await ws.send(json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"}))
@@ -164,15 +178,7 @@ async def _closed_with(ws) -> int | None:
 
 
 async def test_media_socket_needs_a_valid_one_time_token(live_server):
-    url = f"{live_server.url}/twilio/voice"
-    params = {"CallSid": "CAtokentest", "From": "+14135550123", "To": "+14135550100"}
-    async with httpx.AsyncClient() as client:
-        answer = await client.post(
-            url,
-            data=params,
-            headers={"X-Twilio-Signature": sign_twilio_request(AUTH_TOKEN, url, params)},
-        )
-    token = answer.text.split('name="token" value="')[1].split('"')[0]
+    token = await answer_call(live_server, "CAtokentest")
     for call_sid, candidate in [
         ("CAtokentest", None),
         ("CAtokentest", "forged.1.x"),
@@ -191,15 +197,7 @@ async def test_media_socket_needs_a_valid_one_time_token(live_server):
 
 
 async def test_garbage_frames_do_not_break_a_call(live_server):
-    url = f"{live_server.url}/twilio/voice"
-    params = {"CallSid": "CAgarbage", "From": "+14135550123", "To": "+14135550100"}
-    async with httpx.AsyncClient() as client:
-        answer = await client.post(
-            url,
-            data=params,
-            headers={"X-Twilio-Signature": sign_twilio_request(AUTH_TOKEN, url, params)},
-        )
-    token = answer.text.split('name="token" value="')[1].split('"')[0]
+    token = await answer_call(live_server, "CAgarbage")
     ws = await _open_stream(live_server, "CAgarbage", token)
     for junk in [
         "{",

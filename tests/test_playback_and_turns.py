@@ -5,14 +5,7 @@ import pytest
 from agent.turns import sounds_unfinished
 from telephony.audio import CallRecording
 from telephony.playback import PlaybackLedger
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.conftest import Clock
 
 
 def test_heard_text_follows_marks_and_time():

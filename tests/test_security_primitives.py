@@ -4,18 +4,11 @@ import pytest
 
 from telephony.signature import is_valid_twilio_request, public_request_url, sign_twilio_request
 from telephony.tokens import StreamTokens, TokenError
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 1000.0
-
-    def __call__(self) -> float:
-        return self.now
+from tests.conftest import Clock
 
 
 def test_token_is_one_time_bound_and_short_lived():
-    clock = Clock()
+    clock = Clock(1000.0)
     tokens = StreamTokens(ttl_secs=30, clock=clock)
     token = tokens.issue("CA1", {"from": "+14135550123"})
     with pytest.raises(TokenError, match="not issued for this call"):
