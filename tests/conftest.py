@@ -100,6 +100,8 @@ SCRIPT_RULES = [
         arguments={"service": "haircut", "when": "Friday at 2pm", "customer_name": "Anna Lee"},
     ),
     Rule(r"park", tool="search_knowledge_base", arguments={"query": "parking"}),
+    Rule(r"details|on file|my account", tool="find_customer", arguments={}),
+    Rule(r"cancel", tool="cancel_appointment", arguments={}),
     Rule(r"hours|open", tool="get_business_info", arguments={"topic": "hours"}),
     Rule(
         r"tell me (about|everything)|services",

@@ -82,6 +82,48 @@ async def test_a_call_books_an_appointment_and_answers_a_question(live_server):
     assert record["recording_path"].endswith(".wav")
 
 
+async def test_a_returning_caller_is_recognised_and_cancels(live_server):
+    from datetime import UTC, datetime
+
+    from tools.calendar import book_appointment
+    from tools.registry import ToolContext
+
+    db = Database(live_server.db_url)
+    ctx = ToolContext(db=db, caller_phone="+14135550177", call_sid="CAearlier")
+    booked = await book_appointment(
+        ctx, "beard trim", "next Wednesday at 10am", customer_name="Omar Haddad"
+    )
+    appointment_id = booked.data["appointment_id"]
+    assert datetime.fromisoformat(booked.data["start"]) > datetime.now(UTC)
+
+    report, _ = await run_call(
+        live_server,
+        6.0,  # the greeting, by name
+        "Hi, do you have my details on file?",
+        7.0,
+        "Please cancel my appointment.",
+        7.0,
+        from_number="+14135550177",
+    )
+    record = report.call_record
+    bots = turns(report, "bot")
+    assert bots[0]["text"].startswith("Hi Omar")
+    names = [c["name"] for c in record["tool_calls"]]
+    assert names[:2] == ["find_customer", "cancel_appointment"]
+    assert record["tool_calls"][0]["result"]["name"] == "Omar Haddad"
+    assert record["customer_id"] is not None
+    async with db.read() as conn:
+        status = (
+            await conn.execute(
+                sa.select(schema.appointments.c.status).where(
+                    schema.appointments.c.id == appointment_id
+                )
+            )
+        ).scalar_one()
+    await db.close()
+    assert status == "cancelled"
+
+
 async def test_barge_in_clears_twilio_and_stops_the_bot(live_server):
     report, heard = await run_call(
         live_server,
