@@ -186,7 +186,7 @@ async def test_registry_turns_every_failure_into_a_sentence(db):
     registry = ToolRegistry()
     ctx = make_ctx(db)
     missing = await registry.invoke(ctx, "book_appointment", {"service": "haircut"})
-    assert not missing.ok and "when" in missing.payload["say"]
+    assert not missing.ok and "day and time" in missing.payload["say"]
     nonsense = await registry.invoke(ctx, "book_appointment", "not a dict")
     assert not nonsense.ok and nonsense.payload["say"]
     unknown = await registry.invoke(ctx, "launch_rocket", {})

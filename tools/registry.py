@@ -171,6 +171,14 @@ class ArgumentError(ToolError):
     pass
 
 
+_SPOKEN_ARGUMENT = {
+    "when": "day and time",
+    "new_when": "new day and time",
+    "current_when": "appointment you mean",
+    "customer_name": "name",
+}
+
+
 def validate_arguments(spec: ToolSpec, arguments: Any) -> dict[str, Any]:
     """Check model-supplied arguments against the tool's schema; coerce harmless mismatches."""
     if arguments is None:
@@ -190,7 +198,7 @@ def validate_arguments(spec: ToolSpec, arguments: Any) -> dict[str, Any]:
         if name not in clean or clean[name] in ("", None)
     ]
     if missing:
-        what = " and ".join(m.replace("_", " ") for m in missing)
+        what = " and ".join(_SPOKEN_ARGUMENT.get(m, m.replace("_", " ")) for m in missing)
         raise ArgumentError(f"Could you tell me the {what}?", code="missing_argument")
     return clean
 
