@@ -506,7 +506,7 @@ def build_brain_router(state: Any) -> APIRouter:
         except (ValueError, KeyError, TypeError):
             raise HTTPException(400, "expected a JSON body with 'messages'") from None
         tools = [t for t in body.get("tools") or [] if t.get("type") == "function"]
-        model = str(body.get("model") or brain_model(state))
+        model = str(body.get("model") or state.brain.model_name)
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:20]}"
         events = generate_events(state.brain, messages, tools)
         if not body.get("stream"):
@@ -556,10 +556,6 @@ def build_brain_router(state: Any) -> APIRouter:
         return StreamingResponse(sse(), media_type="text/event-stream")
 
     return router
-
-
-def brain_model(state: Any) -> str:
-    return state.brain.model_name if state.brain else "frontdesk-local"
 
 
 def _tool_call(turn: Turn) -> dict[str, Any]:

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import secrets
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 
@@ -120,8 +120,6 @@ class Settings:
     twilio_account_sid: str = ""
     twilio_auth_token: Secret | None = None
     twilio_api_base_url: str = ""  # "" means Twilio's own REST API
-
-    extra: dict[str, str] = field(default_factory=dict)
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:

@@ -74,10 +74,6 @@ class CallRecording:
         self._caller = bytearray()
         self._bot = bytearray()
 
-    @property
-    def caller_samples(self) -> int:
-        return len(self._caller) // 2
-
     def add_caller(self, pcm: bytes) -> None:
         self._caller.extend(pcm)
 

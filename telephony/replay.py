@@ -208,7 +208,6 @@ async def replay(
         caller_segments = speech_segments(pcm8k, codec.TWILIO_SAMPLE_RATE)
         report.caller_turns = [CallerTurn(a, b) for a, b in caller_segments]
         last_bot_audio = 0.0
-        bot_speaking_since: float | None = None
 
         async with websockets.connect(stream_url, max_size=2**20, open_timeout=10) as ws:
             await ws.send(
@@ -242,7 +241,7 @@ async def replay(
                 return (time.monotonic() - started) * 1000.0
 
             async def receive() -> None:
-                nonlocal last_bot_audio, bot_speaking_since
+                nonlocal last_bot_audio
                 try:
                     async for message in ws:  # ends quietly on a normal close
                         data = json.loads(message)

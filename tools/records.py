@@ -13,20 +13,6 @@ import sqlalchemy as sa
 from tools import schema
 from tools.db import Database, new_id, utc_now
 
-#: Timing keys a turn may carry (epoch seconds unless the name ends in _ms).
-TIMING_KEYS = (
-    "speech_start",
-    "speech_end",  # VAD: caller stopped speaking
-    "turn_end",  # end of turn decided
-    "stt_done",  # final transcript
-    "llm_start",
-    "llm_first_token",
-    "first_sentence",
-    "tts_first_audio",  # first synthesized bot audio
-    "first_audio_sent",  # first bot audio frame written to the socket
-    "voice_to_voice_ms",
-)
-
 
 class CallStore:
     def __init__(self, db: Database) -> None:
