@@ -46,6 +46,7 @@ class AppState:
     escalation_number: str = ""
     phrases: dict[str, str] = field(default_factory=dict)
     sessions: dict[str, Any] = field(default_factory=dict)
+    handoff_desk: Any = None  # agent.escalation.HandoffDesk
 
 
 def resolve_admin_token(settings: Settings) -> Secret:
@@ -77,6 +78,9 @@ def create_app(settings: Settings) -> FastAPI:
         admin_token=resolve_admin_token(settings),
         phrases=phrases(),
     )
+    from agent.escalation import HandoffDesk
+
+    state.handoff_desk = HandoffDesk(state)
     redact(state.admin_token.reveal())
     redact(state.local_llm_key)
     loopback = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
@@ -140,6 +144,8 @@ def create_app(settings: Settings) -> FastAPI:
             from_number=details.get("from", ""),
             to_number=details.get("to", ""),
             account_sid=start.account_sid,
+            public_base=details.get("base", ""),
+            resume_handoff=int(details.get("resume", "0") or 0),
         )
         logger.info(f"call {info.call_sid} streaming (from {mask_phone(info.from_number)})")
         session = CallSession(state, info)

@@ -22,6 +22,7 @@ from pipecat.frames.frames import (
     EndFrame,
     ErrorFrame,
     Frame,
+    FunctionCallResultProperties,
     FunctionCallsStartedFrame,
     InterruptionFrame,
     LLMContextFrame,
@@ -52,10 +53,11 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
 from starlette.websockets import WebSocket
 
+from agent.escalation import Escalation, EscalationGate, earlier_messages
 from agent.prompts import fill, load_text, phrases
 from agent.providers import build_llm, build_stt, build_tts, build_vad
 from agent.turns import PhraseAwareTurnStopStrategy
-from telephony.audio import CallRecording
+from telephony.audio import CallRecording, join_wavs
 from telephony.playback import PlaybackLedger
 from telephony.serializer import MarkFrame
 from tools.business import Business, describe_hours, load_business
@@ -74,6 +76,8 @@ class CallInfo:
     from_number: str = ""
     to_number: str = ""
     account_sid: str = ""
+    public_base: str = ""  # the base URL Twilio reached us on (FRONTDESK_PUBLIC_URL wins)
+    resume_handoff: int = 0  # back from a transfer nobody answered (same CallSid)
 
 
 @dataclass
@@ -323,6 +327,9 @@ class CallSession:
         self._idle_prompts = 0
         self._caller_hung_up = False
         self._call_id = 0
+        self.clears = 0  # barge-ins so far
+        self.facts: dict[str, Any] = {}  # the tools' per-call memory
+        self.escalation = Escalation(self)
 
     # --- StreamHooks (called by the serializer, synchronously) --------------------------------
 
@@ -338,6 +345,7 @@ class CallSession:
             logger.debug(f"call {self.info.call_sid}: unknown mark {name!r}")
 
     def on_clear(self) -> None:
+        self.clears += 1
         self.recording.clear_bot()
         heard, cut_off = self.ledger.interrupt()
         if cut_off and self.context is not None:
@@ -348,19 +356,21 @@ class CallSession:
 
     def on_dtmf(self, digit: str) -> None:
         logger.info(f"call {self.info.call_sid}: DTMF {digit}")
+        if digit == "0":
+            self.spawn(self.escalate("caller pressed 0 for a person", "dtmf"))
 
     def on_stop(self) -> None:
         self._caller_hung_up = True
 
     # --- CallControl (called by tools) -----------------------------------------------------------
 
-    async def request_transfer(self, reason: str) -> str:
-        # The telephony side of transfers comes with the escalation work; until a number and
-        # Twilio credentials are configured, offer a message instead.
-        return (
-            "I can't put you through right now, but I can take a message and have someone "
-            "call you back. What would you like me to pass on?"
-        )
+    async def request_transfer(self, reason: str) -> tuple[str, dict[str, Any]]:
+        return await self.escalation.request_transfer(reason)
+
+    async def escalate(self, reason: str, trigger: str) -> None:
+        """Hand the caller to a person (warm/cold transfer) or, when nobody can take the call,
+        offer to take a message. ``trigger``: dtmf | misunderstood | provider_failure | ..."""
+        await self.escalation.escalate(reason, trigger)
 
     async def request_hangup(self, reason: str) -> None:
         self._ending = True
@@ -380,6 +390,35 @@ class CallSession:
     async def end(self) -> None:
         if self.worker is not None:
             await self.worker.queue_frame(EndFrame())
+
+    # --- For agent/escalation.py ------------------------------------------------------------
+
+    @property
+    def ending(self) -> bool:
+        return self._ending
+
+    def spawn(self, work: Any) -> None:
+        """Run a coroutine alongside the pipeline, keeping a reference until it is done."""
+        self._tasks.add(task := asyncio.ensure_future(work))
+        task.add_done_callback(self._tasks.discard)
+
+    async def say(self, text: str, *, to_model: bool = False) -> None:
+        """Speak a fixed sentence; with ``to_model`` it joins the LLM context too (the model
+        continues from it) and is recorded by the assistant aggregator."""
+        if to_model and self.worker is not None:
+            await self.worker.queue_frame(TTSSpeakFrame(text, append_to_context=True))
+        else:
+            await self._say_fixed(text)
+
+    def messages(self) -> list[Any]:
+        return list(self.context.get_messages()) if self.context is not None else []
+
+    def public_base(self) -> str:
+        return self.settings.public_url or self.info.public_base
+
+    def add_fault(self, fault: str) -> None:
+        if self.records is not None:
+            self.records.put("add_fault", fault=fault)
 
     # --- Pipeline ------------------------------------------------------------------------------
 
@@ -416,6 +455,7 @@ class CallSession:
             logger.exception(f"call {self.info.call_sid} failed: {exc}")
             self.records.put("add_fault", fault=f"pipeline: {type(exc).__name__}: {exc}")
         finally:
+            await self.escalation.settle()
             recording_path = self._save_recording()
             self.records.put("finish_call", outcome=self.outcome, recording_path=recording_path)
             await self.records.close()
@@ -425,7 +465,10 @@ class CallSession:
             directory = Path(self.settings.data_dir) / "recordings"
             directory.mkdir(parents=True, exist_ok=True)
             path = directory / f"{self.info.call_sid}.wav"
-            path.write_bytes(self.recording.to_wav())
+            audio = self.recording.to_wav()
+            if self.info.resume_handoff and path.exists():  # one call, one recording
+                audio = join_wavs(path.read_bytes(), audio)
+            path.write_bytes(audio)
             return str(path)
         except Exception as exc:
             logger.error(f"call {self.info.call_sid}: could not save recording: {exc}")
@@ -450,6 +493,7 @@ class CallSession:
             call_sid=self.info.call_sid,
             call=self,
         )
+        self.facts = tool_ctx.facts
 
         transport = FastAPIWebsocketTransport(
             websocket,
@@ -483,14 +527,20 @@ class CallSession:
             ]
         )
         greeting = self._greeting(business, caller)
+        earlier: list[dict[str, Any]] = []
+        if self.info.resume_handoff:  # nobody answered the transfer: pick up where we left off
+            earlier = earlier_messages(await self.state.calls.get_call(self.info.call_sid))
+            greeting = phrases()["transfer_no_answer"]
+            self.escalation.blocked = "nobody answered"
         if self.state.brain is not None:
             # Evaluate this call's prompt into the local model while the greeting plays.
             opening = [
                 {"role": "system", "content": system_prompt},
+                *earlier,
                 {"role": "assistant", "content": greeting},
             ]
             self.state.brain.prime_later(opening, self.registry.openai_tools())
-        context = LLMContext(tools=tools)
+        context = LLMContext(messages=list(earlier), tools=tools)  # type: ignore[arg-type]
         self.context = context
 
         async def invoke_and_record(name: str, arguments: Any) -> Any:
@@ -515,7 +565,9 @@ class CallSession:
             self._tasks.add(work)
             work.add_done_callback(self._tasks.discard)
             invocation = await asyncio.shield(work)
-            await params.result_callback(invocation.payload)
+            quiet = bool(invocation.payload.get("no_reply"))  # the call speaks for itself
+            properties = FunctionCallResultProperties(run_llm=False) if quiet else None
+            await params.result_callback(invocation.payload, properties=properties)
 
         llm.register_function(None, run_tool, cancel_on_interruption=True)
 
@@ -554,6 +606,7 @@ class CallSession:
                 stt,
                 user_aggregator,
                 HeardTextCorrector(self),
+                EscalationGate(self.escalation),
                 llm,
                 FillerSpeaker(self),
                 tts,
@@ -617,10 +670,12 @@ class CallSession:
                 records.put(
                     "add_turn", role="bot", text=text, timings=timings, interrupted=interrupted
                 )
+            if not interrupted:
+                self.escalation.note_bot_turn(text)
 
         @user_aggregator.event_handler("on_user_turn_idle")
         async def on_idle(_aggregator: Any) -> None:
-            if self._ending:
+            if self._ending or self.escalation.holding:
                 return
             self._idle_prompts += 1
             if self._idle_prompts <= settings.caller_idle_prompts:

@@ -61,6 +61,19 @@ def write_wav(pcm: bytes, rate: int, channels: int = 1) -> bytes:
     return buffer.getvalue()
 
 
+def join_wavs(first: bytes, second: bytes) -> bytes:
+    """Two WAVs of the same format, one after the other (a call resumed on a new stream)."""
+    with wave.open(io.BytesIO(first), "rb") as a, wave.open(io.BytesIO(second), "rb") as b:
+        if (a.getnchannels(), a.getsampwidth(), a.getframerate()) != (
+            b.getnchannels(),
+            b.getsampwidth(),
+            b.getframerate(),
+        ):
+            raise ValueError("cannot join WAVs of different formats")
+        frames = a.readframes(a.getnframes()) + b.readframes(b.getnframes())
+        return write_wav(frames, a.getframerate(), channels=a.getnchannels())
+
+
 class CallRecording:
     """Stereo recording of a call as the caller heard it: caller left, bot right.
 

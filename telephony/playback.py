@@ -30,6 +30,11 @@ class PlaybackLedger:
         self._playing_since: float | None = None
 
     @property
+    def closed_segments(self) -> int:
+        """How many segments were ever closed (not reset by an interruption)."""
+        return self._counter
+
+    @property
     def outstanding(self) -> int:
         """Segments sent whose mark has not come back yet (audio still queued at Twilio)."""
         return sum(1 for s in self._segments if s.acked_at is None)

@@ -67,6 +67,7 @@ class Report:
     closed_by_server: bool = False
     close_code: int | None = None
     duration_ms: float = 0.0
+    started_at: float = 0.0  # time.time() when the media stream started
     call_record: dict[str, Any] | None = None
     frame_arrivals_ms: list[float] = field(default_factory=list)
 
@@ -171,11 +172,17 @@ async def replay(
     max_tail_secs: float = 40.0,
     extra_params: dict[str, str] | None = None,
     dtmf: list[tuple[float, str]] | None = None,
+    call_sid: str = "",
+    answer_twiml: str = "",
 ) -> tuple[Report, bytes]:
-    """Run one call; returns the report and the bot audio as the caller heard it (8 kHz PCM)."""
+    """Run one call; returns the report and the bot audio as the caller heard it (8 kHz PCM).
+
+    ``call_sid`` + ``answer_twiml`` continue an existing call from TwiML the server already
+    gave (e.g. a <Connect><Stream> after a transfer nobody answered) instead of posting the
+    voice webhook."""
     pcm8k = resample_pcm16(caller_pcm, caller_rate, codec.TWILIO_SAMPLE_RATE)
     pcm8k += bytes((-len(pcm8k)) % (FRAME_SAMPLES * 2))
-    call_sid = "CA" + secrets.token_hex(16)
+    call_sid = call_sid or "CA" + secrets.token_hex(16)
     account_sid = "AC" + secrets.token_hex(16)
     stream_sid = "MZ" + secrets.token_hex(16)
     report = Report(call_sid=call_sid)
@@ -193,18 +200,21 @@ async def replay(
     signed_url = f"{public_url.rstrip('/')}/twilio/voice" if public_url else webhook
     signature = sign_twilio_request(auth_token, signed_url, params)
     async with httpx.AsyncClient(timeout=15) as client:
-        response = await client.post(
-            webhook, data=params, headers={"X-Twilio-Signature": signature}
-        )
-        if response.status_code != 200:
-            raise ReplayError(f"webhook answered {response.status_code}: {response.text[:200]}")
-        stream_url, stream_params = _parse_twiml(response.text)
+        if not answer_twiml:
+            response = await client.post(
+                webhook, data=params, headers={"X-Twilio-Signature": signature}
+            )
+            if response.status_code != 200:
+                raise ReplayError(f"webhook answered {response.status_code}: {response.text[:200]}")
+            answer_twiml = response.text
+        stream_url, stream_params = _parse_twiml(answer_twiml)
         report.stream_url = stream_url
         if public_url:  # the TwiML names the public host; dial the server we were given
             stream_url = server.replace("http", "ws", 1).rstrip("/") + "/twilio/media"
 
         phone = SimulatedPhone()
         started = time.monotonic()
+        report.started_at = time.time()
         caller_segments = speech_segments(pcm8k, codec.TWILIO_SAMPLE_RATE)
         report.caller_turns = [CallerTurn(a, b) for a, b in caller_segments]
         last_bot_audio = 0.0

@@ -30,6 +30,11 @@ def mask_phone(number: str) -> str:
     return f"{number[:5]}***{number[-4:]}"
 
 
+def request_base(request: Request) -> str:
+    """The base URL this request reached us on (scheme and host as the client used them)."""
+    return f"{request.url.scheme}://{request.url.netloc}"
+
+
 def stream_url(public_base: str, request: Request) -> str:
     if public_base:
         base = public_base.replace("https://", "wss://", 1).replace("http://", "ws://", 1)
@@ -83,9 +88,54 @@ def build_router(state: Any, run_call: RunCall) -> APIRouter:
             body = twiml.apologise_busy(state.phrases["over_capacity"], state.escalation_number)
             return Response(body, media_type="application/xml")
         token = state.tokens.issue(
-            call_sid, {"from": form.get("From", ""), "to": form.get("To", "")}
+            call_sid,
+            {"from": form.get("From", ""), "to": form.get("To", ""), "base": request_base(request)},
         )
         body = twiml.connect_stream(stream_url(settings.public_url, request), token)
+        return Response(body, media_type="application/xml")
+
+    def handoff_id(request: Request) -> int:
+        raw = request.query_params.get("handoff", "")
+        return int(raw) if raw.isdigit() else 0
+
+    @router.post("/twilio/whisper")
+    async def whisper(request: Request) -> Response:
+        """Warm transfer: Twilio fetches this when the person answers; they hear the summary."""
+        form = await validated_form(request)
+        if isinstance(form, Response):
+            return form
+        text = await state.handoff_desk.whisper_text(
+            handoff_id(request), form.get("ParentCallSid", "")
+        )
+        if text is None:
+            return Response("unknown handoff", status_code=404, media_type="text/plain")
+        return Response(twiml.whisper(text), media_type="application/xml")
+
+    @router.post("/twilio/dial-action")
+    async def dial_action(request: Request) -> Response:
+        """The transfer's <Dial> ended: hang up after a conversation, else back to the agent."""
+        form = await validated_form(request)
+        if isinstance(form, Response):
+            return form
+        call_sid = form.get("CallSid", "")
+        can_resume = state.accepting and state.active_calls < settings.max_concurrent_calls
+        handoff = handoff_id(request)
+        step = await state.handoff_desk.dial_finished(handoff, form, can_resume)
+        if step is None:
+            return Response("unknown handoff", status_code=404, media_type="text/plain")
+        if step.kind == "resume":
+            details = {
+                "from": form.get("From", ""),
+                "to": form.get("To", ""),
+                "base": request_base(request),
+                "resume": str(handoff),
+            }
+            token = state.tokens.issue(call_sid, details)
+            body = twiml.connect_stream(stream_url(settings.public_url, request), token)
+        elif step.kind == "goodbye":
+            body = twiml.say_and_hangup(step.text)
+        else:
+            body = twiml.hangup()
         return Response(body, media_type="application/xml")
 
     @router.websocket("/twilio/media")

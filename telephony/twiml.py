@@ -35,3 +35,37 @@ def say_and_hangup(message: str) -> str:
     response.say(message)
     response.hangup()
     return str(response)
+
+
+def transfer_dial(
+    numbers: list[str], action_url: str, whisper_url: str = "", timeout_secs: int = 20
+) -> str:
+    """Ring ``numbers`` at once; the first to answer gets the caller.
+
+    With ``whisper_url`` (a warm transfer) the person who answers hears the TwiML served there
+    before being connected. Twilio posts the outcome (DialCallStatus) to ``action_url``.
+    """
+    if not numbers:
+        raise ValueError("a transfer needs at least one number to dial")
+    response = VoiceResponse()
+    dial = Dial(action=action_url, method="POST", timeout=timeout_secs)
+    for number in numbers:
+        if whisper_url:
+            dial.number(number, url=whisper_url, method="POST")
+        else:
+            dial.number(number)
+    response.append(dial)
+    return str(response)
+
+
+def whisper(summary: str) -> str:
+    """What the person answering a warm transfer hears before the caller is put through."""
+    response = VoiceResponse()
+    response.say(summary)
+    return str(response)
+
+
+def hangup() -> str:
+    response = VoiceResponse()
+    response.hangup()
+    return str(response)

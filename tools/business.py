@@ -50,6 +50,7 @@ class Business:
     hours: dict[int, list[tuple[time, time]]] = field(default_factory=dict)
     holidays: dict[date, str] = field(default_factory=dict)
     services: tuple[Service, ...] = ()
+    escalation_numbers: tuple[str, ...] = ()  # rung at once on a transfer; [0] is escalation_number
 
     @property
     def tz(self) -> ZoneInfo:
@@ -104,10 +105,43 @@ def _normalize(text: str) -> str:
     )
 
 
+def _config_phone(key: str, value: Any) -> str:
+    """E.164 of a configured number; ConfigError naming ``key`` otherwise."""
+    try:
+        parsed = phonenumbers.parse(str(value), "US")
+    except phonenumbers.NumberParseException:
+        raise ConfigError(f"{key}: not a phone number: {value!r}") from None
+    if not phonenumbers.is_valid_number(parsed) and not phonenumbers.is_possible_number(parsed):
+        raise ConfigError(f"{key}: not a phone number: {value!r}")
+    return phonenumbers.format_number(parsed, phonenumbers.PhoneNumberFormat.E164)
+
+
+def _closing_time(text: str) -> time:
+    return time.max if text == "24:00" else time.fromisoformat(text)
+
+
+def escalation_numbers(config: dict[str, Any]) -> list[str]:
+    """The numbers a transfer rings, in E.164: ``escalation_number`` (one number, or a list)
+    followed by any ``escalation_numbers``, without duplicates. Twilio rings up to ten at once."""
+    numbers: list[str] = []
+    for key in ("escalation_number", "escalation_numbers"):
+        value = config.get(key) or []
+        for index, item in enumerate(value if isinstance(value, list) else [value]):
+            label = f"{key}[{index}]" if isinstance(value, list) else key
+            number = _config_phone(label, item)
+            if number not in numbers:
+                numbers.append(number)
+    if len(numbers) > 10:
+        raise ConfigError(f"escalation_numbers: at most 10 numbers, got {len(numbers)}")
+    return numbers
+
+
 def parse_hours_range(day: str, text: str) -> tuple[time, time]:
     try:
         opens_text, closes_text = (p.strip() for p in str(text).split("-"))
-        opens, closes = time.fromisoformat(opens_text), time.fromisoformat(closes_text)
+        opens = time.fromisoformat(opens_text)
+        # "24:00" closes at midnight (open until the end of the day).
+        closes = _closing_time(closes_text)
     except ValueError:
         raise ConfigError(f"hours.{day}: expected 'HH:MM-HH:MM', got {text!r}") from None
     if opens >= closes:
@@ -155,7 +189,7 @@ async def load_business(db: Database) -> Business:
     hours: dict[int, list[tuple[time, time]]] = {}
     for h in hours_rows:
         hours.setdefault(h["weekday"], []).append(
-            (time.fromisoformat(h["opens"]), time.fromisoformat(h["closes"]))
+            (time.fromisoformat(h["opens"]), _closing_time(h["closes"]))
         )
     for ranges in hours.values():
         ranges.sort()
@@ -165,6 +199,9 @@ async def load_business(db: Database) -> Business:
         address=row["address"],
         phone=row["phone"],
         escalation_number=row["escalation_number"],
+        escalation_numbers=tuple(
+            n for n in (row["escalation_numbers"] or row["escalation_number"]).split(",") if n
+        ),
         warm_transfer=bool(row["warm_transfer"]),
         greeting=row["greeting"],
         persona=row["persona"],
@@ -205,16 +242,9 @@ def read_config(path: Path) -> dict[str, Any]:
         if day not in WEEKDAYS:
             raise ConfigError(f"hours: unknown day {day!r}")
         parse_hours_range(day, text)
-    for key in ("escalation_number", "phone"):
-        if data.get(key):
-            try:
-                parsed = phonenumbers.parse(str(data[key]), "US")
-            except phonenumbers.NumberParseException:
-                raise ConfigError(f"{key}: not a phone number: {data[key]!r}") from None
-            if not phonenumbers.is_valid_number(parsed) and not phonenumbers.is_possible_number(
-                parsed
-            ):
-                raise ConfigError(f"{key}: not a phone number: {data[key]!r}")
+    if data.get("phone"):
+        _config_phone("phone", data["phone"])
+    escalation_numbers(data)
     for service in data.get("services") or []:
         if not service.get("name") or int(service.get("duration_minutes", 0)) <= 0:
             raise ConfigError(f"services: each needs a name and a positive duration: {service}")
@@ -241,7 +271,8 @@ async def seed_business(db: Database, path: Path) -> dict[str, int]:
                     timezone=config["timezone"],
                     address=config.get("address", ""),
                     phone=str(config.get("phone", "")),
-                    escalation_number=str(config.get("escalation_number", "") or ""),
+                    escalation_number=(escalation_numbers(config) or [""])[0],
+                    escalation_numbers=",".join(escalation_numbers(config)),
                     warm_transfer=bool(config.get("warm_transfer", True)),
                     greeting=config.get("greeting", ""),
                     persona=config.get("persona", ""),
@@ -256,7 +287,7 @@ async def seed_business(db: Database, path: Path) -> dict[str, int]:
                     schema.opening_hours.insert().values(
                         weekday=WEEKDAYS.index(day),
                         opens=opens.strftime("%H:%M"),
-                        closes=closes.strftime("%H:%M"),
+                        closes="24:00" if closes == time.max else closes.strftime("%H:%M"),
                     )
                 )
             added["business"] = 1

@@ -1,10 +1,16 @@
-"""Handoff tools: transfer to a human, take a message, end the call.
+"""Handoff tools and records: transfer to a human, take a message (a callback request), end
+the call.
 
-The telephony side (Twilio call updates) lives in telephony/; these tools only record and ask the
-call, through ``ctx.call``, to act.
+The telephony side (Twilio call updates) lives in telephony/ and agent/escalation.py; these tools
+only record and ask the call, through ``ctx.call``, to act. Every handoff is a row in
+``handoffs`` linked to the call and the customer: kind, trigger, reason, summary, target,
+outcome (and its detail), promised callback time.
 """
 
 from __future__ import annotations
+
+from datetime import UTC, datetime
+from typing import Any
 
 import sqlalchemy as sa
 
@@ -27,7 +33,11 @@ async def record_handoff(
     caller_number: str = "",
     customer_id: int | None = None,
     outcome: str = "requested",
+    trigger: str = "",
+    detail: str = "",
+    callback_after: str | None = None,
 ) -> int:
+    """Insert a handoff linked to the call with ``call_sid`` (if recorded); returns its id."""
     stamp = utc_now()
     async with db.write() as conn:
         call_id = None
@@ -48,11 +58,86 @@ async def record_handoff(
                 caller_name=caller_name[:200],
                 caller_number=caller_number,
                 outcome=outcome,
+                trigger=trigger,
+                detail=detail[:2000],
+                callback_after=callback_after,
                 created_at=stamp,
                 updated_at=stamp,
             )
         )
         return new_id(result)
+
+
+async def update_handoff(
+    db: Database, handoff_id: int, *, outcome: str, detail: str | None = None
+) -> None:
+    """Record what happened to a handoff (e.g. ``dialing`` -> ``no_answer``)."""
+    values: dict[str, Any] = {"outcome": outcome, "updated_at": utc_now()}
+    if detail is not None:
+        values["detail"] = detail[:2000]
+    async with db.write() as conn:
+        await conn.execute(
+            schema.handoffs.update().where(schema.handoffs.c.id == handoff_id).values(**values)
+        )
+
+
+async def get_handoff(db: Database, handoff_id: int) -> dict[str, Any] | None:
+    """The handoff row plus its call's ``call_sid`` (``""`` when not linked to a call)."""
+    async with db.read() as conn:
+        row = (
+            (
+                await conn.execute(
+                    sa.select(schema.handoffs, schema.calls.c.call_sid)
+                    .select_from(schema.handoffs.outerjoin(schema.calls))
+                    .where(schema.handoffs.c.id == handoff_id)
+                )
+            )
+            .mappings()
+            .first()
+        )
+    if row is None:
+        return None
+    found = dict(row)
+    found["call_sid"] = found.get("call_sid") or ""
+    return found
+
+
+async def callback_customer(db: Database, number: str, name: str = "") -> int:
+    """The CRM customer to call back on ``number``, created if new; an empty name on file is
+    filled in, an existing one is never overwritten (someone else may call from that phone)."""
+    name = " ".join(name.split())[:200]
+    stamp = utc_now()
+    async with db.write() as conn:
+        row = (
+            await conn.execute(
+                sa.select(schema.customers.c.id, schema.customers.c.name).where(
+                    schema.customers.c.phone == number
+                )
+            )
+        ).first()
+        if row is None:
+            result = await conn.execute(
+                schema.customers.insert().values(
+                    phone=number, name=name, email="", created_at=stamp, updated_at=stamp
+                )
+            )
+            return new_id(result)
+        if name and not row.name:
+            await conn.execute(
+                schema.customers.update()
+                .where(schema.customers.c.id == row.id)
+                .values(name=name, updated_at=stamp)
+            )
+        return int(row.id)
+
+
+def callback_time(business: Any, now: datetime) -> tuple[datetime | None, str]:
+    """When the team will call back: (the next opening, or None while open; spoken words)."""
+    opening = business.next_opening(now) if not business.is_open_at(now) else None
+    if opening is None:
+        return None, "as soon as possible today"
+    local_today = business.local(now).date()
+    return opening, f"{say_date(opening, local_today)} after {say_time(opening)}"
 
 
 @tool(filler=False, timeout_secs=10.0)
@@ -64,8 +149,8 @@ async def transfer_to_human(ctx: ToolContext, reason: str) -> ToolResult:
     """
     if ctx.call is None:
         raise ToolError("I can't transfer this call, but I can take a message for the team.")
-    say = await ctx.call.request_transfer(reason)
-    return ToolResult(say=say, data={"transfer": "requested"})
+    say, data = await ctx.call.request_transfer(reason)
+    return ToolResult(say=say, data=data)
 
 
 @tool(filler=False, timeout_secs=5.0)
@@ -85,23 +170,22 @@ async def take_message(
     if not message.strip():
         raise ToolError("What would you like me to pass on?", code="missing_argument")
     business = await load_business(ctx.db)
+    customer_id = await callback_customer(ctx.db, number, name)
+    if number == ctx.caller_phone:
+        ctx.facts["customer_id"] = customer_id
+    opening, when = callback_time(business, ctx.current_time())
     await record_handoff(
         ctx.db,
         call_sid=ctx.call_sid,
         kind="message",
+        trigger="message",
         reason=message,
         caller_name=name,
         caller_number=number,
-        customer_id=ctx.facts.get("customer_id"),
+        customer_id=customer_id,
         outcome="message_taken",
+        callback_after=opening.astimezone(UTC).isoformat() if opening else None,
     )
-    now = ctx.current_time()
-    opening = business.next_opening(now) if not business.is_open_at(now) else None
-    if opening is None:
-        when = "as soon as possible today"
-    else:
-        local_today = business.local(now).date()
-        when = f"{say_date(opening, local_today)} after {say_time(opening)}"
     who = f", {name.split()[0]}" if name.strip() else ""
     return ToolResult(
         say=f"Thanks{who}. I've passed that on and someone will call you back {when}.",

@@ -48,7 +48,10 @@ class ToolResult:
 class CallControl(typing.Protocol):
     """What a tool may ask of the call it runs in (implemented by the telephony side)."""
 
-    async def request_transfer(self, reason: str) -> str: ...
+    async def request_transfer(self, reason: str) -> tuple[str, dict[str, Any]]:
+        """Start a transfer (or say why not): (sentence for the caller, data for the model).
+        Data with ``"no_reply": True`` means the call speaks for itself; the model stays quiet."""
+        ...
 
     async def request_hangup(self, reason: str) -> None: ...
 

@@ -27,6 +27,8 @@ business = sa.Table(
     sa.Column("address", sa.String(400), nullable=False, server_default=""),
     sa.Column("phone", sa.String(20), nullable=False, server_default=""),
     sa.Column("escalation_number", sa.String(20), nullable=False, server_default=""),
+    # All numbers a transfer rings at once, comma-separated E.164 (the first is escalation_number).
+    sa.Column("escalation_numbers", sa.Text, nullable=False, server_default=""),
     sa.Column("warm_transfer", sa.Boolean, nullable=False, server_default=sa.true()),
     sa.Column("greeting", sa.Text, nullable=False, server_default=""),
     sa.Column("persona", sa.Text, nullable=False, server_default=""),
@@ -183,12 +185,18 @@ handoffs = sa.Table(
     sa.Column("call_id", sa.ForeignKey("calls.id", ondelete="SET NULL"), nullable=True),
     sa.Column("customer_id", sa.ForeignKey("customers.id"), nullable=True),
     sa.Column("kind", sa.String(20), nullable=False),  # transfer | message
+    # What started it: llm | dtmf | misunderstood | provider_failure | message
+    sa.Column("trigger", sa.String(20), nullable=False, server_default=""),
     sa.Column("reason", sa.Text, nullable=False, server_default=""),
     sa.Column("summary", sa.Text, nullable=False, server_default=""),
     sa.Column("target", sa.String(32), nullable=False, server_default=""),
     sa.Column("caller_name", sa.String(200), nullable=False, server_default=""),
     sa.Column("caller_number", sa.String(32), nullable=False, server_default=""),
+    # transfer: requested -> dialing -> answered | no_answer | busy | failed | caller_hung_up
+    # | rest_error; message: message_taken | callback_requested
     sa.Column("outcome", sa.String(40), nullable=False, server_default="requested"),
+    sa.Column("detail", sa.Text, nullable=False, server_default=""),  # e.g. a Twilio error
+    sa.Column("callback_after", sa.String(40), nullable=True),  # promised callback (UTC ISO)
     sa.Column("created_at", sa.String(40), nullable=False),
     sa.Column("updated_at", sa.String(40), nullable=False),
 )

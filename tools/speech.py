@@ -28,6 +28,8 @@ def say_time(value: time | datetime) -> str:
     hour, minute = value.hour, value.minute
     if hour == 12 and minute == 0:
         return "noon"
+    if (hour, minute) == (23, 59) and value.second == 59:  # "open until 24:00"
+        return "midnight"
     suffix = "a m" if hour < 12 else "p m"
     hour12 = hour % 12 or 12
     if minute == 0:

@@ -1,0 +1,85 @@
+"""The Twilio REST calls Frontdesk makes: move a live call to new TwiML (a transfer), hang up.
+
+The twilio SDK blocks on the network, so every request runs in a worker thread
+(``asyncio.to_thread``) and a call's event loop never waits on it. ``base_url`` points the SDK at
+another host (tests use a local stand-in that speaks Twilio's REST format). Failures come back as
+one :class:`TwilioRestError` carrying Twilio's HTTP status, error code and message; the auth
+token never appears in one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import dataclass
+from typing import Any
+
+from twilio.base.exceptions import TwilioException, TwilioRestException
+from twilio.http.http_client import TwilioHttpClient
+from twilio.rest import Client
+
+#: Twilio error codes meaning the call is no longer there to act on.
+CALL_GONE_CODES = frozenset({20404, 21220})  # not found; call not in progress
+
+
+@dataclass(frozen=True)
+class CallResource:
+    """The parts of Twilio's call resource we use."""
+
+    sid: str
+    status: str
+
+
+class TwilioRestError(Exception):
+    """A Twilio REST request failed: ``status`` is the HTTP status (0: no answer at all),
+    ``code`` Twilio's error code (e.g. 20003 authentication, 20404 not found)."""
+
+    def __init__(self, status: int, code: int, message: str) -> None:
+        super().__init__(f"Twilio REST error {code} (HTTP {status}): {message}")
+        self.status = status
+        self.code = code
+        self.message = message
+
+    @property
+    def call_gone(self) -> bool:
+        """The call ended (or never existed): there is nobody left to tell."""
+        return self.code in CALL_GONE_CODES or self.status == 404
+
+
+class TwilioRest:
+    """A small async face over the SDK's Calls resource for one account."""
+
+    def __init__(
+        self, account_sid: str, auth_token: str, *, base_url: str = "", timeout: float = 10.0
+    ) -> None:
+        if not account_sid or not auth_token:
+            raise ValueError("Twilio REST needs TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN")
+        self.account_sid = account_sid
+        self._client = Client(
+            account_sid, auth_token, http_client=TwilioHttpClient(timeout=timeout)
+        )
+        if base_url:
+            self._client.api.base_url = base_url.rstrip("/")
+
+    async def redirect(self, call_sid: str, twiml: str) -> CallResource:
+        """Replace what the live call ``call_sid`` is doing with ``twiml`` (this ends its media
+        stream; the call itself goes on with the new instructions)."""
+        return await asyncio.to_thread(self._update, call_sid, {"twiml": twiml})
+
+    async def hang_up(self, call_sid: str) -> CallResource:
+        """End the call for everyone on it."""
+        return await asyncio.to_thread(self._update, call_sid, {"status": "completed"})
+
+    def _update(self, call_sid: str, values: dict[str, Any]) -> CallResource:
+        try:
+            call = (
+                self._client.api.v2010.accounts(self.account_sid).calls(call_sid).update(**values)
+            )
+        except TwilioRestException as exc:
+            code = exc.code if isinstance(exc.code, int) else exc.status
+            message = str(exc.msg).removeprefix("Unable to update record: ")
+            raise TwilioRestError(exc.status, code, message) from None
+        except TwilioException as exc:
+            raise TwilioRestError(0, 0, f"{type(exc).__name__}: {exc}") from None
+        except OSError as exc:  # requests' connection errors are OSErrors
+            raise TwilioRestError(0, 0, f"no answer from Twilio: {type(exc).__name__}") from None
+        return CallResource(sid=str(call.sid or call_sid), status=str(call.status or ""))
