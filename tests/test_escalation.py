@@ -46,6 +46,7 @@ from tests.fakes.twilio_rest import build_app as build_twilio_app
 from tools import schema
 from tools.business import ConfigError, escalation_numbers, load_business, read_config
 from tools.db import Database
+from tools.handoff import callback_customer
 
 ACCOUNT_SID = "AC" + "5" * 32
 DESK = ["+14135550199", "+14135550198"]
@@ -253,7 +254,7 @@ class Desk:
 
 
 @pytest.fixture(scope="module")
-def desk(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def desk(tmp_path_factory: pytest.TempPathFactory):
     """The real app, open around the clock with two escalation numbers, a scripted LLM and the
     Twilio REST stand-in."""
     from agent.app import create_app
@@ -409,18 +410,24 @@ async def test_asking_for_a_person_is_a_warm_transfer_and_no_answer_loses_nothin
 
 
 async def test_pressing_zero_transfers_and_the_person_hears_the_summary(desk):
+    db = Database(desk.db_url)
+    try:
+        customer_id = await callback_customer(db, "+14135550166", "Omar Haddad")  # on file
+    finally:
+        await db.close()
     # The caller presses 0 once the answer has played (or while it plays on a slow machine).
     report, _ = await call(desk, 6.5, "Do you have anything for a haircut this Friday?", 12.0,
-                           dtmf=[(17.0, "0")])  # fmt: skip
+                           dtmf=[(17.0, "0")], from_number="+14135550166")  # fmt: skip
     sid = report.call_sid
     assert report.call_record["outcome"] == "transferred"
     names = [c["name"] for c in report.call_record["tool_calls"]]
     assert names == ["check_availability"]  # pressing 0 is not a tool call
     [transfer] = await handoffs(desk, sid)
     assert (transfer["trigger"], transfer["reason"]) == ("dtmf", "caller pressed 0 for a person")
+    assert transfer["customer_id"] == customer_id and transfer["caller_name"] == "Omar Haddad"
     assert transfer["summary"].startswith(
-        "A caller, calling from four one three, five five five, zero one two three, pressed zero "
-        "to reach a person. So far I checked availability; their last words were: "
+        "Omar Haddad, calling from four one three, five five five, zero one six six, pressed "
+        "zero to reach a person. So far I checked availability; their last words were: "
     )
     [update] = desk.twilio.updates(sid)
     assert update.form == {"Twiml": expected_dial(desk, transfer["id"])}
@@ -428,7 +435,7 @@ async def test_pressing_zero_transfers_and_the_person_hears_the_summary(desk):
     dialled = await desk.twilio.dial(
         update.form["Twiml"],
         call_sid=sid,
-        from_number="+14135550123",
+        from_number="+14135550166",
         to_number="+14135550100",
         status="completed",
         answered_by=1,
