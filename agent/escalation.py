@@ -51,8 +51,10 @@ from tools.speech import join_words, say_phone
 
 #: Bot replies in a row that show the agent did not understand before a person takes over.
 MISUNDERSTOOD_LIMIT = 3
-#: Longest wait for the transfer sentence to be synthesised and played before moving the call.
-PLAYBACK_TIMEOUT_SECS = 20.0
+#: Longest wait for the transfer sentence to reach the phone (a failing TTS must not keep the
+#: caller waiting long), then for the phone to play it, before the call is moved anyway.
+SYNTHESIS_TIMEOUT_SECS = 8.0
+PLAYBACK_TIMEOUT_SECS = 15.0
 #: Seconds the escalation numbers ring before Twilio reports no-answer.
 DIAL_TIMEOUT_SECS = 20
 
@@ -402,7 +404,9 @@ class Escalation:
                 )
             )
 
-    async def settle(self, timeout: float = PLAYBACK_TIMEOUT_SECS + 15.0) -> None:
+    async def settle(
+        self, timeout: float = SYNTHESIS_TIMEOUT_SECS + PLAYBACK_TIMEOUT_SECS + 15.0
+    ) -> None:
         """Wait (bounded) for a transfer in progress to finish its bookkeeping."""
         if self._task is not None and not self._task.done():
             try:
@@ -544,13 +548,15 @@ class Escalation:
         ledger = session.ledger
         closed, clears = ledger.closed_segments, session.clears
         await session.say(text)
-        deadline = time.monotonic() + PLAYBACK_TIMEOUT_SECS
+        deadline = time.monotonic() + SYNTHESIS_TIMEOUT_SECS
         while time.monotonic() < deadline and session.clears == clears:
-            if (
-                ledger.closed_segments > closed
-                and not ledger.outstanding
-                and not session.bot_speaking
-            ):
+            if ledger.closed_segments > closed:  # it reached the phone: now let it play
+                deadline = time.monotonic() + PLAYBACK_TIMEOUT_SECS
+                break
+            await asyncio.sleep(0.05)
+        while time.monotonic() < deadline and session.clears == clears:
+            played = not ledger.outstanding and not session.bot_speaking
+            if ledger.closed_segments > closed and played:
                 return
             await asyncio.sleep(0.05)
         if session.clears == clears:

@@ -46,7 +46,7 @@ from tests.fakes.twilio_rest import build_app as build_twilio_app
 from tools import schema
 from tools.business import ConfigError, escalation_numbers, load_business, read_config
 from tools.db import Database
-from tools.handoff import callback_customer
+from tools.handoff import callback_customer, record_handoff
 
 ACCOUNT_SID = "AC" + "5" * 32
 DESK = ["+14135550199", "+14135550198"]
@@ -320,7 +320,9 @@ def bot_texts(report) -> list[str]:
 
 async def test_asking_for_a_person_is_a_warm_transfer_and_no_answer_loses_nothing(desk):
     # 1. The caller asks for a person: one sentence, then the call is moved to <Dial>.
-    report, heard = await call(desk, 8.0, "Hi, I want to talk to a real person.", 8.0)
+    report, heard = await call(
+        desk, 8.0, "Hi, I want to talk to a real person.", 8.0, from_number="+14135550144"
+    )
     sid = report.call_sid
     record = report.call_record
     assert record["outcome"] == "transferred", record
@@ -333,11 +335,11 @@ async def test_asking_for_a_person_is_a_warm_transfer_and_no_answer_loses_nothin
         "llm",
         "dialing",
     )
-    assert transfer["target"] == DESK[0] and transfer["caller_number"] == "+14135550123"
+    assert transfer["target"] == DESK[0] and transfer["caller_number"] == "+14135550144"
     assert transfer["customer_id"] is None  # a first-time caller
     summary = transfer["summary"]
     assert summary.startswith(
-        "A caller, calling from four one three, five five five, zero one two three, "
+        "A caller, calling from four one three, five five five, zero one four four, "
         "asked to speak with a person."
     )
     assert "So far I had not looked anything up; their last words were:" in summary
@@ -358,7 +360,7 @@ async def test_asking_for_a_person_is_a_warm_transfer_and_no_answer_loses_nothin
     dialled = await desk.twilio.dial(
         updates[0].form["Twiml"],
         call_sid=sid,
-        from_number="+14135550123",
+        from_number="+14135550144",
         to_number="+14135550100",
         status="no-answer",
     )
@@ -375,6 +377,7 @@ async def test_asking_for_a_person_is_a_warm_transfer_and_no_answer_loses_nothin
         8.0,
         call_sid=sid,
         answer_twiml=dialled.action_twiml,
+        from_number="+14135550144",
     )
     record = back.call_record
     assert record["call_sid"] == sid
@@ -390,7 +393,7 @@ async def test_asking_for_a_person_is_a_warm_transfer_and_no_answer_loses_nothin
         ("message", "message_taken"),
     ]
     message = rows[1]
-    assert message["caller_name"] == "Anna Lee" and message["caller_number"] == "+14135550123"
+    assert message["caller_name"] == "Anna Lee" and message["caller_number"] == "+14135550144"
     assert message["customer_id"] is not None and record["customer_id"] == message["customer_id"]
     assert message["callback_after"] is None  # open now: "as soon as possible today"
     # The resumed agent knew the conversation so far.
@@ -558,3 +561,40 @@ async def test_three_misunderstood_turns_hand_the_caller_over(desk):
     ]
     assert "could not understand them" in rows[0]["summary"]
     assert report.call_record["outcome"] == "transferred"
+
+
+async def test_no_answer_with_every_line_busy_keeps_a_callback_request(db: Database) -> None:
+    from agent.escalation import HandoffDesk
+    from agent.settings import Settings
+    from tools.records import CallStore
+
+    @dataclass
+    class State:
+        db: Database
+        settings: Settings
+
+    desk = HandoffDesk(State(db, Settings()))
+    await CallStore(db).start_call(call_sid="CAbusy", from_number="+14135550177")
+    transfer = await record_handoff(
+        db, call_sid="CAbusy", kind="transfer", trigger="llm", reason="a complaint",
+        summary="A caller asked to speak with a person.", target=DESK[0],
+        caller_number="+14135550177", outcome="dialing",
+    )  # fmt: skip
+    form = {"CallSid": "CAbusy", "From": "+14135550177", "DialCallStatus": "busy"}
+    assert await desk.dial_finished(transfer, {**form, "CallSid": "CAother"}, True) is None
+    step = await desk.dial_finished(transfer, form, can_resume=False)
+    assert step is not None and step.kind == "goodbye" and "call you back" in step.text
+    async with db.read() as conn:
+        rows = [
+            dict(r._mapping)
+            for r in await conn.execute(sa.select(schema.handoffs).order_by(schema.handoffs.c.id))
+        ]
+    assert [(r["kind"], r["outcome"], r["detail"]) for r in rows] == [
+        ("transfer", "busy", "DialCallStatus=busy"),
+        ("message", "callback_requested", ""),
+    ]
+    assert rows[1]["customer_id"] is not None and rows[1]["reason"] == "a complaint"
+    answered = await desk.dial_finished(transfer, {**form, "DialCallStatus": "completed"}, True)
+    assert answered is not None and answered.kind == "hangup"
+    assert await desk.whisper_text(transfer, "CAbusy") == "A caller asked to speak with a person."
+    assert await desk.whisper_text(transfer, "CAsomeoneelse") is None
