@@ -380,7 +380,8 @@ class Escalation:
             return
         self.status = "deciding"
         try:
-            await self._stop_talking()
+            if trigger == "dtmf":  # the caller acted: stop what the bot is saying at once
+                await self._stop_talking()
             plan = await self._plan()
         except Exception:
             self.status = "idle"

@@ -392,6 +392,11 @@ async def test_asking_for_a_person_is_a_warm_transfer_and_no_answer_loses_nothin
         ("transfer", "no_answer"),
         ("message", "message_taken"),
     ]
+    api = [(h["kind"], h["trigger"], h["outcome"], h["detail"]) for h in record["handoffs"]]
+    assert api == [
+        ("transfer", "llm", "no_answer", "DialCallStatus=no-answer"),
+        ("message", "message", "message_taken", ""),
+    ]
     message = rows[1]
     assert message["caller_name"] == "Anna Lee" and message["caller_number"] == "+14135550144"
     assert message["customer_id"] is not None and record["customer_id"] == message["customer_id"]

@@ -223,12 +223,20 @@ class CallStore:
             )
             call["handoffs"] = [
                 {
+                    "id": h.id,
                     "kind": h.kind,
+                    "trigger": h.trigger,
                     "reason": h.reason,
                     "summary": h.summary,
                     "target": h.target,
+                    "caller_name": h.caller_name,
+                    "caller_number": h.caller_number,
+                    "customer_id": h.customer_id,
                     "outcome": h.outcome,
+                    "detail": h.detail,
+                    "callback_after": h.callback_after,
                     "at": h.created_at,
+                    "updated_at": h.updated_at,
                 }
                 for h in handoffs
             ]
