@@ -84,7 +84,7 @@ async def test_llm_error_apologises_and_the_retry_answers(fault_server):
     assert any(f.startswith("llm: ") and "500" in f for f in record["faults"]), record["faults"]
     assert "llm: apologised; retrying the request once" in record["faults"]
     assert phrases()["fault_offer"] not in said
-    assert record["outcome"] == "completed"
+    assert record["outcome"] == "caller_hung_up"  # the fault did not end the call
     assert fault_server.script.fail_next == 0
     # The caller heard the apology: there is bot audio after the question.
     assert report.caller_turns[-1].voice_to_voice_ms is not None
@@ -126,7 +126,7 @@ async def test_llm_failing_twice_offers_a_person_or_a_message(fault_server):
     assert [c["name"] for c in calls] == ["take_message"] and calls[0]["ok"]
     asked = fault_server.script.requests[-2]["messages"]
     assert any(m.get("content") == phrases()["fault_offer"] for m in asked)
-    assert record["outcome"] == "completed"
+    assert record["outcome"] == "caller_hung_up"  # the fault did not end the call
 
 
 async def test_llm_that_stays_down_ends_the_call_politely(fault_server):
