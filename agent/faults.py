@@ -210,9 +210,9 @@ class FaultHandler:
             return
         usable = bool(getattr(frame.processor, "is_usable", True))
         retry_text = ""
-        if stage == "tts":
+        if stage == "tts" and self._counts(stage):
             retry_text = self._tts_text.strip()
-            self._disarm_tts()
+            self._disarm_tts()  # this incident is answered now, not again by the watchdog
         await self.fault(stage, str(frame.error), retryable=usable, retry_text=retry_text)
 
     # --- policy -----------------------------------------------------------------------------
@@ -223,12 +223,9 @@ class FaultHandler:
         """Record a provider fault and answer it according to the stage's strikes."""
         self.faults += 1
         self._record(f"{stage}: {detail}")
-        now = time.monotonic()
-        if stage not in self._retrying and now - self._handled_at.get(stage, -math.inf) < (
-            DEBOUNCE_SECS
-        ):
+        if not self._counts(stage):
             return
-        self._handled_at[stage] = now
+        self._handled_at[stage] = time.monotonic()
         self._retrying.discard(stage)
         if not retryable:
             self.strikes[stage] = max(self.strikes[stage], 1)
@@ -250,8 +247,9 @@ class FaultHandler:
                 self._retrying.add(stage)
                 await worker.queue_frame(LLMRunFrame())
             elif stage == "tts" and retry_text and worker is not None:
+                # Not marked as retrying: the first attempt's late errors belong to this incident;
+                # the retry's failure shows as the watchdog firing again, after the debounce.
                 self._record("tts: apologised; retrying the sentence once")
-                self._retrying.add(stage)
                 await worker.queue_frame(TTSSpeakFrame(retry_text, append_to_context=False))
             else:
                 self._record(f"{stage}: apologised")
@@ -260,6 +258,13 @@ class FaultHandler:
         else:
             self._record(f"{stage}: still failing; ending the call politely")
             await self.session.end_politely("fault_goodbye", "provider_fault")
+
+    def _counts(self, stage: str) -> bool:
+        """Whether a fault now is a new incident: the retry's own failure always is; otherwise
+        faults of one stage within DEBOUNCE_SECS are one (a TTS that errors and times out)."""
+        if stage in self._retrying:
+            return True
+        return time.monotonic() - self._handled_at.get(stage, -math.inf) >= DEBOUNCE_SECS
 
     async def say_clip(self, name: str, *, remember: bool = False) -> None:
         """Play a pre-synthesized phrase (falling back to the TTS if there is no clip) and record

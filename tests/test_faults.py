@@ -60,6 +60,15 @@ def fault_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-u
             yield FaultServer(server.url, script)
 
 
+@pytest.fixture(autouse=True)
+def _no_leftover_faults(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+    """A scripted fault a test did not use up must not leak into the next test's call."""
+    yield
+    if "fault_server" in request.fixturenames:
+        script = request.getfixturevalue("fault_server").script
+        script.fail_next = script.hang_next = 0
+
+
 async def call(server_url: str, *parts: str | float) -> Any:
     report, heard = await replay(
         call_audio(*parts), RATE, server_url, auth_token=AUTH_TOKEN, admin_token=ADMIN_TOKEN
@@ -68,13 +77,21 @@ async def call(server_url: str, *parts: str | float) -> Any:
     return report, heard
 
 
+def assert_in_order(said: list[str], *names: str) -> None:
+    """The phrases were said, first occurrences in this order, the last one last."""
+    texts = [phrases()[n] for n in names]
+    assert all(t in said for t in texts), said
+    assert [said.index(t) for t in texts] == sorted(said.index(t) for t in texts), said
+    assert said[-1] == texts[-1], said
+
+
 def bot_says(report: Any) -> list[str]:
     return [t["text"] for t in report.call_record["turns"] if t["role"] == "bot"]
 
 
 async def test_llm_error_apologises_and_the_retry_answers(fault_server):
     fault_server.script.fail_next = 1
-    report, _ = await call(fault_server.url, 3.5, "Is there parking nearby?", 9.0)
+    report, _ = await call(fault_server.url, 3.5, "Is there parking nearby?", 15.0)
     said = bot_says(report)
     record = report.call_record
     assert phrases()["apology_wait"] in said
@@ -92,12 +109,12 @@ async def test_llm_error_apologises_and_the_retry_answers(fault_server):
 
 async def test_llm_hang_times_out_apologises_and_retries(fault_server):
     fault_server.script.hang_next = 1
-    report, _ = await call(fault_server.url, 3.5, "What are your opening hours?", 12.0)
+    report, _ = await call(fault_server.url, 3.5, "What are your opening hours?", 20.0)
     said = bot_says(report)
     record = report.call_record
     assert phrases()["apology_wait"] in said
     assert "get_business_info" in [c["name"] for c in record["tool_calls"]]
-    assert any(f.startswith("llm: ") and "timeout" in f.lower() for f in record["faults"])
+    assert any(f.startswith("llm: ") and "timed out" in f.lower() for f in record["faults"])
     # The apology came after the provider timeout, not at once, and not much later.
     turn = report.caller_turns[-1]
     assert turn.voice_to_voice_ms is not None
@@ -111,7 +128,7 @@ async def test_llm_failing_twice_offers_a_person_or_a_message(fault_server):
         fault_server.url,
         3.5,
         "Is there parking nearby?",
-        9.0,
+        20.0,  # the apology and the offer play out
         "Please take a message, ask someone to call me back.",
         8.0,
     )
@@ -131,21 +148,12 @@ async def test_llm_failing_twice_offers_a_person_or_a_message(fault_server):
 
 async def test_llm_that_stays_down_ends_the_call_politely(fault_server):
     fault_server.script.fail_next = 10
-    try:
-        report, _ = await call(
-            fault_server.url,
-            3.5,
-            "Is there parking nearby?",
-            9.0,
-            "Hello? Can you hear me?",
-            15.0,
-        )
-    finally:
-        fault_server.script.fail_next = 0
+    report, _ = await call(
+        fault_server.url, 3.5, "Is there parking nearby?", 20.0, "Hello? Can you hear me?", 15.0
+    )
     said = bot_says(report)
     record = report.call_record
-    order = [phrases()[k] for k in ("apology_wait", "fault_offer", "fault_goodbye")]
-    assert [s for s in said if s in order] == order
+    assert_in_order(said, "apology_wait", "fault_offer", "fault_goodbye")
     assert record["outcome"] == "provider_fault"
     assert report.closed_by_server
     assert "llm: still failing; ending the call politely" in record["faults"]
@@ -178,10 +186,11 @@ async def test_a_hung_cloud_tts_is_covered_by_clips(tmp_path):
     assert vendor.connections >= 1 and vendor.received, "the TTS was asked to speak"
     said = bot_says(report)
     record = report.call_record
-    order = [phrases()[k] for k in ("apology_wait", "fault_offer", "fault_goodbye")]
-    assert [s for s in said if s in order] == order, said
-    tts_faults = [f for f in record["faults"] if f.startswith("tts: no audio within 3s")]
-    assert len(tts_faults) >= 3, record["faults"]
+    assert_in_order(said, "apology_wait", "fault_offer", "fault_goodbye")
+    policy = ("tts: apologised", "tts: failed again", "tts: still failing")
+    tts_faults = [f for f in record["faults"] if f.startswith("tts: ")]
+    assert len([f for f in tts_faults if not f.startswith(policy)]) >= 3, record["faults"]
+    assert "tts: no audio within 3s" in tts_faults
     assert "tts: apologised; retrying the sentence once" in record["faults"]
     assert record["outcome"] == "provider_fault" and report.closed_by_server
     # Every clip was heard as audio (the TTS itself produced none).

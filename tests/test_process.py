@@ -64,20 +64,19 @@ class ServerProcess:
         raise AssertionError(f"server not ready in {timeout}s:\n{self.log()[-3000:]}")
 
     def log(self) -> str:
-        self._log.flush()
+        if not self._log.closed:
+            self._log.flush()
         return self.log_path.read_text(errors="replace")
 
     def wait_exit(self, timeout: float) -> int:
-        try:
-            return self.proc.wait(timeout=timeout)
-        finally:
-            self._log.close()
+        return self.proc.wait(timeout=timeout)
 
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.proc.kill()
             self.proc.wait(timeout=30)
-        self._log.close()
+        if not self._log.closed:
+            self._log.close()
 
 
 @pytest.fixture
