@@ -42,7 +42,7 @@ class FaultServer:
 
 
 @pytest.fixture(scope="module")
-def fault_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def fault_server(tmp_path_factory: pytest.TempPathFactory):
     from agent.app import create_app
     from agent.settings import Settings
 
@@ -61,7 +61,7 @@ def fault_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-u
 
 
 @pytest.fixture(autouse=True)
-def _no_leftover_faults(request: pytest.FixtureRequest):  # type: ignore[no-untyped-def]
+def _no_leftover_faults(request: pytest.FixtureRequest):
     """A scripted fault a test did not use up must not leak into the next test's call."""
     yield
     if "fault_server" in request.fixturenames:

@@ -80,7 +80,7 @@ class ServerProcess:
 
 
 @pytest.fixture
-def llm():  # type: ignore[no-untyped-def]
+def llm():
     script = ScriptedLLM(rules=list(RULES))
     port = free_port()
     with ServerThread(build_app(script), port):

@@ -31,7 +31,7 @@ class LimitedServer:
 
 
 @pytest.fixture(scope="module")
-def limited(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def limited(tmp_path_factory: pytest.TempPathFactory):
     from agent.app import create_app
 
     llm_port, port = free_port(), free_port()
