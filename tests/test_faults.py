@@ -128,7 +128,7 @@ async def test_llm_failing_twice_offers_a_person_or_a_message(fault_server):
         fault_server.url,
         3.5,
         "Is there parking nearby?",
-        20.0,  # the apology and the offer play out
+        28.0,  # the apology and the offer play out
         "Please take a message, ask someone to call me back.",
         8.0,
     )
@@ -142,7 +142,9 @@ async def test_llm_failing_twice_offers_a_person_or_a_message(fault_server):
     calls = record["tool_calls"]
     assert [c["name"] for c in calls] == ["take_message"] and calls[0]["ok"]
     asked = fault_server.script.requests[-2]["messages"]
-    assert any(m.get("content") == phrases()["fault_offer"] for m in asked)
+    # (whole, or as far as the caller heard it if they spoke over it)
+    offered = [m for m in asked if m["role"] == "assistant" and m.get("content")]
+    assert any("technical trouble" in m["content"] for m in offered), offered
     assert record["outcome"] == "caller_hung_up"  # the fault did not end the call
 
 
