@@ -16,6 +16,8 @@ import sys
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parent
+#: Largest websocket message the server accepts (a Twilio media frame is about 300 bytes).
+MAX_WS_MESSAGE_BYTES = 256 * 1024
 sys.path.insert(0, str(ROOT))
 
 
@@ -32,6 +34,10 @@ def _bootstrap(argv: list[str]) -> None:
         raise SystemExit(0)
     if command == "run":
         install.ensure_environment(dev=dev, browser=browser, model=not _remote_llm())
+        if os.environ.get("FRONTDESK_HOST", "127.0.0.1") in ("127.0.0.1", "localhost", "::1"):
+            # `run` on loopback is the local try-out: explicit dev mode (a generated admin
+            # token). `serve` never assumes it.
+            os.environ.setdefault("FRONTDESK_DEV", "1")
     if not install.in_venv():
         os.execv(str(install.VENV_PYTHON), [str(install.VENV_PYTHON), __file__, "serve", *argv[1:]])
 
@@ -47,12 +53,11 @@ def serve() -> None:
     from agent.app import create_app
     from agent.logging import configure_logging
     from agent.settings import Settings, SettingsError
+    from agent.shutdown import DrainingServer
 
     environment = dict(os.environ)
     environment.setdefault("FRONTDESK_DATA_DIR", str(ROOT / "data"))
     environment.setdefault("FRONTDESK_BUSINESS_CONFIG", str(ROOT / "tools" / "business.yaml"))
-    if environment.get("FRONTDESK_HOST", "127.0.0.1") in ("127.0.0.1", "localhost", "::1"):
-        environment.setdefault("FRONTDESK_DEV", "1")  # a local try-out gets a generated admin token
     try:
         settings = Settings.from_env(environment)
     except SettingsError as exc:
@@ -63,17 +68,19 @@ def serve() -> None:
         f"providers {settings.provider_names()}"
     )
     app = create_app(settings)
-    uvicorn.run(
+    config = uvicorn.Config(
         app,
         host=settings.host,
         port=settings.port,
         log_level="warning",
         ws="websockets-sansio",
-        ws_max_size=256 * 1024,
+        ws_max_size=MAX_WS_MESSAGE_BYTES,
         proxy_headers=True,
         forwarded_allow_ips="127.0.0.1",
-        timeout_graceful_shutdown=30,
+        timeout_graceful_shutdown=10,
     )
+    # SIGTERM drains calls first (agent/shutdown.py), answering webhooks meanwhile.
+    DrainingServer(config, app.state.frontdesk).run()
 
 
 if __name__ == "__main__":

@@ -20,7 +20,6 @@ from pipecat.audio.vad.vad_analyzer import VADParams
 from pipecat.frames.frames import (
     BotStoppedSpeakingFrame,
     EndFrame,
-    ErrorFrame,
     Frame,
     FunctionCallResultProperties,
     FunctionCallsStartedFrame,
@@ -54,6 +53,7 @@ from pipecat.workers.runner import WorkerRunner
 from starlette.websockets import WebSocket
 
 from agent.escalation import Escalation, EscalationGate, earlier_messages
+from agent.faults import ClipPlayer, FaultHandler
 from agent.prompts import fill, load_text, phrases
 from agent.providers import build_llm, build_stt, build_tts, build_vad
 from agent.turns import PhraseAwareTurnStopStrategy
@@ -148,6 +148,8 @@ class CallObserver(BaseObserver):
         self._session = session
 
     async def on_push_frame(self, data: FramePushed) -> None:
+        if self._session.faults is not None:
+            await self._session.faults.on_frame(data)
         if not data.first_push:
             return
         frame = data.frame
@@ -171,8 +173,6 @@ class CallObserver(BaseObserver):
             timings.mark("tts_first_audio")
         elif isinstance(frame, (BotStoppedSpeakingFrame, InterruptionFrame)):
             self._session.bot_speaking = False
-        elif isinstance(frame, ErrorFrame) and self._session.records is not None:
-            self._session.records.put("add_fault", fault=str(frame.error))
 
 
 class PlaybackMarker(FrameProcessor):
@@ -319,6 +319,7 @@ class CallSession:
         self.outcome = "completed"
         self.registry: ToolRegistry = ToolRegistry()
         self.records: RecordWriter | None = None
+        self.faults: FaultHandler | None = None  # provider faults: apology, retry, offer
         self.worker: PipelineWorker | None = None
         self._ending = False
         self.bot_speaking = False
@@ -387,15 +388,24 @@ class CallSession:
             await asyncio.sleep(0.1)
         await self.end()
 
+    @property
+    def ending(self) -> bool:
+        return self._ending
+
+    async def end_politely(self, clip: str, outcome: str) -> None:
+        """Say a pre-synthesized goodbye (agent.faults) and end the call with ``outcome``."""
+        if self._ending:
+            return
+        self.outcome = outcome
+        if self.faults is not None:
+            await self.faults.say_clip(clip)
+        await self.request_hangup(outcome)
+
     async def end(self) -> None:
         if self.worker is not None:
             await self.worker.queue_frame(EndFrame())
 
     # --- For agent/escalation.py ------------------------------------------------------------
-
-    @property
-    def ending(self) -> bool:
-        return self._ending
 
     def spawn(self, work: Any) -> None:
         """Run a coroutine alongside the pipeline, keeping a reference until it is done."""
@@ -462,6 +472,8 @@ class CallSession:
             self.records.put("add_fault", fault=f"pipeline: {type(exc).__name__}: {exc}")
         finally:
             await self.escalation.settle()
+            if self.faults is not None:
+                await self.faults.close()
             recording_path = self._save_recording()
             self.records.put("finish_call", outcome=self.outcome, recording_path=recording_path)
             await self.records.close()
@@ -520,6 +532,14 @@ class CallSession:
         system_prompt = build_system_prompt(business, caller, bool(self.info.from_number))
         llm = build_llm(settings, self.state.local_llm_url, self.state.local_llm_key, system_prompt)
         tts = build_tts(settings, self.state.models)
+        clip_player = ClipPlayer(self.ledger, PIPELINE_RATE)
+        self.faults = FaultHandler(
+            self,
+            clip_player,
+            self.state.models.clips,
+            timeout_secs=settings.provider_timeout_secs,
+            local_tts=not settings.elevenlabs_api_key,
+        )
 
         tools = ToolsSchema(
             standard_tools=[
@@ -617,6 +637,7 @@ class CallSession:
                 EscalationGate(self.escalation),
                 FillerSpeaker(self),
                 tts,
+                clip_player,
                 PlaybackMarker(self.ledger),
                 transport.output(),
                 assistant_aggregator,

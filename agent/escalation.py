@@ -393,6 +393,10 @@ class Escalation:
             return
         self._start(reason, trigger, plan)
 
+    async def can_transfer(self) -> bool:
+        """Whether a transfer to a person could start now (nothing under way, someone to dial)."""
+        return self.status == "idle" and not self.session.ending and (await self._plan()).ok
+
     def note_bot_turn(self, text: str) -> None:
         """Each complete model reply ("" for a tool call); several "sorry, say that again" in a
         row escalate."""

@@ -13,7 +13,7 @@ import re
 import threading
 import time
 from collections.abc import AsyncGenerator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,7 @@ class LocalModels:
     whisper_lock: threading.Semaphore | None = None
     tts_lock: threading.Lock | None = None
     vad_session: Any | None = None
+    clips: dict[str, bytes] = field(default_factory=dict)  # phrase name -> 8 kHz PCM
 
     @classmethod
     def load(cls, settings: Settings) -> LocalModels:
@@ -81,7 +82,37 @@ class LocalModels:
             models.hibari("Warm up.")  # first call builds the G2P; keep it off the call path
             models.tts_lock = threading.Lock()
             logger.info(f"loaded hibari TTS in {time.perf_counter() - started:.1f}s")
+        models.clips = synthesize_clips(models.hibari)
         return models
+
+
+def synthesize_clips(hibari: Any | None, rate: int = 8000) -> dict[str, bytes]:
+    """The fault and shutdown phrases as 16-bit PCM at ``rate``, made once with the local TTS
+    (always installed, even when a cloud TTS serves calls), so they play with every provider
+    down. A failure here is logged, not fatal: calls then fall back to the TTS for them."""
+    from agent.faults import CLIP_PHRASES
+    from agent.prompts import phrases
+
+    started = time.perf_counter()
+    try:
+        if hibari is None:
+            from hibari import Hibari
+
+            hibari = Hibari(threads=1)
+        texts = phrases()
+        clips = {
+            name: resample_pcm16(
+                float_to_pcm16(hibari(spoken_text(texts[name])), HIBARI_GAIN),
+                hibari.sample_rate,
+                rate,
+            )
+            for name in CLIP_PHRASES
+        }
+    except Exception as exc:
+        logger.error(f"could not synthesize the fault clips with the local TTS: {exc}")
+        return {}
+    logger.info(f"synthesized {len(clips)} fault clips in {time.perf_counter() - started:.1f}s")
+    return clips
 
 
 class _SharedSileroModel(SileroOnnxModel):
@@ -281,16 +312,34 @@ def build_stt(settings: Settings, models: LocalModels, hotwords: str = "") -> An
 def build_llm(
     settings: Settings, local_base_url: str, local_key: str, system_instruction: str
 ) -> Any:
-    """An OpenAI-compatible chat service: the vendor's, or Frontdesk's own local endpoint."""
+    """An OpenAI-compatible chat service: the vendor's, or Frontdesk's own local endpoint.
+
+    The client never retries on its own and gives up on a response that stalls (no bytes for
+    the provider timeout; the local model gets at least LOCAL_TIMEOUT_FLOOR_SECS), so a fault
+    reaches the call's fault handler, which apologises and retries once (agent.faults).
+    """
+    import httpx
     from pipecat.services.openai.llm import OpenAILLMService
 
+    from agent.faults import LOCAL_TIMEOUT_FLOOR_SECS
+
+    timeout = settings.provider_timeout_secs
     if settings.uses_remote_llm:
         api_key = settings.openai_api_key.reveal() if settings.openai_api_key else "not-needed"
         base_url = settings.openai_base_url or None
         model = settings.openai_model
     else:
         api_key, base_url, model = local_key, local_base_url, "frontdesk-local"
-    return OpenAILLMService(
+        timeout = max(timeout, LOCAL_TIMEOUT_FLOOR_SECS * 1.5)
+
+    class FaultAwareOpenAILLMService(OpenAILLMService):
+        def create_client(self, *args: Any, **kwargs: Any) -> Any:
+            client = super().create_client(*args, **kwargs)
+            return client.with_options(
+                timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)), max_retries=0
+            )
+
+    return FaultAwareOpenAILLMService(
         api_key=api_key,
         base_url=base_url,
         settings=OpenAILLMService.Settings(

@@ -96,6 +96,8 @@ class Settings:
     stream_token_ttl_secs: float = 30.0
     max_concurrent_calls: int = 20
     max_call_secs: int = 1800
+    shutdown_grace_secs: float = 30.0  # on SIGTERM, how long active calls may go on
+    provider_timeout_secs: float = 8.0  # a cloud STT/LLM/TTS silent this long has failed
     caller_idle_secs: float = 8.0
     caller_idle_prompts: int = 2
     vad_stop_secs: float = 0.2
@@ -145,6 +147,12 @@ class Settings:
             ),
             max_call_secs=_int(
                 "FRONTDESK_MAX_CALL_SECS", get("FRONTDESK_MAX_CALL_SECS", "1800"), minimum=10
+            ),
+            shutdown_grace_secs=_float(
+                "FRONTDESK_SHUTDOWN_GRACE_SECS", get("FRONTDESK_SHUTDOWN_GRACE_SECS", "30")
+            ),
+            provider_timeout_secs=_float(
+                "FRONTDESK_PROVIDER_TIMEOUT_SECS", get("FRONTDESK_PROVIDER_TIMEOUT_SECS", "8"), 1
             ),
             caller_idle_secs=_float(
                 "FRONTDESK_CALLER_IDLE_SECS", get("FRONTDESK_CALLER_IDLE_SECS", "8"), 1

@@ -1,0 +1,394 @@
+"""Property-based fuzzing of the Twilio codec and of the live media websocket.
+
+The codec (pure) gets thousands of malformed or unexpected message sequences: it returns typed
+events or raises ProtocolError, nothing else, and keeps its ordering rules. The live route
+(/twilio/media on a real server) gets sequences that die before a call starts and sequences that
+carry a valid token and then throw garbage into a running call: nothing crashes or hangs, every
+call is closed and recorded, and the server still answers a valid call afterwards.
+
+Counts are asserted, so the figures in the report are what ran.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
+from telephony import codec
+from telephony.signature import sign_twilio_request
+from tests.conftest import ADMIN_TOKEN, AUTH_TOKEN
+
+CODEC_SEQUENCES = 6000
+WS_PRESTART_SEQUENCES = 4000
+WS_INCALL_SEQUENCES = 25
+
+RAN: dict[str, int] = {"codec": 0, "ws_prestart": 0, "ws_incall": 0}
+
+# --- strategies ---------------------------------------------------------------------------------
+# Messages are built from small recipes (a template and a mutation), which keeps generation cheap
+# enough for thousands of sequences in CI while covering wrong types, missing fields, broken
+# JSON, bad base64, oversize payloads, binary frames and out-of-order events.
+
+STREAM = "MZfuzz"
+_AUDIO = base64.b64encode(bytes(range(160))).decode()
+TEMPLATES: list[dict[str, Any]] = [
+    {"event": "connected", "protocol": "Call", "version": "1.0.0"},
+    {
+        "event": "start",
+        "sequenceNumber": "1",
+        "streamSid": STREAM,
+        "start": {
+            "streamSid": STREAM,
+            "callSid": "CAfuzz",
+            "accountSid": "ACfuzz",
+            "tracks": ["inbound"],
+            "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+            "customParameters": {"token": "abc.1.def"},
+        },
+    },
+    {
+        "event": "media",
+        "sequenceNumber": "3",
+        "streamSid": STREAM,
+        "media": {"track": "inbound", "chunk": "2", "timestamp": "20", "payload": _AUDIO},
+    },
+    {"event": "dtmf", "streamSid": STREAM, "dtmf": {"track": "inbound_track", "digit": "5"}},
+    {"event": "mark", "streamSid": STREAM, "mark": {"name": "seg-1"}},
+    {"event": "stop", "streamSid": STREAM, "stop": {"accountSid": "ACfuzz", "callSid": "CAfuzz"}},
+]
+GARBAGE: list[Any] = [
+    None,
+    True,
+    0,
+    -1,
+    2**70,
+    1e308,
+    "",
+    "x",
+    "\u0000",
+    "8000",
+    "-5",
+    [],
+    {},
+    [1, [2, [3]]],
+    {"a": {"b": None}},
+    "A" * 11_000,
+    "%%%not base64%%%",
+    "MZother",
+    ["inbound", 7],
+    "🙂" * 20,
+]
+CORPUS: list[str | bytes] = [
+    "",
+    "{",
+    "}",
+    "[]",
+    "null",
+    "0",
+    '"media"',
+    '{"event":',
+    '{"event": null}',
+    "{}",
+    '{"event": "media"}',
+    '{"event": "start", "start": []}',
+    '{"event": "clear"}',
+    '{"event": "media", "media": {"payload": ""}}',
+    "[" * 3000 + "]" * 3000,
+    '{"event": "start"}' * 3,
+    "\x00\xff",
+    b"",
+    b"\x00" * 64,
+    b"\xff\xfe{}",
+    "x" * 70_000,
+    json.dumps({"event": "media", "media": {"payload": "A" * 20_000}}),
+]
+_PATHS: list[tuple[str, ...]] = [
+    ("event",),
+    ("streamSid",),
+    ("start",),
+    ("start", "callSid"),
+    ("start", "streamSid"),
+    ("start", "mediaFormat"),
+    ("start", "mediaFormat", "sampleRate"),
+    ("start", "mediaFormat", "encoding"),
+    ("start", "mediaFormat", "channels"),
+    ("start", "tracks"),
+    ("start", "customParameters"),
+    ("media",),
+    ("media", "payload"),
+    ("media", "chunk"),
+    ("media", "timestamp"),
+    ("media", "track"),
+    ("dtmf", "digit"),
+    ("mark", "name"),
+    ("stop",),
+    ("sequenceNumber",),
+]
+
+
+def _with_field(template: dict[str, Any], path: tuple[str, ...], value: Any) -> str:
+    message = json.loads(json.dumps(template))
+    node = message
+    for key in path[:-1]:
+        if not isinstance(node.get(key), dict):
+            node[key] = {}
+        node = node[key]
+    if value is _DELETE:
+        node.pop(path[-1], None)
+    else:
+        node[path[-1]] = value
+    return json.dumps(message)
+
+
+_DELETE = object()
+
+
+def _flip(text: str, position: int, char: int) -> str:
+    position %= max(1, len(text))
+    return text[:position] + chr(char) + text[position + 1 :]
+
+
+_template_index = st.integers(0, len(TEMPLATES) - 1)
+messages: st.SearchStrategy[str | bytes] = st.one_of(
+    _template_index.map(lambda i: json.dumps(TEMPLATES[i])),
+    st.builds(
+        lambda i, p, g: _with_field(TEMPLATES[i], _PATHS[p], g),
+        _template_index,
+        st.integers(0, len(_PATHS) - 1),
+        st.sampled_from([*GARBAGE, _DELETE]),
+    ),
+    st.builds(
+        lambda i, pos, c: _flip(json.dumps(TEMPLATES[i]), pos, c),
+        _template_index,
+        st.integers(0, 400),
+        st.integers(0, 0x2FF),
+    ),
+    st.builds(lambda i, n: json.dumps(TEMPLATES[i])[:n], _template_index, st.integers(0, 300)),
+    st.sampled_from(CORPUS),
+    st.binary(max_size=64),
+    st.text(max_size=32),
+)
+payloads = st.one_of(
+    st.just(_AUDIO),
+    st.sampled_from(GARBAGE),
+    st.binary(max_size=400).map(lambda b: base64.b64encode(b).decode()),
+)
+
+
+def valid_start(call_sid: str, token: str | None) -> str:
+    params = {"token": token} if token is not None else {}
+    return json.dumps(
+        {
+            "event": "start",
+            "streamSid": STREAM,
+            "start": {
+                "streamSid": STREAM,
+                "callSid": call_sid,
+                "accountSid": "ACfuzz",
+                "tracks": ["inbound"],
+                "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+                "customParameters": params,
+            },
+        }
+    )
+
+
+# --- codec ---------------------------------------------------------------------------------------
+
+
+@settings(max_examples=CODEC_SEQUENCES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(
+    st.lists(
+        st.one_of(messages, st.just(valid_start("CAfuzz", "t")), st.just('{"event":"stop"}')),
+        max_size=12,
+    )
+)
+def test_codec_survives_any_sequence(sequence: list[str | bytes]) -> None:
+    RAN["codec"] += 1
+    parser = codec.MediaStreamParser()
+    errors = 0
+    for message in sequence:
+        before = parser.state
+        try:
+            event = parser.receive(message)
+        except codec.ProtocolError as exc:
+            errors += 1
+            assert str(exc), "a ProtocolError says what was wrong"
+            assert parser.state is before, "a bad frame does not change the stream's state"
+            continue
+        assert isinstance(
+            event,
+            codec.Connected | codec.Start | codec.Media | codec.Dtmf | codec.Mark | codec.Stop,
+        )
+        assert before is not codec.StreamState.STOPPED, "nothing is accepted after stop"
+        if isinstance(event, codec.Media | codec.Dtmf | codec.Mark | codec.Stop):
+            assert before is codec.StreamState.STREAMING, "no media before start"
+            assert event.stream_sid in ("", parser.start.stream_sid)  # type: ignore[union-attr]
+        if isinstance(event, codec.Media):
+            assert 0 < len(event.payload) <= codec.MAX_MEDIA_PAYLOAD_BYTES
+        if isinstance(event, codec.Start):
+            assert event.sample_rate == 8000 and event.channels == 1
+    assert parser.errors == errors
+
+
+@settings(max_examples=300, deadline=None)
+@given(st.binary(max_size=2000), st.text(min_size=1, max_size=30))
+def test_codec_round_trips(audio: bytes, mark: str) -> None:
+    pcm = codec.ulaw_to_pcm16(audio)
+    assert len(pcm) == 2 * len(audio)
+    assert codec.ulaw_to_pcm16(codec.pcm16_to_ulaw(pcm)) == pcm  # decode . encode is exact
+    parser = codec.MediaStreamParser()
+    parser.receive(valid_start("CA1", "t"))
+    if audio:
+        event = parser.receive(codec.encode_media(STREAM, audio))
+        assert isinstance(event, codec.Media) and event.payload == audio
+    assert parser.receive(codec.encode_mark(STREAM, mark)) == codec.Mark(STREAM, mark)
+
+
+# --- the live websocket ---------------------------------------------------------------------------
+
+
+def _ws_url(server: Any) -> str:
+    return server.url.replace("http", "ws", 1) + "/twilio/media"
+
+
+async def _send_all(ws: Any, sequence: list[str | bytes]) -> None:
+    for message in sequence:
+        try:
+            await ws.send(message)
+        except websockets.ConnectionClosed:
+            return
+
+
+async def _prestart(server: Any, sequence: list[str | bytes]) -> int | None:
+    async with websockets.connect(_ws_url(server), open_timeout=10, close_timeout=10) as ws:
+        await _send_all(ws, sequence)
+        # The server refuses with 1008 once it has seen enough; otherwise we hang up here.
+    return ws.close_code
+
+
+def _token_answer(server: Any, call_sid: str) -> str:
+    url = f"{server.url}/twilio/voice"
+    params = {"CallSid": call_sid, "From": "+14135550123", "To": "+14135550100"}
+    answer = httpx.post(
+        url,
+        data=params,
+        headers={"X-Twilio-Signature": sign_twilio_request(AUTH_TOKEN, url, params)},
+    )
+    assert answer.status_code == 200
+    return answer.text.split('name="token" value="')[1].split('"')[0]
+
+
+prestart_sequences = st.lists(
+    st.one_of(
+        messages,
+        st.sampled_from(["no-token", "forged", "foreign"]).map(
+            lambda kind: valid_start(
+                "CAfuzz",
+                {"no-token": None, "forged": "abc.1.def", "foreign": "x.99999999999.y"}[kind],
+            )
+        ),
+    ),
+    max_size=8,
+)
+
+
+@pytest.fixture(scope="module")
+def fuzz_server(live_server):
+    return live_server
+
+
+@settings(
+    max_examples=WS_PRESTART_SEQUENCES, deadline=None, suppress_health_check=list(HealthCheck)
+)
+@given(prestart_sequences)
+def test_media_socket_refuses_garbage_before_a_call(fuzz_server, sequence):
+    RAN["ws_prestart"] += 1
+    code = asyncio.run(_prestart(fuzz_server, sequence))
+    assert code in (1000, 1008, 1009), code
+    assert fuzz_server.app.state.frontdesk.active_calls == 0, "no call starts without a token"
+
+
+incall_garbage = st.lists(
+    st.one_of(
+        messages,
+        st.builds(
+            lambda p: json.dumps({"event": "media", "streamSid": STREAM, "media": {"payload": p}}),
+            payloads,
+        ),
+        st.just(valid_start("CAfuzz-again", "t")),
+        st.just(json.dumps({"event": "mark", "streamSid": STREAM, "mark": {"name": "unknown"}})),
+        st.just(json.dumps({"event": "dtmf", "streamSid": STREAM, "dtmf": {"digit": "#"}})),
+    ),
+    min_size=1,
+    max_size=30,
+)
+
+
+@settings(max_examples=WS_INCALL_SEQUENCES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(incall_garbage, st.booleans())
+def test_garbage_inside_a_running_call(fuzz_server, sequence, send_stop):
+    RAN["ws_incall"] += 1
+    number = RAN["ws_incall"]
+    call_sid = f"CAfuzzcall{number:04d}"
+    token = _token_answer(fuzz_server, call_sid)
+
+    async def run() -> None:
+        async with websockets.connect(_ws_url(fuzz_server), open_timeout=10) as ws:
+            await ws.send(valid_start(call_sid, token))
+            first = json.loads(await asyncio.wait_for(ws.recv(), timeout=60))
+            assert first["event"] in ("media", "mark"), "the call started (greeting)"
+            await _send_all(ws, sequence)
+            if send_stop:
+                await _send_all(ws, [json.dumps({"event": "stop", "streamSid": STREAM})])
+
+    asyncio.run(run())
+    record = asyncio.run(_finished_record(fuzz_server, call_sid))
+    assert record["outcome"] in ("caller_hung_up", "completed"), record
+    state = fuzz_server.app.state.frontdesk
+    assert state.active_calls == 0 and call_sid not in state.sessions
+
+
+async def _finished_record(server: Any, call_sid: str, timeout: float = 60.0) -> dict[str, Any]:
+    deadline = asyncio.get_running_loop().time() + timeout
+    async with httpx.AsyncClient(base_url=server.url) as client:
+        while True:
+            answer = await client.get(
+                f"/api/calls/{call_sid}", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            )
+            if answer.status_code == 200 and answer.json()["ended_at"]:
+                state = server.app.state.frontdesk
+                if state.active_calls == 0:
+                    return dict(answer.json())
+            assert asyncio.get_running_loop().time() < deadline, f"call {call_sid} never ended"
+            await asyncio.sleep(0.2)
+
+
+async def test_after_the_fuzzing_a_valid_call_still_works(fuzz_server):
+    from telephony.replay import replay
+    from tests.caller_audio import RATE, call_audio
+
+    assert RAN["codec"] >= CODEC_SEQUENCES * 0.95
+    assert RAN["ws_prestart"] >= WS_PRESTART_SEQUENCES * 0.95
+    assert RAN["ws_incall"] >= WS_INCALL_SEQUENCES * 0.9
+    report, _ = await replay(
+        call_audio(3.5, "What are your opening hours?", 7.0),
+        RATE,
+        fuzz_server.url,
+        auth_token=AUTH_TOKEN,
+        admin_token=ADMIN_TOKEN,
+    )
+    record = report.call_record
+    assert record["outcome"] == "caller_hung_up"  # the replayed caller hangs up at the end
+    assert [c["name"] for c in record["tool_calls"]] == ["get_business_info"]
+    assert report.caller_turns[-1].voice_to_voice_ms is not None
+    total = RAN["codec"] + RAN["ws_prestart"] + RAN["ws_incall"]
+    assert total >= 10_000, RAN

@@ -1,0 +1,234 @@
+"""The real server process (`python run.py serve`): kill -9 mid-call, restart, SIGTERM drain,
+websocket size limit, start-up refusals and what reaches the log."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import sqlalchemy as sa
+import websockets
+
+from agent.prompts import phrases
+from telephony.replay import replay
+from telephony.signature import sign_twilio_request
+from tests.caller_audio import RATE, call_audio
+from tests.conftest import ADMIN_TOKEN, AUTH_TOKEN, ROOT, free_port, server_env
+from tests.fakes.llm import ScriptedLLM, ServerThread, build_app
+from tests.test_faults import RULES
+from tools import schema
+from tools.db import Database
+
+CALLER = "+14135550123"
+_VENDOR_PREFIXES = ("FRONTDESK_", "DEEPGRAM_", "OPENAI_", "ELEVENLABS_", "TWILIO_")
+
+
+class ServerProcess:
+    """`python run.py serve` in a subprocess, its stderr kept in a file."""
+
+    def __init__(self, data_dir: Path, llm_url: str, **extra: str) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.log_path = data_dir / f"server-{self.port}.log"
+        env = {k: v for k, v in os.environ.items() if not k.startswith(_VENDOR_PREFIXES)}
+        env.update(server_env(data_dir, self.port, OPENAI_BASE_URL=llm_url, **extra))
+        env["PYTHONPATH"] = str(ROOT)
+        self.env = env
+        self._log = self.log_path.open("wb")
+        self.proc = subprocess.Popen(
+            [sys.executable, str(ROOT / "run.py"), "serve"],
+            env=env,
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            cwd=str(ROOT),
+        )
+
+    def wait_ready(self, timeout: float = 300.0) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            assert self.proc.poll() is None, f"server exited early:\n{self.log()[-3000:]}"
+            try:
+                if httpx.get(f"{self.url}/readyz", timeout=2).status_code == 200:
+                    return
+            except httpx.HTTPError:
+                pass
+            time.sleep(0.5)
+        raise AssertionError(f"server not ready in {timeout}s:\n{self.log()[-3000:]}")
+
+    def log(self) -> str:
+        if not self._log.closed:
+            self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def wait_exit(self, timeout: float) -> int:
+        return self.proc.wait(timeout=timeout)
+
+    def stop(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(timeout=30)
+        if not self._log.closed:
+            self._log.close()
+
+
+@pytest.fixture
+def llm():
+    script = ScriptedLLM(rules=list(RULES))
+    port = free_port()
+    with ServerThread(build_app(script), port):
+        yield f"http://127.0.0.1:{port}/v1"
+
+
+async def call_rows(data_dir: Path) -> list[dict[str, Any]]:
+    db = Database(f"sqlite+aiosqlite:///{data_dir / 'frontdesk.db'}")
+    try:
+        async with db.read() as conn:
+            calls = (await conn.execute(sa.select(schema.calls))).mappings().all()
+            out = []
+            for call in calls:
+                turns = (
+                    await conn.execute(
+                        sa.select(schema.turns.c.role, schema.turns.c.text)
+                        .where(schema.turns.c.call_id == call["id"])
+                        .order_by(schema.turns.c.idx)
+                    )
+                ).all()
+                out.append({**dict(call), "turns": [(t.role, t.text) for t in turns]})
+            return out
+    finally:
+        await db.close()
+
+
+async def wait_for_turns(data_dir: Path, callers: int, bots: int, timeout: float = 120) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        rows = await call_rows(data_dir) if (data_dir / "frontdesk.db").exists() else []
+        for row in rows:
+            roles = [r for r, _ in row["turns"]]
+            if roles.count("caller") >= callers and roles.count("bot") >= bots:
+                return row
+        await asyncio.sleep(0.3)
+    raise AssertionError(f"the call never reached {callers} caller / {bots} bot turns")
+
+
+def assert_clean_log(text: str) -> None:
+    for secret in (ADMIN_TOKEN, AUTH_TOKEN):
+        assert secret not in text, "a secret reached the log"
+    assert CALLER[2:] not in text, "a caller's number reached the log unmasked"
+    assert "+1413***0123" in text, "calls are logged with the number masked"
+
+
+async def start_call(url: str, audio: bytes) -> asyncio.Task[Any]:
+    return asyncio.create_task(replay(audio, RATE, url, auth_token=AUTH_TOKEN, from_number=CALLER))
+
+
+async def test_kill_9_keeps_completed_turns_and_restart_marks_the_call_interrupted(tmp_path, llm):
+    first = ServerProcess(tmp_path, llm)
+    try:
+        await asyncio.to_thread(first.wait_ready)
+        audio = call_audio(
+            3.5, "Is there parking nearby?", 7.0, "What are your opening hours?", 7.0, 60.0
+        )
+        caller = await start_call(first.url, audio)
+        before = await wait_for_turns(tmp_path, callers=2, bots=3)
+        first.proc.send_signal(signal.SIGKILL)
+        assert first.wait_exit(30) == -signal.SIGKILL
+        report, _ = await asyncio.wait_for(caller, 60)
+        assert report.closed_by_server
+    finally:
+        first.stop()
+    assert_clean_log(first.log())
+    [after] = await call_rows(tmp_path)
+    assert after["ended_at"] is None and after["outcome"] == "in_progress"
+    # Every turn that was complete at the kill is still there, in order.
+    assert after["turns"][: len(before["turns"])] == before["turns"]
+    texts = " ".join(text.lower() for _, text in after["turns"])
+    assert "parking" in texts and "hours" in texts
+
+    second = ServerProcess(tmp_path, llm)
+    try:
+        await asyncio.to_thread(second.wait_ready)
+        async with httpx.AsyncClient(base_url=second.url) as client:
+            headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+            answer = await client.get(f"/api/calls/{after['call_sid']}", headers=headers)
+        record = answer.json()
+        assert record["outcome"] == "interrupted" and record["ended_at"]
+        assert [(t["role"], t["text"]) for t in record["turns"]] == after["turns"]
+        # The websocket refuses an oversized message (uvicorn's limit, 1009).
+        ws_url = second.url.replace("http", "ws", 1) + "/twilio/media"
+        async with websockets.connect(ws_url, max_size=None) as ws:
+            await ws.send("x" * (300 * 1024))
+            with pytest.raises(websockets.ConnectionClosed) as closed:
+                await asyncio.wait_for(ws.recv(), 30)
+        assert closed.value.rcvd is not None and closed.value.rcvd.code == 1009
+        # SIGTERM with no calls: a quick, clean exit.
+        second.proc.send_signal(signal.SIGTERM)
+        assert second.wait_exit(60) == 0
+    finally:
+        second.stop()
+    assert "interrupted" in second.log()
+
+
+async def test_sigterm_drains_calls_and_keeps_answering_webhooks(tmp_path, llm):
+    grace = 8.0
+    server = ServerProcess(tmp_path, llm, FRONTDESK_SHUTDOWN_GRACE_SECS=str(grace))
+    try:
+        await asyncio.to_thread(server.wait_ready)
+        caller = await start_call(server.url, call_audio(3.5, "What are your opening hours?", 60.0))
+        row = await wait_for_turns(tmp_path, callers=1, bots=2)
+        signalled = time.monotonic()
+        server.proc.send_signal(signal.SIGTERM)
+        await asyncio.sleep(0.5)
+        url = f"{server.url}/twilio/voice"
+        params = {"CallSid": "CAafterterm", "From": CALLER, "To": "+14135550100"}
+        signature = sign_twilio_request(AUTH_TOKEN, url, params)
+        async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+            webhook = await client.post(url, data=params, headers={"X-Twilio-Signature": signature})
+            ready = await client.get("/readyz")
+            alive = await client.get("/healthz")
+        assert webhook.status_code == 200
+        assert phrases()["over_capacity"] in webhook.text and "<Connect>" not in webhook.text
+        assert "<Dial" in webhook.text  # the business's number is dialled
+        assert ready.status_code == 503 and ready.json()["accepting"] is False
+        assert alive.status_code == 200
+        await asyncio.sleep(grace / 2)
+        assert not caller.done(), "an active call goes on during the grace period"
+        report, _ = await asyncio.wait_for(caller, grace + 60)
+        ended = time.monotonic() - signalled
+        assert report.closed_by_server and ended >= grace - 1
+        assert server.wait_exit(60) == 0
+    finally:
+        server.stop()
+    rows = {r["call_sid"]: r for r in await call_rows(tmp_path)}
+    record = rows[row["call_sid"]]
+    assert record["outcome"] == "server_shutdown" and record["ended_at"]
+    assert record["turns"][-1] == ("bot", phrases()["shutdown_goodbye"])
+    assert "CAafterterm" not in rows  # the refused call never started a stream
+    assert_clean_log(server.log())
+
+
+def test_serve_refuses_to_start_without_an_admin_token(tmp_path):
+    env = {k: v for k, v in os.environ.items() if not k.startswith(_VENDOR_PREFIXES)}
+    env.update(server_env(tmp_path, free_port()))
+    env.pop("FRONTDESK_ADMIN_TOKEN")
+    env["PYTHONPATH"] = str(ROOT)
+    result = subprocess.run(
+        [sys.executable, str(ROOT / "run.py"), "serve"],
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
+        cwd=str(ROOT),
+    )
+    assert result.returncode != 0
+    assert "FRONTDESK_ADMIN_TOKEN is not set" in result.stderr
+    assert "FRONTDESK_DEV=1" in result.stderr
+    assert not (tmp_path / "admin_token").exists()

@@ -1,0 +1,194 @@
+"""Refusals on a real server behind a (simulated) proxy, and its limits: signatures checked
+against the public URL, expired/foreign/reused tokens, admin token, capacity, call length."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from dataclasses import dataclass
+from typing import Any
+
+import httpx
+import pytest
+import websockets
+
+from agent.prompts import phrases
+from agent.settings import Settings, SettingsError
+from telephony.replay import replay
+from telephony.signature import sign_twilio_request
+from tests.caller_audio import RATE, call_audio, silence
+from tests.conftest import ADMIN_TOKEN, AUTH_TOKEN, free_port, server_env
+from tests.fakes.llm import ScriptedLLM, ServerThread, build_app
+
+PUBLIC = "https://frontdesk.example.com"
+TOKEN_TTL = 2
+
+
+@dataclass
+class LimitedServer:
+    url: str
+    app: Any
+
+
+@pytest.fixture(scope="module")
+def limited(tmp_path_factory: pytest.TempPathFactory):
+    from agent.app import create_app
+
+    llm_port, port = free_port(), free_port()
+    with ServerThread(build_app(ScriptedLLM(rules=[])), llm_port):
+        env = server_env(
+            tmp_path_factory.mktemp("limited"),
+            port,
+            OPENAI_BASE_URL=f"http://127.0.0.1:{llm_port}/v1",
+            FRONTDESK_PUBLIC_URL=PUBLIC,
+            FRONTDESK_MAX_CALLS="1",
+            FRONTDESK_MAX_CALL_SECS="10",
+            FRONTDESK_CALLER_IDLE_SECS="60",
+            FRONTDESK_STREAM_TOKEN_TTL=str(TOKEN_TTL),
+        )
+        app = create_app(Settings.from_env(env))
+        with ServerThread(app, port) as server:
+            yield LimitedServer(server.url, app)
+
+
+def _params(call_sid: str) -> dict[str, str]:
+    return {"CallSid": call_sid, "From": "+14135550123", "To": "+14135550100"}
+
+
+async def _webhook(server: LimitedServer, call_sid: str, signed_url: str) -> httpx.Response:
+    params = _params(call_sid)
+    signature = sign_twilio_request(AUTH_TOKEN, signed_url, params)
+    async with httpx.AsyncClient() as client:
+        return await client.post(
+            f"{server.url}/twilio/voice", data=params, headers={"X-Twilio-Signature": signature}
+        )
+
+
+def _token(answer: httpx.Response) -> str:
+    return answer.text.split('name="token" value="')[1].split('"')[0]
+
+
+async def _stream(server: LimitedServer, call_sid: str, token: str) -> Any:
+    ws = await websockets.connect(server.url.replace("http", "ws", 1) + "/twilio/media")
+    start = {
+        "streamSid": "MZsec",
+        "callSid": call_sid,
+        "accountSid": "ACsec",
+        "tracks": ["inbound"],
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+        "customParameters": {"token": token},
+    }
+    await ws.send(json.dumps({"event": "start", "streamSid": "MZsec", "start": start}))
+    return ws
+
+
+async def _close_code(ws: Any) -> int | None:
+    try:
+        while True:
+            await asyncio.wait_for(ws.recv(), 30)
+    except websockets.ConnectionClosed as exc:
+        return exc.rcvd.code if exc.rcvd else None
+
+
+async def test_signatures_are_checked_against_the_public_url(limited):
+    # Twilio signs the public URL; the Host header (the proxy's upstream) must not matter.
+    good = await _webhook(limited, "CApublic", f"{PUBLIC}/twilio/voice")
+    assert good.status_code == 200
+    assert 'url="wss://frontdesk.example.com/twilio/media"' in good.text
+    local = await _webhook(limited, "CAlocal", f"{limited.url}/twilio/voice")
+    assert local.status_code == 403
+
+
+async def test_every_twilio_route_refuses_unsigned_requests(limited):
+    paths = limited.app.openapi()["paths"]
+    routes = [p for p, ops in paths.items() if p.startswith("/twilio/") and "post" in ops]
+    assert "/twilio/voice" in routes
+    async with httpx.AsyncClient(base_url=limited.url) as client:
+        for path in routes:
+            unsigned = await client.post(path, data=_params("CAx"))
+            forged = await client.post(
+                path, data=_params("CAx"), headers={"X-Twilio-Signature": "Zm9yZ2Vk"}
+            )
+            assert (unsigned.status_code, forged.status_code) == (403, 403), path
+
+
+async def test_expired_tokens_are_refused(limited):
+    token = _token(await _webhook(limited, "CAlate", f"{PUBLIC}/twilio/voice"))
+    await asyncio.sleep(TOKEN_TTL + 1.5)
+    assert await _close_code(await _stream(limited, "CAlate", token)) == 1008
+
+
+async def test_over_capacity_apologises_and_dials_a_person(limited):
+    state = limited.app.state.frontdesk
+    token = _token(await _webhook(limited, "CAfirst", f"{PUBLIC}/twilio/voice"))
+    ws = await _stream(limited, "CAfirst", token)
+    try:
+        await asyncio.wait_for(ws.recv(), 60)  # the first call is up
+        assert state.active_calls == 1
+        busy = await _webhook(limited, "CAsecond", f"{PUBLIC}/twilio/voice")
+        assert busy.status_code == 200
+        assert phrases()["over_capacity"] in busy.text and "<Connect>" not in busy.text
+        assert f"<Number>{state.escalation_number}</Number>" in busy.text
+        # A token issued before the line filled up still cannot start a second stream.
+        state.active_calls -= 1
+        spare = _token(await _webhook(limited, "CAthird", f"{PUBLIC}/twilio/voice"))
+        state.active_calls += 1
+        assert await _close_code(await _stream(limited, "CAthird", spare)) == 1013
+    finally:
+        await ws.close()
+    for _ in range(100):
+        if state.active_calls == 0:
+            break
+        await asyncio.sleep(0.2)
+    assert state.active_calls == 0
+
+
+async def test_calls_end_at_the_maximum_duration(limited):
+    report, _ = await replay(
+        call_audio(3.0) + silence(40.0),
+        RATE,
+        limited.url,
+        auth_token=AUTH_TOKEN,
+        admin_token=ADMIN_TOKEN,
+        public_url=PUBLIC,
+    )
+    assert report.closed_by_server
+    assert 10_000 <= report.duration_ms < 35_000
+    record = report.call_record
+    assert record["outcome"] == "max_duration"
+    assert phrases()["max_duration"] in [t["text"] for t in record["turns"] if t["role"] == "bot"]
+
+
+async def test_admin_api_refusals(limited):
+    async with httpx.AsyncClient(base_url=limited.url) as client:
+        for path in ("/api/calls", "/api/calls/CAfirst"):
+            missing = await client.get(path)
+            wrong = await client.get(path, headers={"Authorization": "Bearer wrong-token"})
+            basic = await client.get(path, headers={"Authorization": f"Basic {ADMIN_TOKEN}"})
+            prefix = await client.get(path, headers={"Authorization": f"Bearer {ADMIN_TOKEN[:-1]}"})
+            good = await client.get(path, headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
+            codes = [r.status_code for r in (missing, wrong, basic, prefix)]
+            assert codes == [401, 401, 401, 401], path
+            assert good.status_code in (200, 404), path
+
+
+def test_no_admin_token_outside_dev_mode_refuses_to_start(tmp_path):
+    from agent.app import create_app
+
+    env = server_env(tmp_path, free_port())
+    env.pop("FRONTDESK_ADMIN_TOKEN")
+    with pytest.raises(SystemExit, match="FRONTDESK_ADMIN_TOKEN is not set"):
+        create_app(Settings.from_env(env))
+    create_app(Settings.from_env({**env, "FRONTDESK_DEV": "1"}))  # explicit dev mode: generated
+    assert len((tmp_path / "admin_token").read_text().strip()) >= 32
+
+
+def test_shutdown_and_timeout_settings():
+    settings = Settings.from_env(
+        {"FRONTDESK_SHUTDOWN_GRACE_SECS": "12.5", "FRONTDESK_PROVIDER_TIMEOUT_SECS": "4"}
+    )
+    assert settings.shutdown_grace_secs == 12.5 and settings.provider_timeout_secs == 4
+    assert Settings().shutdown_grace_secs == 30 and Settings().provider_timeout_secs == 8
+    with pytest.raises(SettingsError, match="FRONTDESK_SHUTDOWN_GRACE_SECS"):
+        Settings.from_env({"FRONTDESK_SHUTDOWN_GRACE_SECS": "soon"})
+    assert "s3cret-value" not in repr(Settings.from_env({"FRONTDESK_ADMIN_TOKEN": "s3cret-value"}))
