@@ -273,6 +273,9 @@ class LocalBrain:
         evaluated = self.prime(opening or [], tools)
         if cached is not None and not loaded:
             self._save_kv(cached)
+            for stale in cached.parent.glob("prefix-*.npz"):  # an older config's prefix
+                if stale != cached:
+                    stale.unlink(missing_ok=True)
         self._grammar(tools)
         source = "restored from cache" if loaded else f"{evaluated} tokens evaluated"
         logger.info(

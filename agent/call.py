@@ -288,15 +288,18 @@ def build_system_prompt(
         who = "no name on file yet; phone number known from caller ID"
     else:
         who = "no name on file and no caller ID; ask for a phone number before booking"
+    facts = {
+        "business_name": business.name,
+        "address": business.address,
+        "services": services,
+        "hours": describe_hours(business),
+    }
     return fill(
         load_text("system.md"),
-        business_name=business.name,
-        address=business.address,
-        services=services,
-        hours=describe_hours(business),
+        **facts,
         now=f"{now:%A %B %d %Y, %I:%M %p}",
         caller=who,
-        persona=business.persona,
+        persona=fill(business.persona, **facts),  # the admin's persona may use the facts too
     )
 
 
@@ -449,6 +452,7 @@ class CallSession:
             caller_phone=self.info.from_number if self.info.from_number.startswith("+") else "",
             call_sid=self.info.call_sid,
             call=self,
+            business=business,  # the whole call keeps the config it started with
         )
 
         transport = FastAPIWebsocketTransport(

@@ -9,7 +9,7 @@ from __future__ import annotations
 import sqlalchemy as sa
 
 from tools import schema
-from tools.business import load_business, normalize_phone
+from tools.business import business_of, normalize_phone
 from tools.db import Database, new_id, utc_now
 from tools.registry import ToolContext, ToolError, ToolResult, tool
 from tools.speech import say_date, say_time
@@ -84,7 +84,7 @@ async def take_message(
         raise ToolError("What number should we call you back on?", code="need_phone")
     if not message.strip():
         raise ToolError("What would you like me to pass on?", code="missing_argument")
-    business = await load_business(ctx.db)
+    business = await business_of(ctx)
     await record_handoff(
         ctx.db,
         call_sid=ctx.call_sid,
