@@ -52,7 +52,7 @@ from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
 from starlette.websockets import WebSocket
 
-from agent.prompts import fill, load_text, phrases
+from agent.prompts import fill, load_text, phrases, without_tools
 from agent.providers import build_llm, build_stt, build_tts, build_vad
 from agent.turns import PhraseAwareTurnStopStrategy
 from telephony.audio import CallRecording
@@ -295,7 +295,7 @@ def build_system_prompt(
         "hours": describe_hours(business),
     }
     return fill(
-        load_text("system.md"),
+        without_tools(load_text("system.md"), business.disabled_tools),
         **facts,
         now=f"{now:%A %B %d %Y, %I:%M %p}",
         caller=who,
