@@ -105,7 +105,9 @@ async function save(root, method, path, body, done) {
 
 function when(iso) { return iso ? new Date(iso).toLocaleString() : ""; }
 function main() { return document.getElementById("main"); }
-function page(title, ...children) { main().replaceChildren(h("h1", {}, title), ...children); }
+function page(title, ...children) {
+  main().replaceChildren(h("h1", {}, title), ...children.flat().filter((c) => c !== null && c !== undefined));
+}
 async function reloadConfig() { config = await api("GET", "/config"); document.getElementById("business-name").textContent = config.profile.name; }
 
 // --- sign in ---------------------------------------------------------------------------------
