@@ -177,6 +177,16 @@ def _same_origin(request: Request, public_url: str) -> bool:
 # --- The local LLM's prompt prefix --------------------------------------------------------------
 
 
+def local_prefix(business: Business) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    """(tools, messages) whose prompt is the same for every call of ``business``."""
+    from agent.call import build_system_prompt
+    from tools.registry import ToolRegistry
+
+    enabled = [n for n in ToolRegistry.all_names() if n not in business.disabled_tools]
+    static = build_system_prompt(business, None, True).split("This call:")[0]
+    return ToolRegistry(enabled).openai_tools(), [{"role": "system", "content": static}]
+
+
 def warm_local_brain(state: Any, business: Business) -> None:
     """Evaluate the fixed part of the local LLM's prompt for ``business`` (blocking).
 
@@ -184,16 +194,8 @@ def warm_local_brain(state: Any, business: Business) -> None:
     on disk, so restarts are quick). The brain matches the cache token by token, so a stale
     prefix is never wrong, only slower: this keeps it current.
     """
-    from agent.call import build_system_prompt
-    from tools.registry import ToolRegistry
-
-    enabled = [n for n in ToolRegistry.all_names() if n not in business.disabled_tools]
-    static = build_system_prompt(business, None, True).split("This call:")[0]
-    state.brain.warm_up(
-        ToolRegistry(enabled).openai_tools(),
-        [{"role": "system", "content": static}],
-        Path(state.settings.data_dir) / "models" / "prompt-cache",
-    )
+    tools, messages = local_prefix(business)
+    state.brain.warm_up(tools, messages, Path(state.settings.data_dir) / "models" / "prompt-cache")
 
 
 class ConfigApplier:

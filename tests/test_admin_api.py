@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from io import BytesIO
 from pathlib import Path
+from typing import Any
 
 import httpx
 import pytest
@@ -22,7 +23,7 @@ from tools.records import CallStore
 BEARER = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
 # Every admin endpoint with a body that would be valid, for the auth checks.
-ENDPOINTS = [
+ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/api/admin/session", None),
     ("GET", "/api/admin/config", None),
     ("PUT", "/api/admin/profile", {"name": "X", "timezone": "America/New_York"}),
