@@ -133,6 +133,15 @@ class CallbackIn(BaseModel):
     outcome: Literal["message_taken", "called_back", "closed"]
 
 
+class _Assets(StaticFiles):
+    """The page's scripts and styles, with the page's security headers."""
+
+    async def get_response(self, path: str, scope: Any) -> Response:
+        response = await super().get_response(path, scope)
+        response.headers.update(PAGE_HEADERS)
+        return response
+
+
 # --- Auth ---------------------------------------------------------------------------------------
 
 
@@ -253,7 +262,8 @@ def install_admin(app: FastAPI, state: Any) -> ConfigApplier:
     def token_matches(text: str) -> bool:
         return secrets.compare_digest(text.encode(), state.admin_token.reveal().encode())
 
-    async def actor(request: Request) -> Actor:
+    async def actor(request: Request, response: Response) -> Actor:
+        response.headers["Cache-Control"] = "no-store"  # admin data is never cached
         header = request.headers.get("authorization", "")
         if header:
             scheme, _, token = header.partition(" ")
@@ -496,15 +506,7 @@ def install_admin(app: FastAPI, state: Any) -> ConfigApplier:
     async def admin_page() -> FileResponse:
         return FileResponse(STATIC_DIR / "index.html", headers=PAGE_HEADERS)
 
-    app.mount("/admin/assets", StaticFiles(directory=STATIC_DIR), name="admin-assets")
-
-    @app.middleware("http")
-    async def asset_headers(request: Request, call_next: Any) -> Response:
-        response: Response = await call_next(request)
-        if request.url.path.startswith(("/admin", "/api/admin")):
-            for key, value in PAGE_HEADERS.items():
-                response.headers.setdefault(key, value)
-        return response
+    app.mount("/admin/assets", _Assets(directory=STATIC_DIR), name="admin-assets")
 
     # Errors: a message per field, next to the field on the page ---------------------------------
 

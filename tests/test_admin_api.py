@@ -611,3 +611,7 @@ async def test_admin_page_is_self_contained(live_server):
     assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
     assert "http://" not in page.text and "https://" not in page.text  # no CDN
     assert script.status_code == 200 and "innerHTML" not in script.text
+    assert script.headers["x-content-type-options"] == "nosniff"
+    async with httpx.AsyncClient(base_url=live_server.url, headers=BEARER) as client:
+        config = await client.get("/api/admin/config")
+    assert config.headers["cache-control"] == "no-store"

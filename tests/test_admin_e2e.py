@@ -4,6 +4,7 @@ the tool; the call then shows up on the page with its transcript and a playable 
 
 from __future__ import annotations
 
+import re
 import shutil
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -11,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from playwright.async_api import expect
 
 from telephony.replay import replay
 from tests.caller_audio import RATE, call_audio
@@ -81,6 +83,20 @@ async def test_owner_configures_on_the_page_and_the_next_call_follows(live_serve
         assert "Owner (admin token)" in await page.inner_text("#who")
         assert "No admin password yet" in await page.inner_text("#banner")
 
+        # Every page of the console renders (no script errors).
+        for link in await page.locator("#nav a").all():
+            target = await link.get_attribute("href")
+            await link.click()
+            await page.wait_for_selector(f"#nav a.active[href='{target}']")
+            title = (await link.inner_text())[:8]  # "Callbacks" -> "Callback requests"
+            await expect(page.locator("main h1")).to_have_text(re.compile("^" + re.escape(title)))
+        await page.click("nav a[href='#services']")
+        await page.wait_for_selector("form.service [name=name]")
+        assert await page.locator("form.service").count() == 6  # five services and a new one
+        await page.click("nav a[href='#business']")
+        await page.wait_for_selector("#hours-form .range")
+        assert await page.input_value("#profile-form [name=timezone]") == "America/New_York"
+
         # Add a knowledge-base article.
         await page.click("nav a[href='#kb']")
         new_article = page.locator("form.article-form").last
@@ -92,9 +108,7 @@ async def test_owner_configures_on_the_page_and_the_next_call_follows(live_serve
         # It is searchable the way the agent searches.
         await page.fill("#kb-search input", "where can I lock my bicycle")
         await page.click("#kb-search button")
-        await page.wait_for_function(
-            "document.querySelector('details.article summary')?.textContent.includes('Bike')"
-        )
+        await expect(page.locator("details.article summary").first).to_contain_text("Bike")
 
         # A bad escalation number is refused with a message next to the field.
         await page.click("nav a[href='#handling']")
@@ -137,7 +151,7 @@ async def test_owner_configures_on_the_page_and_the_next_call_follows(live_serve
         systems = [m["content"] for r in requests for m in r["messages"] if m["role"] == "system"]
         assert systems and not any("take_message" in s for s in systems)
         searches = [c for c in record["tool_calls"] if c["name"] == "search_knowledge_base"]
-        assert searches and searches[0]["ok"]
+        assert searches and searches[0]["ok"], record["turns"]
         assert searches[0]["result"]["passages"][0]["title"] == "Bike parking"
         assert "take_message" not in [c["name"] for c in record["tool_calls"]]
         bot_said = " ".join(t["text"] for t in record["turns"] if t["role"] == "bot")
