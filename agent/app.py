@@ -16,6 +16,7 @@ from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket
 from fastapi.responses import JSONResponse
 from loguru import logger
 
+from agent.admin import install_admin, warm_local_brain
 from agent.logging import redact
 from agent.prompts import phrases
 from agent.providers import LocalModels
@@ -103,20 +104,10 @@ def create_app(settings: Settings) -> FastAPI:
         state.models = await asyncio.to_thread(LocalModels.load, settings)
         if not settings.uses_remote_llm:
             from agent.brain import LocalBrain
-            from agent.call import build_system_prompt
-            from tools.registry import ToolRegistry
 
             state.brain = await asyncio.to_thread(LocalBrain.load, settings)
-            enabled = [n for n in ToolRegistry.all_names() if n not in business.disabled_tools]
-            # Everything before "This call:" is the same for every call: evaluate it once and
-            # keep it (on disk too, so restarts are quick).
-            static = build_system_prompt(business, None, True).split("This call:")[0]
-            await asyncio.to_thread(
-                state.brain.warm_up,
-                ToolRegistry(enabled).openai_tools(),
-                [{"role": "system", "content": static}],
-                Path(settings.data_dir) / "models" / "prompt-cache",
-            )
+            # The fixed prompt prefix, evaluated once (the admin console re-warms it on changes).
+            await asyncio.to_thread(warm_local_brain, state, business)
         state.ready = True
         providers = ", ".join(f"{k}={v}" for k, v in settings.provider_names().items())
         logger.info(f"Frontdesk ready on http://{settings.host}:{settings.port} ({providers})")
@@ -194,6 +185,8 @@ def create_app(settings: Settings) -> FastAPI:
         if call is None:
             raise HTTPException(404, f"no call {call_sid}")
         return call
+
+    app.state.admin = install_admin(app, state)  # /admin and /api/admin/...
 
     if not settings.uses_remote_llm:
         from agent.brain import build_brain_router

@@ -33,7 +33,7 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from loguru import logger
 
-from agent.prompts import load_text, phrases
+from agent.prompts import load_text, phrases, without_tools
 from agent.settings import Settings
 
 MAX_HISTORY_MESSAGES = 10
@@ -211,7 +211,13 @@ class LocalBrain:
 
     # The fixed prefix: everything before the per-call system message.
     def prefix(self, tools: list[dict[str, Any]]) -> str:
-        instructions = load_text("brain.md").replace("{tools}", render_tools(tools))
+        from tools.registry import ToolRegistry
+
+        enabled = {t["function"]["name"] for t in tools}
+        disabled = [n for n in ToolRegistry.all_names() if n not in enabled]
+        # Rules and worked examples for tools this business switched off are left out.
+        instructions = without_tools(load_text("brain.md"), disabled)
+        instructions = instructions.replace("{tools}", render_tools(tools))
         return f"{IM_START}system\n{instructions}\n"
 
     def build_prompt(
@@ -273,6 +279,9 @@ class LocalBrain:
         evaluated = self.prime(opening or [], tools)
         if cached is not None and not loaded:
             self._save_kv(cached)
+            for stale in cached.parent.glob("prefix-*.npz"):  # an older config's prefix
+                if stale != cached:
+                    stale.unlink(missing_ok=True)
         self._grammar(tools)
         source = "restored from cache" if loaded else f"{evaluated} tokens evaluated"
         logger.info(

@@ -54,7 +54,7 @@ from starlette.websockets import WebSocket
 
 from agent.escalation import Escalation, EscalationGate, earlier_messages
 from agent.faults import ClipPlayer, FaultHandler
-from agent.prompts import fill, load_text, phrases
+from agent.prompts import fill, load_text, phrases, without_tools
 from agent.providers import build_llm, build_stt, build_tts, build_vad
 from agent.turns import PhraseAwareTurnStopStrategy
 from telephony.audio import CallRecording, join_wavs
@@ -292,15 +292,18 @@ def build_system_prompt(
         who = "no name on file yet; phone number known from caller ID"
     else:
         who = "no name on file and no caller ID; ask for a phone number before booking"
+    facts = {
+        "business_name": business.name,
+        "address": business.address,
+        "services": services,
+        "hours": describe_hours(business),
+    }
     return fill(
-        load_text("system.md"),
-        business_name=business.name,
-        address=business.address,
-        services=services,
-        hours=describe_hours(business),
+        without_tools(load_text("system.md"), business.disabled_tools),
+        **facts,
         now=f"{now:%A %B %d %Y, %I:%M %p}",
         caller=who,
-        persona=business.persona,
+        persona=fill(business.persona, **facts),  # the admin's persona may use the facts too
     )
 
 
@@ -331,6 +334,7 @@ class CallSession:
         self.clears = 0  # barge-ins so far
         self.facts: dict[str, Any] = {}  # the tools' per-call memory
         self.escalation = Escalation(self)
+        self.business: Business | None = None  # the config this call started with
 
     # --- StreamHooks (called by the serializer, synchronously) --------------------------------
 
@@ -496,7 +500,7 @@ class CallSession:
         settings = self.settings
         records = self.records
         assert records is not None, "run() opens the call record first"
-        business = await load_business(self.state.db)
+        business = self.business = await load_business(self.state.db)
         disabled = business.disabled_tools
         self.registry = ToolRegistry([n for n in ToolRegistry.all_names() if n not in disabled])
         caller = None
@@ -510,6 +514,7 @@ class CallSession:
             caller_phone=self.info.from_number if self.info.from_number.startswith("+") else "",
             call_sid=self.info.call_sid,
             call=self,
+            business=business,  # the whole call keeps the config it started with
         )
         self.facts = tool_ctx.facts
 

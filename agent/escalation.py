@@ -424,7 +424,7 @@ class Escalation:
     async def _plan(self) -> _Plan:
         texts = phrases()
         info = self.session.info
-        business = await load_business(self.session.state.db)
+        business = self.session.business or await load_business(self.session.state.db)
         numbers = business.escalation_numbers
         if self.blocked:
             return _Plan(False, texts["transfer_unavailable"], self.blocked)

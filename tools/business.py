@@ -224,6 +224,13 @@ async def load_business(db: Database) -> Business:
     )
 
 
+async def business_of(ctx: ToolContext) -> Business:
+    """The business as the call saw it at its start (``ctx.business``), else the current one."""
+    if isinstance(ctx.business, Business):
+        return ctx.business
+    return await load_business(ctx.db)
+
+
 def read_config(path: Path) -> dict[str, Any]:
     """Read and validate the business YAML; ConfigError names the offending field."""
     try:
@@ -393,7 +400,7 @@ async def get_business_info(
     Args:
         topic: What the caller asked about: hours, hours_today, address, prices, services or all.
     """
-    business = await load_business(ctx.db)
+    business = await business_of(ctx)
     now = business.local(ctx.current_time())
     today_ranges = business.opening_on(now.date())
     if now.date() in business.holidays:

@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tools import schema
-from tools.business import Business, Service, load_business
+from tools.business import Business, Service, business_of
 from tools.crm import ensure_customer, require_customer
 from tools.db import new_id, utc_now
 from tools.registry import ToolContext, ToolError, ToolResult, tool
@@ -151,7 +151,7 @@ def _closed_reason(business: Business, when: When) -> str | None:
 async def _check(
     ctx: ToolContext, service_words: str, when_words: str
 ) -> tuple[Business, Service, When, datetime, list[Slot], str | None]:
-    business = await load_business(ctx.db)
+    business = await business_of(ctx)
     service = business.service_named(service_words)
     now = business.local(ctx.current_time())
     when = resolve_when(when_words, now)
@@ -218,7 +218,7 @@ async def book_appointment(
         customer_name: The caller's name if they gave it.
         phone: A callback number if the caller gave one (the caller ID is used otherwise).
     """
-    business = await load_business(ctx.db)
+    business = await business_of(ctx)
     svc = business.service_named(service)
     now = business.local(ctx.current_time())
     window = resolve_when(when, now)
@@ -361,7 +361,7 @@ async def cancel_appointment(ctx: ToolContext, when: str = "") -> ToolResult:
     Args:
         when: Which appointment, in the caller's words ("the one on Friday"); empty if just one.
     """
-    business = await load_business(ctx.db)
+    business = await business_of(ctx)
     now = business.local(ctx.current_time())
     async with ctx.db.write() as conn:
         customer = await require_customer(conn, ctx)
@@ -389,7 +389,7 @@ async def reschedule_appointment(
         new_when: The caller's words for the new time, e.g. "Saturday at 11".
         current_when: Which appointment to move, in the caller's words; empty if they have one.
     """
-    business = await load_business(ctx.db)
+    business = await business_of(ctx)
     now = business.local(ctx.current_time())
     today = now.date()
     async with ctx.db.write() as conn:

@@ -180,10 +180,10 @@ async def add_note(ctx: ToolContext, note: str) -> ToolResult:
 @tool(timeout_secs=3.0)
 async def list_my_appointments(ctx: ToolContext) -> ToolResult:
     """List the caller's upcoming appointments."""
-    from tools.business import load_business
+    from tools.business import business_of
     from tools.calendar import _upcoming
 
-    business = await load_business(ctx.db)
+    business = await business_of(ctx)
     now = business.local(ctx.current_time())
     async with ctx.db.read() as conn:
         customer = await require_customer(conn, ctx)

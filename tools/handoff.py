@@ -15,7 +15,7 @@ from typing import Any
 import sqlalchemy as sa
 
 from tools import schema
-from tools.business import load_business, normalize_phone
+from tools.business import business_of, normalize_phone
 from tools.db import Database, new_id, utc_now
 from tools.registry import ToolContext, ToolError, ToolResult, tool
 from tools.speech import say_date, say_time
@@ -169,7 +169,7 @@ async def take_message(
         raise ToolError("What number should we call you back on?", code="need_phone")
     if not message.strip():
         raise ToolError("What would you like me to pass on?", code="missing_argument")
-    business = await load_business(ctx.db)
+    business = await business_of(ctx)
     customer_id = await callback_customer(ctx.db, number, name)
     if number == ctx.caller_phone:
         ctx.facts["customer_id"] = customer_id

@@ -66,6 +66,9 @@ class ToolContext:
     now: Callable[[], datetime] | None = None  # tests fix the clock; None means real time
     call: CallControl | None = None
     facts: dict[str, Any] = field(default_factory=dict)  # per-call memory (e.g. customer id)
+    # The call's tools.business.Business, loaded when it started: a call keeps the profile,
+    # hours, services and escalation it started with while an admin edits them.
+    business: Any = None
 
     def current_time(self) -> datetime:
         from datetime import UTC

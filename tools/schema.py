@@ -200,3 +200,37 @@ handoffs = sa.Table(
     sa.Column("created_at", sa.String(40), nullable=False),
     sa.Column("updated_at", sa.String(40), nullable=False),
 )
+
+# --- Admin console (migration 0004) ------------------------------------------------------------
+
+admin_auth = sa.Table(
+    "admin_auth",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),  # one row: the admin password
+    sa.Column("password_hash", sa.String(300), nullable=False),
+    sa.Column("updated_at", sa.String(40), nullable=False),
+)
+
+admin_sessions = sa.Table(
+    "admin_sessions",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),  # sha256 of the cookie value
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("csrf_token", sa.String(64), nullable=False),
+    sa.Column("created_at", sa.String(40), nullable=False),
+    sa.Column("expires_at", sa.String(40), nullable=False),
+)
+
+audit_log = sa.Table(
+    "audit_log",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("at", sa.String(40), nullable=False),
+    sa.Column("actor", sa.String(200), nullable=False),
+    sa.Column("action", sa.String(20), nullable=False),  # create | update | delete | login ...
+    sa.Column("entity", sa.String(40), nullable=False),  # profile | hours | service | ...
+    sa.Column("entity_id", sa.String(64), nullable=False, server_default=""),
+    sa.Column("summary", sa.Text, nullable=False, server_default=""),
+    sa.Column("changes", sa.JSON, nullable=False),  # {field: [before, after]}
+    sa.Index("ix_audit_log_at", "at"),
+)
