@@ -1,7 +1,7 @@
 """admin console: password, sessions, audit log
 
 Revision ID: 0004
-Revises: 0001
+Revises: 0002
 """
 
 import sqlalchemy as sa
