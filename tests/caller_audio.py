@@ -7,6 +7,7 @@ path a phone uses, so what the server hears is phone-band audio.
 from __future__ import annotations
 
 from functools import lru_cache
+from typing import Any
 
 import numpy as np
 
@@ -16,7 +17,7 @@ RATE = 16000
 
 
 @lru_cache(maxsize=1)
-def _voice():  # type: ignore[no-untyped-def]
+def _voice() -> Any:
     from hibari import Hibari
 
     return Hibari(threads=1)

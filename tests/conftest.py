@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -118,7 +118,7 @@ SCRIPT_RULES = [
 
 
 @pytest.fixture(scope="module")
-def live_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
     from agent.app import create_app
     from agent.settings import Settings
 

@@ -47,7 +47,7 @@ class ScriptedLLM:
             except ValueError:
                 say = ""
             return Rule(".*", reply=say or "Done.")
-        user = next((m for m in reversed(messages) if m.get("role") == "user"), {})
+        user: dict[str, Any] = next((m for m in reversed(messages) if m.get("role") == "user"), {})
         text = user.get("content") or ""
         if isinstance(text, list):
             text = " ".join(p.get("text", "") for p in text if isinstance(p, dict))
