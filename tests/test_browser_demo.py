@@ -149,6 +149,45 @@ async def test_a_conversation_in_chromium(demo_server, caller_wav):
     assert record["recording_path"].endswith(".wav")
 
 
+async def test_barge_in_stops_playback_at_once_and_the_brain_hears_only_what_played(
+    demo_server, tmp_path
+):
+    await wait_until_free(demo_server)
+    audio = call_audio(
+        10.0,
+        "Can you tell me about your services?",
+        7.0,  # the long answer is playing now
+        "Sorry, actually, what are your opening hours?",
+        40.0,
+    )
+    wav = tmp_path / "barge-in.wav"
+    wav.write_bytes(write_wav(audio, RATE))
+    async with chromium_page(*fake_microphone_args(wav)) as page:
+        await page.goto(demo_server.url + "/")
+        await page.get_by_role("button", name="Start call").click()
+        await page.locator('.tool[data-tool="get_business_info"]').wait_for(timeout=WAIT_MS)
+        stats = (await demo_state(page))["stats"]
+        assert stats["clears"] >= 1 and stats["chunksCancelled"] >= 1
+        # What the caller never heard is struck through, and the turn is marked interrupted.
+        assert await page.locator(".segment.unheard").count() >= 1
+        await expect(page.locator(".note.interrupted").first).to_be_visible()
+        await screenshot(page, "browser-demo-barge-in.png")
+        call_sid = (await demo_state(page))["callSid"]
+        await page.get_by_role("button", name="Hang up").click()
+    await wait_until_free(demo_server)
+    record = await call_record(demo_server, call_sid)
+    interrupted = [t for t in record["turns"] if t["role"] == "bot" and t["interrupted"]]
+    full = next(rule.reply for rule in demo_server.script.rules if rule.reply)
+    assert any(t["text"].startswith("We offer") and len(t["text"]) < len(full) for t in interrupted)
+    # The brain was told only what had played (the page echoed marks after playback).
+    asked = [
+        r["messages"] for r in demo_server.script.requests if "opening hours" in json.dumps(r)
+    ]
+    said = [m.get("content") or "" for m in asked[0] if m["role"] == "assistant"]
+    cut = [m for m in said if "cut off" in m]
+    assert cut and cut[-1].startswith("We offer") and "Aveda" not in cut[-1]
+
+
 async def test_busy_then_a_dropped_socket_frees_the_line(demo_server, caller_wav):
     """The only line is taken by another browser call: the page says busy and offers a retry.
     That call's socket then drops without a goodbye: the server frees the line and keeps the

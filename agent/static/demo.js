@@ -152,6 +152,37 @@
     }
   }
 
+  function markCut(li, heardText) {
+    // The server says how much of the interrupted reply was heard; the sentence that was
+    // playing may not have been shown yet (its text follows its audio), so show its heard part
+    // and mark where the caller cut in.
+    const el = li.querySelector(".text");
+    const norm = (text) => text.replace(/\s+/g, " ").trim();
+    const played = norm([...el.querySelectorAll(".segment.played")].map((s) => s.textContent).join(" "));
+    const heard = norm(heardText);
+    const rest = el.querySelector(".segment") && heard.startsWith(played) ? heard.slice(played.length).trim() : "";
+    const firstUnheard = el.querySelector(".segment.unheard");
+    if (rest) {
+      const span = document.createElement("span");
+      span.className = "segment played partial";
+      span.textContent = ` ${rest}`;
+      if (firstUnheard) {
+        const words = firstUnheard.textContent.trim().split(/\s+/);
+        firstUnheard.textContent = ` ${words.slice(rest.split(" ").length).join(" ")}`;
+        el.insertBefore(span, firstUnheard);
+      } else {
+        el.appendChild(span);
+      }
+    }
+    if (!el.querySelector(".segment.unheard")) {
+      const cut = document.createElement("span");
+      cut.className = "segment unheard cut";
+      cut.textContent = " …";
+      el.appendChild(cut);
+    }
+    for (const span of el.querySelectorAll(".segment.unheard")) span.title = "not heard: you interrupted";
+  }
+
   function ms(value) {
     return `${Math.round(value)} ms`;
   }
@@ -164,7 +195,10 @@
       li.querySelector(".text").textContent = event.text || "";
       if (timings.fixed_phrase) li.dataset.fromTurn = "1";
     }
-    if (event.interrupted) note(li, "interrupted by you", "interrupted");
+    if (event.interrupted) {
+      markCut(li, event.text || "");
+      note(li, "interrupted by you", "interrupted");
+    }
     if (timings.voice_to_voice_ms !== undefined) {
       const parts = [`answered in ${ms(timings.voice_to_voice_ms)}`];
       if (timings.stt_ms !== undefined) parts.push(`speech-to-text ${ms(timings.stt_ms)}`);
