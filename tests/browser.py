@@ -22,6 +22,7 @@ from typing import Any
 ROOT = Path(__file__).resolve().parent.parent
 ARTIFACTS = ROOT / "test-artifacts"
 CHROMIUM = "/usr/bin/chromium"
+_DEFAULT_VIEWPORT: Any = {"width": 1100, "height": 900}
 
 #: Flags that work on a closed network and a small CI machine.
 BASE_ARGS = (
@@ -35,6 +36,7 @@ BASE_ARGS = (
     "--disable-sync",
     "--disable-dev-shm-usage",
 )
+
 
 #: Chromium's fake microphone playing ``wav`` once (then silence), permission granted.
 def fake_microphone_args(wav: Path, *, loop: bool = False) -> tuple[str, ...]:
@@ -55,7 +57,7 @@ def chromium_path() -> str:
 
 @asynccontextmanager
 async def chromium_page(
-    *extra_args: str, viewport: dict[str, int] | None = None, **context_options: Any
+    *extra_args: str, viewport: Any = None, **context_options: Any
 ) -> AsyncIterator[Any]:
     """A fresh headless Chromium page (playwright.async_api.Page); closed on exit.
 
@@ -71,18 +73,20 @@ async def chromium_page(
                 executable_path=chromium_path(),
                 headless=True,
                 args=list(BASE_ARGS + extra_args),
-                viewport=viewport or {"width": 1100, "height": 900},
+                viewport=viewport or _DEFAULT_VIEWPORT,
                 **context_options,
             )
             try:
                 page = context.pages[0] if context.pages else await context.new_page()
                 errors: list[str] = []
+
+                def console(message: Any) -> None:
+                    if message.type == "error":
+                        errors.append(f"console: {message.text}")
+
                 page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
-                page.on(
-                    "console",
-                    lambda msg: errors.append(f"console: {msg.text}") if msg.type == "error" else None,
-                )
-                page.frontdesk_errors = errors
+                page.on("console", console)
+                setattr(page, "frontdesk_errors", errors)  # noqa: B010  (not a Page attribute)
                 yield page
             finally:
                 await context.close()

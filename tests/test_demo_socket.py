@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
+from typing import Any
 
 import pytest
 from starlette.testclient import TestClient, WebSocketDenialResponse
@@ -24,11 +25,12 @@ def make_client(tmp_path: Path, **env: str) -> TestClient:
     return TestClient(app)
 
 
-def state(client: TestClient):  # type: ignore[no-untyped-def]
-    return client.app.state.frontdesk  # type: ignore[attr-defined]
+def state(client: TestClient) -> Any:
+    app: Any = client.app
+    return app.state.frontdesk
 
 
-def refusal(ws) -> tuple[dict[str, str], int]:  # type: ignore[no-untyped-def]
+def refusal(ws) -> tuple[dict[str, str], int]:
     """The error message the page is shown, and the close code that follows it."""
     error = json.loads(ws.receive_text())
     message = ws.receive()
