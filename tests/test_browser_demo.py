@@ -275,3 +275,36 @@ async def test_a_dropped_connection_is_reported(demo_server, caller_wav):
         assert "connection to the server was lost" in await problem.inner_text()
         assert await page.get_by_role("button", name="Try again").is_visible()
     await wait_until_free(demo_server)
+
+
+@pytest.mark.slow
+async def test_the_embedded_default_holds_a_conversation_in_chromium(tmp_path):
+    """What `python3 run.py` serves: local Whisper, the local LLM and hibari, in the page."""
+    from agent.app import create_app
+    from agent.settings import Settings
+
+    wav = tmp_path / "caller.wav"
+    wav.write_bytes(write_wav(call_audio(10.0, "Hi, where is the salon located?", 60.0), RATE))
+    port = free_port()
+    app = create_app(Settings.from_env(server_env(tmp_path / "data", port)))
+    with ServerThread(app, port) as server:
+        async with chromium_page(*fake_microphone_args(wav)) as page:
+            await page.goto(server.url + "/")
+            await page.get_by_role("button", name="Start call").click()
+            answer = page.locator(".turn.bot .segment.played", has_text="Maple")
+            await expect(answer.first).to_be_visible(timeout=180_000)
+            assert await page.locator(".tool").count() >= 1
+            await screenshot(page, "browser-demo-local-model.png")
+            state = await demo_state(page)
+            await page.get_by_role("button", name="Hang up").click()
+            await page.wait_for_function("() => window.frontdeskDemo.status === 'ended'")
+        live = LiveServer(server.url, ScriptedLLM(rules=[]), tmp_path / "data", app)
+        await wait_until_free(live)
+        record = await call_record(live, state["callSid"])
+    assert record["providers"]["llm"] == "llama-local" and record["source"] == "browser"
+    latencies = [
+        t["timings"]["voice_to_voice_ms"]
+        for t in record["turns"]
+        if t["role"] == "bot" and "voice_to_voice_ms" in t["timings"]
+    ]
+    print(f"browser demo, embedded default: voice-to-voice {latencies} ms")
