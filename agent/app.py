@@ -118,6 +118,9 @@ def create_app(settings: Settings) -> FastAPI:
         state.ready = True
         providers = ", ".join(f"{k}={v}" for k, v in settings.provider_names().items())
         logger.info(f"Frontdesk ready on http://{settings.host}:{settings.port} ({providers})")
+        if settings.demo_enabled:
+            page = settings.public_url or f"http://{loopback}:{settings.port}"
+            logger.info(f"browser demo: open {page}/ and press Start call (FRONTDESK_DEMO=0: off)")
         try:
             yield
         finally:
