@@ -287,7 +287,8 @@ async def test_the_embedded_default_holds_a_conversation_in_chromium(tmp_path):
     from agent.settings import Settings
 
     wav = tmp_path / "caller.wav"
-    wav.write_bytes(write_wav(call_audio(10.0, "Hi, where is the salon located?", 60.0), RATE))
+    # No "Hi" first: the browser's own audio processing can blur a word right after silence.
+    wav.write_bytes(write_wav(call_audio(10.0, "Where is the salon located?", 60.0), RATE))
     port = free_port()
     app = create_app(Settings.from_env(server_env(tmp_path / "data", port)))
     server = ServerThread(app, port)
