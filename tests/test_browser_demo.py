@@ -274,9 +274,12 @@ async def test_a_dropped_connection_is_reported(demo_server, caller_wav):
         await problem.wait_for(timeout=WAIT_MS)
         assert "connection to the server was lost" in await problem.inner_text()
         assert await page.get_by_role("button", name="Try again").is_visible()
-        await wait_until_free(demo_server)  # freed by the drop, with the page still open
-        record = await call_record(demo_server, (await demo_state(page))["callSid"])
-        assert record["outcome"] == "caller_hung_up" and record["source"] == "browser"
+        call_sid = (await demo_state(page))["callSid"]
+    # (The server side of an abrupt drop is checked with a raw socket in the busy test above;
+    # Playwright's relay only lets go of the server connection when the page goes.)
+    await wait_until_free(demo_server)
+    record = await call_record(demo_server, call_sid)
+    assert record["outcome"] == "caller_hung_up" and record["source"] == "browser"
 
 
 @pytest.mark.slow
