@@ -5,62 +5,19 @@ the tool; the call then shows up on the page with its transcript and a playable 
 from __future__ import annotations
 
 import re
-import shutil
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
-from pathlib import Path
-from typing import Any
 
-import pytest
 from playwright.async_api import expect
 
 from telephony.replay import replay
+from tests.browser import ARTIFACTS, chromium_page
 from tests.caller_audio import RATE, call_audio
-from tests.conftest import ADMIN_TOKEN, AUTH_TOKEN, ROOT
+from tests.conftest import ADMIN_TOKEN, AUTH_TOKEN
 from tests.fakes.llm import Rule
 
-CHROMIUM = "/usr/bin/chromium"
-FLAGS = [
-    "--headless",
-    "--no-sandbox",
-    "--disable-gpu",
-    "--disable-quic",
-    "--no-first-run",
-    "--disable-background-networking",
-    "--disable-component-update",
-    "--disable-sync",
-]
-ARTIFACTS = ROOT / "test-artifacts"
 ARTICLE_BODY = (
     "Bicycle racks are right by the front door on Maple Street. "
     "You can lock your bike there all day."
 )
-
-pytestmark = pytest.mark.skipif(
-    shutil.which(CHROMIUM) is None,
-    reason="needs Debian's chromium (apt-get install chromium; run.py setup --dev installs it)",
-)
-
-
-@asynccontextmanager
-async def chromium(tmp_path: Path) -> AsyncIterator[Any]:
-    """A fresh headless Chromium (own profile directory) and one page in it."""
-    from playwright.async_api import async_playwright
-
-    async with async_playwright() as playwright:
-        context = await playwright.chromium.launch_persistent_context(
-            str(tmp_path / "profile"),
-            executable_path=CHROMIUM,
-            headless=True,
-            args=FLAGS,
-            viewport={"width": 1280, "height": 900},
-        )
-        try:
-            page = context.pages[0] if context.pages else await context.new_page()
-            page.set_default_timeout(30_000)
-            yield page
-        finally:
-            await context.close()
 
 
 async def test_owner_configures_on_the_page_and_the_next_call_follows(live_server, tmp_path):
@@ -70,7 +27,8 @@ async def test_owner_configures_on_the_page_and_the_next_call_follows(live_serve
     script.rules.insert(
         0, Rule(r"\bbike\b|bicycle", tool="search_knowledge_base", arguments={"query": "bike"})
     )
-    async with chromium(tmp_path) as page:
+    async with chromium_page(viewport={"width": 1280, "height": 900}) as page:
+        page.set_default_timeout(30_000)
         errors: list[str] = []
         page.on("pageerror", lambda exc: errors.append(str(exc)))
         await page.goto(f"{live_server.url}/admin")
