@@ -313,7 +313,9 @@ def fuzz_server(live_server):
 def test_media_socket_refuses_garbage_before_a_call(fuzz_server, sequence):
     RAN["ws_prestart"] += 1
     code = asyncio.run(_prestart(fuzz_server, sequence))
-    assert code in (1000, 1008, 1009), code
+    # 1006: the server closed (refused) while our later messages were still in flight; its TCP
+    # reset can overtake the close frame. The server's health is checked after the fuzzing.
+    assert code in (1000, 1006, 1008, 1009), code
     assert fuzz_server.app.state.frontdesk.active_calls == 0, "no call starts without a token"
 
 
