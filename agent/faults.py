@@ -187,6 +187,8 @@ class FaultHandler:
             self._arm_tts()
 
     def _arm_tts(self) -> None:
+        if not any(ch.isalnum() for ch in self._tts_text):
+            return  # punctuation alone may rightly produce no audio
         if self._tts_deadline is None:
             self._tts_deadline = time.monotonic() + self.tts_timeout
         if self._watchdog is None or self._watchdog.done():

@@ -107,8 +107,9 @@ async def call_rows(data_dir: Path) -> list[dict[str, Any]]:
         await db.close()
 
 
-async def wait_for_turns(data_dir: Path, callers: int, bots: int, timeout: float = 120) -> Any:
+async def wait_for_turns(data_dir: Path, callers: int, bots: int, timeout: float = 300) -> Any:
     deadline = time.monotonic() + timeout
+    rows: list[dict[str, Any]] = []
     while time.monotonic() < deadline:
         rows = await call_rows(data_dir) if (data_dir / "frontdesk.db").exists() else []
         for row in rows:
@@ -116,7 +117,8 @@ async def wait_for_turns(data_dir: Path, callers: int, bots: int, timeout: float
             if roles.count("caller") >= callers and roles.count("bot") >= bots:
                 return row
         await asyncio.sleep(0.3)
-    raise AssertionError(f"the call never reached {callers} caller / {bots} bot turns")
+    seen = [row["turns"] for row in rows]
+    raise AssertionError(f"the call never reached {callers} caller / {bots} bot turns: {seen}")
 
 
 def assert_clean_log(text: str) -> None:
@@ -135,7 +137,7 @@ async def test_kill_9_keeps_completed_turns_and_restart_marks_the_call_interrupt
     try:
         await asyncio.to_thread(first.wait_ready)
         audio = call_audio(
-            3.5, "Is there parking nearby?", 7.0, "What are your opening hours?", 7.0, 60.0
+            3.5, "Is there parking nearby?", 9.0, "What are your opening hours?", 9.0, 240.0
         )
         caller = await start_call(first.url, audio)
         before = await wait_for_turns(tmp_path, callers=2, bots=3)
@@ -182,7 +184,9 @@ async def test_sigterm_drains_calls_and_keeps_answering_webhooks(tmp_path, llm):
     server = ServerProcess(tmp_path, llm, FRONTDESK_SHUTDOWN_GRACE_SECS=str(grace))
     try:
         await asyncio.to_thread(server.wait_ready)
-        caller = await start_call(server.url, call_audio(3.5, "What are your opening hours?", 60.0))
+        caller = await start_call(
+            server.url, call_audio(3.5, "What are your opening hours?", 240.0)
+        )
         row = await wait_for_turns(tmp_path, callers=1, bots=2)
         signalled = time.monotonic()
         server.proc.send_signal(signal.SIGTERM)
