@@ -16,7 +16,7 @@ RATE = 16000
 
 
 @lru_cache(maxsize=1)
-def _voice():  # type: ignore[no-untyped-def]
+def _voice():
     from hibari import Hibari
 
     return Hibari(threads=1)

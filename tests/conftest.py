@@ -118,7 +118,7 @@ SCRIPT_RULES = [
 
 
 @pytest.fixture(scope="module")
-def live_server(tmp_path_factory: pytest.TempPathFactory):  # type: ignore[no-untyped-def]
+def live_server(tmp_path_factory: pytest.TempPathFactory):
     from agent.app import create_app
     from agent.settings import Settings
 
