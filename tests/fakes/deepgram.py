@@ -14,9 +14,11 @@ an ``Error`` message. Connections without silence or keep-alive for ``idle_timeo
 closed with 1011, as Deepgram does (NET-0001).
 
 It does not recognise speech: each connection gets a script of transcripts (connection *k* uses
-``scripts[k % len(scripts)]``), and the *n*-th utterance it detects in the audio (frame energy,
-ended by ``Finalize`` or by ``max(endpointing, min_silence_ms)`` of silence) is answered with the
-script's *n*-th line, ``latency`` seconds after the utterance ended. Everything seen is kept on
+``scripts[k % len(scripts)]``), one line per caller turn. Utterances are found in the audio by
+frame energy and ended by ``Finalize`` or by ``max(endpointing, min_silence_ms)`` of silence;
+each new utterance starts the next line, and one resuming within ``continuation_ms`` continues
+the current line (its next phrases, as many as fit the utterance's duration). Finals come
+``latency`` seconds after the utterance ended. Everything seen is kept on
 :attr:`DeepgramStandIn.connections` for assertions.
 
 Run alone (for benches): ``python -m tests.fakes.serve`` starts it with the other stand-ins.
@@ -27,6 +29,7 @@ from __future__ import annotations
 import asyncio
 import json
 import math
+import re
 import uuid
 from dataclasses import dataclass, field
 from typing import Any
@@ -58,6 +61,7 @@ class DeepgramStandIn:
     min_speech_ms: int = 60  # shorter bursts are clicks, not speech
     min_silence_ms: int = 300  # floor under the requested endpointing (word gaps are silent too)
     continuation_ms: int = 700  # speech resuming this soon after a final continues that line
+    chars_per_sec: float = 15.0  # speaking rate used to split a line across its utterances
     interim_every_ms: int = 500
     idle_timeout: float = 10.0
     connections: list[Connection] = field(default_factory=list)
@@ -72,7 +76,7 @@ class _Utterance:
         self.end = start
         self.speech_ms = 0
         self.interims = 0
-        self.continuation = continuation  # the rest of a line already sent in full
+        self.continuation = continuation  # more of the line being spoken
 
 
 class _Session:
@@ -105,6 +109,7 @@ class _Session:
         self.silence_ms = 0
         self.last_final_end: float | None = None
         self.last_utterance_end = -1.0
+        self.phrases: list[str] = []  # what is left of the line being spoken
         self.silence_since_final_ms = 0
         self.lock = asyncio.Lock()
         self.tasks: set[asyncio.Task[None]] = set()
@@ -195,11 +200,28 @@ class _Session:
             utterance = _Utterance(self.audio_secs)
         else:
             self.last_utterance_end = utterance.end
-            if not utterance.continuation and utterance.speech_ms >= self.standin.min_speech_ms:
-                text = self.script.pop(0) if self.script else ""
+            if utterance.speech_ms >= self.standin.min_speech_ms:
+                text = self._words_for(utterance)
         task = asyncio.create_task(self._final_later(text, utterance, speech_final, from_finalize))
         self.tasks.add(task)
         task.add_done_callback(self.tasks.discard)
+
+    def _words_for(self, utterance: _Utterance) -> str:
+        """The part of the script line this utterance said.
+
+        A caller who pauses mid-line (at a comma, say) produces several utterances; each gets
+        the line's next phrases, as many as fit its duration at ``chars_per_sec`` (at least one).
+        """
+        if not utterance.continuation or not self.phrases:
+            if utterance.continuation:
+                return ""
+            line = self.script.pop(0) if self.script else ""
+            self.phrases = re.findall(r"[^,;:]+[,;:]?\s*", line) or ([line] if line else [])
+        budget = (utterance.end - utterance.start + 0.3) * self.standin.chars_per_sec
+        taken: list[str] = []
+        while self.phrases and (not taken or len("".join(taken + self.phrases[:1])) <= budget):
+            taken.append(self.phrases.pop(0))
+        return "".join(taken).strip()
 
     async def _final_later(
         self, text: str, utterance: _Utterance, speech_final: bool, from_finalize: bool
