@@ -46,7 +46,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.llm_service import FunctionCallParams
-from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
+from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams
 from pipecat.turns.user_start import VADUserTurnStartStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
@@ -54,6 +54,7 @@ from starlette.websockets import WebSocket
 
 from agent.prompts import fill, load_text, phrases
 from agent.providers import build_llm, build_stt, build_tts, build_vad
+from agent.transport import LeadPacedWebsocketTransport
 from agent.turns import PhraseAwareTurnStopStrategy
 from telephony.audio import CallRecording
 from telephony.playback import PlaybackLedger
@@ -451,7 +452,7 @@ class CallSession:
             call=self,
         )
 
-        transport = FastAPIWebsocketTransport(
+        transport = LeadPacedWebsocketTransport(
             websocket,
             FastAPIWebsocketParams(
                 audio_in_enabled=True,

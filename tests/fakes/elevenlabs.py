@@ -158,8 +158,9 @@ class _Session:
             self.conn.texts.setdefault(context, []).append(text)
             if "voice_settings" in data:
                 self.conn.voice_settings = dict(data["voice_settings"] or {})
-            self.buffers[context] = self.buffers.get(context, "") + text
-            buffered = self.buffers[context]
+            if text.strip() or self.buffers.get(context):  # the opening " " is no speech
+                self.buffers[context] = self.buffers.get(context, "") + text
+            buffered = self.buffers.get(context, "")
             if (self.auto and buffered.strip()) or len(buffered) >= SCHEDULE_CHARS:
                 self._flush(context)
         if data.get("flush"):
