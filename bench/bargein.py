@@ -13,7 +13,6 @@ speaking at the onset are reported and left out. Writes bench/results/bargein-*.
 from __future__ import annotations
 
 import argparse
-import asyncio
 from typing import Any
 
 from bench import harness
@@ -94,7 +93,7 @@ def main() -> None:
     parser.add_argument("--trials", type=int, default=10)
     parser.add_argument("--instant", action="store_true", help="zero-latency stand-ins")
     parser.add_argument("-v", "--verbose", action="store_true")
-    asyncio.run(main_async(parser.parse_args()))
+    harness.run(main_async(parser.parse_args()))
 
 
 if __name__ == "__main__":

@@ -167,7 +167,7 @@ def main() -> None:
     parser.add_argument("--levels", default="1,5,10,20,30,50")
     parser.add_argument("--call", default="book-a-haircut", help="a call name in calls.yaml")
     parser.add_argument("--stagger", type=float, default=2.0, help="spread of call starts (s)")
-    asyncio.run(main_async(parser.parse_args()))
+    harness.run(main_async(parser.parse_args()))
 
 
 if __name__ == "__main__":

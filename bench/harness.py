@@ -323,7 +323,9 @@ def server(
 # --- calls -------------------------------------------------------------------------------------
 
 
-async def run_call(srv: ServerProcess, call: Call, turns: list[Turn]) -> Report:
+async def run_call(
+    srv: ServerProcess, call: Call, turns: list[Turn], max_wait_secs: float = 30.0
+) -> Report:
     report, _heard = await converse(
         turns,
         16000,
@@ -331,6 +333,7 @@ async def run_call(srv: ServerProcess, call: Call, turns: list[Turn]) -> Report:
         auth_token=AUTH_TOKEN,
         admin_token=ADMIN_TOKEN,
         from_number=call.from_number,
+        max_wait_secs=max_wait_secs,
     )
     return report
 
@@ -357,25 +360,34 @@ def turn_rows(call: Call, report: Report) -> list[dict[str, Any]]:
     return rows
 
 
-def stage_rows(report: Report) -> list[dict[str, Any]]:
-    """Per answered caller turn, the call record's stage instants as ms after speech end."""
+def stage_rows(report: Report, call: Call) -> list[dict[str, Any]]:
+    """Per answered caller turn, the call record's stage instants as ms after speech end.
+
+    The k-th caller turn of the record is taken as the script's k-th turn (tool turn or not).
+    """
     rows = []
+    callers = 0
     for turn in (report.call_record or {}).get("turns", []):
+        if turn["role"] == "caller":
+            callers += 1
+            continue
         timings = turn.get("timings") or {}
-        if turn["role"] != "bot" or "turn_end" not in timings or "speech_end" not in timings:
+        if "turn_end" not in timings or "speech_end" not in timings or not callers:
             continue
         end = timings["speech_end"]
         row = {k: round((timings[k] - end) * 1000.0, 1) for k in STAGES if k in timings}
         if "filler" in timings:
             row["filler"] = round((timings["filler"] - end) * 1000.0, 1)
-        row["tool_turn"] = "filler" in timings
+        index = callers - 1
+        row["tool_turn"] = bool(call.turns[index].tool) if index < len(call.turns) else False
         rows.append(row)
     return rows
 
 
 def print_stages(rows: list[dict[str, Any]]) -> dict[str, Any]:
     """Print p50/p90 of each stage instant after the caller's speech end, for plain turns and
-    for tool turns (whose LLM first token is the answer after the tool; the filler comes first).
+    for tool turns (as scripted; a tool turn's LLM first token is the text after the tool, its
+    first sentence may be the filler).
     """
     out = {}
     for label, tool in (("plain turns", False), ("tool turns", True)):
@@ -406,22 +418,28 @@ def _print_stages(rows: list[dict[str, Any]], indent: str) -> dict[str, Any]:
 
 
 def run(coro: Any) -> Any:
+    """asyncio.run, with SIGTERM unwinding like Ctrl-C so the server and stand-ins are stopped."""
+
+    def terminate(_signum: int, _frame: Any) -> None:
+        raise SystemExit(143)
+
+    signal.signal(signal.SIGTERM, terminate)
     return asyncio.run(coro)
 
 
 async def sequential_calls(
-    srv: ServerProcess, calls: list[Call], *, verbose: bool = False
+    srv: ServerProcess, calls: list[Call], *, verbose: bool = False, max_wait_secs: float = 30.0
 ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], list[Report]]:
     """Run the calls one after another; returns (turn rows, stage rows, reports)."""
     turns_out: list[dict[str, Any]] = []
     stages_out: list[dict[str, Any]] = []
     reports = []
     for call in calls:
-        report = await run_call(srv, call, caller_turns(call))
+        report = await run_call(srv, call, caller_turns(call), max_wait_secs)
         reports.append(report)
         rows = turn_rows(call, report)
         turns_out.extend(rows)
-        stages_out.extend(stage_rows(report))
+        stages_out.extend(stage_rows(report, call))
         if verbose:
             v2v = ", ".join(
                 f"{r['voice_to_voice_ms']:.0f}" if r["voice_to_voice_ms"] else "-" for r in rows

@@ -14,7 +14,6 @@ bench/results/overhead-*.json.
 from __future__ import annotations
 
 import argparse
-import asyncio
 
 from bench import harness
 
@@ -77,7 +76,7 @@ def main() -> None:
     parser.add_argument("--vad-stop", type=float, default=0.2, help="FRONTDESK_VAD_STOP_SECS")
     parser.add_argument("--turn-pause", type=float, default=0.35, help="FRONTDESK_TURN_PAUSE_SECS")
     parser.add_argument("-v", "--verbose", action="store_true")
-    asyncio.run(main_async(parser.parse_args()))
+    harness.run(main_async(parser.parse_args()))
 
 
 if __name__ == "__main__":

@@ -14,7 +14,6 @@ minimum; it takes about 10 minutes on 2 cores. Writes bench/results/voice-*.json
 from __future__ import annotations
 
 import argparse
-import asyncio
 import time
 
 from bench import harness
@@ -30,7 +29,9 @@ async def main_async(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     with harness.server({}, name="voice") as srv:
         print(f"server ready in {time.perf_counter() - started:.0f}s (models loaded, prompt kept)")
-        turns, stages, reports = await harness.sequential_calls(srv, calls, verbose=args.verbose)
+        turns, stages, reports = await harness.sequential_calls(
+            srv, calls, verbose=args.verbose, max_wait_secs=args.max_wait
+        )
     after = harness.machine()
     v2v = harness.voice_to_voice(turns)
     print()
@@ -64,7 +65,10 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=10, help="how many calls of calls.yaml")
     parser.add_argument("-v", "--verbose", action="store_true", help="print each call")
-    asyncio.run(main_async(parser.parse_args()))
+    parser.add_argument(
+        "--max-wait", type=float, default=90.0, help="seconds a caller waits for an answer"
+    )
+    harness.run(main_async(parser.parse_args()))
 
 
 if __name__ == "__main__":

@@ -134,7 +134,8 @@ class _TurnTakingCaller:
                 self.turn_ended_ms = now_ms + FRAME_MS
             return chunk
         if self.index + 1 >= len(self.turns):
-            return None
+            # Hang up once the last turn has been answered (or the bot never answers).
+            return None if self._bot_done(now_ms, phone, 0.6) else SILENCE_PCM
         if self._may_speak(now_ms, phone):
             self.index += 1
             self.offset = 0
@@ -148,13 +149,19 @@ class _TurnTakingCaller:
 
     def _may_speak(self, now_ms: float, phone: SimulatedPhone) -> bool:
         _pcm, barge_in_after, gap_secs = self.turns[self.index + 1]
+        if barge_in_after is None:
+            return self._bot_done(now_ms, phone, gap_secs)
         if now_ms - self.turn_ended_ms > self.max_wait_ms:
             return True  # the bot never answered; carry on as a caller would
         replies = [t for t in self.report.reply_starts_ms if t > self.turn_ended_ms]
-        if not replies:
+        return bool(replies) and now_ms >= replies[0] + barge_in_after * 1000.0
+
+    def _bot_done(self, now_ms: float, phone: SimulatedPhone, gap_secs: float) -> bool:
+        """The bot answered the last turn and has been quiet for ``gap_secs`` (or never will)."""
+        if now_ms - self.turn_ended_ms > self.max_wait_ms:
+            return True
+        if not any(t > self.turn_ended_ms for t in self.report.reply_starts_ms):
             return False
-        if barge_in_after is not None:
-            return now_ms >= replies[0] + barge_in_after * 1000.0
         last_audio = self.report.frame_arrivals_ms[-1] if self.report.frame_arrivals_ms else 0
         return not phone.busy and now_ms - last_audio >= gap_secs * 1000.0
 
