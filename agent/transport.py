@@ -23,6 +23,14 @@ from pipecat.transports.websocket.fastapi import (
 AUDIO_LEAD_SECS = 0.1  # five 20 ms frames queued at the phone
 
 
+def pace(played_by: float, now: float, chunk_secs: float, lead_secs: float) -> tuple[float, float]:
+    """One chunk is sent at ``now``: returns (when the phone will have played everything sent,
+    how long to wait before sending the next chunk). ``played_by`` <= ``now`` means the phone's
+    queue ran dry (or was cleared) and this chunk plays at once."""
+    played_by = max(played_by, now) + chunk_secs
+    return played_by, max(0.0, played_by - lead_secs - now)
+
+
 class _LeadPacedOutput(FastAPIWebsocketOutputTransport):
     """Sends audio up to ``lead_secs`` ahead of the phone's playback, paced in real time."""
 
@@ -37,9 +45,10 @@ class _LeadPacedOutput(FastAPIWebsocketOutputTransport):
         await super().process_frame(frame, direction)
 
     async def _write_audio_sleep(self) -> None:
-        now = time.monotonic()
-        self._played_by = max(self._played_by, now) + self._send_interval
-        await asyncio.sleep(max(0.0, self._played_by - self._lead_secs - now))
+        self._played_by, wait = pace(
+            self._played_by, time.monotonic(), self._send_interval, self._lead_secs
+        )
+        await asyncio.sleep(wait)
 
 
 class LeadPacedWebsocketTransport(FastAPIWebsocketTransport):
