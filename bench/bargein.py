@@ -29,7 +29,8 @@ def measure(report: Report) -> dict[str, Any]:
     speaking = any(onset - 100 <= a <= onset for a in arrivals)
     if not speaking:
         return {"valid": False, "why": "the bot was not speaking at the onset", "onset": onset}
-    clears = [c for c in report.clears if c >= onset]
+    # The clear this barge-in caused (a later one belongs to a later interruption).
+    clears = [c for c in report.clears if onset <= c <= onset + 10_000]
     last = onset
     for at in (a for a in arrivals if a > onset):
         if at - last > 250:
