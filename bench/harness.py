@@ -418,13 +418,19 @@ def _print_stages(rows: list[dict[str, Any]], indent: str) -> dict[str, Any]:
 
 
 def run(coro: Any) -> Any:
-    """asyncio.run, with SIGTERM unwinding like Ctrl-C so the server and stand-ins are stopped."""
+    """asyncio.run, with SIGTERM cancelling the bench like Ctrl-C, so the server and stand-ins
+    it started are stopped on the way out."""
 
-    def terminate(_signum: int, _frame: Any) -> None:
-        raise SystemExit(143)
+    async def main() -> Any:
+        task = asyncio.current_task()
+        assert task is not None
+        asyncio.get_running_loop().add_signal_handler(signal.SIGTERM, task.cancel)
+        return await coro
 
-    signal.signal(signal.SIGTERM, terminate)
-    return asyncio.run(coro)
+    try:
+        return asyncio.run(main())
+    except asyncio.CancelledError:
+        raise SystemExit(143) from None
 
 
 async def sequential_calls(
