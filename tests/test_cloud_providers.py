@@ -17,8 +17,8 @@ from loguru import logger
 from agent.app import create_app
 from agent.logging import configure_logging
 from agent.settings import Settings
-from telephony.replay import replay
-from tests.caller_audio import RATE, call_audio
+from telephony.replay import Turn, converse
+from tests.caller_audio import RATE, speech
 from tests.conftest import ADMIN_TOKEN, AUTH_TOKEN, free_port, server_env
 from tests.fakes.deepgram import DeepgramStandIn
 from tests.fakes.deepgram import build_app as deepgram_app
@@ -73,7 +73,7 @@ def cloud(tmp_path, monkeypatch):
         finally:
             monkeypatch.undo()
             logger.remove()
-            logger.add(sys.stderr)
+            logger.add(sys.__stderr__)  # loguru's default sink, not a stream pytest will close
 
 
 async def test_a_call_runs_through_deepgram_openai_and_elevenlabs(cloud):
@@ -83,11 +83,11 @@ async def test_a_call_runs_through_deepgram_openai_and_elevenlabs(cloud):
         "llm": "openai-compatible",
         "tts": "elevenlabs",
     }
-    # The greeting plays first (about six seconds of stand-in speech), then two caller turns.
-    audio = call_audio(7.0, "Hi, do you have anything for a haircut this Friday?", 5.5)
-    audio += call_audio("Where are you located?", 1.0)
-    report, heard = await replay(
-        audio, RATE, server.url, auth_token=AUTH_TOKEN, admin_token=ADMIN_TOKEN
+    # The caller takes turns: each is spoken once the bot has finished (the greeting first).
+    turns = [Turn(speech("Hi, do you have anything for a haircut this Friday?"))]
+    turns.append(Turn(speech("Where are you located?")))
+    report, heard = await converse(
+        turns, RATE, server.url, auth_token=AUTH_TOKEN, admin_token=ADMIN_TOKEN
     )
 
     # Caller speech reached Deepgram as the pipeline's 8 kHz linear16, with our key.

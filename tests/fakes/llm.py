@@ -127,7 +127,7 @@ class ServerThread:
 
     def __enter__(self) -> ServerThread:
         self.thread.start()
-        deadline = time.time() + 120
+        deadline = time.time() + 900  # a local model warming up on a busy 2-core machine
         while not self.server.started:
             if time.time() > deadline or not self.thread.is_alive():
                 raise RuntimeError("server did not start")
