@@ -47,7 +47,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
 )
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.llm_service import FunctionCallParams
-from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams, FastAPIWebsocketTransport
+from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams
 from pipecat.turns.user_start import VADUserTurnStartStrategy
 from pipecat.turns.user_turn_strategies import UserTurnStrategies
 from pipecat.workers.runner import WorkerRunner
@@ -57,6 +57,7 @@ from agent.escalation import Escalation, EscalationGate, earlier_messages
 from agent.faults import ClipPlayer, FaultHandler
 from agent.prompts import fill, load_text, phrases, without_tools
 from agent.providers import build_llm, build_stt, build_tts, build_vad
+from agent.transport import LeadPacedWebsocketTransport
 from agent.turns import PhraseAwareTurnStopStrategy
 from telephony.audio import CallRecording, join_wavs
 from telephony.playback import PlaybackLedger
@@ -548,7 +549,7 @@ class CallSession:
         )
         self.facts = tool_ctx.facts
 
-        transport = FastAPIWebsocketTransport(
+        transport = LeadPacedWebsocketTransport(
             websocket,
             FastAPIWebsocketParams(
                 audio_in_enabled=True,

@@ -39,7 +39,8 @@ from telephony.signature import sign_twilio_request
 
 FRAME_MS = 20
 FRAME_SAMPLES = codec.TWILIO_SAMPLE_RATE * FRAME_MS // 1000
-SILENCE_ULAW = codec.pcm16_to_ulaw(bytes(FRAME_SAMPLES * 2))
+SILENCE_PCM = bytes(FRAME_SAMPLES * 2)
+SILENCE_ULAW = codec.pcm16_to_ulaw(SILENCE_PCM)
 
 
 class ReplayError(RuntimeError):
@@ -52,6 +53,7 @@ class CallerTurn:
     speech_end_ms: float
     first_bot_audio_ms: float | None = None
     voice_to_voice_ms: float | None = None
+    turn: int | None = None  # which scripted turn (converse) this speech belongs to
 
 
 @dataclass
@@ -70,11 +72,99 @@ class Report:
     started_at: float = 0.0  # time.time() when the media stream started
     call_record: dict[str, Any] | None = None
     frame_arrivals_ms: list[float] = field(default_factory=list)
+    reply_starts_ms: list[float] = field(default_factory=list)  # first loud frame of each reply
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("frame_arrivals_ms")
         return data
+
+
+@dataclass
+class Turn:
+    """One caller turn for :func:`converse`: 16-bit PCM at the call's rate, and when to say it.
+
+    By default the caller waits until the bot's answer to the previous turn (or the greeting)
+    has finished and ``gap_secs`` of quiet followed. With ``barge_in_after`` set, the caller
+    instead starts talking that many seconds after the bot's answer began, over it.
+    """
+
+    pcm: bytes
+    barge_in_after: float | None = None
+    gap_secs: float = 0.6
+
+
+class _FixedCaller:
+    """The caller's side of :func:`replay`: one recording played from the first frame."""
+
+    def __init__(self, pcm8k: bytes, report: Report) -> None:
+        self.pcm8k = pcm8k
+        self.offset = 0
+        report.caller_turns = [
+            CallerTurn(a, b) for a, b in speech_segments(pcm8k, codec.TWILIO_SAMPLE_RATE)
+        ]
+
+    def frame(self, now_ms: float, phone: SimulatedPhone) -> bytes | None:
+        if self.offset >= len(self.pcm8k):
+            return None
+        chunk = self.pcm8k[self.offset : self.offset + FRAME_SAMPLES * 2]
+        self.offset += FRAME_SAMPLES * 2
+        return chunk
+
+
+class _TurnTakingCaller:
+    """The caller's side of :func:`converse`: speaks each turn when the bot lets it (or not)."""
+
+    def __init__(
+        self, turns: list[tuple[bytes, float | None, float]], report: Report, max_wait_secs: float
+    ) -> None:
+        self.turns = turns
+        self.report = report
+        self.max_wait_ms = max_wait_secs * 1000.0
+        self.index = -1  # the turn being spoken; -1 before the first
+        self.offset = 0
+        self.turn_ended_ms = 0.0  # when the previous turn's audio ended (0: the call start)
+        self.last_bot_ms = 0.0
+
+    def frame(self, now_ms: float, phone: SimulatedPhone) -> bytes | None:
+        if 0 <= self.index < len(self.turns) and self.offset < len(self.turns[self.index][0]):
+            pcm = self.turns[self.index][0]
+            chunk = pcm[self.offset : self.offset + FRAME_SAMPLES * 2]
+            self.offset += FRAME_SAMPLES * 2
+            if self.offset >= len(pcm):
+                self.turn_ended_ms = now_ms + FRAME_MS
+            return chunk
+        if self.index + 1 >= len(self.turns):
+            # Hang up once the last turn has been answered (or the bot never answers).
+            return None if self._bot_done(now_ms, phone, 0.6) else SILENCE_PCM
+        if self._may_speak(now_ms, phone):
+            self.index += 1
+            self.offset = 0
+            pcm = self.turns[self.index][0]
+            for start, end in speech_segments(pcm, codec.TWILIO_SAMPLE_RATE):
+                self.report.caller_turns.append(
+                    CallerTurn(now_ms + start, now_ms + end, turn=self.index)
+                )
+            return self.frame(now_ms, phone)
+        return SILENCE_PCM
+
+    def _may_speak(self, now_ms: float, phone: SimulatedPhone) -> bool:
+        _pcm, barge_in_after, gap_secs = self.turns[self.index + 1]
+        if barge_in_after is None:
+            return self._bot_done(now_ms, phone, gap_secs)
+        if now_ms - self.turn_ended_ms > self.max_wait_ms:
+            return True  # the bot never answered; carry on as a caller would
+        replies = [t for t in self.report.reply_starts_ms if t > self.turn_ended_ms]
+        return bool(replies) and now_ms >= replies[0] + barge_in_after * 1000.0
+
+    def _bot_done(self, now_ms: float, phone: SimulatedPhone, gap_secs: float) -> bool:
+        """The bot answered the last turn and has been quiet for ``gap_secs`` (or never will)."""
+        if now_ms - self.turn_ended_ms > self.max_wait_ms:
+            return True
+        if not any(t > self.turn_ended_ms for t in self.report.reply_starts_ms):
+            return False
+        last_audio = self.report.frame_arrivals_ms[-1] if self.report.frame_arrivals_ms else 0
+        return not phone.busy and now_ms - last_audio >= gap_secs * 1000.0
 
 
 def speech_segments(
@@ -182,6 +272,67 @@ async def replay(
     voice webhook."""
     pcm8k = resample_pcm16(caller_pcm, caller_rate, codec.TWILIO_SAMPLE_RATE)
     pcm8k += bytes((-len(pcm8k)) % (FRAME_SAMPLES * 2))
+    return await _run(
+        lambda report: _FixedCaller(pcm8k, report),
+        server,
+        auth_token=auth_token,
+        admin_token=admin_token,
+        from_number=from_number,
+        to_number=to_number,
+        public_url=public_url,
+        tail_secs=tail_secs,
+        max_tail_secs=max_tail_secs,
+        extra_params=extra_params,
+        dtmf=dtmf,
+        call_sid=call_sid,
+        answer_twiml=answer_twiml,
+    )
+
+
+async def converse(
+    turns: list[Turn],
+    rate: int,
+    server: str,
+    *,
+    auth_token: str,
+    admin_token: str = "",
+    from_number: str = "+14135550123",
+    max_wait_secs: float = 30.0,
+    tail_secs: float = 2.5,
+) -> tuple[Report, bytes]:
+    """Like :func:`replay`, but the caller takes turns: each turn is spoken when the bot has
+    finished answering the previous one (or, for a barge-in turn, while it is answering)."""
+    prepared = []
+    for turn in turns:
+        pcm = resample_pcm16(turn.pcm, rate, codec.TWILIO_SAMPLE_RATE)
+        pcm += bytes((-len(pcm)) % (FRAME_SAMPLES * 2))
+        prepared.append((pcm, turn.barge_in_after, turn.gap_secs))
+    return await _run(
+        lambda report: _TurnTakingCaller(prepared, report, max_wait_secs),
+        server,
+        auth_token=auth_token,
+        admin_token=admin_token,
+        from_number=from_number,
+        tail_secs=tail_secs,
+    )
+
+
+async def _run(
+    make_caller: Any,
+    server: str,
+    *,
+    auth_token: str,
+    admin_token: str = "",
+    from_number: str = "+14135550123",
+    to_number: str = "+14135550100",
+    public_url: str = "",
+    tail_secs: float = 2.5,
+    max_tail_secs: float = 40.0,
+    extra_params: dict[str, str] | None = None,
+    dtmf: list[tuple[float, str]] | None = None,
+    call_sid: str = "",
+    answer_twiml: str = "",
+) -> tuple[Report, bytes]:
     call_sid = call_sid or "CA" + secrets.token_hex(16)
     account_sid = "AC" + secrets.token_hex(16)
     stream_sid = "MZ" + secrets.token_hex(16)
@@ -215,8 +366,7 @@ async def replay(
         phone = SimulatedPhone()
         started = time.monotonic()
         report.started_at = time.time()
-        caller_segments = speech_segments(pcm8k, codec.TWILIO_SAMPLE_RATE)
-        report.caller_turns = [CallerTurn(a, b) for a, b in caller_segments]
+        caller = make_caller(report)
         last_bot_audio = 0.0
 
         async with websockets.connect(stream_url, max_size=2**20, open_timeout=10) as ws:
@@ -268,6 +418,8 @@ async def replay(
                                 # A reply starts with loud audio after a gap in the stream.
                                 new_reply = at - last_bot_audio > 300 or last_bot_audio == 0
                                 last_bot_audio = at
+                                if new_reply:
+                                    report.reply_starts_ms.append(at)
                                 for turn in report.caller_turns:
                                     if (
                                         new_reply
@@ -293,8 +445,6 @@ async def replay(
 
             receiver = asyncio.create_task(receive())
             sequence = 2
-            offset = 0
-            frame_bytes = FRAME_SAMPLES * 2
             tail_started: float | None = None
             pending_dtmf = sorted(dtmf or [])
             tick = 0
@@ -302,9 +452,9 @@ async def replay(
                 while not done.is_set():
                     tick += 1
                     target = started + tick * FRAME_MS / 1000.0
-                    if offset < len(pcm8k):
-                        chunk = codec.pcm16_to_ulaw(pcm8k[offset : offset + frame_bytes])
-                        offset += frame_bytes
+                    pcm = caller.frame(now_ms(), phone)
+                    if pcm is not None:
+                        chunk = SILENCE_ULAW if pcm is SILENCE_PCM else codec.pcm16_to_ulaw(pcm)
                     else:
                         chunk = SILENCE_ULAW
                         if tail_started is None:

@@ -38,6 +38,8 @@ class ScriptedLLM:
     requests: list[dict[str, Any]] = field(default_factory=list)
     fail_next: int = 0  # answer the next N requests with HTTP 500
     hang_next: int = 0  # hang the next N requests (a provider timeout)
+    first_token_delay: float = 0.0  # for every reply whose rule sets none (incl. after tools)
+    token_interval: float = 0.0  # between streamed words, as a real model's token rate
 
     def decide(self, messages: list[dict[str, Any]]) -> Rule:
         last = messages[-1] if messages else {}
@@ -87,8 +89,9 @@ def build_app(script: ScriptedLLM) -> FastAPI:
         cid = f"chatcmpl-{uuid.uuid4().hex[:12]}"
 
         async def stream() -> Any:
-            if rule.first_token_delay:
-                await asyncio.sleep(rule.first_token_delay)
+            delay = rule.first_token_delay or script.first_token_delay
+            if delay:
+                await asyncio.sleep(delay)
             yield _chunk(cid, {"role": "assistant", "content": ""})
             if rule.tool:
                 call = {
@@ -100,7 +103,9 @@ def build_app(script: ScriptedLLM) -> FastAPI:
                 yield _chunk(cid, {"tool_calls": [call]})
                 yield _chunk(cid, {}, "tool_calls")
             else:
-                for word in re.findall(r"\S+\s*", rule.reply):
+                for index, word in enumerate(re.findall(r"\S+\s*", rule.reply)):
+                    if index and script.token_interval:
+                        await asyncio.sleep(script.token_interval)
                     yield _chunk(cid, {"content": word})
                 yield _chunk(cid, {}, "stop")
             yield "data: [DONE]\n\n"
@@ -122,7 +127,7 @@ class ServerThread:
 
     def __enter__(self) -> ServerThread:
         self.thread.start()
-        deadline = time.time() + 120
+        deadline = time.time() + 900  # a local model warming up on a busy 2-core machine
         while not self.server.started:
             if time.time() > deadline or not self.thread.is_alive():
                 raise RuntimeError("server did not start")

@@ -1,0 +1,174 @@
+"""Concurrent calls against one server process, with remote-style provider stand-ins.
+
+    nice -n 5 .venv/bin/python -m bench.concurrency [--levels 1,5,10,20,30,50] [--call NAME]
+
+One server process (``run.py serve``) with Deepgram, OpenAI-compatible and ElevenLabs stand-ins
+in another process at fixed, realistic latencies (STT final 300 ms after the end of speech, LLM
+first token 400 ms, TTS first audio 150 ms). For each level N, N copies of one call of
+bench/calls.yaml run at once (starts spread over ``--stagger`` seconds), and it prints:
+
+- server CPU per call (share of one core, from /proc over the level's wall time),
+- outbound frame pacing at the phone: gaps between consecutive bot frames inside a reply
+  (p99, max) and late frames (a frame arriving after its slot in a 60 ms playout buffer),
+- voice-to-voice p50/p90 and its drift from N=1,
+
+and the largest N per core whose p99 gap stays <= 40 ms with voice-to-voice p50 within 10% of
+N=1. The replay clients run in this process, apart from the server. Writes
+bench/results/concurrency-*.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import itertools
+import os
+import time
+from typing import Any
+
+from bench import harness
+from telephony.replay import Report
+
+REPLY_GAP_MS = 1000.0  # a longer silence separates two replies
+JITTER_MS = 60.0
+FRAME_MS = 20.0
+
+
+def pacing(reports: list[Report]) -> dict[str, Any]:
+    """Gaps between bot frames inside replies, and frames late for a 60 ms playout buffer."""
+    gaps: list[float] = []
+    late = total = 0
+    for report in reports:
+        arrivals = report.frame_arrivals_ms
+        start = 0
+        for i in range(1, len(arrivals) + 1):
+            if i == len(arrivals) or arrivals[i] - arrivals[i - 1] > REPLY_GAP_MS:
+                reply = arrivals[start:i]
+                gaps.extend(b - a for a, b in itertools.pairwise(reply))
+                first = reply[0] if reply else 0.0
+                for n, at in enumerate(reply):
+                    total += 1
+                    late += at > first + JITTER_MS + n * FRAME_MS
+                start = i
+    return {
+        "frames": total,
+        "gap_p50_ms": round(harness.percentile(gaps, 0.5), 1),
+        "gap_p99_ms": round(harness.percentile(gaps, 0.99), 1),
+        "gap_max_ms": round(max(gaps), 1) if gaps else float("nan"),
+        "late_frames": late,
+        "late_pct": round(100.0 * late / total, 2) if total else float("nan"),
+    }
+
+
+async def level(
+    srv: harness.ServerProcess, call: harness.Call, turns: Any, n: int, stagger: float
+) -> dict[str, Any]:
+    async def one(index: int) -> Report:
+        await asyncio.sleep(stagger * index / max(n, 1))
+        return await harness.run_call(srv, call, turns)
+
+    cpu0, wall0 = srv.cpu_seconds(), time.monotonic()
+    own0 = time.process_time()
+    results = await asyncio.gather(*(one(i) for i in range(n)), return_exceptions=True)
+    wall = time.monotonic() - wall0
+    cpu = srv.cpu_seconds() - cpu0
+    own = time.process_time() - own0
+    reports = [r for r in results if isinstance(r, Report)]
+    failed = [repr(r) for r in results if not isinstance(r, Report)]
+    rows = [row for r in reports for row in harness.turn_rows(call, r)]
+    v2v = harness.voice_to_voice(rows)
+    return {
+        "n": n,
+        "wall_s": round(wall, 1),
+        "server_cpu_s": round(cpu, 1),
+        "server_cores": round(cpu / wall, 3),
+        "cpu_per_call_pct": round(100.0 * cpu / wall / n, 2),
+        "client_cpu_s": round(own, 1),
+        "failed_calls": failed,
+        "voice_to_voice": v2v,
+        "pacing": pacing(reports),
+        "load_average": os.getloadavg(),
+    }
+
+
+async def main_async(args: argparse.Namespace) -> None:
+    calls, _barge = harness.load_calls()
+    call = next(c for c in calls if c.name == args.call)
+    levels = [int(v) for v in args.levels.split(",")]
+    before = harness.machine()
+    harness.print_machine(before, "machine at start")
+    turns = harness.caller_turns(call)
+    results: list[dict[str, Any]] = []
+    with (
+        harness.standins(
+            [call], stt_latency=0.3, llm_latency=0.4, tts_latency=0.15, name="concurrency"
+        ) as s,
+        harness.server(s.env(), name="concurrency") as srv,
+    ):
+        print(
+            f"{'N':>4} {'cpu/call':>9} {'cores':>6} {'gap p99':>8} {'gap max':>8} "
+            f"{'late':>7} {'v2v p50':>8} {'v2v p90':>8} {'drift':>7} {'unans':>5} {'load':>5}"
+        )
+        for n in levels:
+            result = await level(srv, call, turns, n, args.stagger)
+            base = results[0]["voice_to_voice"]["all"]["p50"] if results else None
+            p50 = result["voice_to_voice"]["all"]["p50"]
+            result["drift_pct"] = round(100.0 * (p50 / base - 1), 1) if base else 0.0
+            results.append(result)
+            p = result["pacing"]
+            print(
+                f"{n:>4} {result['cpu_per_call_pct']:>8.1f}% {result['server_cores']:>6.2f} "
+                f"{p['gap_p99_ms']:>6.0f}ms {p['gap_max_ms']:>6.0f}ms {p['late_pct']:>6.1f}% "
+                f"{p50:>6.0f}ms {result['voice_to_voice']['all']['p90']:>6.0f}ms "
+                f"{result['drift_pct']:>6.1f}% {result['voice_to_voice']['unanswered']:>5} "
+                f"{result['load_average'][0]:>5.1f}",
+                flush=True,
+            )
+            if result["failed_calls"]:
+                print(f"     failed calls: {result['failed_calls'][:3]}")
+    after = harness.machine()
+    cores = os.cpu_count() or 1
+    passing = [
+        r["n"]
+        for r in results
+        if r["pacing"]["gap_p99_ms"] <= 40
+        and r["drift_pct"] <= 10
+        and not r["failed_calls"]
+        and r["voice_to_voice"]["unanswered"] == 0
+    ]
+    best = max(passing) if passing else 0
+    harness.print_machine(after, "machine at end")
+    print(
+        f"largest N with p99 gap <= 40 ms and voice-to-voice within 10% of N=1: {best} "
+        f"({best / cores:.1f} per core on {cores} cores; target >= 50 per core)"
+    )
+    if results:
+        per_call = results[-1]["cpu_per_call_pct"]
+        print(
+            f"CPU per call at N={results[-1]['n']}: {per_call:.1f}% of a core "
+            f"(~{100 / per_call if per_call else float('inf'):.0f} calls per core by CPU alone)"
+        )
+    path = harness.write_results(
+        "concurrency",
+        {
+            "machine_start": before,
+            "machine_end": after,
+            "call": call.name,
+            "levels": results,
+            "best_n": best,
+            "cores": cores,
+        },
+    )
+    print(f"written {path}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--levels", default="1,5,10,20,30,50")
+    parser.add_argument("--call", default="book-a-haircut", help="a call name in calls.yaml")
+    parser.add_argument("--stagger", type=float, default=2.0, help="spread of call starts (s)")
+    harness.run(main_async(parser.parse_args()))
+
+
+if __name__ == "__main__":
+    main()
