@@ -1,6 +1,7 @@
 """Benchmark the offline brain: tool choice, arguments and time to first words.
 
     .venv/bin/python -m bench.brain [--scenarios bench/brain_scenarios.yaml] [--limit N]
+    .venv/bin/python -m bench.brain --scenarios bench/brain_heldout.yaml   # held-out phrasings
 
 Loads the local model as the server does (prefix evaluated at start-up), then for each scenario
 primes the conversation so far (as a live call does while the bot is talking) and times the
@@ -56,10 +57,14 @@ async def run(args: argparse.Namespace) -> None:
     business = await load_business(db)
     system = build_system_prompt(business, None, True)
     tools = ToolRegistry().openai_tools()
-    settings = Settings.from_env({"FRONTDESK_DATA_DIR": str(ROOT / "data")})
+    env = {"FRONTDESK_DATA_DIR": str(ROOT / "data")}
+    if args.threads:
+        env["FRONTDESK_LLM_THREADS"] = str(args.threads)
+    settings = Settings.from_env(env)
     started = time.perf_counter()
     brain = LocalBrain.load(settings)
-    brain.warm_up(tools, [{"role": "system", "content": system}])
+    cache = Path(args.prompt_cache) if args.prompt_cache else None
+    brain.warm_up(tools, [{"role": "system", "content": system}], cache)
     print(f"model loaded and prefix evaluated in {time.perf_counter() - started:.1f}s")
 
     greeting = {
@@ -75,6 +80,7 @@ async def run(args: argparse.Namespace) -> None:
         messages: list[dict[str, Any]] = [{"role": "system", "content": system}, greeting]
         for role, text in scenario.get("history") or []:
             messages.append({"role": "user" if role == "caller" else "assistant", "content": text})
+        await asyncio.to_thread(brain.wait_primed)  # the last reply's priming (it was playing)
         await asyncio.to_thread(brain.prime, messages, tools)  # as a live call does meanwhile
         messages.append({"role": "user", "content": scenario["say"]})
         t0 = time.perf_counter()
@@ -122,8 +128,10 @@ async def run(args: argparse.Namespace) -> None:
     for line in failures:
         print(line)
     print()
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cpus, llm threads={settings.llm_threads}"
+        f"machine: {platform.machine()}, {os.cpu_count()} cpus, "
+        f"llm threads={settings.llm_threads}, load average {load}"
     )
     print(f"scenarios:            {total}")
     print(f"tool choice accuracy: {tool_ok}/{total} = {100 * tool_ok / total:.1f}%")
@@ -146,6 +154,8 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--scenarios", default=str(ROOT / "bench" / "brain_scenarios.yaml"))
     parser.add_argument("--limit", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (default 2)")
+    parser.add_argument("--prompt-cache", default="", help="directory to keep the evaluated prefix")
     parser.add_argument("-v", "--verbose", action="store_true")
     asyncio.run(run(parser.parse_args()))
 
