@@ -39,6 +39,9 @@ from agent.prompts import load_text, phrases
 from agent.settings import Settings
 
 MAX_HISTORY_MESSAGES = 10
+# A tool the model may call only after another ran in this call: booking is for a time that
+# was offered (the instructions say so; a 1.5B model hearing "book" forgets it).
+PREREQUISITES = {"book_appointment": "check_availability"}
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 
 
@@ -297,7 +300,7 @@ class LocalBrain:
             evaluated = self._model.sync(self._model.tokenize(prompt))
             confidences: list[float] = []
             line = ""
-            for piece in decode_line(decoder, tools, confidences):
+            for piece in decode_line(decoder, routable_tools(messages, tools), confidences):
                 line += piece
                 yield piece
             logger.debug(
@@ -305,6 +308,27 @@ class LocalBrain:
                 f"confidence {', '.join(f'{c:.2f}' for c in confidences)}, "
                 f"{time.perf_counter() - started:.2f}s"
             )
+
+
+def routable_tools(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The tools the model may choose now: those whose prerequisite ran earlier in the call.
+
+    The whole conversation counts, not just the trimmed window the model sees.
+    """
+    ran = {
+        call.get("function", {}).get("name")
+        for message in messages
+        if message.get("role") == "assistant"
+        for call in message.get("tool_calls") or []
+    }
+    return [
+        t
+        for t in tools
+        if PREREQUISITES.get(t["function"]["name"], t["function"]["name"]) in ran
+        or t["function"]["name"] not in PREREQUISITES
+    ]
 
 
 def parse_turn(raw: str, tools: list[dict[str, Any]]) -> Turn:

@@ -78,6 +78,13 @@ class Decoder:
         self.model = model
         self.vocab = vocabulary
         self._token_cache: dict[str, list[int]] = {}
+        self._pending: list[int] = []  # decided tokens, evaluated when logits are next needed
+
+    def _logits(self) -> np.ndarray:
+        if self._pending:
+            self.model.eval(self._pending)
+            self._pending = []
+        return self.model.logits()
 
     def _tokens(self, text: str) -> list[int]:
         if text not in self._token_cache:
@@ -85,7 +92,10 @@ class Decoder:
         return self._token_cache[text]
 
     def choose(self, options: list[str]) -> tuple[int, float]:
-        """Pick one option by the model's preference, evaluate it; (index, probability).
+        """Pick one option by the model's preference; (index, probability).
+
+        The chosen option's tokens are fed to the model lazily, in one batch with whatever
+        is decided next, so the caller can act on the choice (say a filler) before that pass.
 
         The probability is the model's share for the first token of the chosen path among the
         options' first tokens (a confidence for routing decisions).
@@ -94,13 +104,13 @@ class Decoder:
         alive = [i for i, p in enumerate(paths) if p]
         if not alive:
             raise ValueError("choose() needs at least one non-empty option")
-        depth, confidence, fed = 0, 1.0, 0
+        depth, confidence = 0, 1.0
         while True:
             finished = [i for i in alive if len(paths[i]) == depth]
             if finished:
                 chosen = finished[0]
                 break
-            logits = self.model.logits()
+            logits = self._logits()
             candidates = sorted({paths[i][depth] for i in alive})
             scores = np.array([logits[t] for t in candidates], dtype=np.float64)
             best = candidates[int(scores.argmax())]
@@ -108,15 +118,12 @@ class Decoder:
                 shares = np.exp(scores - scores.max())
                 confidence = float(shares.max() / shares.sum())
             alive = [i for i in alive if paths[i][depth] == best]
-            depth += 1
             if len(alive) == 1:
                 chosen = alive[0]
                 break
-            self.model.eval([best])
-            fed = depth
-        rest = paths[chosen][fed:]
-        if rest:
-            self.model.eval(rest)
+            self._pending.append(best)  # fed before the next step's logits
+            depth += 1
+        self._pending.extend(paths[chosen][depth:])
         return chosen, confidence
 
     def free_text(
@@ -125,13 +132,13 @@ class Decoder:
         """Greedy text; returns why it stopped: "stop", "end" or "length".
 
         ``cut(piece)`` gives the byte offset where the text must stop inside a token, or -1.
-        The token holding the cut is not evaluated; the text before the cut is yielded and
-        evaluated. An end token (or a masked-out best choice) ends the text with "end".
+        The token holding the cut is not fed; the text before the cut is yielded and fed.
+        An end token (or a masked-out best choice) ends the text with "end".
         """
         utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
         banned = np.where(allowed, 0.0, -np.inf)
         for _ in range(max_tokens):
-            logits = self.model.logits() + banned
+            logits = self._logits() + banned
             token = int(logits.argmax())
             if token in self.vocab.ends or not np.isfinite(logits[token]):
                 return "end"
@@ -140,10 +147,10 @@ class Decoder:
             if at >= 0:
                 head = utf8.decode(piece[:at], final=True)
                 if head:
-                    self.model.eval(self.model.tokenize(head))
+                    self._pending.extend(self.model.tokenize(head))
                     yield head
                 return "stop"
-            self.model.eval([token])
+            self._pending.append(token)
             text = utf8.decode(piece)
             if text:
                 yield text

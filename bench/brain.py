@@ -78,8 +78,25 @@ async def run(args: argparse.Namespace) -> None:
     failures: list[str] = []
     for scenario in scenarios:
         messages: list[dict[str, Any]] = [{"role": "system", "content": system}, greeting]
-        for role, text in scenario.get("history") or []:
-            messages.append({"role": "user" if role == "caller" else "assistant", "content": text})
+        for role, *rest in scenario.get("history") or []:
+            if role == "tool":  # [tool, name, arguments, the sentence it returned]
+                name, arguments, say = rest
+                call = {"name": name, "arguments": json.dumps(arguments)}
+                messages.append(
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [{"id": "c1", "type": "function", "function": call}],
+                    }
+                )
+                messages.append(
+                    {"role": "tool", "tool_call_id": "c1", "content": json.dumps({"say": say})}
+                )
+                messages.append({"role": "assistant", "content": say})
+            else:
+                messages.append(
+                    {"role": "user" if role == "caller" else "assistant", "content": rest[0]}
+                )
         await asyncio.to_thread(brain.wait_primed)  # the last reply's priming (it was playing)
         await asyncio.to_thread(brain.prime, messages, tools)  # as a live call does meanwhile
         messages.append({"role": "user", "content": scenario["say"]})

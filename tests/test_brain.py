@@ -217,3 +217,36 @@ async def test_real_model_answers_small_talk_in_words(brain):
     assert events and all(kind == "text" for kind, _ in events)
     text = "".join(value for _, value in events)
     assert len(text.split()) >= 3 and "{" not in text
+
+
+def test_booking_is_offered_to_the_model_only_after_availability_was_checked():
+    from agent.brain import routable_tools
+
+    def names(messages):
+        return {t["function"]["name"] for t in routable_tools(messages, TOOLS)}
+
+    fresh = [{"role": "user", "content": "Can I book a haircut Friday at 2?"}]
+    assert "book_appointment" not in names(fresh)
+    assert "check_availability" in names(fresh) and len(names(fresh)) == len(TOOLS) - 1
+    checked = [
+        *fresh,
+        {
+            "role": "assistant",
+            "tool_calls": [
+                {"function": {"name": "check_availability", "arguments": "{}"}, "type": "function"}
+            ],
+        },
+        {"role": "tool", "content": '{"say": "Friday I have two or four."}'},
+        {"role": "user", "content": "Two, please."},
+    ]
+    assert "book_appointment" in names(checked)
+
+
+def test_a_choice_is_known_before_its_tokens_are_fed():
+    model = ScriptedModel('call check_availability {"service": "cut", "when": "noon"}')
+    pieces = decode_line(Decoder(model, Vocabulary.of(model)), TOOLS)
+    assert next(pieces) == "call"
+    assert model.passes == 0  # decided from the prompt's logits; "call" is not fed yet
+    assert next(pieces) == " check_availability"
+    # The name is known (so the filler can be said) before its last tokens cost a pass.
+    assert model.written().startswith("call") and len(model.written()) < len("call check")
