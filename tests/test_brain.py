@@ -1,4 +1,4 @@
-"""The offline brain: grammar construction, parsing of streamed output, and the real model."""
+"""The offline brain: constrained decoding, parsing of streamed output, and the real model."""
 
 import json
 import re
@@ -170,7 +170,7 @@ ROUTING = [
 
 
 @pytest.fixture(scope="module")
-def brain():
+def brain(tmp_path_factory):
     from agent.brain import LocalBrain
     from agent.settings import Settings
     from tests.conftest import LOCAL_MODEL
@@ -179,7 +179,7 @@ def brain():
     loaded.warm_up(
         TOOLS,
         [{"role": "system", "content": "Facts:\n- Business: Bella Hair Studio."}],
-        LOCAL_MODEL.parent / "prompt-cache",
+        tmp_path_factory.mktemp("prompt-cache"),
     )
     return loaded
 
