@@ -167,7 +167,7 @@ async def _check(
 
 @tool()
 async def check_availability(ctx: ToolContext, service: str, when: str) -> ToolResult:
-    """Find free times for a service near the time asked for (always before booking).
+    """Find free appointment times near the time the caller asked for (always before booking).
 
     Args:
         service: The service in the caller's words, e.g. "haircut" or "color".
