@@ -5,8 +5,9 @@ What makes a 1.5B model a dependable receptionist:
 
 - Output is constrained to one line: ``say: <reply>`` or ``call <tool> <json args>``, with one
   branch per enabled tool and each tool's arguments following its schema (agent/decoding.py).
-  The first decision (say or call) costs one forward pass; a plain reply then streams at the
-  model's full speed, and a tool call's fixed parts are fed in batches.
+  The first decision (say or call) is read from the prompt's own logits, a plain reply then
+  streams at the model's full speed, the tool is known (and the filler said) one pass later,
+  and a tool call's fixed parts are fed in batches.
 - The fixed prefix (instructions, tool list, worked examples) is identical for every call and
   evaluated at start-up; llama.cpp reuses it from the KV cache.
 - After a tool result, the tool's own ``say`` sentence is the reply: grounded and instant.
