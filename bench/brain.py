@@ -87,12 +87,12 @@ async def run(args: argparse.Namespace) -> None:
         for role, *rest in scenario.get("history") or []:
             if role == "tool":  # [tool, name, arguments, the sentence it returned]
                 name, arguments, say = rest
-                call = {"name": name, "arguments": json.dumps(arguments)}
+                function = {"name": name, "arguments": json.dumps(arguments)}
                 messages.append(
                     {
                         "role": "assistant",
                         "content": None,
-                        "tool_calls": [{"id": "c1", "type": "function", "function": call}],
+                        "tool_calls": [{"id": "c1", "type": "function", "function": function}],
                     }
                 )
                 messages.append(
