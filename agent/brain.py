@@ -3,9 +3,11 @@
 The pipeline talks to it with pipecat's OpenAILLMService, exactly as it talks to a cloud model.
 What makes a 1.5B model a dependable receptionist:
 
-- Output is grammar-constrained to one line: ``say: <reply>`` or ``call <tool> <json args>``,
-  with one branch per enabled tool and each tool's arguments following its schema. Two tokens
-  decide the branch, so a plain reply starts streaming almost at once.
+- Output is constrained to one line: ``say: <reply>`` or ``call <tool> <json args>``, with one
+  branch per enabled tool and each tool's arguments following its schema (agent/decoding.py).
+  The first decision (say or call) is read from the prompt's own logits, a plain reply then
+  streams at the model's full speed, the tool is known (and the filler said) one pass later,
+  and a tool call's fixed parts are fed in batches.
 - The fixed prefix (instructions, tool list, worked examples) is identical for every call and
   evaluated at start-up; llama.cpp reuses it from the KV cache.
 - After a tool result, the tool's own ``say`` sentence is the reply: grounded and instant.
@@ -33,79 +35,15 @@ from fastapi import APIRouter, HTTPException, Request
 from fastapi.responses import JSONResponse, StreamingResponse
 from loguru import logger
 
+from agent.decoding import Decoder, LlamaModel, Vocabulary, decode_line
 from agent.prompts import load_text, phrases, without_tools
 from agent.settings import Settings
 
 MAX_HISTORY_MESSAGES = 10
-MAX_REPLY_TOKENS = 90
-MAX_CALL_TOKENS = 120
+# A tool the model may call only after another ran in this call: booking is for a time that
+# was offered (the instructions say so; a 1.5B model hearing "book" forgets it).
+PREREQUISITES = {"book_appointment": "check_availability"}
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
-
-
-# --- Grammar -----------------------------------------------------------------------------------
-
-_STRING = r'"\"" ( [^"\\\n] | "\\" ["\\/bfnrt] ){0,120} "\""'
-
-
-def _value_rule(schema: dict[str, Any]) -> str:
-    kind = schema.get("type")
-    if "enum" in schema:
-        return " | ".join(json.dumps(json.dumps(v)) for v in schema["enum"])
-    if kind == "integer":
-        return '"-"? [0-9]{1,9}'
-    if kind == "number":
-        return '"-"? [0-9]{1,9} ("." [0-9]{1,4})?'
-    if kind == "boolean":
-        return '"true" | "false"'
-    return _STRING
-
-
-def _rule_name(text: str) -> str:
-    return re.sub(r"[^a-z0-9]+", "-", text.lower()).strip("-")
-
-
-def build_grammar(tools: list[dict[str, Any]]) -> str:
-    """GBNF: ``say: text`` or ``call NAME {args}`` for each tool, args in schema order.
-
-    Required arguments always appear; any subset of the optional ones may, in order.
-    """
-    lines = ['ws ::= " "?', 'reply ::= "say: " [^\\n]{1,400}']
-    branches = ["reply"]
-    for tool in tools:
-        function = tool["function"]
-        name = function["name"]
-        rule = _rule_name(name)
-        params = function.get("parameters") or {}
-        properties: dict[str, Any] = params.get("properties") or {}
-        required = set(params.get("required") or [])
-        members: list[tuple[str, bool]] = []
-        for key, schema in properties.items():
-            value_rule = f"{rule}-{_rule_name(key)}"
-            lines.append(f"{value_rule} ::= {_value_rule(schema)}")
-            members.append((f'"\\"{key}\\":" ws {value_rule}', key in required))
-        count = len(members)
-        # head-i: nothing written yet, members i.. to go; tail-i: something written already.
-        for i in range(count + 1):
-            head, tail = f"{rule}-head-{i}", f"{rule}-tail-{i}"
-            if i == count:
-                lines.append(f'{head} ::= ""')
-                if i > 0:
-                    lines.append(f'{tail} ::= ""')
-                continue
-            pair, is_required = members[i]
-            next_tail, next_head = f"{rule}-tail-{i + 1}", f"{rule}-head-{i + 1}"
-            if is_required:
-                lines.append(f"{head} ::= {pair} {next_tail}")
-                if i > 0:
-                    lines.append(f'{tail} ::= "," ws {pair} {next_tail}')
-            else:
-                lines.append(f"{head} ::= {pair} {next_tail} | {next_head}")
-                if i > 0:
-                    lines.append(f'{tail} ::= "," ws {pair} {next_tail} | {next_tail}')
-        lines.append(f'call-{rule} ::= "call {name} " "{{" {rule}-head-0 "}}"')
-        branches.append(f"call-{rule}")
-    lines.insert(0, "root ::= " + " | ".join(branches))
-    return "\n".join(lines) + "\n"
 
 
 # --- Prompt ------------------------------------------------------------------------------------
@@ -181,7 +119,9 @@ class LocalBrain:
         self.model_path = model_path
         self.model_name = model_name
         self._lock = threading.Lock()
-        self._grammar_cache: dict[str, Any] = {}
+        self._model = LlamaModel(llama)
+        self._vocabulary: Vocabulary | None = None
+        self._priming: threading.Thread | None = None
 
     @classmethod
     def load(cls, settings: Settings) -> LocalBrain:
@@ -250,13 +190,10 @@ class LocalBrain:
             parts.append(f"{IM_START}assistant\n")
         return "".join(parts)
 
-    def _grammar(self, tools: list[dict[str, Any]]) -> Any:
-        from llama_cpp import LlamaGrammar
-
-        text = build_grammar(tools)
-        if text not in self._grammar_cache:
-            self._grammar_cache[text] = LlamaGrammar.from_string(text, verbose=False)
-        return self._grammar_cache[text]
+    def _decoder(self) -> Decoder:
+        if self._vocabulary is None:
+            self._vocabulary = Vocabulary.of(self._model)
+        return Decoder(self._model, self._vocabulary)
 
     def warm_up(
         self,
@@ -282,7 +219,8 @@ class LocalBrain:
             for stale in cached.parent.glob("prefix-*.npz"):  # an older config's prefix
                 if stale != cached:
                     stale.unlink(missing_ok=True)
-        self._grammar(tools)
+        with self._lock:
+            self._decoder()  # the vocabulary masks, computed once
         source = "restored from cache" if loaded else f"{evaluated} tokens evaluated"
         logger.info(
             f"local LLM prompt prefix ready ({source}) in {time.perf_counter() - started:.1f}s"
@@ -325,7 +263,15 @@ class LocalBrain:
 
     def prime_later(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> None:
         """Prime in a background thread (the model lock orders it before the next request)."""
-        threading.Thread(target=self._prime_quietly, args=(messages, tools), daemon=True).start()
+        self._priming = threading.Thread(
+            target=self._prime_quietly, args=(messages, tools), daemon=True
+        )
+        self._priming.start()
+
+    def wait_primed(self, timeout: float | None = None) -> None:
+        """Wait for background priming (a caller's next turn comes after it in a real call)."""
+        if self._priming is not None:
+            self._priming.join(timeout)
 
     def _prime_quietly(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> None:
         try:
@@ -356,20 +302,43 @@ class LocalBrain:
             return len(tokens) - common
 
     def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Iterator[str]:
-        """Blocking generator of raw model text for one turn (holding the model lock)."""
+        """Blocking generator of the model's line, piece by piece (holding the model lock)."""
         prompt = self.build_prompt(messages, tools)
         with self._lock:
-            for chunk in self.llama.create_completion(
-                prompt,
-                max_tokens=MAX_CALL_TOKENS,
-                temperature=0.0,
-                top_k=1,
-                repeat_penalty=1.0,
-                grammar=self._grammar(tools),
-                stop=[IM_END, "\n"],
-                stream=True,
-            ):
-                yield chunk["choices"][0]["text"]
+            started = time.perf_counter()
+            decoder = self._decoder()
+            evaluated = self._model.sync(self._model.tokenize(prompt))
+            confidences: list[float] = []
+            line = ""
+            for piece in decode_line(decoder, routable_tools(messages, tools), confidences):
+                line += piece
+                yield piece
+            logger.debug(
+                f"local LLM: {evaluated} prompt tokens, line {line[:80]!r}, "
+                f"confidence {', '.join(f'{c:.2f}' for c in confidences)}, "
+                f"{time.perf_counter() - started:.2f}s"
+            )
+
+
+def routable_tools(
+    messages: list[dict[str, Any]], tools: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """The tools the model may choose now: those whose prerequisite ran earlier in the call.
+
+    The whole conversation counts, not just the trimmed window the model sees.
+    """
+    ran = {
+        call.get("function", {}).get("name")
+        for message in messages
+        if message.get("role") == "assistant"
+        for call in message.get("tool_calls") or []
+    }
+    return [
+        t
+        for t in tools
+        if PREREQUISITES.get(t["function"]["name"], t["function"]["name"]) in ran
+        or t["function"]["name"] not in PREREQUISITES
+    ]
 
 
 def parse_turn(raw: str, tools: list[dict[str, Any]]) -> Turn:
@@ -477,9 +446,9 @@ async def generate_events(
             if len(reply) > emitted:
                 yield "text", reply[emitted:]
                 emitted = len(reply)
-        elif not announced and (started := re.match(r"call (\w+) ", raw)):
-            # The model has chosen a tool; its arguments take a second or two more to write.
-            # Say the filler now so the caller is not left in silence.
+        elif not announced and (started := re.match(r"call (\w+)( |$)", raw)):
+            # The model has chosen a tool (the decoder writes its name whole); its arguments
+            # take a moment more. Say the filler now so the caller is not left in silence.
             announced = True
             if wants_filler(started.group(1)):
                 yield "text", phrases()["filler"]

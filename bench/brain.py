@@ -1,6 +1,8 @@
 """Benchmark the offline brain: tool choice, arguments and time to first words.
 
     .venv/bin/python -m bench.brain [--scenarios bench/brain_scenarios.yaml] [--limit N]
+    .venv/bin/python -m bench.brain --scenarios bench/brain_scenarios.yaml \
+        --scenarios bench/brain_heldout.yaml   # and the held-out phrasings, each scored apart
 
 Loads the local model as the server does (prefix evaluated at start-up), then for each scenario
 primes the conversation so far (as a live call does while the bot is talking) and times the
@@ -48,7 +50,12 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def run(args: argparse.Namespace) -> None:
-    scenarios = load_scenarios(Path(args.scenarios))[: args.limit or None]
+    files = args.scenarios or [str(ROOT / "bench" / "brain_scenarios.yaml")]
+    scenarios = [
+        {**scenario, "file": Path(name).name}
+        for name in files
+        for scenario in load_scenarios(Path(name))[: args.limit or None]
+    ]
     tmp = Path(tempfile.mkdtemp(prefix="frontdesk-bench-"))
     db = Database(f"sqlite+aiosqlite:///{tmp / 'bench.db'}")
     await db.migrate()
@@ -56,25 +63,47 @@ async def run(args: argparse.Namespace) -> None:
     business = await load_business(db)
     system = build_system_prompt(business, None, True)
     tools = ToolRegistry().openai_tools()
-    settings = Settings.from_env({"FRONTDESK_DATA_DIR": str(ROOT / "data")})
+    env = {"FRONTDESK_DATA_DIR": str(ROOT / "data")}
+    if args.threads:
+        env["FRONTDESK_LLM_THREADS"] = str(args.threads)
+    settings = Settings.from_env(env)
     started = time.perf_counter()
     brain = LocalBrain.load(settings)
-    brain.warm_up(tools, [{"role": "system", "content": system}])
+    cache = Path(args.prompt_cache) if args.prompt_cache else None
+    brain.warm_up(tools, [{"role": "system", "content": system}], cache)
     print(f"model loaded and prefix evaluated in {time.perf_counter() - started:.1f}s")
 
     greeting = {
         "role": "assistant",
         "content": "Thanks for calling Bella Hair Studio. How can I help?",
     }
-    tool_ok = args_ok = args_total = 0
+    counts: dict[str, list[int]] = {}  # file -> [scenarios, tool ok, args checked, args ok]
     first_token: list[float] = []
     first_sentence: list[float] = []
     filler: list[float] = []
     failures: list[str] = []
     for scenario in scenarios:
         messages: list[dict[str, Any]] = [{"role": "system", "content": system}, greeting]
-        for role, text in scenario.get("history") or []:
-            messages.append({"role": "user" if role == "caller" else "assistant", "content": text})
+        for role, *rest in scenario.get("history") or []:
+            if role == "tool":  # [tool, name, arguments, the sentence it returned]
+                name, arguments, say = rest
+                function = {"name": name, "arguments": json.dumps(arguments)}
+                messages.append(
+                    {
+                        "role": "assistant",
+                        "content": None,
+                        "tool_calls": [{"id": "c1", "type": "function", "function": function}],
+                    }
+                )
+                messages.append(
+                    {"role": "tool", "tool_call_id": "c1", "content": json.dumps({"say": say})}
+                )
+                messages.append({"role": "assistant", "content": say})
+            else:
+                messages.append(
+                    {"role": "user" if role == "caller" else "assistant", "content": rest[0]}
+                )
+        await asyncio.to_thread(brain.wait_primed)  # the last reply's priming (it was playing)
         await asyncio.to_thread(brain.prime, messages, tools)  # as a live call does meanwhile
         messages.append({"role": "user", "content": scenario["say"]})
         t0 = time.perf_counter()
@@ -94,7 +123,9 @@ async def run(args: argparse.Namespace) -> None:
         expected = scenario["tool"]
         got = call.tool if call else "none"
         ok = got == expected
-        tool_ok += ok
+        count = counts.setdefault(scenario["file"], [0, 0, 0, 0])
+        count[0] += 1
+        count[1] += ok
         if t_first is not None:
             first_token.append(t_first)
         if t_sentence is not None and not call:
@@ -103,10 +134,10 @@ async def run(args: argparse.Namespace) -> None:
             filler.append(t_filler)
         wanted = scenario.get("args") or {}
         if ok and expected != "none":
-            args_total += 1
+            count[2] += 1
             arguments = call.arguments or {} if call else {}
             good = all(re.search(p, str(arguments.get(k, "")), re.I) for k, p in wanted.items())
-            args_ok += good
+            count[3] += good
             if not good:
                 failures.append(f"ARGS  {scenario['say']!r}: {json.dumps(arguments)}")
         elif not ok:
@@ -117,18 +148,23 @@ async def run(args: argparse.Namespace) -> None:
                 f"{'ok ' if ok else 'BAD'} {t_first or 0:5.2f}s {scenario['say'][:60]!r} -> {got}"
             )
 
-    total = len(scenarios)
     print()
     for line in failures:
         print(line)
     print()
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
     print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cpus, llm threads={settings.llm_threads}"
+        f"machine: {platform.machine()}, {os.cpu_count()} cpus, "
+        f"llm threads={settings.llm_threads}, load average {load}"
     )
-    print(f"scenarios:            {total}")
-    print(f"tool choice accuracy: {tool_ok}/{total} = {100 * tool_ok / total:.1f}%")
-    if args_total:
-        print(f"argument accuracy:    {args_ok}/{args_total} = {100 * args_ok / args_total:.1f}%")
+    for name, (total, tool_ok, args_total, args_ok) in counts.items():
+        print(f"{name}: {total} scenarios")
+        print(f"  tool choice accuracy: {tool_ok}/{total} = {100 * tool_ok / total:.1f}%")
+        if args_total:
+            print(
+                f"  argument accuracy:    {args_ok}/{args_total} = "
+                f"{100 * args_ok / args_total:.1f}%"
+            )
     for name, values in (
         ("first token", first_token),
         ("first sentence (plain replies)", first_sentence),
@@ -144,8 +180,14 @@ async def run(args: argparse.Namespace) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--scenarios", default=str(ROOT / "bench" / "brain_scenarios.yaml"))
+    parser.add_argument(
+        "--scenarios",
+        action="append",
+        help="scenario file (repeatable; default bench/brain_scenarios.yaml)",
+    )
     parser.add_argument("--limit", type=int, default=0)
+    parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (default 2)")
+    parser.add_argument("--prompt-cache", default="", help="directory to keep the evaluated prefix")
     parser.add_argument("-v", "--verbose", action="store_true")
     asyncio.run(run(parser.parse_args()))
 

@@ -1,51 +1,96 @@
-"""The offline brain: grammar construction, parsing of streamed output, and the real model."""
+"""The offline brain: constrained decoding, parsing of streamed output, and the real model."""
 
 import json
 import re
 
 import pytest
 
-from agent.brain import build_grammar, parse_turn, render_tools
+from agent.brain import parse_turn, render_tools
+from agent.decoding import Decoder, Vocabulary, decode_line
+from tests.fakes.scripted_model import ScriptedModel
 from tools.registry import ToolRegistry
 
 TOOLS = ToolRegistry().openai_tools()
 
 
-def test_grammar_has_a_reply_branch_and_one_branch_per_tool():
-    grammar = build_grammar(TOOLS)
-    root = grammar.splitlines()[0]
-    branches = root.split("::=")[1].split("|")
-    assert len(branches) == len(TOOLS) + 1
-    assert "reply" in root
-    for tool in TOOLS:
-        assert f'"call {tool["function"]["name"]} "' in grammar
-    # Enumerations are closed: get_business_info can only name known topics.
-    topic_rule = next(
-        line for line in grammar.splitlines() if line.startswith("get-business-info-topic")
-    )
-    assert '\\"hours_today\\"' in topic_rule
+def decode(target: str, tools=TOOLS) -> tuple[str, ScriptedModel]:
+    model = ScriptedModel(target)
+    line = "".join(decode_line(Decoder(model, Vocabulary.of(model)), tools))
+    return line, model
 
 
-def test_grammar_only_lists_enabled_tools():
+def test_a_reply_streams_until_the_end_of_the_line():
+    line, _ = decode("say: Hello there! How can I help?")
+    assert line == "say: Hello there! How can I help?"
+    line, _ = decode("say: One line.\nA second line the decoder must not write.")
+    assert line == "say: One line."
+
+
+@pytest.mark.parametrize(
+    "target",
+    [
+        'call check_availability {"service": "haircut", "when": "this Friday at 2pm"}',
+        "call list_my_appointments {}",
+        "call cancel_appointment {}",
+        'call cancel_appointment {"when": "Thursday"}',
+        'call save_customer {"email": "jo at example dot com"}',  # optional "name" skipped
+        'call take_message {"message": "call back", "phone": "555 0142"}',
+        'call get_business_info {"topic": "hours"}',
+        'call get_business_info {"topic": "hours_today"}',
+        'call reschedule_appointment {"new_when": "Monday at 11", "current_when": "Friday"}',
+    ],
+)
+def test_tool_calls_follow_the_schema_and_parse(target):
+    line, _ = decode(target)
+    assert line == target
+    turn = parse_turn(line, TOOLS)
+    assert turn.kind == "call" and f"call {turn.tool} " in target
+    assert turn.arguments == json.loads(target.split(" ", 2)[2])
+
+
+def test_required_arguments_are_always_written():
+    # The model wants to close the object early; "when" is required, so it must be written.
+    line, _ = decode('call check_availability {"service": "haircut"}')
+    assert line.startswith('call check_availability {"service": "haircut", "when": "')
+
+
+def test_only_enabled_tools_and_known_enum_values_can_be_written():
     few = [t for t in TOOLS if t["function"]["name"] in ("end_call", "check_availability")]
-    grammar = build_grammar(few)
-    assert "book_appointment" not in grammar and "call end_call" in grammar
+    line, _ = decode('call book_appointment {"service": "haircut", "when": "2pm"}', few)
+    assert parse_turn(line, few).tool in ("end_call", "check_availability") or "again" in (
+        parse_turn(line, few).text
+    )
+    line, _ = decode('call get_business_info {"topic": "parking"}')
+    topic = json.loads(line.split(" ", 2)[2])["topic"]
+    assert topic in ("hours", "hours_today", "address", "prices", "services", "all")
 
 
-def test_grammar_is_accepted_by_llama_cpp():
-    import llama_cpp
+def test_a_value_cut_short_becomes_a_polite_re_ask():
+    rambling = 'call take_message {"message": "' + "la " * 200
+    line, _ = decode(rambling)
+    turn = parse_turn(line, TOOLS)
+    assert turn.kind == "say" and "again" in turn.text.lower()
+    ended = 'call take_message {"message": "please call'  # the turn ends inside the value
+    line, _ = decode(ended)
+    turn = parse_turn(line, TOOLS)
+    assert turn.kind == "say" and "again" in turn.text.lower()
 
-    assert llama_cpp.LlamaGrammar.from_string(build_grammar(TOOLS), verbose=False) is not None
+
+def test_fixed_parts_of_a_call_are_fed_in_batches():
+    target = 'call check_availability {"service": "haircut", "when": "Friday"}'
+    line, model = decode(target)
+    assert line == target
+    tokens = len(model.tokenize(target))
+    assert model.passes < tokens - 10  # one pass per free token, one per forced run
 
 
-def test_optional_arguments_may_appear_alone():
-    import llama_cpp
-
-    # Generate with a tiny fake vocabulary is not possible; check the rules instead.
-    grammar = build_grammar([t for t in TOOLS if t["function"]["name"] == "save_customer"])
-    head = next(line for line in grammar.splitlines() if line.startswith("save-customer-head-0"))
-    assert "save-customer-head-1" in head  # name may be skipped, so email can come first
-    assert llama_cpp.LlamaGrammar.from_string(grammar, verbose=False) is not None
+def test_the_routing_choice_lists_say_and_every_enabled_tool():
+    names = [t["function"]["name"] for t in TOOLS]
+    for name in names:
+        line, _ = decode(f"call {name} {{}}")
+        assert line.startswith(f"call {name} ")
+    line, _ = decode("say: Hi.")
+    assert line == "say: Hi."
 
 
 def test_parse_turn_handles_replies_calls_and_garbage():
@@ -71,6 +116,43 @@ def test_tool_list_is_rendered_compactly():
     assert "book_appointment(service, when, customer_name?, phone?)" in text
 
 
+class _LineBrain:
+    """generate_events' view of the brain: a line streamed in pieces, priming recorded."""
+
+    def __init__(self, pieces):
+        self.pieces = pieces
+        self.primed = []
+
+    def stream(self, messages, tools):
+        yield from self.pieces
+
+    def prime_later(self, messages, tools):
+        self.primed.append(messages)
+
+
+async def test_the_filler_comes_as_soon_as_the_tool_is_chosen():
+    from agent.brain import generate_events
+    from agent.prompts import phrases
+
+    brain = _LineBrain(["call", " check_availability", ' {"service": "', "hair", "cut"])
+    brain.pieces += ['", "when": "', "Friday", '"}']
+    events = [e async for e in generate_events(brain, [{"role": "user", "content": "x"}], TOOLS)]
+    assert events[0] == ("text", phrases()["filler"])
+    assert events[1][0] == "call" and events[1][1].arguments["when"] == "Friday"
+
+
+async def test_a_reply_is_streamed_in_pieces_and_a_broken_line_is_a_re_ask():
+    from agent.brain import generate_events
+
+    brain = _LineBrain(["say:", " Hello", " there", "!"])
+    events = [e async for e in generate_events(brain, [{"role": "user", "content": "x"}], TOOLS)]
+    assert events == [("text", "Hello"), ("text", " there"), ("text", "!")]
+    assert brain.primed  # the reply is primed into the cache while it plays
+    brain = _LineBrain(["call", " take_message", ' {"message": "', "uh"])
+    events = [e async for e in generate_events(brain, [{"role": "user", "content": "x"}], TOOLS)]
+    assert [k for k, _ in events] == ["text"] and "again" in events[-1][1].lower()
+
+
 # --- The real model (slow: loads 1.1 GB; runs in CI) -------------------------------------------
 
 ROUTING = [
@@ -88,7 +170,7 @@ ROUTING = [
 
 
 @pytest.fixture(scope="module")
-def brain():
+def brain(tmp_path_factory):
     from agent.brain import LocalBrain
     from agent.settings import Settings
     from tests.conftest import LOCAL_MODEL
@@ -97,7 +179,7 @@ def brain():
     loaded.warm_up(
         TOOLS,
         [{"role": "system", "content": "Facts:\n- Business: Bella Hair Studio."}],
-        LOCAL_MODEL.parent / "prompt-cache",
+        tmp_path_factory.mktemp("prompt-cache"),
     )
     return loaded
 
@@ -135,3 +217,36 @@ async def test_real_model_answers_small_talk_in_words(brain):
     assert events and all(kind == "text" for kind, _ in events)
     text = "".join(value for _, value in events)
     assert len(text.split()) >= 3 and "{" not in text
+
+
+def test_booking_is_offered_to_the_model_only_after_availability_was_checked():
+    from agent.brain import routable_tools
+
+    def names(messages):
+        return {t["function"]["name"] for t in routable_tools(messages, TOOLS)}
+
+    fresh = [{"role": "user", "content": "Can I book a haircut Friday at 2?"}]
+    assert "book_appointment" not in names(fresh)
+    assert "check_availability" in names(fresh) and len(names(fresh)) == len(TOOLS) - 1
+    checked = [
+        *fresh,
+        {
+            "role": "assistant",
+            "tool_calls": [
+                {"function": {"name": "check_availability", "arguments": "{}"}, "type": "function"}
+            ],
+        },
+        {"role": "tool", "content": '{"say": "Friday I have two or four."}'},
+        {"role": "user", "content": "Two, please."},
+    ]
+    assert "book_appointment" in names(checked)
+
+
+def test_a_choice_is_known_before_its_tokens_are_fed():
+    model = ScriptedModel('call check_availability {"service": "cut", "when": "noon"}')
+    pieces = decode_line(Decoder(model, Vocabulary.of(model)), TOOLS)
+    assert next(pieces) == "call"
+    assert model.passes == 0  # decided from the prompt's logits; "call" is not fed yet
+    assert next(pieces) == " check_availability"
+    # The name is known (so the filler can be said) before its last tokens cost a pass.
+    assert model.written().startswith("call") and len(model.written()) < len("call check")

@@ -167,7 +167,7 @@ async def _check(
 
 @tool()
 async def check_availability(ctx: ToolContext, service: str, when: str) -> ToolResult:
-    """Find free appointment times for a service near the time the caller asked for.
+    """Find free appointment times near the time the caller asked for (always before booking).
 
     Args:
         service: The service in the caller's words, e.g. "haircut" or "color".
@@ -210,7 +210,7 @@ async def check_availability(ctx: ToolContext, service: str, when: str) -> ToolR
 async def book_appointment(
     ctx: ToolContext, service: str, when: str, customer_name: str = "", phone: str = ""
 ) -> ToolResult:
-    """Book an appointment at an exact time the caller chose.
+    """Book an appointment at one of the offered times the caller chose.
 
     Args:
         service: The service in the caller's words, e.g. "haircut".
@@ -383,7 +383,7 @@ async def cancel_appointment(ctx: ToolContext, when: str = "") -> ToolResult:
 async def reschedule_appointment(
     ctx: ToolContext, new_when: str, current_when: str = ""
 ) -> ToolResult:
-    """Move one of the caller's upcoming appointments to a new exact time.
+    """Move one of the caller's upcoming appointments to a new time.
 
     Args:
         new_when: The caller's words for the new time, e.g. "Saturday at 11".

@@ -126,7 +126,7 @@ async def find_customer(ctx: ToolContext, phone: str = "") -> ToolResult:
 async def save_customer(
     ctx: ToolContext, name: str = "", email: str = "", phone: str = ""
 ) -> ToolResult:
-    """Save the caller's name and/or email address to their customer record.
+    """Save the name and/or email the caller just told you to their customer record.
 
     Args:
         name: The caller's full name as they said it.

@@ -142,7 +142,7 @@ def callback_time(business: Any, now: datetime) -> tuple[datetime | None, str]:
 
 @tool(filler=False, timeout_secs=10.0)
 async def transfer_to_human(ctx: ToolContext, reason: str) -> ToolResult:
-    """Connect the caller to a person at the business (they asked for one, or you cannot help).
+    """Connect the caller to a person now (they ask for a person or the manager, or are upset).
 
     Args:
         reason: Why, in a few words, e.g. "wants to discuss a complaint".
@@ -157,7 +157,7 @@ async def transfer_to_human(ctx: ToolContext, reason: str) -> ToolResult:
 async def take_message(
     ctx: ToolContext, message: str, name: str = "", phone: str = ""
 ) -> ToolResult:
-    """Take a message for the team and promise a callback (after hours, or nobody answers).
+    """Take a message for the team and promise a callback (caller wants a call back or a message).
 
     Args:
         message: What the caller wants, in a sentence.

@@ -69,7 +69,7 @@ def _first_sentences(text: str, count: int = 2) -> str:
 
 @tool(timeout_secs=3.0)
 async def search_knowledge_base(ctx: ToolContext, query: str) -> ToolResult:
-    """Search the business's knowledge base (policies, parking, payment, products, FAQs).
+    """Search the knowledge base (policies, parking, payment, products, offerings, FAQs).
 
     Args:
         query: The caller's question in their own words.

@@ -1,0 +1,307 @@
+"""Constrained decoding of the brain's one-line output, driven token by token from Python.
+
+The line is ``say: <reply>`` or ``call <tool> {json args}``. Instead of a GBNF grammar applied
+to the whole vocabulary at every step (slow with Qwen's 152k tokens, and every forced token
+still costs a forward pass), the decoder walks the structure itself:
+
+- Choices (``say`` or ``call``, which tool, which argument key comes next, an enumerated value,
+  closing the object) are made by comparing the logits of the options' tokens only. As soon as
+  one option is left, its remaining tokens are evaluated in one batch.
+- Free text (the reply, a string argument) is greedy decoding with a precomputed mask; a reply
+  ends at the end of the line, a string value at its closing quote.
+
+Option texts start and end where Qwen's pre-tokenizer splits anyway (between letters and
+punctuation), so the tokens fed are the ones the model would have written itself.
+
+:class:`LlamaModel` adapts llama-cpp-python's ``Llama``; tests use a small scripted model with
+the same four methods.
+"""
+
+from __future__ import annotations
+
+import codecs
+import ctypes
+import json
+from collections.abc import Generator, Iterator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+import numpy as np
+
+MAX_REPLY_TOKENS = 90
+MAX_VALUE_TOKENS = 40  # a value is a few words; 40 tokens means the model is rambling
+
+
+class Model(Protocol):
+    """What the decoder needs from a language model holding a KV cache."""
+
+    def tokenize(self, text: str) -> list[int]: ...
+
+    def eval(self, tokens: list[int]) -> None:
+        """Append tokens to the context (one forward pass for the batch)."""
+
+    def logits(self) -> np.ndarray:
+        """Next-token logits after the last evaluated token."""
+
+    def pieces(self) -> list[bytes]:
+        """Each token's text (b"" for control tokens); the index is the token id."""
+
+    def end_tokens(self) -> set[int]:
+        """Tokens that end a turn (end of text, end of message)."""
+
+
+@dataclass
+class Vocabulary:
+    """Masks over the vocabulary, computed once per model."""
+
+    pieces: list[bytes]
+    reply_ok: np.ndarray  # tokens allowed in a reply (no newline, no control tokens)
+    string_ok: np.ndarray  # tokens allowed inside a JSON string (and its closing quote)
+
+    ends: set[int]
+
+    @classmethod
+    def of(cls, model: Model) -> Vocabulary:
+        pieces = model.pieces()
+        ends = model.end_tokens()
+        reply_ok = np.array([bool(p) and b"\n" not in p and b"\r" not in p for p in pieces])
+        for token in ends:
+            reply_ok[token] = True  # an end token closes a reply (or cuts a value short)
+        string_ok = reply_ok & np.array([b"\\" not in p for p in pieces])
+        return cls(pieces, reply_ok, string_ok, ends)
+
+
+class Decoder:
+    """Decodes one line into the model's context; yields the line's text as it is decided."""
+
+    def __init__(self, model: Model, vocabulary: Vocabulary) -> None:
+        self.model = model
+        self.vocab = vocabulary
+        self._token_cache: dict[str, list[int]] = {}
+        self._pending: list[int] = []  # decided tokens, evaluated when logits are next needed
+
+    def _logits(self) -> np.ndarray:
+        if self._pending:
+            self.model.eval(self._pending)
+            self._pending = []
+        return self.model.logits()
+
+    def _tokens(self, text: str) -> list[int]:
+        if text not in self._token_cache:
+            self._token_cache[text] = self.model.tokenize(text)
+        return self._token_cache[text]
+
+    def choose(self, options: list[str]) -> tuple[int, float]:
+        """Pick one option by the model's preference; (index, probability).
+
+        The chosen option's tokens are fed to the model lazily, in one batch with whatever
+        is decided next, so the caller can act on the choice (say a filler) before that pass.
+
+        The probability is the model's share for the first token of the chosen path among the
+        options' first tokens (a confidence for routing decisions).
+        """
+        paths = [self._tokens(o) for o in options]
+        alive = [i for i, p in enumerate(paths) if p]
+        if not alive:
+            raise ValueError("choose() needs at least one non-empty option")
+        depth, confidence = 0, 1.0
+        while True:
+            finished = [i for i in alive if len(paths[i]) == depth]
+            if finished:
+                chosen = finished[0]
+                break
+            logits = self._logits()
+            candidates = sorted({paths[i][depth] for i in alive})
+            scores = np.array([logits[t] for t in candidates], dtype=np.float64)
+            best = candidates[int(scores.argmax())]
+            if depth == 0:
+                shares = np.exp(scores - scores.max())
+                confidence = float(shares.max() / shares.sum())
+            alive = [i for i in alive if paths[i][depth] == best]
+            if len(alive) == 1:
+                chosen = alive[0]
+                break
+            self._pending.append(best)  # fed before the next step's logits
+            depth += 1
+        self._pending.extend(paths[chosen][depth:])
+        return chosen, confidence
+
+    def free_text(
+        self, allowed: np.ndarray, cut: Any, max_tokens: int
+    ) -> Generator[str, None, str]:
+        """Greedy text; returns why it stopped: "stop", "end" or "length".
+
+        ``cut(piece)`` gives the byte offset where the text must stop inside a token, or -1.
+        The token holding the cut is not fed; the text before the cut is yielded and fed.
+        An end token (or a masked-out best choice) ends the text with "end".
+        """
+        utf8 = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        banned = np.where(allowed, 0.0, -np.inf)
+        for _ in range(max_tokens):
+            logits = self._logits() + banned
+            token = int(logits.argmax())
+            if token in self.vocab.ends or not np.isfinite(logits[token]):
+                return "end"
+            piece = self.vocab.pieces[token]
+            at = cut(piece)
+            if at >= 0:
+                head = utf8.decode(piece[:at], final=True)
+                if head:
+                    self._pending.extend(self.model.tokenize(head))
+                    yield head
+                return "stop"
+            self._pending.append(token)
+            text = utf8.decode(piece)
+            if text:
+                yield text
+        return "length"
+
+
+def _newline(piece: bytes) -> int:
+    return min((i for i in (piece.find(b"\n"), piece.find(b"\r")) if i >= 0), default=-1)
+
+
+def _quote(piece: bytes) -> int:
+    return piece.find(b'"')
+
+
+def _not_number(piece: bytes) -> int:
+    return 0 if piece.strip(b"0123456789.-") else -1
+
+
+def decode_line(
+    decoder: Decoder, tools: list[dict[str, Any]], confidences: list[float] | None = None
+) -> Iterator[str]:
+    """Yield the pieces of one line: ``say: ...`` or ``call NAME {...}``.
+
+    A value cut short (too long, or the turn ended inside it) leaves the line unfinished; the
+    caller's parser turns that into a polite re-ask. ``confidences`` collects the routing
+    probabilities (say/call, then which tool) for logging.
+    """
+    names = [t["function"]["name"] for t in tools]
+    route, confidence = decoder.choose(["say:", "call"] if names else ["say:"])
+    if confidences is not None:
+        confidences.append(confidence)
+    if route == 0:
+        yield "say:"
+        yield from decoder.free_text(decoder.vocab.reply_ok, _newline, MAX_REPLY_TOKENS)
+        return
+    yield "call"
+    index, confidence = decoder.choose([f" {name}" for name in names])
+    if confidences is not None:
+        confidences.append(confidence)
+    yield f" {names[index]}"
+    yield from _arguments(decoder, tools[index]["function"].get("parameters") or {})
+
+
+def _arguments(decoder: Decoder, params: dict[str, Any]) -> Iterator[str]:
+    """The JSON object, keys in schema order: required ones always, optional ones by choice."""
+    properties: list[tuple[str, dict[str, Any]]] = list((params.get("properties") or {}).items())
+    required = set(params.get("required") or [])
+
+    def next_keys(position: int, lead: str, close: str) -> list[tuple[str, int]]:
+        """Options from ``position``: each key up to the first required one, or closing."""
+        options = []
+        for i in range(position, len(properties)):
+            key, schema = properties[i]
+            options.append((f'{lead}"{key}": {_opening(schema)}', i))
+            if key in required:
+                return options
+        return [*options, (close, -1)]
+
+    options = next_keys(0, " {", " {}")
+    chosen, _ = decoder.choose([text for text, _ in options])
+    text, current = options[chosen]
+    yield text
+    while current >= 0:
+        _key, schema = properties[current]
+        quote = '"' if _is_string(schema) else ""
+        if "enum" in schema or schema.get("type") == "boolean":
+            # Value and what follows are one choice: "hours" and "hours_today" differ late.
+            values = [_enum_text(v) for v in schema.get("enum") or [True, False]]
+            after = next_keys(current + 1, quote + ", ", quote + "}")
+            combos = [(value + text, i) for value in values for text, i in after]
+            chosen, _ = decoder.choose([text for text, _ in combos])
+            text, current = combos[chosen]
+            yield text
+            continue
+        number = schema.get("type") in ("integer", "number")
+        why = yield from decoder.free_text(
+            decoder.vocab.reply_ok if number else decoder.vocab.string_ok,
+            _not_number if number else _quote,
+            MAX_VALUE_TOKENS,
+        )
+        if why != "stop":
+            return  # cut short: the line stays unfinished
+        options = next_keys(current + 1, quote + ", ", quote + "}")
+        chosen, _ = decoder.choose([text for text, _ in options])
+        text, current = options[chosen]
+        yield text
+
+
+def _is_string(schema: dict[str, Any]) -> bool:
+    if "enum" in schema:
+        return all(isinstance(v, str) for v in schema["enum"])
+    return schema.get("type", "string") == "string"
+
+
+def _opening(schema: dict[str, Any]) -> str:
+    """What follows ``"key": `` before the value's own words: the quote of a string."""
+    return '"' if _is_string(schema) else ""
+
+
+def _enum_text(value: Any) -> str:
+    text = json.dumps(value)
+    return text[1:-1] if text.startswith('"') else text  # quotes come from key and closer
+
+
+class LlamaModel:
+    """:class:`Model` over llama-cpp-python's ``Llama`` (its KV cache and token history)."""
+
+    def __init__(self, llama: Any) -> None:
+        self.llama = llama
+
+    def tokenize(self, text: str) -> list[int]:
+        return list(self.llama.tokenize(text.encode(), add_bos=False, special=True))
+
+    def eval(self, tokens: list[int]) -> None:
+        self.llama.eval(tokens)
+
+    def logits(self) -> np.ndarray:
+        from llama_cpp import llama_cpp
+
+        pointer = llama_cpp.llama_get_logits_ith(self.llama._ctx.ctx, -1)
+        return np.ctypeslib.as_array(pointer, shape=(self.llama.n_vocab(),)).copy()
+
+    def pieces(self) -> list[bytes]:
+        from llama_cpp import llama_cpp
+
+        vocab = self.llama._model.vocab
+        buffer = ctypes.create_string_buffer(256)
+        out = []
+        for token in range(self.llama.n_vocab()):
+            n = llama_cpp.llama_token_to_piece(vocab, token, buffer, 256, 0, False)
+            out.append(buffer.raw[: max(n, 0)])
+        return out
+
+    def end_tokens(self) -> set[int]:
+        ends = {int(self.llama.token_eos())}
+        ends.update(self.tokenize("<|im_end|>")[:1])
+        return ends
+
+    def sync(self, tokens: list[int]) -> int:
+        """Make the context exactly ``tokens``, reusing the longest cached prefix.
+
+        Returns how many tokens had to be evaluated. At least the last one is re-evaluated
+        when everything is cached, so that its logits are fresh.
+        """
+        cached = list(self.llama.input_ids[: self.llama.n_tokens])
+        common = 0
+        for a, b in zip(cached, tokens, strict=False):
+            if a != b:
+                break
+            common += 1
+        common = min(common, len(tokens) - 1)
+        self.llama.n_tokens = common
+        self.llama.eval(tokens[common:])
+        return len(tokens) - common
