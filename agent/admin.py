@@ -108,7 +108,21 @@ class StaffIn(BaseModel):
 
 
 class EscalationIn(BaseModel):
-    escalation_number: str = Field("", description="Where 'a person, please' calls go; E.164")
+    escalation_numbers: list[str] | None = Field(
+        None,
+        description=(
+            "The numbers 'a person, please' calls ring at once, first answer wins (at most 10, "
+            "no duplicates, not the business's own number); [] takes a message instead"
+        ),
+        examples=[["+14135550199", "+14135550198"]],
+    )
+    escalation_number: str | None = Field(
+        None,
+        description=(
+            "Older single-number form, for scripts: sent alone it sets that one number "
+            "(replacing the list; '' for none). Prefer escalation_numbers"
+        ),
+    )
     warm_transfer: bool = Field(True, description="Announce the caller before connecting")
 
 
@@ -408,7 +422,7 @@ def install_admin(app: FastAPI, state: Any) -> ConfigApplier:
     async def delete_staff(staff_id: int, who: Actor = Who) -> dict[str, Any]:
         return await service.remove_staff(who.name, staff_id)
 
-    @router.put("/escalation", summary="Escalation number and warm/cold transfer")
+    @router.put("/escalation", summary="Escalation numbers and warm/cold transfer")
     async def put_escalation(body: EscalationIn, who: Actor = Who) -> dict[str, Any]:
         return await apply(await service.update_escalation(who.name, body.model_dump()))
 

@@ -386,7 +386,103 @@ async def test_staff_and_their_services(api, db):
     assert [m["active"] for m in config["staff"] if m["name"] == "Lena"] == [False]
 
 
-async def test_escalation_number_is_a_real_number_and_not_our_own(live_server, api, db):
+async def test_escalation_numbers_reach_the_next_call(live_server, api, db):
+    seeded = (await api.get("/api/admin/config")).json()["escalation"]
+    assert seeded["escalation_numbers"] == ["+14135550199"]  # tools/business.yaml
+    assert seeded["escalation_number"] == "+14135550199"
+    before = len(await audit_entries(api))
+    saved = await api.put(
+        "/api/admin/escalation",
+        json={"escalation_numbers": ["(413) 555-0198", "+44 20 7946 0958"], "warm_transfer": False},
+    )
+    assert saved.status_code == 200, saved.text
+    business = await load_business(db)  # what the next call's transfer rings
+    assert business.escalation_numbers == ("+14135550198", "+442079460958")
+    assert (business.escalation_number, business.warm_transfer) == ("+14135550198", False)
+    # The over-capacity fallback dials the new first number without a restart.
+    assert live_server.app.state.frontdesk.escalation_number == "+14135550198"
+    shown = (await api.get("/api/admin/config")).json()["escalation"]
+    assert shown["escalation_numbers"] == ["+14135550198", "+442079460958"]
+    entries = await audit_entries(api)
+    assert len(entries) == before + 1 and entries[0]["entity"] == "escalation"
+    assert entries[0]["changes"]["escalation_numbers"] == [
+        "+14135550199",
+        "+14135550198,+442079460958",
+    ]
+    assert entries[0]["changes"]["escalation_number"] == ["+14135550199", "+14135550198"]
+    # Order matters: the first is the one the over-capacity fallback dials.
+    reordered = await api.put(
+        "/api/admin/escalation",
+        json={"escalation_numbers": ["+442079460958", "+14135550198"], "warm_transfer": True},
+    )
+    assert reordered.status_code == 200, reordered.text
+    business = await load_business(db)
+    assert business.escalation_numbers == ("+442079460958", "+14135550198")
+    assert business.escalation_number == "+442079460958"
+    assert live_server.app.state.frontdesk.escalation_number == "+442079460958"
+    # Ten ring at once; none at all means a message is taken instead.
+    ten = [f"+1413555{110 + i:04d}" for i in range(10)]
+    full = await api.put("/api/admin/escalation", json={"escalation_numbers": ten})
+    assert full.status_code == 200, full.text
+    assert (await load_business(db)).escalation_numbers == tuple(ten)
+    cleared = await api.put("/api/admin/escalation", json={"escalation_numbers": []})
+    assert cleared.status_code == 200, cleared.text
+    business = await load_business(db)
+    assert (business.escalation_numbers, business.escalation_number) == ((), "")
+    assert live_server.app.state.frontdesk.escalation_number == ""
+
+
+async def test_escalation_numbers_are_checked_per_row_and_nothing_is_saved(api, db):
+    start = await api.put(
+        "/api/admin/escalation",
+        json={"escalation_numbers": ["+14135550198"], "warm_transfer": True},
+    )
+    assert start.status_code == 200, start.text
+    before, audited = await load_business(db), len(await audit_entries(api))
+    own = "(413) 555-0100"  # the business's own number, written differently
+    assert (await load_business(db)).phone == "+14135550100"
+    bad = await api.put(
+        "/api/admin/escalation",
+        json={
+            "escalation_numbers": [
+                "+44 20 7946 0958",
+                "555-12",
+                " ",
+                own,
+                "+1 413-555-0198",
+                "+442079460958",
+            ],
+            "warm_transfer": False,
+        },
+    )
+    assert bad.status_code == 422
+    errors = bad.json()["errors"]
+    assert set(errors) == {f"escalation_numbers.{i}" for i in (1, 2, 3, 5)}
+    assert "not a" in errors["escalation_numbers.1"]
+    assert "empty" in errors["escalation_numbers.2"]
+    assert "loop" in errors["escalation_numbers.3"]
+    assert "same number as number 1" in errors["escalation_numbers.5"]
+    too_many = [f"+1413555{110 + i:04d}" for i in range(11)]
+    eleven = await api.put("/api/admin/escalation", json={"escalation_numbers": too_many})
+    assert eleven.status_code == 422
+    assert "at most 10" in eleven.json()["errors"]["escalation_numbers"]
+    for body, field in (
+        ({"escalation_numbers": "+14135550198"}, "escalation_numbers"),
+        ({"escalation_numbers": [4135550198]}, "escalation_numbers.0"),
+        ({"warm_transfer": False}, "escalation_numbers"),  # neither form: nothing is cleared
+    ):
+        refused = await api.put("/api/admin/escalation", json=body)
+        assert refused.status_code == 422 and field in refused.json()["errors"], refused.text
+    after = await load_business(db)
+    assert (after.escalation_numbers, after.warm_transfer) == (before.escalation_numbers, True)
+    assert len(await audit_entries(api)) == audited
+
+
+async def test_the_single_escalation_number_field_still_works_for_scripts(live_server, api, db):
+    two = ["+14135550198", "+442079460958"]
+    assert (
+        await api.put("/api/admin/escalation", json={"escalation_numbers": two})
+    ).status_code == 200
     bad = await api.put(
         "/api/admin/escalation", json={"escalation_number": "555-12", "warm_transfer": True}
     )
@@ -397,20 +493,35 @@ async def test_escalation_number_is_a_real_number_and_not_our_own(live_server, a
     )
     assert loop.status_code == 422
     assert "loop" in loop.json()["errors"]["escalation_number"]
+    # Sent alone it sets the one number to ring, replacing the list.
     good = await api.put(
         "/api/admin/escalation",
-        json={"escalation_number": "+44 20 7946 0958", "warm_transfer": False},
+        json={"escalation_number": "+1 (413) 555-0197", "warm_transfer": False},
     )
     assert good.status_code == 200, good.text
     business = await load_business(db)
-    assert (business.escalation_number, business.warm_transfer) == ("+442079460958", False)
-    # The over-capacity fallback dials the new number without a restart.
-    assert live_server.app.state.frontdesk.escalation_number == "+442079460958"
+    assert business.escalation_numbers == ("+14135550197",)
+    assert (business.escalation_number, business.warm_transfer) == ("+14135550197", False)
+    assert live_server.app.state.frontdesk.escalation_number == "+14135550197"
+    # A config read back with only the list edited: the list wins over the stale single number.
+    escalation = (await api.get("/api/admin/config")).json()["escalation"]
+    escalation["escalation_numbers"] = two
+    edited = await api.put("/api/admin/escalation", json=escalation)
+    assert edited.status_code == 200, edited.text
+    assert (await load_business(db)).escalation_numbers == tuple(two)
+    # Both changed and they disagree: refused rather than guessing.
+    clash = await api.put(
+        "/api/admin/escalation",
+        json={"escalation_numbers": two, "escalation_number": "+14135550197"},
+    )
+    assert clash.status_code == 422 and "escalation_number" in clash.json()["errors"]
+    assert (await load_business(db)).escalation_numbers == tuple(two)
     cleared = await api.put(
         "/api/admin/escalation", json={"escalation_number": "", "warm_transfer": True}
     )
     assert cleared.status_code == 200
-    assert (await load_business(db)).escalation_number == ""
+    business = await load_business(db)
+    assert (business.escalation_numbers, business.escalation_number) == ((), "")
 
 
 async def test_tools_switch_on_and_off(api, db):

@@ -68,14 +68,22 @@ async def test_owner_configures_on_the_page_and_the_next_call_follows(live_serve
         await page.click("#kb-search button")
         await expect(page.locator("details.article summary").first).to_contain_text("Bike")
 
-        # A bad escalation number is refused with a message next to the field.
+        # Escalation numbers are a list: a bad row is refused with a message next to that row.
         await page.click("nav a[href='#handling']")
-        await page.fill("#escalation-form [name=escalation_number]", "555-12")
+        await page.click("#escalation-form button:has-text('Add number')")
+        second = page.locator('#escalation-form [data-field="escalation_numbers.1"]')
+        await second.fill("555-12")
         await page.click("#escalation-form button[type=submit]")
-        message = page.locator("#escalation-form [data-error=escalation_number]")
+        message = page.locator('#escalation-form [data-error="escalation_numbers.1"]')
         await message.wait_for()
         assert "not a" in (await message.inner_text())
-        assert "invalid" in (await page.get_attribute("#escalation-form input", "class") or "")
+        assert "invalid" in (await second.get_attribute("class") or "")
+        # Fixed, it is saved and shown back as dialled (E.164).
+        await second.fill("(413) 555-0198")
+        await page.click("#escalation-form button[type=submit]")
+        await expect(
+            page.locator('#escalation-form [data-field="escalation_numbers.1"]')
+        ).to_have_value("+14135550198")
 
         # Switch take_message off.
         await page.uncheck("#tools-form input[name=take_message]")
@@ -138,6 +146,9 @@ async def test_owner_configures_on_the_page_and_the_next_call_follows(live_serve
 
         # The change log says who did what.
         await page.click("nav a[href='#audit']")
+        await expect(page.locator("main h1")).to_have_text(
+            "Change log"
+        )  # not the last page's table
         await page.wait_for_selector("main table tbody tr")
         log = await page.inner_text("main table")
         assert "Owner (admin token)" in log

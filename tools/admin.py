@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tools import schema
-from tools.business import WEEKDAYS
+from tools.business import MAX_ESCALATION_NUMBERS, WEEKDAYS, stored_escalation_numbers
 from tools.db import Database, new_id, utc_now
 from tools.knowledge import search_articles
 from tools.registry import ToolRegistry
@@ -329,17 +329,83 @@ def validate_staff(data: dict[str, Any]) -> dict[str, Any]:
     return {"name": name, "services": sorted(set(raw))}
 
 
-def validate_escalation(data: dict[str, Any], business_phone: str) -> dict[str, Any]:
+def validate_escalation(
+    data: dict[str, Any], business_phone: str, current_number: str = ""
+) -> dict[str, Any]:
+    """``{"escalation_numbers": ["+14135550199", ...], "warm_transfer": true}``: the numbers a
+    transfer rings at once (an empty list: take a message instead).
+
+    The older single ``escalation_number`` is still accepted: sent alone, it replaces the list
+    with that one number ("" for none). Sent with the list, it must be the list's first number
+    or its stored value ``current_number`` (a config read back with only the list edited).
+    Returns the business columns to write: both ``escalation_numbers`` (comma-separated) and
+    ``escalation_number`` (the first, or "") and ``warm_transfer``.
+    """
     errors = _Errors()
-    number = _phone(data, "escalation_number", errors)
     warm = _bool(data, "warm_transfer", errors, True)
-    if number and business_phone and number == business_phone:
+    listed, single = data.get("escalation_numbers"), data.get("escalation_number")
+    own = _normalized(business_phone)
+    numbers: list[str] = []
+    if listed is None and single is None:
         errors.add(
-            "escalation_number",
-            "this is the receptionist's own number; transferred calls would loop back to it",
+            "escalation_numbers",
+            "the list of numbers to ring is required (an empty list: take a message instead)",
         )
+    elif listed is None:
+        number = _phone(data, "escalation_number", errors)
+        if number and own and number == own:
+            errors.add("escalation_number", _LOOP)
+        numbers = [number] if number else []
+    elif not isinstance(listed, list):
+        errors.add("escalation_numbers", "expected a list of phone numbers")
+    else:
+        if len(listed) > MAX_ESCALATION_NUMBERS:
+            errors.add(
+                "escalation_numbers",
+                f"at most {MAX_ESCALATION_NUMBERS} numbers can ring at once "
+                f"(got {len(listed)}); remove {len(listed) - MAX_ESCALATION_NUMBERS}",
+            )
+        for i, raw in enumerate(listed):
+            where = f"escalation_numbers.{i}"
+            if isinstance(raw, str) and not raw.strip():
+                errors.add(where, "empty; enter a number or remove this row")
+                continue
+            number = _phone({where: raw}, where, errors)
+            if where in errors.errors:
+                continue
+            if own and number == own:
+                errors.add(where, _LOOP)
+            elif number in numbers:
+                errors.add(where, f"the same number as number {numbers.index(number) + 1}")
+            numbers.append(number)
+        if single is not None and not errors.errors:
+            first = numbers[0] if numbers else ""
+            if _normalized(single) not in (first, _normalized(current_number)):
+                errors.add(
+                    "escalation_number",
+                    f"{single!r} is not the first of escalation_numbers; "
+                    "send only escalation_numbers",
+                )
     errors.raise_if_any()
-    return {"escalation_number": number, "warm_transfer": warm}
+    return {
+        "escalation_numbers": ",".join(numbers),
+        "escalation_number": numbers[0] if numbers else "",
+        "warm_transfer": warm,
+    }
+
+
+_LOOP = "this is the receptionist's own number; transferred calls would loop back to it"
+
+
+def _normalized(number: Any) -> str:
+    """E.164 of ``number`` if it is one, else the text as given ("" for nothing)."""
+    text = number.strip() if isinstance(number, str) else ""
+    if not text:
+        return ""
+    try:
+        return valid_phone(text)
+    except ValueError:
+        return text
 
 
 def validate_tools(data: dict[str, Any], current_disabled: frozenset[str]) -> frozenset[str]:
@@ -600,6 +666,7 @@ class AdminService:
             "services": services,
             "staff": staff,
             "escalation": {
+                "escalation_numbers": list(stored_escalation_numbers(row)),
                 "escalation_number": row["escalation_number"],
                 "warm_transfer": bool(row["warm_transfer"]),
             },
@@ -647,8 +714,8 @@ class AdminService:
 
     async def update_escalation(self, actor: str, data: dict[str, Any]) -> dict[str, list[Any]]:
         async with self.db.read() as conn:
-            phone = (await self._business_row(conn))["phone"]
-        clean = validate_escalation(data, phone)
+            row = await self._business_row(conn)
+        clean = validate_escalation(data, row["phone"], row["escalation_number"])
         return await self._update_business(actor, "escalation", clean, "escalation")
 
     async def update_tools(self, actor: str, data: dict[str, Any]) -> dict[str, list[Any]]:

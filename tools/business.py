@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from datetime import date, datetime, time, timedelta
 from pathlib import Path
@@ -120,6 +121,10 @@ def _closing_time(text: str) -> time:
     return time.max if text == "24:00" else time.fromisoformat(text)
 
 
+#: Twilio's <Dial> rings at most ten numbers at once.
+MAX_ESCALATION_NUMBERS = 10
+
+
 def escalation_numbers(config: dict[str, Any]) -> list[str]:
     """The numbers a transfer rings, in E.164: ``escalation_number`` (one number, or a list)
     followed by any ``escalation_numbers``, without duplicates. Twilio rings up to ten at once."""
@@ -131,9 +136,17 @@ def escalation_numbers(config: dict[str, Any]) -> list[str]:
             number = _config_phone(label, item)
             if number not in numbers:
                 numbers.append(number)
-    if len(numbers) > 10:
-        raise ConfigError(f"escalation_numbers: at most 10 numbers, got {len(numbers)}")
+    if len(numbers) > MAX_ESCALATION_NUMBERS:
+        raise ConfigError(
+            f"escalation_numbers: at most {MAX_ESCALATION_NUMBERS} numbers, got {len(numbers)}"
+        )
     return numbers
+
+
+def stored_escalation_numbers(row: Mapping[Any, Any]) -> tuple[str, ...]:
+    """The numbers a business row rings: its ``escalation_numbers`` (comma-separated E.164),
+    or for rows written before that column, its single ``escalation_number``."""
+    return tuple(n for n in (row["escalation_numbers"] or row["escalation_number"]).split(",") if n)
 
 
 def parse_hours_range(day: str, text: str) -> tuple[time, time]:
@@ -199,9 +212,7 @@ async def load_business(db: Database) -> Business:
         address=row["address"],
         phone=row["phone"],
         escalation_number=row["escalation_number"],
-        escalation_numbers=tuple(
-            n for n in (row["escalation_numbers"] or row["escalation_number"]).split(",") if n
-        ),
+        escalation_numbers=stored_escalation_numbers(row),
         warm_transfer=bool(row["warm_transfer"]),
         greeting=row["greeting"],
         persona=row["persona"],

@@ -400,20 +400,56 @@ async function viewServices() {
     h("h2", {}, "Add a staff member"), staffForm(null, services));
 }
 
-async function viewHandling() {
-  await reloadConfig();
+const MAX_ESCALATION_NUMBERS = 10;
+
+// The numbers a transfer rings at once: one row each, added and removed in place.
+function escalationForm() {
   const esc = config.escalation;
-  const escForm = h("form", { className: "card", id: "escalation-form" }, h("h2", {}, "Transfers to a person"),
-    labelled("Escalation number (empty: take a message instead)", field("escalation_number", esc.escalation_number, { placeholder: "+1 413 555 0199" })),
+  const list = h("div", { className: "numbers" });
+  const add = h("button", { type: "button", className: "secondary", onclick: () => {
+    addRow("");
+    list.lastElementChild.querySelector("input").focus();
+  } }, "Add number");
+  const empty = h("p", { className: "hint" }, "No numbers: callers who ask for a person are offered to leave a message.");
+  const renumber = () => {
+    [...list.children].forEach((row, i) => {
+      row.querySelector("input").dataset.field = `escalation_numbers.${i}`;
+      row.querySelector(".error").dataset.error = `escalation_numbers.${i}`;
+    });
+    add.disabled = list.children.length >= MAX_ESCALATION_NUMBERS;
+    empty.hidden = list.children.length > 0;
+  };
+  const addRow = (value) => {
+    const row = h("div", { className: "number" },
+      h("div", { className: "row" },
+        h("input", { name: "escalation_number", value, placeholder: "+1 413 555 0199", className: "grow", type: "tel", autocomplete: "off" }),
+        h("button", { type: "button", className: "secondary", onclick: () => { row.remove(); renumber(); } }, "Remove")),
+      errorSlot(""));
+    list.append(row);
+    renumber();
+  };
+  (esc.escalation_numbers || []).forEach(addRow);
+  renumber();
+  const form = h("form", { className: "card", id: "escalation-form" }, h("h2", {}, "Transfers to a person"),
+    h("p", { className: "hint" }, `Numbers to ring when a caller asks for a person (up to ${MAX_ESCALATION_NUMBERS}); `,
+      "they all ring at once and the first to answer takes the call."),
+    list, empty, h("div", {}, add), errorSlot("escalation_numbers"), errorSlot("escalation_number"),
     h("label", { className: "inline" }, h("input", { type: "checkbox", name: "warm_transfer", checked: esc.warm_transfer }),
       "Warm transfer: announce the caller and the reason before connecting (off: connect straight away)"),
     errorSlot("_form"), h("div", {}, h("button", { type: "submit" }, "Save")));
-  escForm.addEventListener("submit", (e) => {
+  form.addEventListener("submit", (e) => {
     e.preventDefault();
-    save(escForm, "PUT", "/escalation", {
-      escalation_number: escForm.querySelector('[name="escalation_number"]').value,
-      warm_transfer: escForm.querySelector('[name="warm_transfer"]').checked }, reloadConfig);
+    save(form, "PUT", "/escalation", {
+      escalation_numbers: [...list.children].map((row) => row.querySelector("input").value.trim()),
+      warm_transfer: form.querySelector('[name="warm_transfer"]').checked },
+    async () => { await reloadConfig(); form.replaceWith(escalationForm()); }); // shows them as saved (E.164)
   });
+  return form;
+}
+
+async function viewHandling() {
+  await reloadConfig();
+  const escForm = escalationForm();
   const toolsForm = h("form", { className: "card", id: "tools-form" }, h("h2", {}, "What the receptionist may do"),
     config.tools.map((t) => h("div", { className: "row tool" },
       h("label", { className: "inline" }, h("input", { type: "checkbox", name: t.name, checked: t.enabled, disabled: t.required, dataset: { field: `tools.${t.name}` } }),
