@@ -198,8 +198,7 @@ class PlaybackMarker(FrameProcessor):
         if direction is not FrameDirection.DOWNSTREAM:
             return
         if isinstance(frame, TTSAudioRawFrame):
-            samples = len(frame.audio) // 2
-            self._ledger.add_audio(samples * 1000.0 / frame.sample_rate)
+            self._ledger.add_pcm(frame.audio, frame.sample_rate)
         elif isinstance(frame, TTSTextFrame):
             name = self._ledger.close_segment(frame.text)
             if name:

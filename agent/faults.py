@@ -96,7 +96,7 @@ class ClipPlayer(FrameProcessor):
             await self.push_frame(
                 SpeechOutputAudioRawFrame(audio=chunk, sample_rate=self._rate, num_channels=1)
             )
-            self._ledger.add_audio(len(chunk) / 2 * 1000.0 / self._rate)
+            self._ledger.add_pcm(chunk, self._rate)
         name = self._ledger.close_segment(text)
         if name:
             await self.push_frame(MarkFrame(name))

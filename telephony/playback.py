@@ -1,8 +1,9 @@
 """What the caller actually heard: bot speech segments matched to Twilio mark acknowledgements.
 
-Pure bookkeeping, no I/O. The pipeline calls :meth:`PlaybackLedger.add_audio` for every bot
-audio chunk it sends, :meth:`close_segment` with the text that audio spoke (which returns the
-mark name to send after it), :meth:`acknowledge` when Twilio echoes a mark back (the audio before
+Pure bookkeeping, no I/O. The pipeline calls :meth:`PlaybackLedger.add_pcm` (or
+:meth:`~PlaybackLedger.add_audio` when it has only a duration) for every bot audio chunk it
+sends, :meth:`close_segment` with the text that audio spoke (which returns the mark name to send
+after it), :meth:`acknowledge` when Twilio echoes a mark back (the audio before
 it has played), and :meth:`interrupt` on barge-in to learn what was heard.
 """
 
@@ -12,6 +13,11 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+import numpy as np
+
+# Bot audio quieter than this (16-bit peak, about -36 dBFS) is the silence around the words.
+SPEECH_LEVEL = 500
+
 
 @dataclass
 class Segment:
@@ -19,6 +25,11 @@ class Segment:
     text: str
     duration_ms: float
     acked_at: float | None = None
+    # Where the words are inside the segment's audio (ms from its start). A TTS pads each
+    # sentence with silence; the words are all heard once the audio up to ``speech_end_ms``
+    # has played, even though the mark after the trailing silence has not come back yet.
+    speech_start_ms: float = 0.0
+    speech_end_ms: float | None = None
 
 
 class PlaybackLedger:
@@ -26,6 +37,7 @@ class PlaybackLedger:
         self._clock = clock
         self._segments: list[Segment] = []
         self._pending_ms = 0.0
+        self._pending_speech: tuple[float, float] | None = None  # words within the pending audio
         self._counter = 0
         self._playing_since: float | None = None
 
@@ -40,8 +52,26 @@ class PlaybackLedger:
         return sum(1 for s in self._segments if s.acked_at is None)
 
     def add_audio(self, duration_ms: float) -> None:
+        """Bot audio of ``duration_ms`` was sent; all of it counts as speech."""
+        self._add(duration_ms, (0.0, duration_ms))
+
+    def add_pcm(self, pcm: bytes, rate: int) -> None:
+        """Bot audio (16-bit mono PCM at ``rate``) was sent; its silent edges are not speech."""
+        samples = np.abs(np.frombuffer(pcm[: len(pcm) // 2 * 2], dtype="<i2").astype(np.int32))
+        loud = np.flatnonzero(samples > SPEECH_LEVEL)
+        speech = None
+        if len(loud):
+            speech = (float(loud[0]) * 1000.0 / rate, float(loud[-1] + 1) * 1000.0 / rate)
+        self._add(len(samples) * 1000.0 / rate, speech)
+
+    def _add(self, duration_ms: float, speech: tuple[float, float] | None) -> None:
         if self._playing_since is None and not self._segments:
             self._playing_since = self._clock()
+        if speech is not None:
+            start, end = self._pending_ms + speech[0], self._pending_ms + speech[1]
+            if self._pending_speech is not None:
+                start = self._pending_speech[0]
+            self._pending_speech = (start, end)
         self._pending_ms += duration_ms
 
     def close_segment(self, text: str) -> str | None:
@@ -50,8 +80,12 @@ class PlaybackLedger:
             return None
         self._counter += 1
         name = f"seg-{self._counter}"
-        self._segments.append(Segment(name, text.strip(), self._pending_ms))
+        start, end = self._pending_speech or (0.0, self._pending_ms)
+        self._segments.append(
+            Segment(name, text.strip(), self._pending_ms, speech_start_ms=start, speech_end_ms=end)
+        )
         self._pending_ms = 0.0
+        self._pending_speech = None
         return name
 
     def acknowledge(self, name: str) -> bool:
@@ -66,7 +100,8 @@ class PlaybackLedger:
         return True
 
     def heard_text(self) -> str:
-        """Text heard so far: acknowledged segments, plus the spoken share of the next one."""
+        """Text heard so far: acknowledged segments, plus the spoken share of the next one
+        (its words spread evenly over the span of its audio that holds speech)."""
         heard: list[str] = []
         last_ack: float | None = self._playing_since
         for segment in self._segments:
@@ -76,7 +111,11 @@ class PlaybackLedger:
                 continue
             if last_ack is not None and segment.duration_ms > 0:
                 played_ms = (self._clock() - last_ack) * 1000.0
-                fraction = max(0.0, min(1.0, played_ms / segment.duration_ms))
+                end = segment.speech_end_ms
+                end = segment.duration_ms if end is None else end
+                span = end - segment.speech_start_ms
+                spoken = played_ms - segment.speech_start_ms
+                fraction = 1.0 if span <= 0 else max(0.0, min(1.0, spoken / span))
                 words = segment.text.split()
                 count = int(len(words) * fraction)
                 if count:
@@ -94,4 +133,5 @@ class PlaybackLedger:
     def reset(self) -> None:
         self._segments.clear()
         self._pending_ms = 0.0
+        self._pending_speech = None
         self._playing_since = None

@@ -1,5 +1,6 @@
 """What the caller heard (mark bookkeeping) and when a caller's turn is over."""
 
+import numpy as np
 import pytest
 
 from agent.turns import sounds_unfinished
@@ -96,3 +97,54 @@ def test_interrupted_reply_is_recorded_as_heard():
     after_tool = record_heard_reply([user1, call, result, user2], "", callers_before=1)
     assert [m["role"] for m in after_tool] == ["user", "assistant", "tool", "assistant", "user"]
     assert "before the caller heard anything" in after_tool[3]["content"]
+
+
+def _sentence_audio(rate: int = 8000) -> bytes:
+    """A TTS sentence as hibari makes it: 300 ms of silence, 2.3 s of voice, 450 ms of silence."""
+    t = np.arange(int(rate * 2.3)) / rate
+    voice = (np.sin(2 * np.pi * 220 * t) * 12000).astype("<i2").tobytes()
+    return bytes(int(rate * 0.3) * 2) + voice + bytes(int(rate * 0.45) * 2)
+
+
+async def test_a_caller_answering_the_last_word_heard_all_of_it():
+    """The caller answers "what's your name?" as soon as it is said, before the mark after
+    the sentence's trailing silence comes back: every word was heard, none is cut off."""
+    from pipecat.frames.frames import TTSAudioRawFrame, TTSTextFrame
+    from pipecat.tests.utils import run_test
+    from pipecat.utils.text.base_text_aggregator import TextType
+
+    from agent.call import PlaybackMarker
+
+    clock = Clock()
+    ledger = PlaybackLedger(clock)
+    sentence = "Could I take your name please, and what's your name?"
+    audio = _sentence_audio()
+    frames = [
+        TTSAudioRawFrame(audio[: len(audio) // 2], 8000, 1),
+        TTSAudioRawFrame(audio[len(audio) // 2 :], 8000, 1),
+        TTSTextFrame(sentence, text_type=TextType.SENTENCE),
+    ]
+    await run_test(PlaybackMarker(ledger), frames_to_send=frames)
+    assert ledger.outstanding == 1  # the mark after the sentence has not come back yet
+    clock.now = 2.8  # the last word ended at 2.6 s; the caller's answer arrives 200 ms later
+    assert ledger.interrupt() == (sentence, True)
+
+
+async def test_a_caller_cutting_in_mid_sentence_heard_only_the_words_played():
+    from pipecat.frames.frames import TTSAudioRawFrame, TTSTextFrame
+    from pipecat.tests.utils import run_test
+    from pipecat.utils.text.base_text_aggregator import TextType
+
+    from agent.call import PlaybackMarker
+
+    clock = Clock()
+    ledger = PlaybackLedger(clock)
+    sentence = "Could I take your name please, and what's your name?"
+    frames = [
+        TTSAudioRawFrame(_sentence_audio(), 8000, 1),
+        TTSTextFrame(sentence, text_type=TextType.SENTENCE),
+    ]
+    await run_test(PlaybackMarker(ledger), frames_to_send=frames)
+    clock.now = 0.3 + 2.3 * 0.65  # 65% of the way through the words (not of the audio)
+    heard, cut_off = ledger.interrupt()
+    assert cut_off and heard == "Could I take your name please,"
