@@ -22,6 +22,13 @@ TZ = ZoneInfo("America/New_York")
 SUNDAY_MORNING = datetime(2026, 11, 22, 10, 0, tzinfo=TZ)
 
 
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    """Tests on the real local model run last. The model keeps both cores busy for a while after
+    a test (background prompt priming in daemon threads), which would starve the timing of the
+    whole-call tests that follow; among themselves they only get slower."""
+    items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
+
+
 class Clock:
     """A clock tests move by hand (``clock.now += 60``)."""
 
