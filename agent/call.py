@@ -724,12 +724,6 @@ class CallSession:
             if text:
                 records.put("add_turn", role="caller", text=text, timings=timings)
 
-        @assistant_aggregator.event_handler("on_assistant_turn_started")
-        async def on_assistant_turn_started(_aggregator: Any) -> None:
-            # What the caller heard of an earlier reply (a barge-in after that reply was
-            # recorded) must not relabel this one.
-            self._last_heard = None
-
         @assistant_aggregator.event_handler("on_assistant_turn_stopped")
         async def on_assistant_turn_stopped(_aggregator: Any, message: Any) -> None:
             text = (message.content or "").strip()
