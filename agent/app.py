@@ -120,6 +120,10 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             state.accepting = False
+            if state.brain is not None:
+                # Background priming can't be stopped mid-evaluation; let it finish so the
+                # process (or the next server in this process) doesn't lose both cores to it.
+                await asyncio.to_thread(state.brain.wait_primed, 120.0)
             await db.close()
 
     app = FastAPI(title="Frontdesk", version="0.1.0", lifespan=lifespan)
