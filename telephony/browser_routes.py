@@ -19,10 +19,11 @@ from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Response, WebSocket
 from loguru import logger
-from starlette.websockets import WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocketDisconnect
 
 from telephony import browser_codec
 from telephony.ratelimit import RateLimiter, client_key
+from telephony.routes import close_quietly
 
 #: How long a new demo socket may take to send its start message.
 START_TIMEOUT_SECS = 10.0
@@ -141,7 +142,7 @@ def build_demo_router(state: Any, run_call: RunBrowserCall, static_dir: Path) ->
             await run_call(websocket, parser, call_sid)
         finally:
             state.active_calls -= 1
-            await _close(websocket, 1000, "call ended")
+            await close_quietly(websocket, 1000, "call ended")
 
     return router
 
@@ -177,12 +178,4 @@ async def _refuse(websocket: WebSocket, code: int, error: str, message: str) -> 
         await websocket.send_text(browser_codec.encode_error(error, message))
     except Exception:  # the page already went away
         pass
-    await _close(websocket, code, error)
-
-
-async def _close(websocket: WebSocket, code: int, reason: str) -> None:
-    if websocket.application_state == WebSocketState.CONNECTED:
-        try:
-            await websocket.close(code=code, reason=reason)
-        except Exception:  # already closing from the other side
-            pass
+    await close_quietly(websocket, code, error)

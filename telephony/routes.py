@@ -147,24 +147,24 @@ def build_router(state: Any, run_call: RunCall) -> APIRouter:
         except (TimeoutError, WebSocketDisconnect, codec.ProtocolError) as exc:
             reason = "no start event in time" if isinstance(exc, TimeoutError) else str(exc)
             logger.warning(f"media websocket refused before start: {reason or 'disconnected'}")
-            await _close(websocket, 1008, "start event required")
+            await close_quietly(websocket, 1008, "start event required")
             return
         try:
             details = state.tokens.consume(start.custom_parameters.get("token"), start.call_sid)
         except TokenError as exc:
             logger.warning(f"media websocket for call {start.call_sid} refused: {exc}")
-            await _close(websocket, 1008, "invalid token")
+            await close_quietly(websocket, 1008, "invalid token")
             return
         if state.active_calls >= settings.max_concurrent_calls:
             logger.warning(f"call {start.call_sid}: over capacity at stream start")
-            await _close(websocket, 1013, "over capacity")
+            await close_quietly(websocket, 1013, "over capacity")
             return
         state.active_calls += 1
         try:
             await run_call(websocket, parser, start, details)
         finally:
             state.active_calls -= 1
-            await _close(websocket, 1000, "call ended")
+            await close_quietly(websocket, 1000, "call ended")
 
     return router
 
@@ -183,7 +183,8 @@ async def _await_start(websocket: WebSocket, parser: codec.MediaStreamParser) ->
     raise codec.ProtocolError(f"no start event in the first {MAX_PRE_START_MESSAGES} messages")
 
 
-async def _close(websocket: WebSocket, code: int, reason: str) -> None:
+async def close_quietly(websocket: WebSocket, code: int, reason: str) -> None:
+    """Close with ``code`` unless the socket is already closed or closing."""
     if websocket.application_state == WebSocketState.CONNECTED:
         try:
             await websocket.close(code=code, reason=reason)
