@@ -8,8 +8,9 @@ first token 400 ms, TTS first audio 150 ms). For each level N, N copies of one c
 bench/calls.yaml run at once (starts spread over ``--stagger`` seconds), and it prints:
 
 - server CPU per call (share of one core, from /proc over the level's wall time),
-- outbound frame pacing at the phone: gaps between consecutive bot frames inside a reply
-  (p99, max) and late frames (a frame arriving after its slot in a 60 ms playout buffer),
+- outbound frame pacing at the phone: gaps between consecutive bot frames inside a sentence
+  (p99, max; a sentence ends at the mark the server sends after it) and late frames (a frame
+  arriving after its slot in a 60 ms playout buffer); the wait between sentences apart,
 - voice-to-voice p50/p90 and its drift from N=1,
 
 and the largest N per core whose p99 gap stays <= 40 ms with voice-to-voice p50 within 10% of
@@ -21,6 +22,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import bisect
 import itertools
 import os
 import time
@@ -35,21 +37,38 @@ FRAME_MS = 20.0
 
 
 def pacing(reports: list[Report]) -> dict[str, Any]:
-    """Gaps between bot frames inside replies, and frames late for a 60 ms playout buffer."""
+    """Frame gaps inside each bot sentence, and frames late for a 60 ms playout buffer.
+
+    A sentence is the run of frames up to the Twilio mark the server sends after it (or up to a
+    silence longer than a second). A gap inside a sentence is the transport's pacing; a gap
+    across a mark is the time the next sentence took to arrive, reported apart.
+    """
     gaps: list[float] = []
+    between: list[float] = []
     late = total = 0
     for report in reports:
         arrivals = report.frame_arrivals_ms
+        marks = sorted(report.mark_arrivals_ms)
         start = 0
         for i in range(1, len(arrivals) + 1):
-            if i == len(arrivals) or arrivals[i] - arrivals[i - 1] > REPLY_GAP_MS:
-                reply = arrivals[start:i]
-                gaps.extend(b - a for a, b in itertools.pairwise(reply))
-                first = reply[0] if reply else 0.0
-                for n, at in enumerate(reply):
-                    total += 1
-                    late += at > first + JITTER_MS + n * FRAME_MS
-                start = i
+            ends = i == len(arrivals)
+            if not ends:
+                gap = arrivals[i] - arrivals[i - 1]
+                crossed = bisect.bisect_right(marks, arrivals[i]) > bisect.bisect_left(
+                    marks, arrivals[i - 1]
+                )
+                ends = crossed or gap > REPLY_GAP_MS
+                if crossed and gap <= REPLY_GAP_MS:
+                    between.append(gap)
+            if not ends:
+                continue
+            sentence = arrivals[start:i]
+            gaps.extend(b - a for a, b in itertools.pairwise(sentence))
+            first = sentence[0] if sentence else 0.0
+            for n, at in enumerate(sentence):
+                total += 1
+                late += at > first + JITTER_MS + n * FRAME_MS
+            start = i
     return {
         "frames": total,
         "gap_p50_ms": round(harness.percentile(gaps, 0.5), 1),
@@ -57,6 +76,8 @@ def pacing(reports: list[Report]) -> dict[str, Any]:
         "gap_max_ms": round(max(gaps), 1) if gaps else float("nan"),
         "late_frames": late,
         "late_pct": round(100.0 * late / total, 2) if total else float("nan"),
+        "between_sentences_p50_ms": round(harness.percentile(between, 0.5), 1),
+        "between_sentences_max_ms": round(max(between), 1) if between else float("nan"),
     }
 
 
@@ -107,7 +128,8 @@ async def main_async(args: argparse.Namespace) -> None:
     ):
         print(
             f"{'N':>4} {'cpu/call':>9} {'cores':>6} {'gap p99':>8} {'gap max':>8} "
-            f"{'late':>7} {'v2v p50':>8} {'v2v p90':>8} {'drift':>7} {'unans':>5} {'load':>5}"
+            f"{'late':>7} {'between':>8} {'v2v p50':>8} {'v2v p90':>8} {'drift':>7} "
+            f"{'unans':>5} {'load':>5}"
         )
         for n in levels:
             result = await level(srv, call, turns, n, args.stagger)
@@ -119,6 +141,7 @@ async def main_async(args: argparse.Namespace) -> None:
             print(
                 f"{n:>4} {result['cpu_per_call_pct']:>8.1f}% {result['server_cores']:>6.2f} "
                 f"{p['gap_p99_ms']:>6.0f}ms {p['gap_max_ms']:>6.0f}ms {p['late_pct']:>6.1f}% "
+                f"{p['between_sentences_p50_ms']:>6.0f}ms "
                 f"{p50:>6.0f}ms {result['voice_to_voice']['all']['p90']:>6.0f}ms "
                 f"{result['drift_pct']:>6.1f}% {result['voice_to_voice']['unanswered']:>5} "
                 f"{result['load_average'][0]:>5.1f}",
