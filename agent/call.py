@@ -45,6 +45,7 @@ from pipecat.processors.aggregators.llm_response_universal import (
     LLMContextAggregatorPair,
     LLMUserAggregatorParams,
 )
+from pipecat.processors.audio.vad_processor import VADProcessor
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.llm_service import FunctionCallParams
 from pipecat.transports.websocket.fastapi import FastAPIWebsocketParams
@@ -644,7 +645,6 @@ class CallSession:
         aggregators = LLMContextAggregatorPair(
             context,
             user_params=LLMUserAggregatorParams(
-                vad_analyzer=vad,
                 user_turn_strategies=UserTurnStrategies(
                     start=[VADUserTurnStartStrategy()],
                     stop=[
@@ -666,6 +666,11 @@ class CallSession:
         pipeline = Pipeline(
             [
                 transport.input(),
+                # VAD before the STT, so its speech events reach the STT in step with the
+                # audio. Audio from Twilio comes in bursts after network jitter; a VAD after
+                # the STT would tell it "speech started" only once the burst had passed
+                # through, and the start of the utterance would already be gone.
+                VADProcessor(vad_analyzer=vad),
                 stt,
                 user_aggregator,
                 HeardTextCorrector(self),

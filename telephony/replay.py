@@ -72,11 +72,13 @@ class Report:
     started_at: float = 0.0  # time.time() when the media stream started
     call_record: dict[str, Any] | None = None
     frame_arrivals_ms: list[float] = field(default_factory=list)
+    mark_arrivals_ms: list[float] = field(default_factory=list)  # a mark ends each bot sentence
     reply_starts_ms: list[float] = field(default_factory=list)  # first loud frame of each reply
 
     def to_json(self) -> dict[str, Any]:
         data = asdict(self)
         data.pop("frame_arrivals_ms")
+        data.pop("mark_arrivals_ms")
         return data
 
 
@@ -264,12 +266,14 @@ async def replay(
     dtmf: list[tuple[float, str]] | None = None,
     call_sid: str = "",
     answer_twiml: str = "",
+    network_holds: list[tuple[float, float]] | None = None,
 ) -> tuple[Report, bytes]:
     """Run one call; returns the report and the bot audio as the caller heard it (8 kHz PCM).
 
     ``call_sid`` + ``answer_twiml`` continue an existing call from TwiML the server already
     gave (e.g. a <Connect><Stream> after a transfer nobody answered) instead of posting the
-    voice webhook."""
+    voice webhook. ``network_holds`` lists (at, secs) windows in which the caller's frames are
+    held back and then sent at once, as Twilio delivers them after network jitter."""
     pcm8k = resample_pcm16(caller_pcm, caller_rate, codec.TWILIO_SAMPLE_RATE)
     pcm8k += bytes((-len(pcm8k)) % (FRAME_SAMPLES * 2))
     return await _run(
@@ -286,6 +290,7 @@ async def replay(
         dtmf=dtmf,
         call_sid=call_sid,
         answer_twiml=answer_twiml,
+        network_holds=network_holds,
     )
 
 
@@ -332,6 +337,7 @@ async def _run(
     dtmf: list[tuple[float, str]] | None = None,
     call_sid: str = "",
     answer_twiml: str = "",
+    network_holds: list[tuple[float, float]] | None = None,
 ) -> tuple[Report, bytes]:
     call_sid = call_sid or "CA" + secrets.token_hex(16)
     account_sid = "AC" + secrets.token_hex(16)
@@ -429,6 +435,7 @@ async def _run(
                                         turn.first_bot_audio_ms = at
                                         turn.voice_to_voice_ms = round(at - turn.speech_end_ms, 1)
                         elif event == "mark":
+                            report.mark_arrivals_ms.append(now_ms())
                             phone.add_mark(data["mark"]["name"])
                         elif event == "clear":
                             report.clears.append(now_ms())
@@ -447,6 +454,8 @@ async def _run(
             sequence = 2
             tail_started: float | None = None
             pending_dtmf = sorted(dtmf or [])
+            holds = network_holds or []
+            held: list[str] = []
             tick = 0
             try:
                 while not done.is_set():
@@ -483,7 +492,7 @@ async def _run(
                             )
                         )
                         sequence += 1
-                    await ws.send(
+                    held.append(
                         json.dumps(
                             {
                                 "event": "media",
@@ -499,6 +508,11 @@ async def _run(
                         )
                     )
                     sequence += 1
+                    at = now_ms() / 1000.0
+                    if not any(start <= at < start + secs for start, secs in holds):
+                        for message in held:  # a held-back burst goes out at once
+                            await ws.send(message)
+                        held.clear()
                     await asyncio.sleep(max(0.0, target - time.monotonic()))
                 if not done.is_set():
                     sending_done = True

@@ -300,3 +300,24 @@ async def test_recording_is_stereo_caller_left_bot_right(live_server):
     assert caller.max() > 2000 and bot.max() > 2000
     # The greeting (bot) comes before the caller speaks; the question (caller) before the answer.
     assert np.argmax(bot > 2000) < np.argmax(caller > 2000)
+
+
+async def test_audio_arriving_in_a_burst_is_heard_whole(live_server):
+    """After network jitter Twilio delivers the held-back frames at once. The caller's whole
+    sentence must still be transcribed: the speech events reach the STT in step with the
+    audio, not after the burst has passed."""
+    sentence = "Please take a message, ask someone to call me back about my booking."
+    report, _ = await run_call(
+        live_server,
+        3.5,
+        "Is there parking nearby?",
+        6.0,
+        sentence,
+        6.0,
+        # held from before the sentence until after it: the whole sentence arrives at once
+        network_holds=[(11.5, 6.0)],
+    )
+    said = " ".join(t["text"] for t in turns(report, "caller")).lower()
+    assert "parking" in said, said
+    for word in ("please", "message", "call me back", "booking"):
+        assert word in said, said
