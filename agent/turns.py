@@ -26,7 +26,7 @@ _TRAILING_INCOMPLETE = {
     "and", "or", "but", "so", "because", "then", "the", "a", "an", "at", "on", "in", "for", "to",
     "from", "with", "of", "my", "your", "our", "is", "it's", "its", "am", "are", "was", "be",
     "um", "uh", "er", "erm", "hmm", "like", "maybe", "around", "about", "by", "next", "this",
-    "that", "if", "i", "i'm", "i'd", "we", "name's", "number's", "me", "want", "need", "would",
+    "that", "if", "i", "i'm", "i'd", "we", "name's", "number's", "want", "need", "would",
     "could", "can", "just", "also", "actually", "let", "lets", "let's", "book", "um,",
 }  # fmt: skip
 _LEAD_INS = re.compile(
@@ -88,6 +88,8 @@ def sounds_unfinished(text: str) -> bool:
         return True  # "my number is 413 ... 555": fewer digits than a phone number has
     if words[-1] in _TRAILING_INCOMPLETE and not cleaned.endswith("?"):
         return True
+    if words[-2:-1] in (["let"], ["give"], ["tell"], ["show"]) and words[-1] == "me":
+        return True  # "let me ...": "works for me." or "call me." are finished
     return bool(_LEAD_INS.search(bare))
 
 

@@ -58,6 +58,8 @@ def test_recording_drops_unplayed_bot_audio_on_clear():
         "um",
         "Can I book for",
         "My phone number is 413. Sci-Fi 5",  # a mis-heard digit inside a number
+        "Okay, let me",
+        "Could you give me",
     ],
 )
 def test_unfinished_phrases_wait_longer(text):
@@ -74,6 +76,8 @@ def test_unfinished_phrases_wait_longer(text):
         "My name is Anna Lee.",
         "Yes please.",
         "Thanks, bye.",
+        "Two o'clock works for me.",
+        "Yes, that suits me",
         "",
     ],
 )
