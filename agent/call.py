@@ -287,11 +287,15 @@ class FillerSpeaker(FrameProcessor):
 
 
 def build_system_prompt(
-    business: Business, caller: dict[str, Any] | None, has_caller_id: bool
+    business: Business,
+    caller: dict[str, Any] | None,
+    has_caller_id: bool,
+    now: datetime | None = None,
 ) -> str:
     """The per-call system prompt. What varies between calls (the time, the caller) comes last,
-    under "This call:", so a local model keeps everything before it cached across calls."""
-    now = business.local(datetime.now(business.tz))
+    under "This call:", so a local model keeps everything before it cached across calls.
+    ``now`` defaults to the current time."""
+    now = business.local(now or datetime.now(business.tz))
     services = "; ".join(
         f"{s.name} ({s.duration_minutes} min, ${s.price_cents / 100:.0f})"
         for s in business.services

@@ -22,6 +22,7 @@ import re
 import statistics
 import tempfile
 import time
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +62,9 @@ async def run(args: argparse.Namespace) -> None:
     await db.migrate()
     await seed_business(db, ROOT / "tools" / "business.yaml")
     business = await load_business(db)
-    system = build_system_prompt(business, None, True)
+    # A fixed moment, so runs compare: the model's choices move with every token of its prompt.
+    now = datetime.fromisoformat(args.now).replace(tzinfo=business.tz)
+    system = build_system_prompt(business, None, True, now=now)
     tools = ToolRegistry().openai_tools()
     env = {"FRONTDESK_DATA_DIR": str(ROOT / "data")}
     if args.threads:
@@ -186,6 +189,11 @@ def main() -> None:
         help="scenario file (repeatable; default bench/brain_scenarios.yaml)",
     )
     parser.add_argument("--limit", type=int, default=0)
+    parser.add_argument(
+        "--now",
+        default="2026-11-24T10:30",
+        help="the moment the prompt says it is, business time (default: a Tuesday morning)",
+    )
     parser.add_argument("--threads", type=int, default=0, help="llama.cpp threads (default 2)")
     parser.add_argument("--prompt-cache", default="", help="directory to keep the evaluated prefix")
     parser.add_argument("-v", "--verbose", action="store_true")
