@@ -515,6 +515,8 @@ async def _run(
                         held.clear()
                     await asyncio.sleep(max(0.0, target - time.monotonic()))
                 if not done.is_set():
+                    for message in held:  # a hold that outlasted the caller's audio
+                        await ws.send(message)
                     sending_done = True
                     await ws.send(
                         json.dumps(
