@@ -63,8 +63,8 @@ async def run(args: argparse.Namespace) -> None:
     await seed_business(db, ROOT / "tools" / "business.yaml")
     business = await load_business(db)
     # A fixed moment, so runs compare: the model's choices move with every token of its prompt.
-    now = datetime.fromisoformat(args.now).replace(tzinfo=business.tz)
-    system = build_system_prompt(business, None, True, now=now)
+    moment = datetime.fromisoformat(args.now).replace(tzinfo=business.tz)
+    system = build_system_prompt(business, None, True, now=moment)
     tools = ToolRegistry().openai_tools()
     env = {"FRONTDESK_DATA_DIR": str(ROOT / "data")}
     if args.threads:
