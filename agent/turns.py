@@ -88,7 +88,11 @@ def sounds_unfinished(text: str) -> bool:
         return True  # "my number is 413 ... 555": fewer digits than a phone number has
     if words[-1] in _TRAILING_INCOMPLETE and not cleaned.endswith("?"):
         return True
-    if words[-2:-1] in (["let"], ["give"], ["tell"], ["show"]) and words[-1] == "me":
+    if (
+        words[-2:-1] in (["let"], ["give"], ["tell"], ["show"])
+        and words[-1] == "me"
+        and not cleaned.endswith("?")
+    ):
         return True  # "let me ...": "works for me." or "call me." are finished
     return bool(_LEAD_INS.search(bare))
 

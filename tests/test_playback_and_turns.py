@@ -78,6 +78,7 @@ def test_unfinished_phrases_wait_longer(text):
         "Thanks, bye.",
         "Two o'clock works for me.",
         "Yes, that suits me",
+        "Could you tell me?",
         "",
     ],
 )
