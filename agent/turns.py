@@ -29,6 +29,8 @@ _TRAILING_INCOMPLETE = {
     "that", "if", "i", "i'm", "i'd", "we", "name's", "number's", "want", "need", "would",
     "could", "can", "just", "also", "actually", "let", "lets", "let's", "book", "um,",
 }  # fmt: skip
+# "me" alone ends finished sentences ("works for me."); after these verbs more is coming.
+_TRAILING_PAIRS = {"let me", "give me", "tell me", "show me"}
 _LEAD_INS = re.compile(
     r"\b(my (phone |cell |mobile )?(number|name|email)( is|'s)?|it'?s|call me( at| on)?|"
     r"spelled|that'?s)\s*$"
@@ -86,14 +88,9 @@ def sounds_unfinished(text: str) -> bool:
     given = _digits_since_number_topic(bare)
     if given is not None and 0 < given < 10 and _digit_run(words) > 0:
         return True  # "my number is 413 ... 555": fewer digits than a phone number has
-    if words[-1] in _TRAILING_INCOMPLETE and not cleaned.endswith("?"):
+    trailing = words[-1] in _TRAILING_INCOMPLETE or " ".join(words[-2:]) in _TRAILING_PAIRS
+    if trailing and not cleaned.endswith("?"):
         return True
-    if (
-        words[-2:-1] in (["let"], ["give"], ["tell"], ["show"])
-        and words[-1] == "me"
-        and not cleaned.endswith("?")
-    ):
-        return True  # "let me ...": "works for me." or "call me." are finished
     return bool(_LEAD_INS.search(bare))
 
 
