@@ -341,7 +341,8 @@ class CallSession:
         self.worker: PipelineWorker | None = None
         self._ending = False
         self.bot_speaking = False
-        self._last_heard: str | None = None
+        self._bot_turn_open = False  # between the assistant aggregator's turn start and stop
+        self._last_heard: str | None = None  # what the caller heard of the open turn, if cut off
         self._tasks: set[asyncio.Future[Any]] = set()
         self._idle_prompts = 0
         self._caller_hung_up = False
@@ -369,11 +370,17 @@ class CallSession:
         self.clears += 1
         self.recording.clear_bot()
         heard, cut_off = self.ledger.interrupt()
-        if cut_off and self.context is not None:
+        if not cut_off:
+            return
+        if self.context is not None:
             callers = sum(1 for m in self.context.get_messages() if _role(m) == "user")
             if self.heard_correction is None or self.heard_correction[1] != callers:
                 self.heard_correction = (heard, callers)
-            self._last_heard = heard
+        if self._bot_turn_open:
+            self._last_heard = heard  # the open turn is recorded as heard when it stops
+        elif self.records is not None:
+            # The reply's text was complete (and recorded) but its audio was still playing.
+            self.records.put("cut_off_last_bot_turn", heard=heard)
 
     def on_dtmf(self, digit: str) -> None:
         logger.info(f"call {self.info.call_sid}: DTMF {digit}")
@@ -733,16 +740,26 @@ class CallSession:
             if text:
                 records.put("add_turn", role="caller", text=text, timings=timings)
 
+        @assistant_aggregator.event_handler("on_assistant_turn_started")
+        async def on_assistant_turn_started(_aggregator: Any) -> None:
+            self._bot_turn_open, self._last_heard = True, None
+
         @assistant_aggregator.event_handler("on_assistant_turn_stopped")
         async def on_assistant_turn_stopped(_aggregator: Any, message: Any) -> None:
+            """Record the bot's turn as the caller heard it; a turn with no words is no turn."""
+            self._bot_turn_open = False
+            heard, self._last_heard = self._last_heard, None
             text = (message.content or "").strip()
             interrupted = bool(getattr(message, "interrupted", False))
-            if interrupted and self._last_heard is not None:
-                text, self._last_heard = self._last_heard, None
-            timings = self.timings.bot_part()
-            if text or interrupted:
+            if interrupted and heard:
+                text = heard
+            if text:
                 records.put(
-                    "add_turn", role="bot", text=text, timings=timings, interrupted=interrupted
+                    "add_turn",
+                    role="bot",
+                    text=text,
+                    timings=self.timings.bot_part(),
+                    interrupted=interrupted,
                 )
 
         @user_aggregator.event_handler("on_user_turn_idle")

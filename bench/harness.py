@@ -166,8 +166,18 @@ def llm_rules(calls: list[Call]) -> list[dict[str, Any]]:
 def caller_turns(call: Call) -> list[Turn]:
     """The call's turns as speech (local TTS, phone band), ready for :func:`converse`."""
     from tests.caller_audio import speech
+    from tools.registry import ToolRegistry
 
-    return [Turn(pcm=speech(t.say), barge_in_after=t.barge_in_after) for t in call.turns]
+    specs = ToolRegistry().specs
+    return [
+        Turn(
+            pcm=speech(t.say),
+            barge_in_after=t.barge_in_after,
+            # A tool with a filler answers in two parts: "One moment…", then the answer.
+            answer_parts=2 if t.tool and specs[t.tool].filler else 1,
+        )
+        for t in call.turns
+    ]
 
 
 # --- processes ---------------------------------------------------------------------------------

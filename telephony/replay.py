@@ -25,7 +25,7 @@ import secrets
 import sys
 import time
 import xml.etree.ElementTree as ET
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -89,11 +89,16 @@ class Turn:
     By default the caller waits until the bot's answer to the previous turn (or the greeting)
     has finished and ``gap_secs`` of quiet followed. With ``barge_in_after`` set, the caller
     instead starts talking that many seconds after the bot's answer began, over it.
+
+    ``answer_parts`` is how many stretches of bot speech answer *this* turn: 2 when a tool
+    call's filler ("One moment…") comes before the answer. The caller waits for all of them,
+    however long the bot takes, as a person on the phone would.
     """
 
     pcm: bytes
     barge_in_after: float | None = None
     gap_secs: float = 0.6
+    answer_parts: int = 1
 
 
 class _FixedCaller:
@@ -117,9 +122,7 @@ class _FixedCaller:
 class _TurnTakingCaller:
     """The caller's side of :func:`converse`: speaks each turn when the bot lets it (or not)."""
 
-    def __init__(
-        self, turns: list[tuple[bytes, float | None, float]], report: Report, max_wait_secs: float
-    ) -> None:
+    def __init__(self, turns: list[Turn], report: Report, max_wait_secs: float) -> None:
         self.turns = turns
         self.report = report
         self.max_wait_ms = max_wait_secs * 1000.0
@@ -129,8 +132,8 @@ class _TurnTakingCaller:
         self.last_bot_ms = 0.0
 
     def frame(self, now_ms: float, phone: SimulatedPhone) -> bytes | None:
-        if 0 <= self.index < len(self.turns) and self.offset < len(self.turns[self.index][0]):
-            pcm = self.turns[self.index][0]
+        if 0 <= self.index < len(self.turns) and self.offset < len(self.turns[self.index].pcm):
+            pcm = self.turns[self.index].pcm
             chunk = pcm[self.offset : self.offset + FRAME_SAMPLES * 2]
             self.offset += FRAME_SAMPLES * 2
             if self.offset >= len(pcm):
@@ -142,7 +145,7 @@ class _TurnTakingCaller:
         if self._may_speak(now_ms, phone):
             self.index += 1
             self.offset = 0
-            pcm = self.turns[self.index][0]
+            pcm = self.turns[self.index].pcm
             for start, end in speech_segments(pcm, codec.TWILIO_SAMPLE_RATE):
                 self.report.caller_turns.append(
                     CallerTurn(now_ms + start, now_ms + end, turn=self.index)
@@ -151,19 +154,20 @@ class _TurnTakingCaller:
         return SILENCE_PCM
 
     def _may_speak(self, now_ms: float, phone: SimulatedPhone) -> bool:
-        _pcm, barge_in_after, gap_secs = self.turns[self.index + 1]
-        if barge_in_after is None:
-            return self._bot_done(now_ms, phone, gap_secs)
+        upcoming = self.turns[self.index + 1]
+        if upcoming.barge_in_after is None:
+            return self._bot_done(now_ms, phone, upcoming.gap_secs)
         if now_ms - self.turn_ended_ms > self.max_wait_ms:
             return True  # the bot never answered; carry on as a caller would
         replies = [t for t in self.report.reply_starts_ms if t > self.turn_ended_ms]
-        return bool(replies) and now_ms >= replies[0] + barge_in_after * 1000.0
+        return bool(replies) and now_ms >= replies[0] + upcoming.barge_in_after * 1000.0
 
     def _bot_done(self, now_ms: float, phone: SimulatedPhone, gap_secs: float) -> bool:
         """The bot answered the last turn and has been quiet for ``gap_secs`` (or never will)."""
         if now_ms - self.turn_ended_ms > self.max_wait_ms:
             return True
-        if not any(t > self.turn_ended_ms for t in self.report.reply_starts_ms):
+        parts = self.turns[self.index].answer_parts if self.index >= 0 else 1
+        if sum(t > self.turn_ended_ms for t in self.report.reply_starts_ms) < parts:
             return False
         last_audio = self.report.frame_arrivals_ms[-1] if self.report.frame_arrivals_ms else 0
         return not phone.busy and now_ms - last_audio >= gap_secs * 1000.0
@@ -311,7 +315,7 @@ async def converse(
     for turn in turns:
         pcm = resample_pcm16(turn.pcm, rate, codec.TWILIO_SAMPLE_RATE)
         pcm += bytes((-len(pcm)) % (FRAME_SAMPLES * 2))
-        prepared.append((pcm, turn.barge_in_after, turn.gap_secs))
+        prepared.append(replace(turn, pcm=pcm))
     return await _run(
         lambda report: _TurnTakingCaller(prepared, report, max_wait_secs),
         server,

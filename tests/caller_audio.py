@@ -49,3 +49,22 @@ def add_noise(pcm: bytes, snr_db: float, seed: int = 1) -> bytes:
         0, np.sqrt(power / 10 ** (snr_db / 10)), len(samples)
     )
     return np.clip(samples + noise, -32768, 32767).astype("<i2").tobytes()
+
+
+def turn(
+    text: str,
+    *,
+    answer_parts: int = 1,
+    barge_in_after: float | None = None,
+    gap_secs: float = 1.0,
+) -> Any:
+    """A caller turn for :func:`telephony.replay.converse`, spoken by the local voice.
+
+    ``answer_parts=2`` for a turn answered by a tool with a filler ("One moment…", then the
+    answer): the caller waits for both, however slow the machine, as a person would.
+    """
+    from telephony.replay import Turn
+
+    return Turn(
+        pcm=speech(text), barge_in_after=barge_in_after, gap_secs=gap_secs, answer_parts=answer_parts
+    )

@@ -9,9 +9,9 @@ import sqlalchemy as sa
 import websockets
 
 from telephony import codec
-from telephony.replay import replay
+from telephony.replay import converse, replay
 from telephony.signature import sign_twilio_request
-from tests.caller_audio import RATE, call_audio
+from tests.caller_audio import RATE, call_audio, turn
 from tests.conftest import ADMIN_TOKEN, AUTH_TOKEN
 from tools import schema
 from tools.db import Database
@@ -24,22 +24,24 @@ async def run_call(server, *parts, **kwargs):
     )
 
 
+async def talk(server, *turns, **kwargs):
+    """A caller who takes turns: each is spoken once the bot has answered the last one."""
+    return await converse(
+        list(turns), RATE, server.url, auth_token=AUTH_TOKEN, admin_token=ADMIN_TOKEN, **kwargs
+    )
+
+
 def turns(report, role):
     return [t for t in report.call_record["turns"] if t["role"] == role]
 
 
 async def test_a_call_books_an_appointment_and_answers_a_question(live_server):
-    report, heard = await run_call(
+    report, heard = await talk(
         live_server,
-        3.5,
-        "Hi, do you have anything for a haircut this Friday?",
-        7.0,
-        "Yes please, book it.",
-        7.0,
-        "Is there parking nearby?",
-        7.0,
-        "That's all, thank you. Bye.",
-        6.0,
+        turn("Hi, do you have anything for a haircut this Friday?", answer_parts=2),
+        turn("Yes please, book it.", answer_parts=2),
+        turn("Is there parking nearby?", answer_parts=2),
+        turn("That's all, thank you. Bye."),
     )
     record = report.call_record
     assert record is not None and record["ended_at"]
@@ -96,13 +98,10 @@ async def test_a_returning_caller_is_recognised_and_cancels(live_server):
     appointment_id = booked.data["appointment_id"]
     assert datetime.fromisoformat(booked.data["start"]) > datetime.now(UTC)
 
-    report, _ = await run_call(
+    report, _ = await talk(
         live_server,
-        6.0,  # the greeting, by name
-        "Hi, do you have my details on file?",
-        7.0,
-        "Please cancel my appointment.",
-        7.0,
+        turn("Hi, do you have my details on file?"),
+        turn("Please cancel my appointment.", answer_parts=2),
         from_number="+14135550177",
     )
     record = report.call_record
@@ -125,18 +124,18 @@ async def test_a_returning_caller_is_recognised_and_cancels(live_server):
 
 
 async def test_barge_in_clears_twilio_and_stops_the_bot(live_server):
-    report, heard = await run_call(
+    report, heard = await talk(
         live_server,
-        3.5,
-        "Can you tell me about your services?",
-        4.5,  # the long answer is playing now
-        "Sorry, actually, what are your opening hours?",
-        8.0,
+        turn("Can you tell me about your services?"),
+        # Two and a half seconds into the long answer, the caller talks over it.
+        turn("Sorry, actually, what are your opening hours?", barge_in_after=2.5),
     )
     assert report.clears, "barge-in must send clear"
-    onset = report.caller_turns[1].speech_start_ms
+    onset = next(t.speech_start_ms for t in report.caller_turns if t.turn == 1)
     after = [c for c in report.clears if c > onset]
-    assert after and after[0] - onset < 1500
+    # The clear answers this barge-in (bench.bargein measures how fast; this allows a loaded CI
+    # machine several times the target).
+    assert after and after[0] - onset < 2500
     # The long answer stopped: the caller hears nothing from it after the clear.
     samples = np.frombuffer(heard, dtype="<i2")
     window = samples[int((after[0] + 100) * 8) : int((after[0] + 700) * 8)]

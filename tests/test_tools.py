@@ -198,3 +198,23 @@ async def test_registry_turns_every_failure_into_a_sentence(db):
 
 def test_fixed_clock_is_used():
     assert SUNDAY_MORNING.weekday() == 6
+
+
+async def test_a_recorded_bot_turn_cut_off_later_keeps_only_what_was_heard(db):
+    from tools.records import CallStore
+
+    store = CallStore(db)
+    call_id = await store.start_call(call_sid="CAcut1")
+    await store.add_turn(call_id, role="bot", text="We open at nine. We close at six.", timings={})
+    await store.cut_off_last_bot_turn(call_id, heard="We open at nine.")
+    await store.add_turn(call_id, role="caller", text="And on Sundays?", timings={})
+    await store.cut_off_last_bot_turn(call_id, heard="never the caller's turn")
+    await store.add_turn(call_id, role="bot", text="We are closed on Sundays.", timings={})
+    await store.cut_off_last_bot_turn(call_id, heard="")  # nothing heard: the words stay
+    record = await store.get_call("CAcut1")
+    assert record is not None
+    assert [(t["role"], t["text"], t["interrupted"]) for t in record["turns"]] == [
+        ("bot", "We open at nine.", True),
+        ("caller", "And on Sundays?", False),
+        ("bot", "We are closed on Sundays.", True),
+    ]

@@ -91,6 +91,27 @@ class CallStore:
                 )
             )
 
+    async def cut_off_last_bot_turn(self, call_id: int, *, heard: str) -> None:
+        """The call's latest turn, a bot turn, was cut off by the caller: it is marked interrupted
+        and, when the caller heard any of it, becomes the words heard. Does nothing when the
+        latest turn is the caller's."""
+        async with self.db.write() as conn:
+            last = (
+                await conn.execute(
+                    sa.select(schema.turns.c.id, schema.turns.c.role)
+                    .where(schema.turns.c.call_id == call_id)
+                    .order_by(schema.turns.c.idx.desc())
+                    .limit(1)
+                )
+            ).first()
+            if last is None or last.role != "bot":
+                return
+            await conn.execute(
+                schema.turns.update()
+                .where(schema.turns.c.id == last.id)
+                .values(interrupted=True, **({"text": heard} if heard else {}))
+            )
+
     async def add_tool_call(
         self,
         call_id: int,
