@@ -66,5 +66,8 @@ def turn(
     from telephony.replay import Turn
 
     return Turn(
-        pcm=speech(text), barge_in_after=barge_in_after, gap_secs=gap_secs, answer_parts=answer_parts
+        pcm=speech(text),
+        barge_in_after=barge_in_after,
+        gap_secs=gap_secs,
+        answer_parts=answer_parts,
     )
