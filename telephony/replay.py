@@ -254,63 +254,45 @@ class SimulatedPhone:
         return any(kind == "audio" for kind, _ in self.queue)
 
 
+@dataclass
+class CallOptions:
+    """How the simulated Twilio side places the call (see :func:`replay`)."""
+
+    auth_token: str  # the account's auth token: signs the voice webhook
+    admin_token: str = ""  # when given, the call record is fetched into the report
+    from_number: str = "+14135550123"
+    to_number: str = "+14135550100"
+    public_url: str = ""  # the URL Twilio signs, when the server sits behind a proxy
+    tail_secs: float = 2.5  # after the caller's audio: hang up after this much bot quiet
+    max_tail_secs: float = 40.0  # ... or after this long in any case
+    extra_params: dict[str, str] | None = None  # more voice-webhook fields
+    dtmf: list[tuple[float, str]] | None = None  # (at secs, digit) key presses
+    call_sid: str = ""
+    answer_twiml: str = ""
+    network_holds: list[tuple[float, float]] | None = None
+
+
 async def replay(
-    caller_pcm: bytes,
-    caller_rate: int,
-    server: str,
-    *,
-    auth_token: str,
-    admin_token: str = "",
-    from_number: str = "+14135550123",
-    to_number: str = "+14135550100",
-    public_url: str = "",
-    tail_secs: float = 2.5,
-    max_tail_secs: float = 40.0,
-    extra_params: dict[str, str] | None = None,
-    dtmf: list[tuple[float, str]] | None = None,
-    call_sid: str = "",
-    answer_twiml: str = "",
-    network_holds: list[tuple[float, float]] | None = None,
+    caller_pcm: bytes, caller_rate: int, server: str, **options: Any
 ) -> tuple[Report, bytes]:
     """Run one call; returns the report and the bot audio as the caller heard it (8 kHz PCM).
 
-    ``call_sid`` + ``answer_twiml`` continue an existing call from TwiML the server already
-    gave (e.g. a <Connect><Stream> after a transfer nobody answered) instead of posting the
-    voice webhook. ``network_holds`` lists (at, secs) windows in which the caller's frames are
-    held back and then sent at once, as Twilio delivers them after network jitter."""
+    ``options`` are :class:`CallOptions` (``auth_token`` is required). ``call_sid`` +
+    ``answer_twiml`` continue an existing call from TwiML the server already gave (e.g. a
+    <Connect><Stream> after a transfer nobody answered) instead of posting the voice webhook.
+    ``network_holds`` lists (at, secs) windows in which the caller's frames are held back and
+    then sent at once, as Twilio delivers them after network jitter."""
     pcm8k = resample_pcm16(caller_pcm, caller_rate, codec.TWILIO_SAMPLE_RATE)
     pcm8k += bytes((-len(pcm8k)) % (FRAME_SAMPLES * 2))
-    return await _run(
-        lambda report: _FixedCaller(pcm8k, report),
-        server,
-        auth_token=auth_token,
-        admin_token=admin_token,
-        from_number=from_number,
-        to_number=to_number,
-        public_url=public_url,
-        tail_secs=tail_secs,
-        max_tail_secs=max_tail_secs,
-        extra_params=extra_params,
-        dtmf=dtmf,
-        call_sid=call_sid,
-        answer_twiml=answer_twiml,
-        network_holds=network_holds,
-    )
+    return await _run(lambda report: _FixedCaller(pcm8k, report), server, CallOptions(**options))
 
 
 async def converse(
-    turns: list[Turn],
-    rate: int,
-    server: str,
-    *,
-    auth_token: str,
-    admin_token: str = "",
-    from_number: str = "+14135550123",
-    max_wait_secs: float = 30.0,
-    tail_secs: float = 2.5,
+    turns: list[Turn], rate: int, server: str, *, max_wait_secs: float = 30.0, **options: Any
 ) -> tuple[Report, bytes]:
     """Like :func:`replay`, but the caller takes turns: each turn is spoken when the bot has
-    finished answering the previous one (or, for a barge-in turn, while it is answering)."""
+    finished answering the previous one (or, for a barge-in turn, while it is answering).
+    ``max_wait_secs``: how long the caller waits for an answer before speaking anyway."""
     prepared = []
     for turn in turns:
         pcm = resample_pcm16(turn.pcm, rate, codec.TWILIO_SAMPLE_RATE)
@@ -319,47 +301,29 @@ async def converse(
     return await _run(
         lambda report: _TurnTakingCaller(prepared, report, max_wait_secs),
         server,
-        auth_token=auth_token,
-        admin_token=admin_token,
-        from_number=from_number,
-        tail_secs=tail_secs,
+        CallOptions(**options),
     )
 
 
-async def _run(
-    make_caller: Any,
-    server: str,
-    *,
-    auth_token: str,
-    admin_token: str = "",
-    from_number: str = "+14135550123",
-    to_number: str = "+14135550100",
-    public_url: str = "",
-    tail_secs: float = 2.5,
-    max_tail_secs: float = 40.0,
-    extra_params: dict[str, str] | None = None,
-    dtmf: list[tuple[float, str]] | None = None,
-    call_sid: str = "",
-    answer_twiml: str = "",
-    network_holds: list[tuple[float, float]] | None = None,
-) -> tuple[Report, bytes]:
-    call_sid = call_sid or "CA" + secrets.token_hex(16)
+async def _run(make_caller: Any, server: str, options: CallOptions) -> tuple[Report, bytes]:
+    call_sid = options.call_sid or "CA" + secrets.token_hex(16)
+    answer_twiml = options.answer_twiml
     account_sid = "AC" + secrets.token_hex(16)
     stream_sid = "MZ" + secrets.token_hex(16)
     report = Report(call_sid=call_sid)
     params = {
         "CallSid": call_sid,
         "AccountSid": account_sid,
-        "From": from_number,
-        "To": to_number,
+        "From": options.from_number,
+        "To": options.to_number,
         "CallStatus": "ringing",
         "Direction": "inbound",
         "ApiVersion": "2010-04-01",
-        **(extra_params or {}),
+        **(options.extra_params or {}),
     }
     webhook = f"{server.rstrip('/')}/twilio/voice"
-    signed_url = f"{public_url.rstrip('/')}/twilio/voice" if public_url else webhook
-    signature = sign_twilio_request(auth_token, signed_url, params)
+    signed_url = f"{options.public_url.rstrip('/')}/twilio/voice" if options.public_url else webhook
+    signature = sign_twilio_request(options.auth_token, signed_url, params)
     async with httpx.AsyncClient(timeout=15) as client:
         if not answer_twiml:
             response = await client.post(
@@ -370,7 +334,7 @@ async def _run(
             answer_twiml = response.text
         stream_url, stream_params = _parse_twiml(answer_twiml)
         report.stream_url = stream_url
-        if public_url:  # the TwiML names the public host; dial the server we were given
+        if options.public_url:  # the TwiML names the public host; dial the server we were given
             stream_url = server.replace("http", "ws", 1).rstrip("/") + "/twilio/media"
 
         phone = SimulatedPhone()
@@ -457,8 +421,8 @@ async def _run(
             receiver = asyncio.create_task(receive())
             sequence = 2
             tail_started: float | None = None
-            pending_dtmf = sorted(dtmf or [])
-            holds = network_holds or []
+            pending_dtmf = sorted(options.dtmf or [])
+            holds = options.network_holds or []
             held: list[str] = []
             tick = 0
             try:
@@ -475,8 +439,8 @@ async def _run(
                         quiet = time.monotonic() - max(
                             started + last_bot_audio / 1000, tail_started
                         )
-                        if (quiet > tail_secs and not phone.busy) or (
-                            time.monotonic() - tail_started > max_tail_secs
+                        if (quiet > options.tail_secs and not phone.busy) or (
+                            time.monotonic() - tail_started > options.max_tail_secs
                         ):
                             break
                     _heard, marks = phone.tick(FRAME_SAMPLES)
@@ -540,11 +504,11 @@ async def _run(
                 await receiver
         report.duration_ms = round((time.monotonic() - started) * 1000.0, 1)
         report.bot_speech_segments = speech_segments(bytes(phone.played), codec.TWILIO_SAMPLE_RATE)
-        if admin_token:
+        if options.admin_token:
             for _ in range(20):  # the record is finished just after the socket closes
                 record = await client.get(
                     f"{server.rstrip('/')}/api/calls/{call_sid}",
-                    headers={"Authorization": f"Bearer {admin_token}"},
+                    headers={"Authorization": f"Bearer {options.admin_token}"},
                 )
                 if record.status_code == 200:
                     report.call_record = record.json()

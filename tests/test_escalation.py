@@ -26,10 +26,10 @@ from agent.escalation import (
 )
 from agent.prompts import phrases
 from telephony import twiml
-from telephony.replay import replay
+from telephony.replay import Turn, converse, replay
 from telephony.signature import sign_twilio_request
 from telephony.twilio_rest import TwilioRest, TwilioRestError
-from tests.caller_audio import RATE, call_audio
+from tests.caller_audio import RATE, call_audio, turn
 from tests.conftest import (
     ADMIN_TOKEN,
     AUTH_TOKEN,
@@ -293,6 +293,13 @@ async def call(desk: Desk, *parts: str | float, **kwargs: Any):
     )
 
 
+async def talk(desk: Desk, *turns: Turn, **kwargs: Any):
+    """A caller who takes turns: each is spoken once the bot has answered the last one."""
+    return await converse(
+        list(turns), RATE, desk.url, auth_token=AUTH_TOKEN, admin_token=ADMIN_TOKEN, **kwargs
+    )
+
+
 async def handoffs(desk: Desk, call_sid: str) -> list[dict[str, Any]]:
     db = Database(desk.db_url)
     try:
@@ -456,13 +463,11 @@ async def test_pressing_zero_transfers_and_the_person_hears_the_summary(desk):
 
 async def test_twilio_rest_errors_are_told_and_a_message_is_offered(desk):
     desk.twilio.fail_next.append((401, 20003, "Authenticate"))
-    report, _ = await call(
+    # The transfer is announced, fails, and the offer follows: three parts of one answer.
+    report, _ = await talk(
         desk,
-        4.5,
-        "Can I talk to someone, please?",
-        9.0,
-        "My name is Anna Lee, please call me back.",
-        7.0,
+        turn("Can I talk to someone, please?", answer_parts=2),
+        turn("My name is Anna Lee, please call me back."),
     )
     record = report.call_record
     assert record["outcome"] != "transferred"
@@ -489,13 +494,10 @@ async def test_after_hours_a_callback_request_is_stored(desk):
             )
         await conn.execute(schema.holidays.insert().values(day=today.isoformat(), name="Test day"))
     try:
-        report, _ = await call(
+        report, _ = await talk(
             desk,
-            4.5,
-            "Let me talk to a real person.",
-            9.0,
-            "My name is Anna Lee, please call me back.",
-            7.0,
+            turn("Let me talk to a real person."),
+            turn("My name is Anna Lee, please call me back."),
         )
     finally:
         async with db.write() as conn:
