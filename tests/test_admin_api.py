@@ -106,6 +106,27 @@ async def test_every_endpoint_needs_credentials(live_server, method, path, body)
     assert wrong.status_code == 401 and basic.status_code == 401
 
 
+async def test_repeated_failed_sign_ins_lock_out_that_client_only(live_server):
+    # A client of its own (uvicorn takes X-Forwarded-For from a local proxy), so the lock-out
+    # does not reach the other tests' sign-ins.
+    guesser = {"X-Forwarded-For": "203.0.113.9"}
+    async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as client:
+        codes = [
+            (
+                await client.post(
+                    "/api/admin/session", json={"password": f"guess-{n}"}, headers=guesser
+                )
+            ).status_code
+            for n in range(10)
+        ]
+        right_but_locked = await client.post(
+            "/api/admin/session", json={"password": ADMIN_TOKEN}, headers=guesser
+        )
+        await sign_in(client)  # everyone else can still sign in
+    assert codes == [401] * 10
+    assert right_but_locked.status_code == 429, right_but_locked.text
+
+
 async def test_session_cookie_needs_the_csrf_token_for_changes(live_server):
     async with browser_session(live_server) as client:
         cookie = client.cookies.get("frontdesk_admin")
