@@ -43,6 +43,9 @@ MAX_HISTORY_MESSAGES = 10
 # A tool the model may call only after another ran in this call: booking is for a time that
 # was offered (the instructions say so; a 1.5B model hearing "book" forgets it).
 PREREQUISITES = {"book_appointment": "check_availability"}
+# Arguments the model must take from the conversation, never invent: a 1.5B model asked "are
+# you open on Sundays?" calls check_availability for a "haircut" nobody mentioned.
+GROUNDED_ARGUMENTS = {"check_availability": ("service",)}
 IM_START, IM_END = "<|im_start|>", "<|im_end|>"
 
 
@@ -301,16 +304,27 @@ class LocalBrain:
             self.llama.eval(tokens[common:])
             return len(tokens) - common
 
-    def stream(self, messages: list[dict[str, Any]], tools: list[dict[str, Any]]) -> Iterator[str]:
-        """Blocking generator of the model's line, piece by piece (holding the model lock)."""
+    def stream(
+        self,
+        messages: list[dict[str, Any]],
+        tools: list[dict[str, Any]],
+        excluded: frozenset[str] = frozenset(),
+    ) -> Iterator[str]:
+        """Blocking generator of the model's line, piece by piece (holding the model lock).
+
+        ``excluded`` tools stay in the prompt (its cached prefix is unchanged) but cannot be
+        chosen."""
         prompt = self.build_prompt(messages, tools)
+        choosable = [
+            t for t in routable_tools(messages, tools) if t["function"]["name"] not in excluded
+        ]
         with self._lock:
             started = time.perf_counter()
             decoder = self._decoder()
             evaluated = self._model.sync(self._model.tokenize(prompt))
             confidences: list[float] = []
             line = ""
-            for piece in decode_line(decoder, routable_tools(messages, tools), confidences):
+            for piece in decode_line(decoder, choosable, confidences):
                 line += piece
                 yield piece
             logger.debug(
@@ -339,6 +353,48 @@ def routable_tools(
         if PREREQUISITES.get(t["function"]["name"], t["function"]["name"]) in ran
         or t["function"]["name"] not in PREREQUISITES
     ]
+
+
+def ungrounded_arguments(turn: Turn, messages: list[dict[str, Any]]) -> list[str]:
+    """The arguments of ``turn`` that must come from the conversation (GROUNDED_ARGUMENTS) but
+    share no word with it: the caller's words, and the bot's since the caller first spoke (the
+    greeting does not count; it names the business, not what the caller wants)."""
+    wanted = GROUNDED_ARGUMENTS.get(turn.tool, ())
+    values = {name: (turn.arguments or {}).get(name) for name in wanted}
+    if not any(isinstance(v, str) and v.strip() for v in values.values()):
+        return []
+    heard: set[str] = set()
+    caller_spoke = False
+    for message in messages:
+        role = message.get("role")
+        caller_spoke = caller_spoke or role == "user"
+        if role == "user" or (role == "assistant" and caller_spoke):
+            heard.update(_content_words(_text(message.get("content"))))
+    return [
+        name
+        for name, value in values.items()
+        if isinstance(value, str) and value.strip() and not _shares_a_word(value, heard)
+    ]
+
+
+_STOP_WORDS = frozenset(
+    "the and for you your are can could would what when with any have has this that there "
+    "our out get got want like need just please some about from into".split()
+)
+
+
+def _content_words(text: str) -> set[str]:
+    return {w for w in re.findall(r"[a-z]+", text.lower()) if len(w) >= 3} - _STOP_WORDS
+
+
+def _shares_a_word(value: str, heard: set[str]) -> bool:
+    """A word of ``value`` was heard, allowing for inflection and compounds ("cut" in
+    "haircut", "colour" for "coloring")."""
+    return any(
+        w in h or h in w or (len(w) >= 4 and len(h) >= 4 and w[:4] == h[:4])
+        for w in _content_words(value)
+        for h in heard
+    )
 
 
 def parse_turn(raw: str, tools: list[dict[str, Any]]) -> Turn:
@@ -420,39 +476,31 @@ async def generate_events(
         yield "text", reply
         brain.prime_later([*messages, {"role": "assistant", "content": reply}], tools)
         return
-    loop = asyncio.get_running_loop()
-    queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
-
-    def produce() -> None:
-        try:
-            for piece in brain.stream(messages, tools):
-                loop.call_soon_threadsafe(queue.put_nowait, piece)
-        except BaseException as exc:  # delivered to the consumer
-            loop.call_soon_threadsafe(queue.put_nowait, exc)
-        finally:
-            loop.call_soon_threadsafe(queue.put_nowait, None)
-
-    worker = threading.Thread(target=produce, name="local-llm", daemon=True)
-    worker.start()
-    raw = ""
-    emitted = 0
-    announced = False
-    while (piece := await queue.get()) is not None:
-        if isinstance(piece, BaseException):
-            raise piece
-        raw += piece
-        if raw.startswith("say:"):
-            reply = raw[4:].lstrip()
-            if len(reply) > emitted:
-                yield "text", reply[emitted:]
-                emitted = len(reply)
-        elif not announced and (started := re.match(r"call (\w+)( |$)", raw)):
-            # The model has chosen a tool (the decoder writes its name whole); its arguments
-            # take a moment more. Say the filler now so the caller is not left in silence.
-            announced = True
-            if wants_filler(started.group(1)):
-                yield "text", phrases()["filler"]
-    turn = parse_turn(raw, tools)
+    announced = False  # the filler was said (once per request, whatever is decoded again)
+    excluded: frozenset[str] = frozenset()
+    while True:
+        raw = ""
+        emitted = 0
+        async for piece in _line_pieces(brain, messages, tools, excluded):
+            raw += piece
+            if raw.startswith("say:"):
+                reply = raw[4:].lstrip()
+                if len(reply) > emitted:
+                    yield "text", reply[emitted:]
+                    emitted = len(reply)
+            elif not announced and (started := re.match(r"call (\w+)( |$)", raw)):
+                # The model has chosen a tool (the decoder writes its name whole); its arguments
+                # take a moment more. Say the filler now so the caller is not left in silence.
+                if wants_filler(started.group(1)):
+                    announced = True
+                    yield "text", phrases()["filler"]
+        turn = parse_turn(raw, tools)
+        invented = ungrounded_arguments(turn, messages) if turn.kind == "call" else []
+        if not invented:
+            break
+        # Choose again without that tool; the prompt, and so its cache, stay as they are.
+        logger.info(f"local LLM: {turn.tool} with {invented} nobody said; choosing again")
+        excluded |= {turn.tool}
     if turn.kind == "say":
         brain.prime_later([*messages, {"role": "assistant", "content": turn.text}], tools)
     if turn.kind == "say" and is_farewell(turn.text) and is_farewell(_last_user_text(messages)):
@@ -463,6 +511,32 @@ async def generate_events(
         yield "call", turn
     elif emitted == 0:
         yield "text", turn.text
+
+
+async def _line_pieces(
+    brain: LocalBrain,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]],
+    excluded: frozenset[str],
+) -> AsyncIterator[str]:
+    """The model's line piece by piece, decoded on a worker thread as it is generated."""
+    loop = asyncio.get_running_loop()
+    queue: asyncio.Queue[str | BaseException | None] = asyncio.Queue()
+
+    def produce() -> None:
+        try:
+            for piece in brain.stream(messages, tools, excluded):
+                loop.call_soon_threadsafe(queue.put_nowait, piece)
+        except BaseException as exc:  # delivered to the consumer
+            loop.call_soon_threadsafe(queue.put_nowait, exc)
+        finally:
+            loop.call_soon_threadsafe(queue.put_nowait, None)
+
+    threading.Thread(target=produce, name="local-llm", daemon=True).start()
+    while (piece := await queue.get()) is not None:
+        if isinstance(piece, BaseException):
+            raise piece
+        yield piece
 
 
 def build_brain_router(state: Any) -> APIRouter:

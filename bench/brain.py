@@ -8,7 +8,8 @@ Loads the local model as the server does (prefix evaluated at start-up), then fo
 primes the conversation so far (as a live call does while the bot is talking) and times the
 reply from the moment the caller's transcript is final. Prints accuracy of tool choice and of
 arguments, and the median and p90 of: time to first token, time to the first sentence of a
-plain reply (or to the tool call), and time to the filler of a tool turn.
+plain reply (or to the tool call), time to the filler of a tool turn, and time to the tool
+call itself, its arguments complete (when pipecat starts the tool; the filler comes before it).
 """
 
 from __future__ import annotations
@@ -84,6 +85,7 @@ async def run(args: argparse.Namespace) -> None:
     first_token: list[float] = []
     first_sentence: list[float] = []
     filler: list[float] = []
+    call_ready: list[float] = []  # a tool turn's call, arguments complete (pipecat runs it then)
     failures: list[str] = []
     for scenario in scenarios:
         messages: list[dict[str, Any]] = [{"role": "system", "content": system}, greeting]
@@ -123,6 +125,7 @@ async def run(args: argparse.Namespace) -> None:
             else:
                 call = value
                 t_sentence = t_sentence if t_sentence is not None else now
+                call_ready.append(now)
         expected = scenario["tool"]
         got = call.tool if call else "none"
         ok = got == expected
@@ -172,6 +175,7 @@ async def run(args: argparse.Namespace) -> None:
         ("first token", first_token),
         ("first sentence (plain replies)", first_sentence),
         ("filler (tool turns)", filler),
+        ("tool call ready (tool turns)", call_ready),
     ):
         if values:
             print(

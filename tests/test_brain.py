@@ -117,14 +117,20 @@ def test_tool_list_is_rendered_compactly():
 
 
 class _LineBrain:
-    """generate_events' view of the brain: a line streamed in pieces, priming recorded."""
+    """generate_events' view of the brain: a line streamed in pieces, priming recorded.
 
-    def __init__(self, pieces):
+    ``then`` are the lines for the following decodes, if the first is decoded again."""
+
+    def __init__(self, pieces, *then):
         self.pieces = pieces
+        self.then = list(then)
         self.primed = []
+        self.excluded = []
 
-    def stream(self, messages, tools):
-        yield from self.pieces
+    def stream(self, messages, tools, excluded=frozenset()):
+        self.excluded.append(set(excluded))
+        pieces = self.pieces if len(self.excluded) == 1 else self.then[len(self.excluded) - 2]
+        yield from pieces
 
     def prime_later(self, messages, tools):
         self.primed.append(messages)
@@ -136,9 +142,52 @@ async def test_the_filler_comes_as_soon_as_the_tool_is_chosen():
 
     brain = _LineBrain(["call", " check_availability", ' {"service": "', "hair", "cut"])
     brain.pieces += ['", "when": "', "Friday", '"}']
-    events = [e async for e in generate_events(brain, [{"role": "user", "content": "x"}], TOOLS)]
+    asked = [{"role": "user", "content": "Could I get a cut on Friday?"}]
+    events = [e async for e in generate_events(brain, asked, TOOLS)]
     assert events[0] == ("text", phrases()["filler"])
     assert events[1][0] == "call" and events[1][1].arguments["when"] == "Friday"
+    assert brain.excluded == [set()]  # "cut" grounds "haircut": decoded once
+
+
+async def test_a_service_nobody_mentioned_makes_the_model_choose_again():
+    from agent.brain import generate_events
+    from agent.prompts import phrases
+
+    invented = ["call", " check_availability", ' {"service": "haircut", "when": "Sunday"}']
+    hours = ["call", " get_business_info", ' {"topic": "hours"}']
+    brain = _LineBrain(invented, hours)
+    messages = [
+        {"role": "assistant", "content": "Thanks for calling Bella Hair Studio."},
+        {"role": "user", "content": "Are you open on Sundays?"},
+    ]
+    events = [e async for e in generate_events(brain, messages, TOOLS)]
+    assert brain.excluded == [set(), {"check_availability"}]
+    assert events[0] == ("text", phrases()["filler"])  # said once, for the first choice
+    assert [k for k, _ in events] == ["text", "call"]
+    assert events[1][1].tool == "get_business_info"
+
+
+def test_grounded_arguments_come_from_the_conversation():
+    from agent.brain import Turn, ungrounded_arguments
+
+    def check(service, *said):
+        turn = Turn("call", tool="check_availability", arguments={"service": service, "when": "x"})
+        roles = ["assistant", "user", "assistant", "user"]
+        messages = [{"role": r, "content": t} for r, t in zip(roles, said, strict=False)]
+        return ungrounded_arguments(turn, messages)
+
+    greeting = "Thanks for calling Bella Hair Studio, how can I help?"
+    assert check("haircut", greeting, "What time do you open tomorrow?") == ["service"]
+    assert check("haircut", greeting, "Can I get a cut next week?") == []
+    assert check("color", greeting, "I'd like my hair coloured on Monday") == []
+    assert check("beard trim", greeting, "Just a trim, Saturday") == []
+    # What the bot offered after the caller spoke counts; the greeting alone does not.
+    offered = "We do haircuts and colour. Which would you like?"
+    assert check("haircut", greeting, "Do you have anything Friday?", offered, "The first") == []
+    assert check("haircut", "Hair and beauty, hello!", "Anything Friday?") == ["service"]
+    # Other tools and empty values are not checked.
+    hours = Turn("call", tool="get_business_info", arguments={"topic": "hours"})
+    assert ungrounded_arguments(hours, [{"role": "user", "content": "hi"}]) == []
 
 
 async def test_a_reply_is_streamed_in_pieces_and_a_broken_line_is_a_re_ask():
