@@ -39,7 +39,11 @@ from agent.decoding import Decoder, LlamaModel, Vocabulary, decode_line
 from agent.prompts import load_text, phrases, without_tools
 from agent.settings import Settings
 
-MAX_HISTORY_MESSAGES = 10
+# The conversation the model sees: at most MAX_HISTORY_MESSAGES, trimmed HISTORY_STEP at a time.
+# Each trim changes the prompt after the cached prefix, and the kept messages are evaluated
+# again (~10 s on 2 cores); trimming in steps makes that rare instead of every turn.
+MAX_HISTORY_MESSAGES = 20
+HISTORY_STEP = 10
 # A tool the model may call only after another ran in this call: booking is for a time that
 # was offered (the instructions say so; a 1.5B model hearing "book" forgets it).
 PREREQUISITES = {"book_appointment": "check_availability"}
@@ -174,7 +178,7 @@ class LocalBrain:
             )
         )
         history = [m for m in messages if m.get("role") not in ("system", "developer")]
-        history = history[-MAX_HISTORY_MESSAGES:]
+        history = history[history_start(len(history)) :]
         while history and history[0].get("role") == "tool":
             history.pop(0)
         parts = [self.prefix(tools), "\n# This call\n", system.strip(), f"{IM_END}\n"]
@@ -332,6 +336,15 @@ class LocalBrain:
                 f"confidence {', '.join(f'{c:.2f}' for c in confidences)}, "
                 f"{time.perf_counter() - started:.2f}s"
             )
+
+
+def history_start(count: int) -> int:
+    """The first of ``count`` messages the prompt keeps. It moves HISTORY_STEP messages at a
+    time, so the prompt (and llama.cpp's cache of it) stays the same from turn to turn; between
+    MAX_HISTORY_MESSAGES - HISTORY_STEP + 1 and MAX_HISTORY_MESSAGES messages are kept."""
+    if count <= MAX_HISTORY_MESSAGES:
+        return 0
+    return ((count - MAX_HISTORY_MESSAGES - 1) // HISTORY_STEP + 1) * HISTORY_STEP
 
 
 def routable_tools(

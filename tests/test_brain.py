@@ -1,5 +1,6 @@
 """The offline brain: constrained decoding, parsing of streamed output, and the real model."""
 
+import itertools
 import json
 import re
 
@@ -299,3 +300,18 @@ def test_a_choice_is_known_before_its_tokens_are_fed():
     assert next(pieces) == " check_availability"
     # The name is known (so the filler can be said) before its last tokens cost a pass.
     assert model.written().startswith("call") and len(model.written()) < len("call check")
+
+
+def test_the_history_is_trimmed_in_steps_so_the_cached_prompt_survives_most_turns():
+    from agent.brain import HISTORY_STEP, MAX_HISTORY_MESSAGES, history_start
+
+    starts = [history_start(count) for count in range(1, 80)]
+    assert starts[:MAX_HISTORY_MESSAGES] == [0] * MAX_HISTORY_MESSAGES  # a short call: all of it
+    for count, start in enumerate(starts, 1):
+        assert MAX_HISTORY_MESSAGES - HISTORY_STEP < count - start <= MAX_HISTORY_MESSAGES or (
+            start == 0
+        )
+    moves = sum(1 for a, b in itertools.pairwise(starts) if a != b)
+    assert (
+        moves == (79 - MAX_HISTORY_MESSAGES - 1) // HISTORY_STEP + 1
+    )  # once per step, not per turn
