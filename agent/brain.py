@@ -11,7 +11,8 @@ What makes a 1.5B model a dependable receptionist:
 - The fixed prefix (instructions, tool list, worked examples) is identical for every call and
   evaluated at start-up; llama.cpp reuses it from the KV cache.
 - After a tool result, the tool's own ``say`` sentence is the reply: grounded and instant.
-- Only the last few exchanges are kept in the prompt.
+- The conversation in the prompt is trimmed ten messages at a time (11-20 kept), so the cached
+  prompt survives most turns of a long call.
 """
 
 from __future__ import annotations
