@@ -291,9 +291,12 @@ class LocalBrain:
         """Evaluate the conversation so far into the KV cache while nobody waits for it.
 
         Called at call start (during the greeting) and after each reply (while it plays), so
-        the next request only evaluates the caller's new words. Returns tokens evaluated.
+        the next request only evaluates the caller's new words (after a reply, the opening of
+        the caller's turn is evaluated too). Returns tokens evaluated.
         """
         prompt = self.build_prompt(messages, tools, open_reply=False)
+        if messages and messages[-1].get("role") == "assistant":
+            prompt += f"{IM_START}user\n"  # the caller speaks next
         tokens = self.llama.tokenize(prompt.encode(), add_bos=False, special=True)
         with self._lock:
             cached = self.llama.n_tokens

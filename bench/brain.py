@@ -10,6 +10,8 @@ reply from the moment the caller's transcript is final. Prints accuracy of tool 
 arguments, and the median and p90 of: time to first token, time to the first sentence of a
 plain reply (or to the tool call), time to the filler of a tool turn, and time to the tool
 call itself, its arguments complete (when pipecat starts the tool; the filler comes before it).
+It also times the filler from the moment the model commits to a tool call (its first decoded
+piece is "call"): the delay the filler exists to hide.
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ import re
 import statistics
 import tempfile
 import time
+from collections.abc import Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -75,6 +78,7 @@ async def run(args: argparse.Namespace) -> None:
     brain = LocalBrain.load(settings)
     cache = Path(args.prompt_cache) if args.prompt_cache else None
     brain.warm_up(tools, [{"role": "system", "content": system}], cache)
+    decided_at = _time_decisions(brain)
     print(f"model loaded and prefix evaluated in {time.perf_counter() - started:.1f}s")
 
     greeting = {
@@ -86,6 +90,7 @@ async def run(args: argparse.Namespace) -> None:
     first_sentence: list[float] = []
     filler: list[float] = []
     call_ready: list[float] = []  # a tool turn's call, arguments complete (pipecat runs it then)
+    filler_after_decision: list[float] = []  # from the model committing to "call" to the filler
     failures: list[str] = []
     for scenario in scenarios:
         messages: list[dict[str, Any]] = [{"role": "system", "content": system}, greeting]
@@ -111,6 +116,7 @@ async def run(args: argparse.Namespace) -> None:
         await asyncio.to_thread(brain.wait_primed)  # the last reply's priming (it was playing)
         await asyncio.to_thread(brain.prime, messages, tools)  # as a live call does meanwhile
         messages.append({"role": "user", "content": scenario["say"]})
+        decided_at.clear()
         t0 = time.perf_counter()
         text, call, t_first, t_sentence, t_filler = "", None, None, None, None
         async for kind, value in generate_events(brain, messages, tools):
@@ -120,6 +126,8 @@ async def run(args: argparse.Namespace) -> None:
                 text += value
                 if value.startswith("One moment"):
                     t_filler = now
+                    if decided_at:
+                        filler_after_decision.append(t0 + now - decided_at[0])
                 elif t_sentence is None and re.search(r"[.!?]", text):
                     t_sentence = now
             else:
@@ -175,6 +183,7 @@ async def run(args: argparse.Namespace) -> None:
         ("first token", first_token),
         ("first sentence (plain replies)", first_sentence),
         ("filler (tool turns)", filler),
+        ("filler after the call decision", filler_after_decision),
         ("tool call ready (tool turns)", call_ready),
     ):
         if values:
@@ -183,6 +192,26 @@ async def run(args: argparse.Namespace) -> None:
                 f"p90 {percentile(values, 0.9):5.2f}s  (n={len(values)})"
             )
     await db.close()
+
+
+def _time_decisions(brain: LocalBrain) -> list[float]:
+    """Note when each decoded line's first piece ("say:" or "call") comes out of the model.
+
+    Returns the list the times are appended to (perf_counter seconds); the caller clears it.
+    """
+    times: list[float] = []
+    stream = brain.stream
+
+    def timed(*args: Any, **kwargs: Any) -> Iterator[str]:
+        first = True
+        for piece in stream(*args, **kwargs):
+            if first:
+                times.append(time.perf_counter())
+                first = False
+            yield piece
+
+    brain.stream = timed  # type: ignore[method-assign]
+    return times
 
 
 def main() -> None:

@@ -94,6 +94,16 @@ def test_the_routing_choice_lists_say_and_every_enabled_tool():
     assert line == "say: Hi."
 
 
+def test_a_bias_moves_a_close_choice_but_not_a_clear_one():
+    def route(bias):
+        model = ScriptedModel("say: hello")  # "s" scores 10 logits above "c"
+        return Decoder(model, Vocabulary.of(model)).choose(["say:", "call"], bias)
+
+    assert route([0.0, 9.0])[0] == 0
+    assert route([0.0, 11.0])[0] == 1
+    assert route([0.0, 11.0])[1] == pytest.approx(1 / (1 + 2.718281828 ** -1), rel=1e-3)
+
+
 def test_parse_turn_handles_replies_calls_and_garbage():
     assert parse_turn("say: Hello there!", TOOLS).text == "Hello there!"
     call = parse_turn(
@@ -267,6 +277,24 @@ async def test_real_model_answers_small_talk_in_words(brain):
     assert events and all(kind == "text" for kind, _ in events)
     text = "".join(value for _, value in events)
     assert len(text.split()) >= 3 and "{" not in text
+
+
+@pytest.mark.slow
+def test_priming_leaves_only_the_callers_next_words_to_evaluate(brain):
+    def tokens(text):
+        return list(brain.llama.tokenize(text.encode(), add_bos=False, special=True))
+
+    conversation = [
+        {"role": "system", "content": "Facts:\n- Business: Bella Hair Studio."},
+        {"role": "assistant", "content": "Thanks for calling Bella Hair Studio. How can I help?"},
+    ]
+    brain.prime(conversation, TOOLS)
+    primed = list(brain.llama.input_ids[: brain.llama.n_tokens])
+    words = "Do you have anything on Friday?"
+    request = tokens(brain.build_prompt([*conversation, {"role": "user", "content": words}], TOOLS))
+    assert request[: len(primed)] == primed  # the request reuses all of it
+    # Left: the words and the turn's close ("<|im_end|>\n<|im_start|>assistant\n").
+    assert len(request) - len(primed) <= len(tokens(words)) + 5
 
 
 def test_booking_is_offered_to_the_model_only_after_availability_was_checked():
