@@ -2,6 +2,7 @@
 
 import itertools
 import json
+import math
 import re
 
 import pytest
@@ -101,7 +102,7 @@ def test_a_bias_moves_a_close_choice_but_not_a_clear_one():
 
     assert route([0.0, 9.0])[0] == 0
     assert route([0.0, 11.0])[0] == 1
-    assert route([0.0, 11.0])[1] == pytest.approx(1 / (1 + 2.718281828 ** -1), rel=1e-3)
+    assert route([0.0, 11.0])[1] == pytest.approx(1 / (1 + math.exp(-1)))
 
 
 def test_parse_turn_handles_replies_calls_and_garbage():
