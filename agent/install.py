@@ -142,11 +142,16 @@ def llama_cmake_args(flags: set[str] | None) -> str:
     """
     if flags is None:
         return f"-DGGML_NATIVE=ON {LLAMA_COMMON_ARGS}"
+    enabled = llama_x86_options(flags)
     options = " ".join(
-        f"-D{option}={'ON' if all(f in flags for f in needs) else 'OFF'}"
-        for option, needs in LLAMA_X86_OPTIONS
+        f"-D{option}={'ON' if option in enabled else 'OFF'}" for option, _ in LLAMA_X86_OPTIONS
     )
     return f"-DGGML_NATIVE=OFF {options} {LLAMA_COMMON_ARGS}"
+
+
+def llama_x86_options(flags: set[str]) -> list[str]:
+    """The ggml x86 options whose every needed CPU flag is in ``flags``."""
+    return [option for option, needs in LLAMA_X86_OPTIONS if all(f in flags for f in needs)]
 
 
 def ensure_llama_cpp() -> None:
@@ -154,15 +159,17 @@ def ensure_llama_cpp() -> None:
 
     A venv whose build was made for other flags (another CPU, an older Frontdesk) gets this
     one's instead."""
-    cmake_args = llama_cmake_args(cpu_flags())
+    flags = cpu_flags()
+    cmake_args = llama_cmake_args(flags)
     key = hashlib.sha256(cmake_args.encode()).hexdigest()[:12]
     stamp = VENV / f".frontdesk-llama-{LLAMA_VERSION}-{key}"
-    if stamp.exists() and _venv_has("llama_cpp"):
+    installed = _venv_has("llama_cpp")
+    if stamp.exists() and installed:
         return
     wheel_dir = cache_dir() / "wheels" / f"llama-cpp-python-{LLAMA_VERSION}-{key}"
     wheels = sorted(wheel_dir.glob("llama_cpp_python-*.whl"))
     if not wheels:
-        extensions = [o[5:] for o, _ in LLAMA_X86_OPTIONS if f"-D{o}=ON" in cmake_args.split()]
+        extensions = [o[5:] for o in llama_x86_options(flags)] if flags is not None else []
         _log(
             "building llama-cpp-python for this CPU "
             f"({', '.join(extensions) or 'native'}; takes 3-10 minutes, once)"
@@ -181,7 +188,7 @@ def ensure_llama_cpp() -> None:
             env=env,
         )  # fmt: skip
         wheels = sorted(wheel_dir.glob("llama_cpp_python-*.whl"))
-    if _venv_has("llama_cpp"):  # built for other flags
+    if installed:  # built for other flags
         _run([str(VENV_PYTHON), "-m", "pip", "uninstall", "-q", "-y", "llama-cpp-python"])
     _run([str(VENV_PYTHON), "-m", "pip", "install", "-q", str(wheels[-1])])
     for old in VENV.glob(".frontdesk-llama-*"):
