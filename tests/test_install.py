@@ -34,3 +34,43 @@ def test_other_cpus_build_natively_and_each_flag_set_has_its_own_wheel():
     assert options(None)["GGML_NATIVE"] == "ON"
     assert options(None)["GGML_AMX_INT8"] == "OFF"
     assert llama_cmake_args(AVX2_ONLY) != llama_cmake_args(SAPPHIRE_RAPIDS)
+
+
+# --- The lock files ---------------------------------------------------------------------------
+
+import re  # noqa: E402
+import tomllib  # noqa: E402
+
+from agent.install import LLAMA_DEPENDENCIES, ROOT, lock_file  # noqa: E402
+
+PIN = re.compile(r"^([A-Za-z0-9_.\-]+)==([^\s;\\]+)(?:\s*;\s*([^\\]+?))?\s*\\?$", re.M)
+
+
+def _name(requirement: str) -> str:
+    return re.split(r"[\[<>=~!;\s]", requirement, maxsplit=1)[0].lower().replace("_", "-")
+
+
+def _pins(dev: bool) -> dict[str, set[str]]:
+    pins: dict[str, set[str]] = {}
+    for name, version, _marker in PIN.findall(lock_file(dev).read_text()):
+        pins.setdefault(name.lower().replace("_", "-"), set()).add(version)
+    return pins
+
+
+def test_every_declared_dependency_is_locked_with_hashes():
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    runtime = [*project["dependencies"], *LLAMA_DEPENDENCIES]
+    dev = [*runtime, *project["optional-dependencies"]["dev"]]
+    for is_dev, declared in ((False, runtime), (True, dev)):
+        locked = _pins(is_dev)
+        missing = {_name(r) for r in declared} - set(locked)
+        assert not missing, f"{lock_file(is_dev).name} lacks {missing}: run `python3 run.py lock`"
+    text = lock_file(False).read_text()
+    assert text.count("==") <= text.count("--hash=sha256:")  # pip then checks every file
+
+
+def test_the_runtime_lock_pins_the_versions_the_tests_ran_with():
+    runtime, dev = _pins(False), _pins(True)
+    assert "pytest" not in runtime and "pytest" in dev
+    differing = {name: (v, dev.get(name)) for name, v in runtime.items() if v != dev.get(name)}
+    assert not differing
