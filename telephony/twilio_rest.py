@@ -1,4 +1,7 @@
-"""The Twilio REST calls Frontdesk makes: move a live call to new TwiML (a transfer), hang up.
+"""The Twilio REST call Frontdesk makes: move a live call to new TwiML (a transfer).
+
+A call never needs hanging up over REST: when its media stream closes, Twilio runs out of TwiML
+after ``<Connect>`` and ends the call itself.
 
 The twilio SDK blocks on the network, so every request runs in a worker thread
 (``asyncio.to_thread``) and a call's event loop never waits on it. ``base_url`` points the SDK at
@@ -64,10 +67,6 @@ class TwilioRest:
         """Replace what the live call ``call_sid`` is doing with ``twiml`` (this ends its media
         stream; the call itself goes on with the new instructions)."""
         return await asyncio.to_thread(self._update, call_sid, {"twiml": twiml})
-
-    async def hang_up(self, call_sid: str) -> CallResource:
-        """End the call for everyone on it."""
-        return await asyncio.to_thread(self._update, call_sid, {"status": "completed"})
 
     def _update(self, call_sid: str, values: dict[str, Any]) -> CallResource:
         try:
