@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
 
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
@@ -68,7 +67,7 @@ class TwilioRest:
         stream; the call itself goes on with the new instructions)."""
         return await asyncio.to_thread(self._update, call_sid, {"twiml": twiml})
 
-    def _update(self, call_sid: str, values: dict[str, Any]) -> CallResource:
+    def _update(self, call_sid: str, values: dict[str, str]) -> CallResource:
         try:
             call = (
                 self._client.api.v2010.accounts(self.account_sid).calls(call_sid).update(**values)
