@@ -185,9 +185,9 @@ async def open_media_stream(frames: FrameSource, tokens: StreamTokens) -> Opened
     try:
         start = await await_start(frames, parser, what="start event")
     except (WebSocketDisconnect, ProtocolError) as exc:
+        reason = "disconnected" if isinstance(exc, WebSocketDisconnect) else str(exc)
         raise StreamRefused(
-            f"media websocket refused before start: {str(exc) or 'disconnected'}",
-            "start event required",
+            f"media websocket refused before start: {reason}", "start event required"
         ) from None
     try:
         details = tokens.consume(start.custom_parameters.get("token"), start.call_sid)
