@@ -24,7 +24,9 @@ from agent.settings import Secret, Settings
 from telephony import browser_codec, codec
 from telephony.browser_routes import build_demo_router
 from telephony.browser_serializer import BrowserMediaSerializer
-from telephony.routes import build_router, mask_phone
+from telephony.host import DemoRouteConfig, TwilioRouteConfig
+from telephony.privacy import mask_phone
+from telephony.routes import build_router
 from telephony.serializer import TwilioMediaSerializer
 from telephony.tokens import StreamTokens
 from tools.business import load_business, seed_business
@@ -34,6 +36,8 @@ from tools.records import CallStore
 
 @dataclass
 class AppState:
+    """Satisfies telephony.host.TwilioHost (and so CallSlots) for the telephony routes."""
+
     settings: Settings
     db: Database
     calls: CallStore
@@ -50,6 +54,21 @@ class AppState:
     phrases: dict[str, str] = field(default_factory=dict)
     sessions: dict[str, Any] = field(default_factory=dict)
     handoff_desk: Any = None  # agent.escalation.HandoffDesk
+
+    # --- telephony.host.CallSlots ---------------------------------------------------------
+
+    def has_room(self) -> bool:
+        return self.accepting and self.active_calls < self.settings.max_concurrent_calls
+
+    def take_slot(self, *, answered: bool = False) -> bool:
+        full = self.active_calls >= self.settings.max_concurrent_calls
+        if full or not (answered or self.accepting):
+            return False
+        self.active_calls += 1
+        return True
+
+    def release_slot(self) -> None:
+        self.active_calls -= 1
 
 
 def resolve_admin_token(settings: Settings) -> Secret:
@@ -157,7 +176,12 @@ def create_app(settings: Settings) -> FastAPI:
             state.sessions.pop(info.call_sid, None)
             logger.info(f"call {info.call_sid} ended: {session.outcome}")
 
-    app.include_router(build_router(state, run_phone_call))
+    twilio_config = TwilioRouteConfig(
+        auth_token=settings.twilio_auth_token.reveal() if settings.twilio_auth_token else "",
+        public_url=settings.public_url,
+        busy_message=state.phrases["over_capacity"],
+    )
+    app.include_router(build_router(state, twilio_config, run_phone_call))
 
     async def run_browser_call(
         websocket: WebSocket, parser: browser_codec.BrowserStreamParser, call_sid: str
@@ -173,9 +197,13 @@ def create_app(settings: Settings) -> FastAPI:
             state.sessions.pop(call_sid, None)
             logger.info(f"browser call {call_sid} ended: {session.outcome}")
 
-    app.include_router(
-        build_demo_router(state, run_browser_call, Path(__file__).resolve().parent / "static")
+    demo_config = DemoRouteConfig(
+        enabled=settings.demo_enabled,
+        calls_per_minute=settings.demo_calls_per_minute,
+        public_url=settings.public_url,
     )
+    static_dir = Path(__file__).resolve().parent / "static"
+    app.include_router(build_demo_router(state, demo_config, run_browser_call, static_dir))
 
     def require_admin(request: Request) -> None:
         header = request.headers.get("authorization", "")

@@ -520,6 +520,8 @@ class CallSession:
             await self.escalation.settle()
             if self.faults is not None:
                 await self.faults.close()
+            if serializer.frame_errors.count:  # the call went on without them; say so
+                self.records.put("add_fault", fault=f"media stream: {serializer.frame_errors}")
             recording_path = self._save_recording()
             self.records.put("finish_call", outcome=self.outcome, recording_path=recording_path)
             await self.records.close()

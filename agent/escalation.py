@@ -42,7 +42,7 @@ from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from agent.prompts import phrases
 from telephony import twiml
-from telephony.routes import mask_phone
+from telephony.privacy import mask_phone
 from telephony.twilio_rest import TwilioRest, TwilioRestError
 from tools.business import load_business
 from tools.crm import lookup_customer

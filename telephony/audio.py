@@ -6,6 +6,7 @@ import io
 import wave
 
 import numpy as np
+import numpy.typing as npt
 import soxr
 
 
@@ -18,9 +19,9 @@ def resample_pcm16(pcm: bytes, from_rate: int, to_rate: int) -> bytes:
     return np.asarray(out, dtype="<i2").tobytes()
 
 
-def float_to_pcm16(samples: np.ndarray, gain: float = 1.0) -> bytes:
+def float_to_pcm16(samples: npt.NDArray[np.floating], gain: float = 1.0) -> bytes:
     """Convert float audio in [-1, 1] to 16-bit PCM, applying gain with hard clipping."""
-    scaled = np.clip(samples.astype(np.float32) * gain, -1.0, 1.0)
+    scaled: npt.NDArray[np.float32] = np.clip(samples.astype(np.float32) * gain, -1.0, 1.0)
     return (scaled * 32767.0).astype("<i2").tobytes()
 
 

@@ -18,24 +18,22 @@ server -> page
 
 Feed inbound frames to :class:`BrowserStreamParser`; build outbound ones with the ``encode_*``
 functions. Everything here is testable with literal frames alone (tests/test_browser_codec.py).
+The parts shared with the Twilio codec (errors, states, the parser skeleton) are in stream_codec.
 """
 
 from __future__ import annotations
 
-import enum
 import json
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+
+from telephony.stream_codec import ProtocolError, StreamParser, StreamState, decode_json_object
 
 #: Rates the pipeline can run at (Silero VAD supports exactly these).
 SAMPLE_RATES = (8000, 16000)
 MAX_AUDIO_SECS = 1.0
 MAX_TEXT_CHARS = 4096
 MAX_MARK_NAME_CHARS = 64
-
-
-class ProtocolError(ValueError):
-    """A frame that is not valid demo protocol; the message says what was expected."""
 
 
 @dataclass(frozen=True)
@@ -61,26 +59,14 @@ class Hangup:
 Event = Start | Audio | Mark | Hangup
 
 
-class StreamState(enum.Enum):
-    AWAITING_START = "awaiting_start"
-    STREAMING = "streaming"
-    STOPPED = "stopped"
-
-
 def parse_control(text: str) -> Start | Mark | Hangup:
     """Parse one text frame statelessly; ProtocolError for anything malformed."""
-    if len(text) > MAX_TEXT_CHARS:
-        raise ProtocolError(f"text frame of {len(text)} characters exceeds {MAX_TEXT_CHARS}")
-    try:
-        message = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise ProtocolError(f"text frame is not JSON: {exc}") from None
-    if not isinstance(message, dict):
-        raise ProtocolError(f"text frame must be a JSON object, got {type(message).__name__}")
+    message = decode_json_object(text, max_chars=MAX_TEXT_CHARS, what="text frame")
     kind = message.get("type")
     if kind == "start":
         rate = message.get("sampleRate")
-        if isinstance(rate, bool) or rate not in SAMPLE_RATES:
+        # 16000.0 is 16000; a bool is not a rate although True == 1.
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or rate not in SAMPLE_RATES:
             rates = " or ".join(str(r) for r in SAMPLE_RATES)
             raise ProtocolError(f"start.sampleRate must be {rates}, got {rate!r}")
         audio_format = message.get("format", "pcm16")
@@ -99,30 +85,15 @@ def parse_control(text: str) -> Start | Mark | Hangup:
     raise ProtocolError(f"unknown message type {kind!r} (expected start, mark or hangup)")
 
 
-class BrowserStreamParser:
-    """Stateful parser: start first and once, audio only while streaming, nothing after hangup.
-
-    ``receive`` returns the event or raises ProtocolError; it stays usable after an error so a
-    bad frame does not end a call.
-    """
-
-    def __init__(self) -> None:
-        self.state = StreamState.AWAITING_START
-        self.start: Start | None = None
-        self.errors = 0
+class BrowserStreamParser(StreamParser[Start, Event]):
+    """Enforces the order: start first and once, audio only while streaming, nothing after
+    hangup."""
 
     @property
     def sample_rate(self) -> int:
         if self.start is None:
             raise ProtocolError("no start message yet")
         return self.start.sample_rate
-
-    def receive(self, data: str | bytes) -> Event:
-        try:
-            return self._receive(data)
-        except ProtocolError:
-            self.errors += 1
-            raise
 
     def _receive(self, data: str | bytes) -> Event:
         if self.state is StreamState.STOPPED:
@@ -142,8 +113,7 @@ class BrowserStreamParser:
         if isinstance(event, Start):
             if self.start is not None:
                 raise ProtocolError("second start message on one call")
-            self.start = event
-            self.state = StreamState.STREAMING
+            self._started(event)
             return event
         if self.start is None:
             raise ProtocolError(f"{type(event).__name__.lower()} before the start message")
@@ -152,7 +122,7 @@ class BrowserStreamParser:
         return event
 
 
-def _dump(message: dict[str, Any]) -> str:
+def _dump(message: dict[str, object]) -> str:
     return json.dumps(message, default=str, separators=(",", ":"))
 
 
@@ -168,7 +138,7 @@ def encode_clear() -> str:
     return _dump({"type": "clear"})
 
 
-def encode_event(kind: str, data: dict[str, Any]) -> str:
+def encode_event(kind: str, data: Mapping[str, object]) -> str:
     """A live call event; ``data`` must not carry a ``type`` or ``kind`` of its own."""
     return _dump({**data, "type": "event", "kind": kind})
 

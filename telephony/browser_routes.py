@@ -3,18 +3,16 @@
 The socket runs the same call pipeline as a phone call (see agent/app.py). It needs no Twilio
 credentials and no admin token, so it is guarded instead: the Origin must be this server's own
 (or ``FRONTDESK_PUBLIC_URL``), each client address may start only so many calls a minute, and
-calls count against ``FRONTDESK_MAX_CALLS`` like phone calls. With ``FRONTDESK_DEMO=0`` the
-page and the socket answer 404.
+calls take the app's call slots (:class:`telephony.host.CallSlots`) like phone calls. With
+``FRONTDESK_DEMO=0`` the page and the socket answer 404.
 """
 
 from __future__ import annotations
 
-import asyncio
 import math
 import secrets
 from collections.abc import Awaitable, Callable
 from pathlib import Path
-from typing import Any
 from urllib.parse import urlsplit
 
 from fastapi import APIRouter, Response, WebSocket
@@ -22,14 +20,14 @@ from loguru import logger
 from starlette.websockets import WebSocketDisconnect
 
 from telephony import browser_codec
+from telephony.host import CallSlots, DemoRouteConfig
+from telephony.media_socket import await_start, close_quietly, websocket_frames
 from telephony.ratelimit import RateLimiter, client_key
-from telephony.routes import close_quietly
+from telephony.stream_codec import ProtocolError
 
-#: How long a new demo socket may take to send its start message.
-START_TIMEOUT_SECS = 10.0
-MAX_PRE_START_MESSAGES = 5
 WS_PATH = "/demo/ws"
 
+#: Runs a browser call whose start has arrived: (socket, its parser, the call's id).
 RunBrowserCall = Callable[[WebSocket, browser_codec.BrowserStreamParser, str], Awaitable[None]]
 
 #: The page's files: name -> media type. Nothing else under the static dir is served.
@@ -71,12 +69,14 @@ def origin_allowed(origin: str | None, host: str | None, public_url: str) -> boo
     return bool(public_url) and _origin_of(origin) == _origin_of(public_url)
 
 
-def build_demo_router(state: Any, run_call: RunBrowserCall, static_dir: Path) -> APIRouter:
-    """The page, its assets and the call socket, bound to the app state; 404s when disabled."""
+def build_demo_router(
+    slots: CallSlots, config: DemoRouteConfig, run_call: RunBrowserCall, static_dir: Path
+) -> APIRouter:
+    """The page, its assets and the call socket, taking the app's call slots; 404s when
+    disabled."""
     router = APIRouter()
-    settings = state.settings
 
-    if not settings.demo_enabled:
+    if not config.enabled:
 
         @router.websocket(WS_PATH)
         async def demo_disabled(websocket: WebSocket) -> None:
@@ -84,7 +84,7 @@ def build_demo_router(state: Any, run_call: RunBrowserCall, static_dir: Path) ->
 
         return router
 
-    limiter = RateLimiter(settings.demo_calls_per_minute, 60.0)
+    limiter = RateLimiter(config.calls_per_minute, 60.0)
     page = (static_dir / "demo.html").read_bytes()
     assets = {name: (static_dir / name).read_bytes() for name in ASSETS}
 
@@ -101,7 +101,7 @@ def build_demo_router(state: Any, run_call: RunBrowserCall, static_dir: Path) ->
     @router.websocket(WS_PATH)
     async def demo_socket(websocket: WebSocket) -> None:
         origin = websocket.headers.get("origin")
-        if not origin_allowed(origin, websocket.headers.get("host"), settings.public_url):
+        if not origin_allowed(origin, websocket.headers.get("host"), config.public_url):
             logger.warning(f"demo socket refused: origin {origin!r} is not this server's")
             await _deny(websocket, 403, "origin not allowed")
             return
@@ -119,20 +119,18 @@ def build_demo_router(state: Any, run_call: RunBrowserCall, static_dir: Path) ->
                 "then try again.",
             )
             return
-        if not state.accepting or state.active_calls >= settings.max_concurrent_calls:
+        if not slots.take_slot():  # taken now, so a phone call can't take it meanwhile
             logger.warning("demo socket refused: over capacity or shutting down")
             busy = "All lines are busy right now. Please try again in a minute."
             await _refuse(websocket, 1013, "busy", busy)
             return
-        state.active_calls += 1  # reserved now, so a phone call can't take it meanwhile
         try:
             parser = browser_codec.BrowserStreamParser()
             try:
-                await asyncio.wait_for(_await_start(websocket, parser), START_TIMEOUT_SECS)
-            except (TimeoutError, browser_codec.ProtocolError) as exc:
-                reason = "no start message in time" if isinstance(exc, TimeoutError) else str(exc)
-                logger.warning(f"demo socket refused before start: {reason}")
-                await _refuse(websocket, 1008, "protocol", reason)
+                await await_start(websocket_frames(websocket), parser, what="start message")
+            except ProtocolError as exc:
+                logger.warning(f"demo socket refused before start: {exc}")
+                await _refuse(websocket, 1008, "protocol", str(exc))
                 return
             except WebSocketDisconnect:
                 return
@@ -141,25 +139,10 @@ def build_demo_router(state: Any, run_call: RunBrowserCall, static_dir: Path) ->
             await websocket.send_text(browser_codec.encode_ready(call_sid, parser.sample_rate))
             await run_call(websocket, parser, call_sid)
         finally:
-            state.active_calls -= 1
+            slots.release_slot()
             await close_quietly(websocket, 1000, "call ended")
 
     return router
-
-
-async def _await_start(websocket: WebSocket, parser: browser_codec.BrowserStreamParser) -> None:
-    for _ in range(MAX_PRE_START_MESSAGES):
-        message = await websocket.receive()
-        if message["type"] == "websocket.disconnect":
-            raise WebSocketDisconnect(message.get("code", 1000))
-        data = message.get("text") if message.get("text") is not None else message.get("bytes")
-        if data is None:
-            continue
-        if isinstance(parser.receive(data), browser_codec.Start):
-            return
-    raise browser_codec.ProtocolError(
-        f"no start message in the first {MAX_PRE_START_MESSAGES} messages"
-    )
 
 
 async def _deny(websocket: WebSocket, status: int, reason: str) -> None:

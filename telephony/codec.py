@@ -4,30 +4,33 @@ Feed text frames to :class:`MediaStreamParser` and get typed events back; build 
 with :func:`encode_media`, :func:`encode_mark` and :func:`encode_clear`. Everything here is
 testable with captured JSON alone (see tests/test_codec.py).
 
-Inbound events: connected, start, media, dtmf, mark, stop. Outbound: media, mark, clear.
+Inbound events: connected, start, media, dtmf, mark, stop. Outbound: media, mark, clear. The
+parts shared with the browser codec (errors, states, the parser skeleton) are in stream_codec.
 """
 
 from __future__ import annotations
 
 import base64
 import binascii
-import enum
 import json
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 
-#: Twilio sends 8 kHz mu-law in 20 ms frames: 160 bytes. Other sizes are legal but bounded.
+from telephony.stream_codec import (
+    JsonObject,
+    ProtocolError,
+    StreamParser,
+    StreamState,
+    decode_json_object,
+)
+
+#: Twilio sends 8 kHz mu-law (20 ms frames of 160 bytes; other sizes are legal but bounded).
 TWILIO_SAMPLE_RATE = 8000
-FRAME_BYTES = 160
 MAX_MEDIA_PAYLOAD_BYTES = 8000  # one second of audio in a single frame is already suspicious
 MAX_MESSAGE_CHARS = 64 * 1024
 DTMF_DIGITS = frozenset("0123456789*#ABCD")
-
-
-class ProtocolError(ValueError):
-    """A frame that is not valid Twilio Media Streams; the message says what was expected."""
 
 
 @dataclass(frozen=True)
@@ -78,20 +81,14 @@ class Stop:
 Event = Connected | Start | Media | Dtmf | Mark | Stop
 
 
-class StreamState(enum.Enum):
-    AWAITING_START = "awaiting_start"
-    STREAMING = "streaming"
-    STOPPED = "stopped"
-
-
-def _obj(message: dict[str, Any], key: str) -> dict[str, Any]:
+def _obj(message: JsonObject, key: str) -> JsonObject:
     value = message.get(key)
     if not isinstance(value, dict):
         raise ProtocolError(f"'{message.get('event')}' event needs an object '{key}'")
     return value
 
 
-def _str(container: dict[str, Any], key: str, *, where: str, required: bool = True) -> str:
+def _str(container: JsonObject, key: str, *, where: str, required: bool = True) -> str:
     value = container.get(key)
     if value is None and not required:
         return ""
@@ -100,7 +97,7 @@ def _str(container: dict[str, Any], key: str, *, where: str, required: bool = Tr
     return value
 
 
-def _int(container: dict[str, Any], key: str, *, where: str, default: int) -> int:
+def _int(container: JsonObject, key: str, *, where: str, default: int) -> int:
     value = container.get(key, default)
     if isinstance(value, bool):
         raise ProtocolError(f"{where}.{key} must be an integer, got {value!r}")
@@ -121,14 +118,7 @@ def parse_message(text: str | bytes) -> Event:
             text = text.decode("utf-8")
         except UnicodeDecodeError:
             raise ProtocolError("binary frame is not UTF-8 JSON") from None
-    if len(text) > MAX_MESSAGE_CHARS:
-        raise ProtocolError(f"frame of {len(text)} characters exceeds {MAX_MESSAGE_CHARS}")
-    try:
-        message = json.loads(text)
-    except (json.JSONDecodeError, RecursionError) as exc:
-        raise ProtocolError(f"frame is not JSON: {exc}") from None
-    if not isinstance(message, dict):
-        raise ProtocolError(f"frame must be a JSON object, got {type(message).__name__}")
+    message = decode_json_object(text, max_chars=MAX_MESSAGE_CHARS, what="frame")
     event = message.get("event")
     if event == "connected":
         return Connected(
@@ -207,27 +197,11 @@ def parse_message(text: str | bytes) -> Event:
     raise ProtocolError(f"unknown event {event!r}")
 
 
-class MediaStreamParser:
-    """Stateful parser: enforces event order (start before media, nothing after stop).
+class MediaStreamParser(StreamParser[Start, Event]):
+    """Enforces event order: start before media, one start, nothing after stop."""
 
-    ``receive`` returns the parsed event or raises ProtocolError; the parser stays usable after
-    an error so one bad frame does not end a call.
-    """
-
-    def __init__(self) -> None:
-        self.state = StreamState.AWAITING_START
-        self.start: Start | None = None
-        self.errors = 0
-
-    def receive(self, text: str | bytes) -> Event:
-        try:
-            event = parse_message(text)
-            return self._check_order(event)
-        except ProtocolError:
-            self.errors += 1
-            raise
-
-    def _check_order(self, event: Event) -> Event:
+    def _receive(self, data: str | bytes) -> Event:
+        event = parse_message(data)
         if self.state is StreamState.STOPPED:
             raise ProtocolError(f"{type(event).__name__.lower()} event after stop")
         if isinstance(event, Connected):
@@ -235,13 +209,12 @@ class MediaStreamParser:
         if isinstance(event, Start):
             if self.state is StreamState.STREAMING:
                 raise ProtocolError("second start event on one stream")
-            self.state = StreamState.STREAMING
-            self.start = event
+            self._started(event)
             return event
         if self.state is StreamState.AWAITING_START:
             raise ProtocolError(f"{type(event).__name__.lower()} event before start")
         assert self.start is not None
-        stream_sid = getattr(event, "stream_sid", "")
+        stream_sid = event.stream_sid
         if stream_sid and stream_sid != self.start.stream_sid:
             raise ProtocolError(
                 f"streamSid {stream_sid!r} does not match this stream ({self.start.stream_sid!r})"
@@ -270,7 +243,7 @@ _BIAS = 0x84
 _SEGMENT_ENDS = np.array([0x3F, 0x7F, 0xFF, 0x1FF, 0x3FF, 0x7FF, 0xFFF, 0x1FFF])
 
 
-def _build_decode_table() -> np.ndarray:
+def _build_decode_table() -> npt.NDArray[np.int16]:
     table = np.zeros(256, dtype=np.int16)
     for i in range(256):
         u = ~i & 0xFF

@@ -1,33 +1,31 @@
-"""Twilio-facing routes: the voice webhook (TwiML) and the Media Streams websocket."""
+"""Twilio-facing routes: the signed webhooks (voice, warm-transfer whisper, dial action) that
+answer with TwiML, and the Media Streams websocket that starts a call.
+
+They depend on the app only through :class:`telephony.host.TwilioHost` and a
+:class:`telephony.host.TwilioRouteConfig`.
+"""
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any
+from dataclasses import dataclass
 
 from fastapi import APIRouter, Request, Response, WebSocket
 from loguru import logger
-from starlette.websockets import WebSocketDisconnect, WebSocketState
+from starlette.websockets import WebSocketDisconnect
 
 from telephony import codec, twiml
+from telephony.host import TwilioHost, TwilioRouteConfig
+from telephony.media_socket import FrameSource, await_start, close_quietly, websocket_frames
+from telephony.privacy import mask_phone
 from telephony.signature import is_valid_twilio_request, public_request_url
-from telephony.tokens import TokenError
+from telephony.stream_codec import ProtocolError
+from telephony.tokens import StreamTokens, TokenError
 
-#: How long a new media websocket may take to send its start event.
-START_TIMEOUT_SECS = 10.0
-MAX_PRE_START_MESSAGES = 5
-
+#: Runs a call whose stream has started: (socket, its parser, the start, the token's details).
 RunCall = Callable[
     [WebSocket, codec.MediaStreamParser, codec.Start, dict[str, str]], Awaitable[None]
 ]
-
-
-def mask_phone(number: str) -> str:
-    """+14135550123 -> +1413***0123 (numbers are masked in logs, never in the database)."""
-    if len(number) <= 6:
-        return "***"
-    return f"{number[:5]}***{number[-4:]}"
 
 
 def request_base(request: Request) -> str:
@@ -44,13 +42,12 @@ def stream_url(public_base: str, request: Request) -> str:
     return f"{base}/twilio/media"
 
 
-def build_router(state: Any, run_call: RunCall) -> APIRouter:
-    """Routes bound to the app state (settings, tokens, capacity) and the call runner."""
+def build_router(host: TwilioHost, config: TwilioRouteConfig, run_call: RunCall) -> APIRouter:
+    """The Twilio routes, bound to the app (``host``), their settings and the call runner."""
     router = APIRouter()
-    settings = state.settings
 
     async def validated_form(request: Request) -> dict[str, str] | Response:
-        if not settings.twilio_auth_token:
+        if not config.auth_token:
             logger.error("Twilio webhook refused: TWILIO_AUTH_TOKEN is not configured")
             return Response(
                 "TWILIO_AUTH_TOKEN is not configured on this server, so Twilio requests cannot "
@@ -60,10 +57,10 @@ def build_router(state: Any, run_call: RunCall) -> APIRouter:
             )
         form = {k: str(v) for k, v in (await request.form()).items()}
         url = public_request_url(
-            settings.public_url, request.url.path, request.url.query, str(request.url)
+            config.public_url, request.url.path, request.url.query, str(request.url)
         )
         signature = request.headers.get("x-twilio-signature")
-        if not is_valid_twilio_request(settings.twilio_auth_token.reveal(), url, form, signature):
+        if not is_valid_twilio_request(config.auth_token, url, form, signature):
             logger.warning(
                 f"Twilio webhook {request.url.path} refused: "
                 f"{'missing' if not signature else 'invalid'} signature for {url}"
@@ -83,15 +80,15 @@ def build_router(state: Any, run_call: RunCall) -> APIRouter:
             f"incoming call {call_sid} from {mask_phone(form.get('From', ''))} "
             f"to {mask_phone(form.get('To', ''))}"
         )
-        if not state.accepting or state.active_calls >= settings.max_concurrent_calls:
+        if not host.has_room():
             logger.warning(f"call {call_sid}: over capacity or shutting down; apologising")
-            body = twiml.apologise_busy(state.phrases["over_capacity"], state.escalation_number)
+            body = twiml.apologise_busy(config.busy_message, host.escalation_number)
             return Response(body, media_type="application/xml")
-        token = state.tokens.issue(
+        token = host.tokens.issue(
             call_sid,
             {"from": form.get("From", ""), "to": form.get("To", ""), "base": request_base(request)},
         )
-        body = twiml.connect_stream(stream_url(settings.public_url, request), token)
+        body = twiml.connect_stream(stream_url(config.public_url, request), token)
         return Response(body, media_type="application/xml")
 
     def handoff_id(request: Request) -> int:
@@ -104,7 +101,7 @@ def build_router(state: Any, run_call: RunCall) -> APIRouter:
         form = await validated_form(request)
         if isinstance(form, Response):
             return form
-        text = await state.handoff_desk.whisper_text(
+        text = await host.handoff_desk.whisper_text(
             handoff_id(request), form.get("ParentCallSid", "")
         )
         if text is None:
@@ -118,9 +115,8 @@ def build_router(state: Any, run_call: RunCall) -> APIRouter:
         if isinstance(form, Response):
             return form
         call_sid = form.get("CallSid", "")
-        can_resume = state.accepting and state.active_calls < settings.max_concurrent_calls
         handoff = handoff_id(request)
-        step = await state.handoff_desk.dial_finished(handoff, form, can_resume)
+        step = await host.handoff_desk.dial_finished(handoff, form, host.has_room())
         if step is None:
             return Response("unknown handoff", status_code=404, media_type="text/plain")
         if step.kind == "resume":
@@ -130,8 +126,8 @@ def build_router(state: Any, run_call: RunCall) -> APIRouter:
                 "base": request_base(request),
                 "resume": str(handoff),
             }
-            token = state.tokens.issue(call_sid, details)
-            body = twiml.connect_stream(stream_url(settings.public_url, request), token)
+            token = host.tokens.issue(call_sid, details)
+            body = twiml.connect_stream(stream_url(config.public_url, request), token)
         elif step.kind == "goodbye":
             body = twiml.say_and_hangup(step.text)
         else:
@@ -141,52 +137,62 @@ def build_router(state: Any, run_call: RunCall) -> APIRouter:
     @router.websocket("/twilio/media")
     async def media(websocket: WebSocket) -> None:
         await websocket.accept()
-        parser = codec.MediaStreamParser()
         try:
-            start = await asyncio.wait_for(_await_start(websocket, parser), START_TIMEOUT_SECS)
-        except (TimeoutError, WebSocketDisconnect, codec.ProtocolError) as exc:
-            reason = "no start event in time" if isinstance(exc, TimeoutError) else str(exc)
-            logger.warning(f"media websocket refused before start: {reason or 'disconnected'}")
-            await close_quietly(websocket, 1008, "start event required")
+            opened = await open_media_stream(websocket_frames(websocket), host.tokens)
+        except StreamRefused as refusal:
+            logger.warning(refusal.log_line)
+            await close_quietly(websocket, 1008, refusal.close_reason)
             return
-        try:
-            details = state.tokens.consume(start.custom_parameters.get("token"), start.call_sid)
-        except TokenError as exc:
-            logger.warning(f"media websocket for call {start.call_sid} refused: {exc}")
-            await close_quietly(websocket, 1008, "invalid token")
-            return
-        if state.active_calls >= settings.max_concurrent_calls:
+        start = opened.start
+        if not host.take_slot(answered=True):
             logger.warning(f"call {start.call_sid}: over capacity at stream start")
             await close_quietly(websocket, 1013, "over capacity")
             return
-        state.active_calls += 1
         try:
-            await run_call(websocket, parser, start, details)
+            await run_call(websocket, opened.parser, start, opened.details)
         finally:
-            state.active_calls -= 1
+            host.release_slot()
             await close_quietly(websocket, 1000, "call ended")
 
     return router
 
 
-async def _await_start(websocket: WebSocket, parser: codec.MediaStreamParser) -> codec.Start:
-    for _ in range(MAX_PRE_START_MESSAGES):
-        message = await websocket.receive()
-        if message["type"] == "websocket.disconnect":
-            raise WebSocketDisconnect(message.get("code", 1000))
-        data = message.get("text") if message.get("text") is not None else message.get("bytes")
-        if data is None:
-            continue
-        event = parser.receive(data)
-        if isinstance(event, codec.Start):
-            return event
-    raise codec.ProtocolError(f"no start event in the first {MAX_PRE_START_MESSAGES} messages")
+@dataclass(frozen=True)
+class OpenedStream:
+    """A media stream that passed its handshake: its parser, its start and its token's details."""
+
+    parser: codec.MediaStreamParser
+    start: codec.Start
+    details: dict[str, str]
 
 
-async def close_quietly(websocket: WebSocket, code: int, reason: str) -> None:
-    """Close with ``code`` unless the socket is already closed or closing."""
-    if websocket.application_state == WebSocketState.CONNECTED:
-        try:
-            await websocket.close(code=code, reason=reason)
-        except Exception:  # already closing from the other side
-            pass
+class StreamRefused(Exception):
+    """A media stream refused before its call starts (the socket is closed with 1008)."""
+
+    def __init__(self, log_line: str, close_reason: str) -> None:
+        super().__init__(log_line)
+        self.log_line = log_line
+        self.close_reason = close_reason
+
+
+async def open_media_stream(frames: FrameSource, tokens: StreamTokens) -> OpenedStream:
+    """A media stream's handshake: a valid start within bounds (see
+    :func:`telephony.media_socket.await_start`) carrying a one-time token issued for its call.
+
+    Raises StreamRefused for anything else, including a peer that leaves first.
+    """
+    parser = codec.MediaStreamParser()
+    try:
+        start = await await_start(frames, parser, what="start event")
+    except (WebSocketDisconnect, ProtocolError) as exc:
+        reason = "disconnected" if isinstance(exc, WebSocketDisconnect) else str(exc)
+        raise StreamRefused(
+            f"media websocket refused before start: {reason}", "start event required"
+        ) from None
+    try:
+        details = tokens.consume(start.custom_parameters.get("token"), start.call_sid)
+    except TokenError as exc:
+        raise StreamRefused(
+            f"media websocket for call {start.call_sid} refused: {exc}", "invalid token"
+        ) from None
+    return OpenedStream(parser, start, details)

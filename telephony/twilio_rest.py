@@ -1,4 +1,7 @@
-"""The Twilio REST calls Frontdesk makes: move a live call to new TwiML (a transfer), hang up.
+"""The Twilio REST call Frontdesk makes: move a live call to new TwiML (a transfer).
+
+A call never needs hanging up over REST: when its media stream closes, Twilio runs out of TwiML
+after ``<Connect>`` and ends the call itself.
 
 The twilio SDK blocks on the network, so every request runs in a worker thread
 (``asyncio.to_thread``) and a call's event loop never waits on it. ``base_url`` points the SDK at
@@ -11,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass
-from typing import Any
 
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
@@ -65,11 +67,7 @@ class TwilioRest:
         stream; the call itself goes on with the new instructions)."""
         return await asyncio.to_thread(self._update, call_sid, {"twiml": twiml})
 
-    async def hang_up(self, call_sid: str) -> CallResource:
-        """End the call for everyone on it."""
-        return await asyncio.to_thread(self._update, call_sid, {"status": "completed"})
-
-    def _update(self, call_sid: str, values: dict[str, Any]) -> CallResource:
+    def _update(self, call_sid: str, values: dict[str, str]) -> CallResource:
         try:
             call = (
                 self._client.api.v2010.accounts(self.account_sid).calls(call_sid).update(**values)

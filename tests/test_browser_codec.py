@@ -1,12 +1,17 @@
-"""The browser demo's wire format and the per-client rate limit: pure, no I/O."""
+"""The browser demo's wire format, its pipecat serializer and the per-client rate limit."""
 
 import json
 
 import pytest
+from pipecat.frames.frames import InputAudioRawFrame, InterruptionFrame, OutputAudioRawFrame
 
 from telephony import browser_codec as bc
+from telephony.browser_serializer import BrowserMediaSerializer
 from telephony.ratelimit import RateLimiter, client_key
+from telephony.serializer import CallEventFrame, MarkFrame
+from telephony.stream_codec import ProtocolError
 from tests.conftest import Clock
+from tests.fakes.stream_hooks import RecordingHooks
 
 START = '{"type": "start", "sampleRate": 16000, "format": "pcm16"}'
 
@@ -23,7 +28,7 @@ def test_a_call_in_order():
     assert parser.receive(bytes(640)) == bc.Audio(bytes(640))
     assert parser.receive('{"type": "mark", "name": "seg-1"}') == bc.Mark("seg-1")
     assert parser.receive('{"type": "hangup"}') == bc.Hangup()
-    with pytest.raises(bc.ProtocolError, match="after hangup"):
+    with pytest.raises(ProtocolError, match="after hangup"):
         parser.receive(bytes(640))
 
 
@@ -49,29 +54,29 @@ def test_narrowband_start_and_default_format():
     ],
 )
 def test_bad_control_frames_name_the_problem(frame, message):
-    with pytest.raises(bc.ProtocolError, match=message):
+    with pytest.raises(ProtocolError, match=message):
         bc.parse_control(frame)
 
 
 def test_order_and_audio_rules():
     parser = bc.BrowserStreamParser()
-    with pytest.raises(bc.ProtocolError, match="audio before the start"):
+    with pytest.raises(ProtocolError, match="audio before the start"):
         parser.receive(bytes(640))
-    with pytest.raises(bc.ProtocolError, match="mark before the start"):
+    with pytest.raises(ProtocolError, match="mark before the start"):
         parser.receive('{"type": "mark", "name": "seg-1"}')
-    with pytest.raises(bc.ProtocolError, match="no start message"):
+    with pytest.raises(ProtocolError, match="no start message"):
         _ = parser.sample_rate
     parser.receive(START)
-    with pytest.raises(bc.ProtocolError, match="second start"):
+    with pytest.raises(ProtocolError, match="second start"):
         parser.receive(START)
-    with pytest.raises(bc.ProtocolError, match="whole 16-bit samples, got 641"):
+    with pytest.raises(ProtocolError, match="whole 16-bit samples, got 641"):
         parser.receive(bytes(641))
-    with pytest.raises(bc.ProtocolError, match="got 0 bytes"):
+    with pytest.raises(ProtocolError, match="got 0 bytes"):
         parser.receive(b"")
-    with pytest.raises(bc.ProtocolError, match="exceeds 32000"):
+    with pytest.raises(ProtocolError, match="exceeds 32000"):
         parser.receive(bytes(32002))
     assert parser.receive(bytes(32000)) == bc.Audio(bytes(32000))  # one second is fine
-    assert parser.errors == 6  # and the parser is still usable after each
+    assert parser.errors.count == 6  # and the parser is still usable after each
 
 
 def test_outbound_messages():
@@ -93,6 +98,28 @@ def test_outbound_messages():
         "code": "busy",
         "message": "All lines are busy.",
     }
+
+
+async def test_serializer_carries_pcm_marks_and_events():
+    parser = started()
+    hooks = RecordingHooks()
+    serializer = BrowserMediaSerializer(parser, hooks)
+    assert serializer.wants_events
+    audio = await serializer.deserialize(bytes(640))
+    assert isinstance(audio, InputAudioRawFrame) and audio.sample_rate == 16000
+    assert await serializer.deserialize(bytes(641)) is None  # skipped, the call goes on
+    assert await serializer.deserialize('{"type": "mark", "name": "seg-1"}') is None
+    assert await serializer.deserialize('{"type": "hangup"}') is None
+    assert hooks.events == [("caller_audio", 640), ("mark", "seg-1"), ("stop", None)]
+    assert serializer.frame_errors.count == 1 and "641 bytes" in serializer.frame_errors.first
+    narrowband = OutputAudioRawFrame(audio=bytes(160), sample_rate=8000, num_channels=1)
+    assert len(await serializer.serialize(narrowband)) == 320  # resampled to the page's rate
+    assert json.loads(await serializer.serialize(InterruptionFrame())) == {"type": "clear"}
+    mark = json.loads(await serializer.serialize(MarkFrame("seg-2", "Hello.")))
+    assert mark == {"type": "mark", "name": "seg-2", "text": "Hello."}
+    event = await serializer.serialize(CallEventFrame(message={"kind": "turn", "text": "Hi"}))
+    assert json.loads(event) == {"type": "event", "kind": "turn", "text": "Hi"}
+    assert hooks.events[3:] == [("bot_audio", 320), ("clear", None)]
 
 
 def test_rate_limit_is_per_client_and_slides():

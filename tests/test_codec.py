@@ -1,12 +1,21 @@
-"""The Twilio Media Streams codec, fed with captured JSON frames."""
+"""The Twilio Media Streams codec, fed with captured JSON frames, and its pipecat serializer."""
 
 import base64
 import json
 
 import numpy as np
 import pytest
+from pipecat.frames.frames import (
+    InputAudioRawFrame,
+    InputDTMFFrame,
+    InterruptionFrame,
+    OutputAudioRawFrame,
+)
 
 from telephony import codec
+from telephony.serializer import CallEventFrame, MarkFrame, TwilioMediaSerializer
+from telephony.stream_codec import MAX_ERROR_CHARS, FrameErrors, ProtocolError
+from tests.fakes.stream_hooks import RecordingHooks
 
 CONNECTED = '{"event": "connected", "protocol": "Call", "version": "1.0.0"}'
 START = (
@@ -66,25 +75,25 @@ def test_parses_each_inbound_event():
     ],
 )
 def test_refuses_malformed_frames_with_a_clear_message(frame, message):
-    with pytest.raises(codec.ProtocolError, match=message):
+    with pytest.raises(ProtocolError, match=message):
         codec.parse_message(frame)
 
 
 def test_parser_enforces_event_order():
     parser = codec.MediaStreamParser()
     parser.receive(CONNECTED)
-    with pytest.raises(codec.ProtocolError, match="before start"):
+    with pytest.raises(ProtocolError, match="before start"):
         parser.receive(MEDIA)
     parser.receive(START)
-    with pytest.raises(codec.ProtocolError, match="second start"):
+    with pytest.raises(ProtocolError, match="second start"):
         parser.receive(START)
     assert isinstance(parser.receive(MEDIA), codec.Media)
-    with pytest.raises(codec.ProtocolError, match="does not match"):
+    with pytest.raises(ProtocolError, match="does not match"):
         parser.receive(MEDIA.replace("MZ18ad3ab5a668481ce02b83e7395059f0", "MZother"))
     parser.receive(STOP)
-    with pytest.raises(codec.ProtocolError, match="after stop"):
+    with pytest.raises(ProtocolError, match="after stop"):
         parser.receive(MEDIA)
-    assert parser.errors == 4
+    assert parser.errors.count == 4
 
 
 def test_encodes_outbound_events():
@@ -114,3 +123,56 @@ def test_matches_the_standard_g711_table():
     assert codec.pcm16_to_ulaw(pcm) == audioop.lin2ulaw(pcm, 2)
     ulaw = bytes(range(256))
     assert codec.ulaw_to_pcm16(ulaw) == audioop.ulaw2lin(ulaw, 2)
+
+
+def test_frame_errors_keep_the_count_and_the_first_and_latest_error():
+    errors = FrameErrors()
+    errors.add(ProtocolError("first problem"))
+    assert str(errors) == "1 malformed frame(s) ignored; first: first problem"
+    errors.add(ProtocolError("x" * 5000))  # a peer's garbage quoted in the error is cut short
+    errors.add(ProtocolError("latest problem"))
+    assert (errors.count, errors.first, errors.latest) == (3, "first problem", "latest problem")
+    assert str(errors).endswith("; latest: latest problem")
+    errors.add(ProtocolError("y" * 5000))
+    assert len(errors.latest) == MAX_ERROR_CHARS and errors.latest.endswith("…")
+
+
+async def test_serializer_turns_events_into_frames_and_skips_bad_ones():
+    parser = codec.MediaStreamParser()
+    parser.receive(CONNECTED)
+    with pytest.raises(ValueError, match="seen the start"):
+        TwilioMediaSerializer(parser, RecordingHooks())
+    parser.receive(START)
+    hooks = RecordingHooks()
+    serializer = TwilioMediaSerializer(parser, hooks, pipeline_rate=16000)
+    audio = await serializer.deserialize(MEDIA)
+    assert isinstance(audio, InputAudioRawFrame) and audio.sample_rate == 16000
+    assert len(audio.audio) == 640  # 20 ms at 16 kHz
+    assert await serializer.deserialize("not json") is None  # skipped, the call goes on
+    assert await serializer.deserialize(MARK) is None
+    dtmf = await serializer.deserialize(DTMF)
+    assert isinstance(dtmf, InputDTMFFrame) and dtmf.button.value == "0"
+    assert await serializer.deserialize(MEDIA.replace('"chunk"', '"chunk": [], "x"')) is None
+    assert await serializer.deserialize(STOP) is None
+    assert hooks.events == [("caller_audio", 320), ("mark", "seg-1"), ("dtmf", "0"), ("stop", None)]
+    assert serializer.frame_errors.count == 2
+    assert str(serializer.frame_errors).startswith("2 malformed frame(s) ignored; first: frame is")
+
+
+async def test_serializer_encodes_bot_audio_clear_and_marks_for_twilio():
+    parser = codec.MediaStreamParser()
+    parser.receive(START)
+    hooks = RecordingHooks()
+    serializer = TwilioMediaSerializer(parser, hooks)
+    sid = "MZ18ad3ab5a668481ce02b83e7395059f0"
+    wideband = OutputAudioRawFrame(audio=bytes(640), sample_rate=16000, num_channels=1)
+    media = json.loads(await serializer.serialize(wideband))
+    assert media["streamSid"] == sid and len(base64.b64decode(media["media"]["payload"])) == 160
+    assert json.loads(await serializer.serialize(InterruptionFrame())) == {
+        "event": "clear",
+        "streamSid": sid,
+    }
+    mark = json.loads(await serializer.serialize(MarkFrame("seg-2", "Hello.")))
+    assert mark == {"event": "mark", "streamSid": sid, "mark": {"name": "seg-2"}}
+    assert await serializer.serialize(CallEventFrame(message={"kind": "turn"})) is None
+    assert hooks.events == [("bot_audio", 320), ("clear", None)]

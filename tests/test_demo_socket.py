@@ -14,7 +14,7 @@ from starlette.testclient import TestClient, WebSocketDenialResponse
 
 from agent.app import create_app
 from agent.settings import Settings
-from telephony import browser_routes
+from telephony import browser_routes, media_socket
 from tests.conftest import ADMIN_TOKEN, server_env
 
 ORIGIN = {"origin": "http://testserver"}
@@ -119,7 +119,7 @@ def test_protocol_errors_are_explained_and_free_the_slot(tmp_path, first, expect
 
 
 def test_a_silent_socket_is_dropped(tmp_path, monkeypatch):
-    monkeypatch.setattr(browser_routes, "START_TIMEOUT_SECS", 0.3)
+    monkeypatch.setattr(media_socket, "START_TIMEOUT_SECS", 0.3)
     client = make_client(tmp_path)
     with client.websocket_connect("/demo/ws", headers=ORIGIN) as ws:
         error, code = refusal(ws)
@@ -139,6 +139,16 @@ def test_capacity_is_shared_with_phone_calls(tmp_path):
     with client.websocket_connect("/demo/ws", headers=ORIGIN) as ws:
         error, _ = refusal(ws)
     assert error["code"] == "busy"
+
+
+def test_call_slots_the_routes_take(tmp_path):
+    slots = state(make_client(tmp_path, FRONTDESK_MAX_CALLS="2"))
+    assert slots.has_room() and slots.take_slot() and slots.take_slot(answered=True)
+    assert not slots.has_room() and not slots.take_slot(answered=True)  # both lines taken
+    slots.release_slot()
+    slots.accepting = False  # shutting down: no new call, but an answered one may still stream
+    assert not slots.has_room() and not slots.take_slot()
+    assert slots.take_slot(answered=True) and slots.active_calls == 2
 
 
 def test_starting_calls_is_rate_limited_per_client(tmp_path):

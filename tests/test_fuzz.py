@@ -1,10 +1,14 @@
-"""Property-based fuzzing of the Twilio codec and of the live media websocket.
+"""Property-based fuzzing of the Twilio codec, the media sockets' handshake and the live socket.
 
 The codec (pure) gets thousands of malformed or unexpected message sequences: it returns typed
-events or raises ProtocolError, nothing else, and keeps its ordering rules. The live route
-(/twilio/media on a real server) gets sequences that die before a call starts and sequences that
-carry a valid token and then throw garbage into a running call: nothing crashes or hangs, every
-call is closed and recorded, and the server still answers a valid call afterwards.
+events or raises ProtocolError, nothing else, and keeps its ordering rules. The handshake before
+a call (the start loop and the token check, fed by a plain coroutine instead of a socket) gets
+thousands of sequences that never carry a valid start and token: each is refused within the
+frame and time bounds, with nothing but a refusal, and no call starts. The live route
+(/twilio/media on a real server) then gets a few dozen such sequences over real sockets, and
+sequences that carry a valid token and throw garbage into a running call: nothing crashes or
+hangs, every call is closed and recorded (its malformed frames as a fault), and the server still
+answers a valid call afterwards.
 
 Counts are asserted, so the figures in the report are what ran.
 """
@@ -14,23 +18,38 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import time
 from typing import Any
+from unittest import mock
 
 import httpx
 import pytest
 import websockets
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from starlette.websockets import WebSocketDisconnect
 
-from telephony import codec
+from telephony import browser_codec, codec, media_socket
+from telephony.media_socket import MAX_PRE_START_MESSAGES, await_start
+from telephony.routes import StreamRefused, open_media_stream
 from telephony.signature import sign_twilio_request
+from telephony.stream_codec import ProtocolError, StreamState
+from telephony.tokens import StreamTokens
 from tests.conftest import ADMIN_TOKEN, AUTH_TOKEN
 
 CODEC_SEQUENCES = 6000
-WS_PRESTART_SEQUENCES = 4000
+HANDSHAKE_SEQUENCES = 4000
+DEMO_HANDSHAKE_SEQUENCES = 1000
+WS_PRESTART_SEQUENCES = 40
 WS_INCALL_SEQUENCES = 25
 
-RAN: dict[str, int] = {"codec": 0, "ws_prestart": 0, "ws_incall": 0}
+RAN: dict[str, int] = {
+    "codec": 0,
+    "handshake": 0,
+    "demo_handshake": 0,
+    "ws_prestart": 0,
+    "ws_incall": 0,
+}
 
 # --- strategies ---------------------------------------------------------------------------------
 # Messages are built from small recipes (a template and a mutation), which keeps generation cheap
@@ -219,7 +238,7 @@ def test_codec_survives_any_sequence(sequence: list[str | bytes]) -> None:
         before = parser.state
         try:
             event = parser.receive(message)
-        except codec.ProtocolError as exc:
+        except ProtocolError as exc:
             errors += 1
             assert str(exc), "a ProtocolError says what was wrong"
             assert parser.state is before, "a bad frame does not change the stream's state"
@@ -228,15 +247,15 @@ def test_codec_survives_any_sequence(sequence: list[str | bytes]) -> None:
             event,
             codec.Connected | codec.Start | codec.Media | codec.Dtmf | codec.Mark | codec.Stop,
         )
-        assert before is not codec.StreamState.STOPPED, "nothing is accepted after stop"
+        assert before is not StreamState.STOPPED, "nothing is accepted after stop"
         if isinstance(event, codec.Media | codec.Dtmf | codec.Mark | codec.Stop):
-            assert before is codec.StreamState.STREAMING, "no media before start"
+            assert before is StreamState.STREAMING, "no media before start"
             assert event.stream_sid in ("", parser.start.stream_sid)  # type: ignore[union-attr]
         if isinstance(event, codec.Media):
             assert 0 < len(event.payload) <= codec.MAX_MEDIA_PAYLOAD_BYTES
         if isinstance(event, codec.Start):
             assert event.sample_rate == 8000 and event.channels == 1
-    assert parser.errors == errors
+    assert parser.errors.count == errors
 
 
 @settings(max_examples=300, deadline=None)
@@ -251,6 +270,145 @@ def test_codec_round_trips(audio: bytes, mark: str) -> None:
         event = parser.receive(codec.encode_media(STREAM, audio))
         assert isinstance(event, codec.Media) and event.payload == audio
     assert parser.receive(codec.encode_mark(STREAM, mark)) == codec.Mark(STREAM, mark)
+
+
+# --- the handshake before a call, without sockets ---------------------------------------------
+# A frame source plays a sequence, then the peer either leaves (WebSocketDisconnect) or goes
+# silent (the start timeout, shortened here, must end the wait).
+
+HANDSHAKE_TIMEOUT_SECS = 0.005
+
+
+class ScriptedPeer:
+    """A FrameSource: ``frames`` in order (None: a message with neither text nor bytes), then
+    a disconnect or silence."""
+
+    def __init__(self, frames: list[str | bytes | None], then_silent: bool) -> None:
+        self.frames = list(frames)
+        self.then_silent = then_silent
+        self.read = 0
+
+    async def __call__(self) -> str | bytes | None:
+        if self.read < len(self.frames):
+            self.read += 1
+            return self.frames[self.read - 1]
+        if self.then_silent:
+            await asyncio.Event().wait()  # never set: only the timeout ends this
+        raise WebSocketDisconnect(1000)
+
+
+def expected_handshake(
+    parser: Any, sequence: list[str | bytes | None], then_silent: bool, what: str
+) -> tuple[int, str]:
+    """What a start loop must do with ``sequence``, worked out frame by frame on its own
+    ``parser``: (frames it reads, "start" or the text its refusal carries)."""
+    for read, frame in enumerate(sequence[:MAX_PRE_START_MESSAGES], start=1):
+        if frame is None:
+            continue
+        try:
+            parser.receive(frame)
+        except ProtocolError as exc:
+            return read, str(exc)
+        if parser.start is not None:
+            return read, "start"
+    if len(sequence) >= MAX_PRE_START_MESSAGES:
+        return MAX_PRE_START_MESSAGES, f"no {what} in the first {MAX_PRE_START_MESSAGES} messages"
+    return len(sequence), f"no {what} in time" if then_silent else "disconnected"
+
+
+frame_or_gap = st.one_of(messages, st.none())
+handshake_sequences = st.lists(
+    st.one_of(
+        frame_or_gap,
+        st.sampled_from(["no-token", "forged", "foreign", "other-call"]).map(
+            lambda kind: valid_start("CAfuzz", _TOKENS_FOR[kind])
+        ),
+    ),
+    max_size=8,
+)
+# Tokens a start may carry: none, forged, of a valid shape but unknown, or issued (by the same
+# StreamTokens the handshake checks) for another call.
+HANDSHAKE_TOKENS = StreamTokens(ttl_secs=3600)
+_TOKENS_FOR: dict[str, str | None] = {
+    "no-token": None,
+    "forged": "abc.1.def",
+    "foreign": "x.99999999999.y",
+    "other-call": HANDSHAKE_TOKENS.issue("CAsomeoneelse"),
+}
+
+
+@settings(max_examples=HANDSHAKE_SEQUENCES, deadline=None, suppress_health_check=list(HealthCheck))
+@given(handshake_sequences, st.booleans())
+def test_media_handshake_refuses_garbage_before_a_call(sequence, then_silent):
+    RAN["handshake"] += 1
+    model = codec.MediaStreamParser()
+    reads, outcome = expected_handshake(model, sequence, then_silent, "start event")
+    peer = ScriptedPeer(sequence, then_silent)
+    started = time.monotonic()
+    with mock.patch.object(media_socket, "START_TIMEOUT_SECS", HANDSHAKE_TIMEOUT_SECS):
+        with pytest.raises(StreamRefused) as refused:  # anything else would crash the route
+            asyncio.run(open_media_stream(peer, HANDSHAKE_TOKENS))
+    assert peer.read == reads <= MAX_PRE_START_MESSAGES, "no more frames are read than needed"
+    assert time.monotonic() - started < 2.0, "refused in time"
+    if outcome == "start":  # a well-formed start, but no token issued for its call
+        assert model.start is not None and refused.value.close_reason == "invalid token"
+        assert refused.value.log_line.startswith(
+            f"media websocket for call {model.start.call_sid} refused: "
+        )
+    else:
+        assert refused.value.close_reason == "start event required"
+        assert refused.value.log_line == f"media websocket refused before start: {outcome}"
+
+
+def test_the_handshake_opens_a_call_with_a_token_for_it():
+    """The property above can fail: the same path opens a call given a valid token."""
+    tokens = StreamTokens()
+    token = tokens.issue("CAfuzz", {"from": "+14135550123"})
+    peer = ScriptedPeer([None, json.dumps(TEMPLATES[0]), valid_start("CAfuzz", token)], False)
+    opened = asyncio.run(open_media_stream(peer, tokens))
+    assert opened.start.call_sid == "CAfuzz" and opened.details == {"from": "+14135550123"}
+    assert opened.parser.start == opened.start and peer.read == 3
+
+
+demo_frames = st.one_of(
+    st.none(),
+    st.binary(max_size=64),
+    st.text(max_size=32),
+    st.sampled_from(
+        [
+            '{"type": "start", "sampleRate": 16000}',
+            '{"type": "start", "sampleRate": 44100}',
+            '{"type": "mark", "name": "seg-1"}',
+            '{"type": "hangup"}',
+            '{"type": "start"',
+            "{" * 5000,
+            "[]",
+        ]
+    ),
+)
+
+
+@settings(
+    max_examples=DEMO_HANDSHAKE_SEQUENCES, deadline=None, suppress_health_check=list(HealthCheck)
+)
+@given(st.lists(demo_frames, max_size=8), st.booleans())
+def test_demo_start_loop_takes_a_valid_start_or_refuses(sequence, then_silent):
+    RAN["demo_handshake"] += 1
+    model = browser_codec.BrowserStreamParser()
+    reads, outcome = expected_handshake(model, sequence, then_silent, "start message")
+    peer = ScriptedPeer(sequence, then_silent)
+    parser = browser_codec.BrowserStreamParser()
+    with mock.patch.object(media_socket, "START_TIMEOUT_SECS", HANDSHAKE_TIMEOUT_SECS):
+        try:
+            start = asyncio.run(await_start(peer, parser, what="start message"))
+        except WebSocketDisconnect:
+            refusal = "disconnected"
+        except ProtocolError as exc:
+            refusal = str(exc)
+        else:
+            refusal = "start"
+            assert start == parser.start == model.start
+    assert (peer.read, refusal) == (reads, outcome)
 
 
 # --- the live websocket ---------------------------------------------------------------------------
@@ -355,8 +513,26 @@ def test_garbage_inside_a_running_call(fuzz_server, sequence, send_stop):
     asyncio.run(run())
     record = asyncio.run(_finished_record(fuzz_server, call_sid))
     assert record["outcome"] in ("caller_hung_up", "completed"), record
+    malformed = _malformed_before_stop(call_sid, sequence)
+    if malformed is not None:  # (frames after a stop may go unread: nothing to assert then)
+        stream_faults = [f for f in record["faults"] if f.startswith("media stream: ")]
+        assert bool(stream_faults) == malformed, record["faults"]
+        assert all("malformed frame(s) ignored; first: " in f for f in stream_faults)
     state = fuzz_server.app.state.frontdesk
     assert state.active_calls == 0 and call_sid not in state.sessions
+
+
+def _malformed_before_stop(call_sid: str, sequence: list[str | bytes]) -> bool | None:
+    """Whether the call's parser must refuse one of ``sequence`` while it still reads them:
+    True, False (none refused at all), or None (refusals came only after a stop)."""
+    parser = codec.MediaStreamParser()
+    parser.receive(valid_start(call_sid, "t"))
+    for message in sequence:
+        try:
+            parser.receive(message)
+        except ProtocolError:
+            return None if parser.state is StreamState.STOPPED else True
+    return False
 
 
 async def _finished_record(server: Any, call_sid: str, timeout: float = 60.0) -> dict[str, Any]:
@@ -379,7 +555,9 @@ async def test_after_the_fuzzing_a_valid_call_still_works(fuzz_server):
     from tests.caller_audio import RATE, call_audio
 
     assert RAN["codec"] >= CODEC_SEQUENCES * 0.95
-    assert RAN["ws_prestart"] >= WS_PRESTART_SEQUENCES * 0.95
+    assert RAN["handshake"] >= HANDSHAKE_SEQUENCES * 0.95
+    assert RAN["demo_handshake"] >= DEMO_HANDSHAKE_SEQUENCES * 0.95
+    assert RAN["ws_prestart"] >= WS_PRESTART_SEQUENCES * 0.9
     assert RAN["ws_incall"] >= WS_INCALL_SEQUENCES * 0.9
     report, _ = await replay(
         call_audio(3.5, "What are your opening hours?", 7.0),
@@ -392,5 +570,4 @@ async def test_after_the_fuzzing_a_valid_call_still_works(fuzz_server):
     assert record["outcome"] == "caller_hung_up"  # the replayed caller hangs up at the end
     assert [c["name"] for c in record["tool_calls"]] == ["get_business_info"]
     assert report.caller_turns[-1].voice_to_voice_ms is not None
-    total = RAN["codec"] + RAN["ws_prestart"] + RAN["ws_incall"]
-    assert total >= 10_000, RAN
+    assert sum(RAN.values()) >= 10_000, RAN

@@ -1,7 +1,8 @@
-"""Stream tokens and Twilio signatures."""
+"""Stream tokens, Twilio signatures and phone numbers masked for logs."""
 
 import pytest
 
+from telephony.privacy import mask_phone
 from telephony.signature import is_valid_twilio_request, public_request_url, sign_twilio_request
 from telephony.tokens import StreamTokens, TokenError
 from tests.conftest import Clock
@@ -49,3 +50,9 @@ def test_public_url_wins_over_the_host_header():
         == "https://pub.example.com/twilio/voice"
     )
     assert public_request_url("", "/x", "", "http://h/x") == "http://h/x"
+
+
+def test_phone_numbers_are_masked_for_logs():
+    assert mask_phone("+14135550123") == "+1413***0123"
+    assert mask_phone("+442079460958") == "+4420***0958"
+    assert mask_phone("+12345") == mask_phone("") == "***"  # too short to show any of it

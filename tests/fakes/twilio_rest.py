@@ -1,9 +1,9 @@
 """A local stand-in for Twilio (the vendor we cannot reach): its REST API and its call engine.
 
 REST, in Twilio's real format: ``POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json``
-with a form-encoded body (``Twiml=…`` or ``Status=completed``), HTTP basic auth with the account
-SID and auth token, a JSON call resource back, and Twilio-style JSON errors (20003 authenticate,
-20404 not found, 21220 call not in progress). Every request is kept for assertions.
+with a form-encoded body (``Twiml=…``), HTTP basic auth with the account SID and auth token, a
+JSON call resource back, and Twilio-style JSON errors (20003 authenticate, 20404 not found, 21220
+call not in progress). Every request is kept for assertions.
 
 The call engine part (:meth:`FakeTwilio.dial`) does what Twilio does with ``<Dial>`` TwiML: it
 fetches each ``<Number url>`` whisper when the person answers and posts the Dial ``action``
@@ -47,7 +47,7 @@ class FakeTwilio:
     account_sid: str
     auth_token: str
     requests: list[RestRequest] = field(default_factory=list)
-    ended_calls: set[str] = field(default_factory=set)
+    ended_calls: set[str] = field(default_factory=set)  # calls Twilio answers 404 for
     # Errors to answer the next requests with: (HTTP status, Twilio code, message).
     fail_next: list[tuple[int, int, str]] = field(default_factory=list)
 
@@ -146,8 +146,6 @@ def build_app(fake: FakeTwilio) -> FastAPI:
                 f"The requested resource /2010-04-01/Accounts/{account_sid}/Calls/"
                 f"{call_sid}.json was not found",
             )
-        if form.get("Status") == "completed":
-            fake.ended_calls.add(call_sid)
         now = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime())
         return {
             "sid": call_sid,
@@ -156,7 +154,7 @@ def build_app(fake: FakeTwilio) -> FastAPI:
             "date_created": now,
             "date_updated": now,
             "direction": "inbound",
-            "status": "completed" if call_sid in fake.ended_calls else "in-progress",
+            "status": "in-progress",
             "from": "+14135550123",
             "to": "+14135550100",
             "uri": f"/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json",

@@ -1,0 +1,102 @@
+"""What the telephony routes need from the application that hosts them: typed protocols.
+
+The routes never see the application's own state. The Twilio routes get a :class:`TwilioHost`
+(call slots, stream tokens, the number to dial when busy, the transfer desk) and a
+:class:`TwilioRouteConfig`; the browser demo gets :class:`CallSlots` and a
+:class:`DemoRouteConfig`. The configs are fixed for the app's lifetime; the host's properties
+are read on every request, so live changes (the admin console's escalation number, shutdown)
+take effect at once.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Protocol
+
+from telephony.tokens import StreamTokens
+
+
+class CallSlots(Protocol):
+    """The app's call capacity, shared by phone and browser calls."""
+
+    def has_room(self) -> bool:
+        """A new call would be taken now: calls are accepted (no shutdown) and a slot is free."""
+        ...
+
+    def take_slot(self, *, answered: bool = False) -> bool:
+        """Take a slot; False (nothing taken) when refused.
+
+        A new call is refused unless :meth:`has_room`. ``answered``: the call was already
+        answered by the voice webhook (its media stream is starting), so only a free slot counts.
+        """
+        ...
+
+    def release_slot(self) -> None:
+        """Give back a slot that :meth:`take_slot` gave."""
+        ...
+
+
+class DialNext(Protocol):
+    """What the caller's leg does after a transfer's ``<Dial>``: ``kind`` is ``hangup``,
+    ``resume`` (back to the agent on a new media stream) or ``goodbye`` (say ``text``, hang up)."""
+
+    @property
+    def kind(self) -> str: ...
+
+    @property
+    def text(self) -> str: ...
+
+
+class HandoffDesk(Protocol):
+    """The transfer webhooks' logic (it records handoffs; the routes only answer Twilio)."""
+
+    async def whisper_text(self, handoff_id: int, parent_call_sid: str) -> str | None:
+        """What the person answering transfer ``handoff_id`` hears first; None: unknown."""
+        ...
+
+    async def dial_finished(
+        self, handoff_id: int, form: dict[str, str], can_resume: bool
+    ) -> DialNext | None:
+        """Record how the Dial ended (``form``: Twilio's signed callback) and decide the
+        caller's next step; ``can_resume``: a slot is free for the agent. None: unknown."""
+        ...
+
+
+class TwilioHost(CallSlots, Protocol):
+    """Everything the Twilio routes read from the app while it runs."""
+
+    @property
+    def tokens(self) -> StreamTokens:
+        """Issues a media stream's one-time token in the webhook, consumes it at stream start."""
+        ...
+
+    @property
+    def escalation_number(self) -> str:
+        """Dialled after the busy message when over capacity ("" : hang up instead)."""
+        ...
+
+    @property
+    def handoff_desk(self) -> HandoffDesk: ...
+
+
+@dataclass(frozen=True)
+class TwilioRouteConfig:
+    """The Twilio routes' settings."""
+
+    #: TWILIO_AUTH_TOKEN, which signs every webhook ("" : not configured, webhooks answer 503).
+    auth_token: str = field(repr=False)
+    #: The public base URL Twilio reaches us on ("" : the request's own).
+    public_url: str
+    #: Said to a caller when every line is busy or the server is shutting down.
+    busy_message: str
+
+
+@dataclass(frozen=True)
+class DemoRouteConfig:
+    """The browser demo's settings."""
+
+    enabled: bool
+    #: Calls one client address may start a minute.
+    calls_per_minute: int
+    #: The public base URL, an allowed Origin besides the server's own ("" : none).
+    public_url: str
