@@ -498,3 +498,38 @@ def test_the_history_is_trimmed_in_steps_so_the_cached_prompt_survives_most_turn
     assert (
         moves == (79 - MAX_HISTORY_MESSAGES - 1) // HISTORY_STEP + 1
     )  # once per step, not per turn
+
+
+# --- The OpenAI-compatible endpoint for other clients ------------------------------------------
+
+
+async def test_the_endpoint_answers_admin_token_holders_only():
+    import httpx
+    from fastapi import FastAPI, HTTPException, Request
+
+    from agent.brain.http import build_brain_router
+
+    def require_admin(request: Request) -> None:
+        if request.headers.get("authorization") != "Bearer admin":
+            raise HTTPException(401, "admin token required")
+
+    app = FastAPI()
+    brain = LocalBrain(ScriptedModel("say: Hello there!"))
+    app.include_router(build_brain_router(lambda: brain, require_admin))
+    body = {"messages": [{"role": "user", "content": "hi"}], "tools": TOOLS}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://brain") as client:
+        refused = await client.post("/v1/chat/completions", json=body)
+        assert refused.status_code == 401
+        headers = {"Authorization": "Bearer admin"}
+        answer = await client.post("/v1/chat/completions", json=body, headers=headers)
+        assert answer.status_code == 200
+        assert answer.json()["choices"][0]["message"]["content"] == "Hello there!"
+        streamed = await client.post(
+            "/v1/chat/completions", json={**body, "stream": True}, headers=headers
+        )
+        events = [line[6:] for line in streamed.text.splitlines() if line.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        deltas = [json.loads(e)["choices"][0]["delta"] for e in events[:-1]]
+        assert "".join(d.get("content", "") for d in deltas) == "Hello there!"
+    brain.close()
