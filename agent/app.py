@@ -17,6 +17,8 @@ from fastapi.responses import JSONResponse
 from loguru import logger
 
 from agent.admin import install_admin, warm_local_brain
+from agent.brain.http import build_brain_router
+from agent.brain.model import LocalBrain
 from agent.logging import redact
 from agent.prompts import phrases
 from agent.providers import LocalModels
@@ -44,9 +46,7 @@ class AppState:
     tokens: StreamTokens
     admin_token: Secret
     models: LocalModels = field(default_factory=LocalModels)
-    brain: Any = None  # agent.brain.LocalBrain when the LLM is local
-    local_llm_url: str = ""
-    local_llm_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
+    brain: LocalBrain | None = None  # when the LLM is local
     accepting: bool = True
     ready: bool = False
     active_calls: int = 0
@@ -104,9 +104,6 @@ def create_app(settings: Settings) -> FastAPI:
 
     state.handoff_desk = HandoffDesk(state)
     redact(state.admin_token.reveal())
-    redact(state.local_llm_key)
-    loopback = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-    state.local_llm_url = f"http://{loopback}:{settings.port}/v1"
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -124,8 +121,6 @@ def create_app(settings: Settings) -> FastAPI:
         await asyncio.to_thread(importlib.import_module, "pipecat.services.openai.llm")
         state.models = await asyncio.to_thread(LocalModels.load, settings)
         if not settings.uses_remote_llm:
-            from agent.brain import LocalBrain
-
             state.brain = await asyncio.to_thread(LocalBrain.load, settings)
             # The fixed prompt prefix, evaluated once (the admin console re-warms it on changes).
             await asyncio.to_thread(warm_local_brain, state, business)
@@ -133,6 +128,7 @@ def create_app(settings: Settings) -> FastAPI:
         providers = ", ".join(f"{k}={v}" for k, v in settings.provider_names().items())
         logger.info(f"Frontdesk ready on http://{settings.host}:{settings.port} ({providers})")
         if settings.demo_enabled:
+            loopback = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
             page = settings.public_url or f"http://{loopback}:{settings.port}"
             logger.info(f"browser demo: open {page}/ and press Start call (FRONTDESK_DEMO=0: off)")
         try:
@@ -140,9 +136,9 @@ def create_app(settings: Settings) -> FastAPI:
         finally:
             state.accepting = False
             if state.brain is not None:
-                # Background priming can't be stopped mid-evaluation; let it finish so the
-                # process (or the next server in this process) doesn't lose both cores to it.
-                await asyncio.to_thread(state.brain.wait_primed, 120.0)
+                # Stop background priming, so the process (or the next server in this
+                # process) doesn't lose both cores to it.
+                await asyncio.to_thread(state.brain.close)
             await db.close()
 
     app = FastAPI(title="Frontdesk", version="0.1.0", lifespan=lifespan)
@@ -244,8 +240,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.state.admin = install_admin(app, state)  # /admin and /api/admin/...
 
     if not settings.uses_remote_llm:
-        from agent.brain import build_brain_router
-
-        app.include_router(build_brain_router(state))
+        app.include_router(build_brain_router(lambda: state.brain, require_admin))
 
     return app

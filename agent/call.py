@@ -581,7 +581,7 @@ class CallSession:
         hotwords = " ".join([business.name, *(s.name for s in business.services)])
         stt = build_stt(settings, self.state.models, hotwords=hotwords)
         system_prompt = build_system_prompt(business, caller, bool(self.info.from_number))
-        llm = build_llm(settings, self.state.local_llm_url, self.state.local_llm_key, system_prompt)
+        llm = build_llm(settings, self.state.brain, system_prompt)
         tts = build_tts(settings, self.state.models)
         clip_player = ClipPlayer(self.ledger, PIPELINE_RATE)
         self.faults = FaultHandler(

@@ -21,12 +21,16 @@ from loguru import logger
 from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
 from pipecat.frames.frames import ErrorFrame, Frame, TranscriptionFrame, TTSAudioRawFrame
+from pipecat.services.llm_service import LLMService
 from pipecat.services.settings import STTSettings, TTSSettings
 from pipecat.services.stt_service import SegmentedSTTService
 from pipecat.services.tts_service import TTSService
 from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
 
+from agent.brain.policy import LineSource
+from agent.brain.service import LocalLLMService
+from agent.faults import LOCAL_TIMEOUT_FLOOR_SECS
 from agent.settings import Settings
 from agent.turns import SegmentTranscribedFrame
 from telephony.audio import float_to_pcm16, resample_pcm16, rms_dbfs
@@ -322,27 +326,27 @@ def build_stt(settings: Settings, models: LocalModels, hotwords: str = "") -> An
 
 
 def build_llm(
-    settings: Settings, local_base_url: str, local_key: str, system_instruction: str
-) -> Any:
-    """An OpenAI-compatible chat service: the vendor's, or Frontdesk's own local endpoint.
+    settings: Settings, brain: LineSource | None, system_instruction: str
+) -> LLMService[Any]:
+    """The vendor's OpenAI-compatible chat service, or the local brain in this process.
 
-    The client never retries on its own and gives up on a response that stalls (no bytes for
-    the provider timeout; the local model gets at least LOCAL_TIMEOUT_FLOOR_SECS), so a fault
-    reaches the call's fault handler, which apologises and retries once (agent.faults).
+    Either way a fault reaches the call's fault handler, which apologises and retries once
+    (agent.faults): the vendor's client never retries on its own and gives up on a response
+    that stalls for the provider timeout; the local brain reports an error, or a stall of at
+    least LOCAL_TIMEOUT_FLOOR_SECS * 1.5.
     """
+    timeout = settings.provider_timeout_secs
+    if not settings.uses_remote_llm:
+        if brain is None:
+            raise RuntimeError("the local LLM is not loaded")
+        return LocalLLMService(
+            brain,
+            system_instruction=system_instruction,
+            stall_timeout_secs=max(timeout, LOCAL_TIMEOUT_FLOOR_SECS * 1.5),
+        )
+
     import httpx
     from pipecat.services.openai.llm import OpenAILLMService
-
-    from agent.faults import LOCAL_TIMEOUT_FLOOR_SECS
-
-    timeout = settings.provider_timeout_secs
-    if settings.uses_remote_llm:
-        api_key = settings.openai_api_key.reveal() if settings.openai_api_key else "not-needed"
-        base_url = settings.openai_base_url or None
-        model = settings.openai_model
-    else:
-        api_key, base_url, model = local_key, local_base_url, "frontdesk-local"
-        timeout = max(timeout, LOCAL_TIMEOUT_FLOOR_SECS * 1.5)
 
     class FaultAwareOpenAILLMService(OpenAILLMService):
         def create_client(self, *args: Any, **kwargs: Any) -> Any:
@@ -352,10 +356,10 @@ def build_llm(
             )
 
     return FaultAwareOpenAILLMService(
-        api_key=api_key,
-        base_url=base_url,
+        api_key=settings.openai_api_key.reveal() if settings.openai_api_key else "not-needed",
+        base_url=settings.openai_base_url or None,
         settings=OpenAILLMService.Settings(
-            model=model,
+            model=settings.openai_model,
             temperature=0.2,
             max_completion_tokens=200,
             system_instruction=system_instruction,

@@ -4,6 +4,10 @@
     .venv/bin/python -m bench.brain --scenarios bench/brain_scenarios.yaml \
         --scenarios bench/brain_heldout.yaml   # and the held-out phrasings, each scored apart
 
+By default it runs bench/brain_scenarios.yaml and bench/brain_routing.yaml (the routing cases
+the test suite used to assert). A plain reply only counts as right when it is spoken words
+(three or more, no JSON).
+
 Loads the local model as the server does (prefix evaluated at start-up), then for each scenario
 primes the conversation so far (as a live call does while the bot is talking) and times the
 reply from the moment the caller's transcript is final. Prints accuracy of tool choice and of
@@ -32,7 +36,8 @@ from typing import Any
 
 import yaml
 
-from agent.brain import LocalBrain, generate_events
+from agent.brain.model import LocalBrain
+from agent.brain.policy import Call, respond
 from agent.call import build_system_prompt
 from agent.settings import Settings
 from tools.business import load_business, seed_business
@@ -55,7 +60,10 @@ def percentile(values: list[float], q: float) -> float:
 
 
 async def run(args: argparse.Namespace) -> None:
-    files = args.scenarios or [str(ROOT / "bench" / "brain_scenarios.yaml")]
+    files = args.scenarios or [
+        str(ROOT / "bench" / "brain_scenarios.yaml"),
+        str(ROOT / "bench" / "brain_routing.yaml"),
+    ]
     scenarios = [
         {**scenario, "file": Path(name).name}
         for name in files
@@ -119,10 +127,10 @@ async def run(args: argparse.Namespace) -> None:
         decided_at.clear()
         t0 = time.perf_counter()
         text, call, t_first, t_sentence, t_filler = "", None, None, None, None
-        async for kind, value in generate_events(brain, messages, tools):
+        async for value in respond(brain, messages, tools):
             now = time.perf_counter() - t0
             t_first = t_first if t_first is not None else now
-            if kind == "text":
+            if not isinstance(value, Call):
                 text += value
                 if value.startswith("One moment"):
                     t_filler = now
@@ -136,7 +144,7 @@ async def run(args: argparse.Namespace) -> None:
                 call_ready.append(now)
         expected = scenario["tool"]
         got = call.tool if call else "none"
-        ok = got == expected
+        ok = got == expected and (call is not None or _is_spoken(text))
         count = counts.setdefault(scenario["file"], [0, 0, 0, 0])
         count[0] += 1
         count[1] += ok
@@ -149,7 +157,7 @@ async def run(args: argparse.Namespace) -> None:
         wanted = scenario.get("args") or {}
         if ok and expected != "none":
             count[2] += 1
-            arguments = call.arguments or {} if call else {}
+            arguments = call.arguments if call else {}
             good = all(re.search(p, str(arguments.get(k, "")), re.I) for k, p in wanted.items())
             count[3] += good
             if not good:
@@ -191,7 +199,13 @@ async def run(args: argparse.Namespace) -> None:
                 f"{name:32s} median {statistics.median(values):5.2f}s  "
                 f"p90 {percentile(values, 0.9):5.2f}s  (n={len(values)})"
             )
+    brain.close()
     await db.close()
+
+
+def _is_spoken(reply: str) -> bool:
+    """A plain reply the caller can hear: three words or more, no JSON."""
+    return len(reply.split()) >= 3 and "{" not in reply
 
 
 def _time_decisions(brain: LocalBrain) -> list[float]:
@@ -219,7 +233,7 @@ def main() -> None:
     parser.add_argument(
         "--scenarios",
         action="append",
-        help="scenario file (repeatable; default bench/brain_scenarios.yaml)",
+        help="scenario file (repeatable; default brain_scenarios.yaml and brain_routing.yaml)",
     )
     parser.add_argument("--limit", type=int, default=0)
     parser.add_argument(

@@ -10,9 +10,11 @@ from zoneinfo import ZoneInfo
 import pytest
 
 from agent import install
+from agent.brain.model import LocalBrain
+from agent.settings import Settings
 from tools.business import seed_business
 from tools.db import Database
-from tools.registry import ToolContext
+from tools.registry import ToolContext, ToolRegistry
 
 ROOT = Path(__file__).resolve().parent.parent
 BUSINESS_YAML = ROOT / "tools" / "business.yaml"
@@ -23,11 +25,18 @@ TZ = ZoneInfo("America/New_York")
 SUNDAY_MORNING = datetime(2026, 11, 22, 10, 0, tzinfo=TZ)
 
 
-def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
-    """Tests on the real local model run last. The model keeps both cores busy for a while after
-    a test (background prompt priming in daemon threads), which would starve the timing of the
-    whole-call tests that follow; among themselves they only get slower."""
-    items.sort(key=lambda item: item.get_closest_marker("slow") is not None)
+@pytest.fixture(scope="session")
+def local_brain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBrain]:
+    """The real local model, loaded and warmed once per session; closed (its background priming
+    stopped) at the end, so it never starves what runs after it."""
+    brain = LocalBrain.load(Settings.from_env({"FRONTDESK_LLM_MODEL_PATH": str(LOCAL_MODEL)}))
+    brain.warm_up(
+        ToolRegistry().openai_tools(),
+        [{"role": "system", "content": "Facts:\n- Business: Bella Hair Studio."}],
+        tmp_path_factory.mktemp("prompt-cache"),
+    )
+    yield brain
+    brain.close()
 
 
 class Clock:

@@ -10,6 +10,7 @@ import httpx
 import pytest
 
 from agent.admin import local_prefix
+from agent.brain.prompt import prefix
 from tests.conftest import ADMIN_TOKEN, free_port, server_env
 from tests.fakes.llm import ServerThread
 from tools.business import load_business
@@ -59,7 +60,7 @@ async def test_a_config_change_rewarms_the_local_llm(tmp_path):
         assert applier.warmed >= 1, "no re-warm after the change"
 
         tools, messages = local_prefix(await load_business(db))
-        assert "take_message" not in brain.prefix(tools)
+        assert "take_message" not in prefix(tools)
         # The cache holds exactly the new prefix: priming it evaluates nothing more ...
         assert await asyncio.to_thread(brain.prime, messages, tools) == 0
         # ... and only the new config's prefix is kept on disk.

@@ -1,14 +1,52 @@
-"""The offline brain: constrained decoding, parsing of streamed output, and the real model."""
+"""The offline brain: constrained decoding, prompt, routing policy and the in-process service on
+a scripted model (fast), and a smoke test of the real model (slow: loaded once per session).
 
+How often the real model routes well is measured by ``bench.brain``, not asserted here.
+"""
+
+import asyncio
 import itertools
 import json
 import math
-import re
+import threading
+import time
 
 import pytest
+from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
+from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
+from pipecat.frames.frames import (
+    ErrorFrame,
+    FunctionCallResultFrame,
+    InterruptionFrame,
+    LLMContextFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
+)
+from pipecat.processors.aggregators.llm_context import LLMContext
+from pipecat.services.llm_service import FunctionCallParams
+from pipecat.tests.utils import SleepFrame, run_test
 
-from agent.brain import parse_turn, render_tools
-from agent.decoding import Decoder, Vocabulary, decode_line
+from agent.brain.decoding import Decoder, Vocabulary, decode_line
+from agent.brain.model import LocalBrain
+from agent.brain.policy import (
+    Call,
+    Say,
+    is_farewell,
+    parse_turn,
+    respond,
+    routable_tools,
+    ungrounded_arguments,
+)
+from agent.brain.prompt import (
+    HISTORY_STEP,
+    MAX_HISTORY_MESSAGES,
+    build_prompt,
+    history_start,
+    render_tools,
+)
+from agent.brain.service import LocalLLMService
+from agent.prompts import phrases
 from tests.fakes.scripted_model import ScriptedModel
 from tools.registry import ToolRegistry
 
@@ -46,7 +84,7 @@ def test_tool_calls_follow_the_schema_and_parse(target):
     line, _ = decode(target)
     assert line == target
     turn = parse_turn(line, TOOLS)
-    assert turn.kind == "call" and f"call {turn.tool} " in target
+    assert isinstance(turn, Call) and f"call {turn.tool} " in target
     assert turn.arguments == json.loads(target.split(" ", 2)[2])
 
 
@@ -59,8 +97,11 @@ def test_required_arguments_are_always_written():
 def test_only_enabled_tools_and_known_enum_values_can_be_written():
     few = [t for t in TOOLS if t["function"]["name"] in ("end_call", "check_availability")]
     line, _ = decode('call book_appointment {"service": "haircut", "when": "2pm"}', few)
-    assert parse_turn(line, few).tool in ("end_call", "check_availability") or "again" in (
-        parse_turn(line, few).text
+    turn = parse_turn(line, few)
+    assert (
+        turn.tool in ("end_call", "check_availability")
+        if isinstance(turn, Call)
+        else "again" in turn.text
     )
     line, _ = decode('call get_business_info {"topic": "parking"}')
     topic = json.loads(line.split(" ", 2)[2])["topic"]
@@ -71,11 +112,11 @@ def test_a_value_cut_short_becomes_a_polite_re_ask():
     rambling = 'call take_message {"message": "' + "la " * 200
     line, _ = decode(rambling)
     turn = parse_turn(line, TOOLS)
-    assert turn.kind == "say" and "again" in turn.text.lower()
+    assert isinstance(turn, Say) and "again" in turn.text.lower()
     ended = 'call take_message {"message": "please call'  # the turn ends inside the value
     line, _ = decode(ended)
     turn = parse_turn(line, TOOLS)
-    assert turn.kind == "say" and "again" in turn.text.lower()
+    assert isinstance(turn, Say) and "again" in turn.text.lower()
 
 
 def test_fixed_parts_of_a_call_are_fed_in_batches():
@@ -110,7 +151,10 @@ def test_parse_turn_handles_replies_calls_and_garbage():
     call = parse_turn(
         'call check_availability {"service": "haircut", "when": "Friday at 2pm"}', TOOLS
     )
-    assert call.kind == "call" and call.arguments == {"service": "haircut", "when": "Friday at 2pm"}
+    assert isinstance(call, Call) and call.arguments == {
+        "service": "haircut",
+        "when": "Friday at 2pm",
+    }
     for broken in [
         'call check_availability {"service": "haircut", "when": "Fri',  # truncated
         "call launch_rocket {}",  # not a tool
@@ -119,7 +163,7 @@ def test_parse_turn_handles_replies_calls_and_garbage():
         "say:",
     ]:
         turn = parse_turn(broken, TOOLS)
-        assert turn.kind == "say" and "again" in turn.text.lower()
+        assert isinstance(turn, Say) and "again" in turn.text.lower()
 
 
 def test_tool_list_is_rendered_compactly():
@@ -129,7 +173,7 @@ def test_tool_list_is_rendered_compactly():
 
 
 class _LineBrain:
-    """generate_events' view of the brain: a line streamed in pieces, priming recorded.
+    """The policy's view of the model: a line streamed in pieces, priming recorded.
 
     ``then`` are the lines for the following decodes, if the first is decoded again."""
 
@@ -139,32 +183,26 @@ class _LineBrain:
         self.primed = []
         self.excluded = []
 
-    def stream(self, messages, tools, excluded=frozenset()):
-        self.excluded.append(set(excluded))
-        pieces = self.pieces if len(self.excluded) == 1 else self.then[len(self.excluded) - 2]
-        yield from pieces
+    async def line(self, messages, tools, excluded):
+        self.excluded.append(set(excluded) - {"book_appointment"})  # not routable yet
+        for piece in self.pieces if len(self.excluded) == 1 else self.then[len(self.excluded) - 2]:
+            yield piece
 
     def prime_later(self, messages, tools):
         self.primed.append(messages)
 
 
 async def test_the_filler_comes_as_soon_as_the_tool_is_chosen():
-    from agent.brain import generate_events
-    from agent.prompts import phrases
-
     brain = _LineBrain(["call", " check_availability", ' {"service": "', "hair", "cut"])
     brain.pieces += ['", "when": "', "Friday", '"}']
     asked = [{"role": "user", "content": "Could I get a cut on Friday?"}]
-    events = [e async for e in generate_events(brain, asked, TOOLS)]
-    assert events[0] == ("text", phrases()["filler"])
-    assert events[1][0] == "call" and events[1][1].arguments["when"] == "Friday"
+    events = [e async for e in respond(brain, asked, TOOLS)]
+    assert events[0] == phrases()["filler"]
+    assert isinstance(events[1], Call) and events[1].arguments["when"] == "Friday"
     assert brain.excluded == [set()]  # "cut" grounds "haircut": decoded once
 
 
 async def test_a_service_nobody_mentioned_makes_the_model_choose_again():
-    from agent.brain import generate_events
-    from agent.prompts import phrases
-
     invented = ["call", " check_availability", ' {"service": "haircut", "when": "Sunday"}']
     hours = ["call", " get_business_info", ' {"topic": "hours"}']
     brain = _LineBrain(invented, hours)
@@ -172,21 +210,19 @@ async def test_a_service_nobody_mentioned_makes_the_model_choose_again():
         {"role": "assistant", "content": "Thanks for calling Bella Hair Studio."},
         {"role": "user", "content": "Are you open on Sundays?"},
     ]
-    events = [e async for e in generate_events(brain, messages, TOOLS)]
+    events = [e async for e in respond(brain, messages, TOOLS)]
     assert brain.excluded == [set(), {"check_availability"}]
-    assert events[0] == ("text", phrases()["filler"])  # said once, for the first choice
-    assert [k for k, _ in events] == ["text", "call"]
-    assert events[1][1].tool == "get_business_info"
+    assert events[0] == phrases()["filler"]  # said once, for the first choice
+    assert len(events) == 2 and isinstance(events[1], Call)
+    assert events[1].tool == "get_business_info"
 
 
 def test_grounded_arguments_come_from_the_conversation():
-    from agent.brain import Turn, ungrounded_arguments
-
     def check(service, *said):
-        turn = Turn("call", tool="check_availability", arguments={"service": service, "when": "x"})
+        call = Call("check_availability", {"service": service, "when": "x"})
         roles = ["assistant", "user", "assistant", "user"]
         messages = [{"role": r, "content": t} for r, t in zip(roles, said, strict=False)]
-        return ungrounded_arguments(turn, messages)
+        return ungrounded_arguments(call, messages)
 
     greeting = "Thanks for calling Bella Hair Studio, how can I help?"
     assert check("haircut", greeting, "What time do you open tomorrow?") == ["service"]
@@ -198,109 +234,229 @@ def test_grounded_arguments_come_from_the_conversation():
     assert check("haircut", greeting, "Do you have anything Friday?", offered, "The first") == []
     assert check("haircut", "Hair and beauty, hello!", "Anything Friday?") == ["service"]
     # Other tools and empty values are not checked.
-    hours = Turn("call", tool="get_business_info", arguments={"topic": "hours"})
+    hours = Call("get_business_info", {"topic": "hours"})
     assert ungrounded_arguments(hours, [{"role": "user", "content": "hi"}]) == []
 
 
 async def test_a_reply_is_streamed_in_pieces_and_a_broken_line_is_a_re_ask():
-    from agent.brain import generate_events
-
     brain = _LineBrain(["say:", " Hello", " there", "!"])
-    events = [e async for e in generate_events(brain, [{"role": "user", "content": "x"}], TOOLS)]
-    assert events == [("text", "Hello"), ("text", " there"), ("text", "!")]
+    events = [e async for e in respond(brain, [{"role": "user", "content": "x"}], TOOLS)]
+    assert events == ["Hello", " there", "!"]
     assert brain.primed  # the reply is primed into the cache while it plays
     brain = _LineBrain(["call", " take_message", ' {"message": "', "uh"])
-    events = [e async for e in generate_events(brain, [{"role": "user", "content": "x"}], TOOLS)]
-    assert [k for k, _ in events] == ["text"] and "again" in events[-1][1].lower()
+    events = [e async for e in respond(brain, [{"role": "user", "content": "x"}], TOOLS)]
+    assert len(events) == 1 and "again" in events[0].lower()
 
 
-# --- The real model (slow: loads 1.1 GB; runs in CI) -------------------------------------------
+async def test_a_shared_goodbye_ends_the_call_and_a_tool_result_is_the_reply():
+    brain = _LineBrain(["say:", " Goodbye", ", have a great day!"])
+    bye = [{"role": "user", "content": "Thanks, bye!"}]
+    events = [e async for e in respond(brain, bye, TOOLS)]
+    assert events[:2] == ["Goodbye", ", have a great day!"]
+    assert events[2] == Call("end_call", {"reason": "caller said goodbye"})
+    result = {"role": "tool", "content": json.dumps({"say": "Friday at two is free."})}
+    events = [e async for e in respond(brain, [*bye, result], TOOLS)]
+    assert events == ["Friday at two is free."] and len(brain.excluded) == 1  # not decoded
 
-ROUTING = [
-    (
-        "Do you have any openings for a haircut tomorrow afternoon?",
-        "check_availability",
-        {"service": "haircut"},
-    ),
-    ("What time do you close on Saturday?", "get_business_info", {}),
-    ("I need to cancel my appointment on Friday.", "cancel_appointment", {}),
-    ("Can I talk to a real person please?", "transfer_to_human", {}),
-    ("Is there somewhere to park?", "search_knowledge_base", {}),
-    ("Okay, that's everything, goodbye.", "end_call", {}),
+
+# --- The in-process pipecat service, on a scripted model ---------------------------------------
+
+
+def _context(utterance: str) -> LLMContext:
+    schemas = [
+        FunctionSchema(
+            name=spec.name,
+            description=spec.description,
+            properties=spec.parameters["properties"],
+            required=spec.parameters["required"],
+        )
+        for spec in ToolRegistry().specs.values()
+    ]
+    return LLMContext(messages=[{"role": "user", "content": utterance}], tools=ToolsSchema(schemas))
+
+
+def _service(model, stall_secs=5.0):
+    brain = LocalBrain(model)
+    service = LocalLLMService(
+        brain, system_instruction="Facts:\n- Business: Bella.", stall_timeout_secs=stall_secs
+    )
+    return brain, service
+
+
+async def test_the_service_streams_a_reply_between_start_and_end_frames():
+    _brain, llm = _service(ScriptedModel("say: Hello there! How can I help?"))
+    down, up = await run_test(llm, frames_to_send=[LLMContextFrame(_context("hi"))])
+    response = _response(down)
+    assert isinstance(response[0], LLMFullResponseStartFrame)
+    assert isinstance(response[-1], LLMFullResponseEndFrame)
+    texts = [f.text for f in response[1:-1]]
+    assert len(texts) > 3 and "".join(texts) == "Hello there! How can I help?"
+    assert not _errors(up)
+
+
+async def test_the_service_says_the_filler_then_runs_the_tool_call():
+    target = 'call check_availability {"service": "haircut", "when": "Friday"}'
+    _brain, llm = _service(ScriptedModel(target))
+    called: list[dict] = []
+
+    async def check(params: FunctionCallParams) -> None:
+        called.append(dict(params.arguments))
+        await params.result_callback({"say": "Friday at two is free."})
+
+    llm.register_function("check_availability", check)
+    down, _up = await run_test(
+        llm,
+        frames_to_send=[LLMContextFrame(_context("A haircut on Friday?")), SleepFrame(0.3)],
+    )
+    assert called == [{"service": "haircut", "when": "Friday"}]
+    texts = [f.text for f in down if isinstance(f, LLMTextFrame)]
+    assert texts == [phrases()["filler"]]
+    assert any(isinstance(f, FunctionCallResultFrame) for f in down)
+
+
+async def test_a_stalled_model_is_reported_as_an_error_and_stops():
+    model = ScriptedModel("say: " + "la " * 80, pass_secs=0.3)
+    brain, llm = _service(model, stall_secs=0.5)
+    down, up = await run_test(
+        llm, frames_to_send=[LLMContextFrame(_context("hi")), SleepFrame(2.0)]
+    )
+    errors = _errors(up)
+    assert len(errors) == 1 and "timeout" in errors[0].error and llm.is_usable
+    assert isinstance(_response(down)[-1], LLMFullResponseEndFrame)
+    _assert_released(brain, model)
+
+
+async def test_an_interruption_stops_the_generation_promptly():
+    model = ScriptedModel("say: " + "la " * 80, pass_secs=0.05)
+    brain, llm = _service(model)
+    down, up = await run_test(
+        llm,
+        frames_to_send=[LLMContextFrame(_context("hi")), SleepFrame(0.5), InterruptionFrame()],
+    )
+    assert not _errors(up)
+    assert 0 < sum(isinstance(f, LLMTextFrame) for f in down) < 60
+    _assert_released(brain, model)
+
+
+async def test_a_failing_model_is_reported_as_an_error():
+    model = ScriptedModel("say: Hello.")
+    model.failure = RuntimeError("llama_decode returned -3")
+    _brain, llm = _service(model)
+    down, up = await run_test(llm, frames_to_send=[LLMContextFrame(_context("hi"))])
+    errors = _errors(up)
+    assert len(errors) == 1 and "llama_decode" in errors[0].error
+    assert isinstance(_response(down)[-1], LLMFullResponseEndFrame)
+
+
+def _response(frames):
+    kinds = (LLMFullResponseStartFrame, LLMTextFrame, LLMFullResponseEndFrame)
+    return [f for f in frames if isinstance(f, kinds)]
+
+
+def _errors(frames):
+    return [f for f in frames if isinstance(f, ErrorFrame)]
+
+
+def _assert_released(brain: LocalBrain, model: ScriptedModel) -> None:
+    """The model lock is free within a pass or two, and nothing evaluates any more."""
+    assert brain._lock.acquire(timeout=1.0), "the model lock is still held"
+    brain._lock.release()
+    passes = model.passes
+    time.sleep(0.4)
+    assert model.passes == passes
+
+
+def test_priming_in_the_background_is_coalesced_and_stopped_by_close():
+    model = ScriptedModel("say: hi", prompt_pass_secs=0.05)
+    brain = LocalBrain(model)
+    opening = [{"role": "system", "content": "Facts: " + "open daily " * 300}]
+    brain.prime_later(opening, TOOLS)
+    time.sleep(0.2)
+    later = [*opening, {"role": "assistant", "content": "Hello!"}]
+    brain.prime_later(later, TOOLS)
+    brain.prime_later(later, TOOLS)  # coalesced with the one before
+    started = time.perf_counter()
+    brain.close()
+    assert time.perf_counter() - started < 0.5  # one pass, not the whole prompt
+    assert not any(t.name == "local-llm-priming" for t in threading.enumerate())
+    passes = model.passes
+    brain.prime_later(later, TOOLS)  # a closed brain primes no more
+    time.sleep(0.2)
+    assert model.passes == passes
+
+
+def test_priming_leaves_the_prompt_cached_for_the_next_request():
+    model = ScriptedModel("say: hi")
+    brain = LocalBrain(model)
+    conversation = [
+        {"role": "system", "content": "Facts:\n- Business: Bella Hair Studio."},
+        {"role": "assistant", "content": "Thanks for calling. How can I help?"},
+    ]
+    assert brain.prime(conversation, TOOLS) > 0
+    assert brain.prime(conversation, TOOLS) == 0  # already in the cache
+    primed = list(model.context)
+    asked = [*conversation, {"role": "user", "content": "Anything on Friday?"}]
+    request = model.tokenize(build_prompt(asked, TOOLS))
+    assert request[: len(primed)] == primed
+
+
+# --- The real model (slow: loads 1.1 GB once per session; runs in CI) ---------------------------
+
+SALON = [
+    {"role": "system", "content": "Bella Hair Studio. Right now it is Sunday November 22, 10 AM."},
+    {"role": "assistant", "content": "Thanks for calling Bella Hair Studio. How can I help?"},
 ]
 
 
-@pytest.fixture(scope="module")
-def brain(tmp_path_factory):
-    from agent.brain import LocalBrain
-    from agent.settings import Settings
-    from tests.conftest import LOCAL_MODEL
+@pytest.mark.slow
+async def test_real_model_routes_an_obvious_booking_to_availability(local_brain):
+    asked = [*SALON, {"role": "user", "content": "I'd like to book a haircut on Friday."}]
+    events = [e async for e in respond(local_brain, asked, TOOLS)]
+    calls = [e for e in events if isinstance(e, Call)]
+    assert calls and calls[0].tool == "check_availability", events
+    assert "hair" in json.dumps(calls[0].arguments).lower()
 
-    loaded = LocalBrain.load(Settings.from_env({"FRONTDESK_LLM_MODEL_PATH": str(LOCAL_MODEL)}))
-    loaded.warm_up(
-        TOOLS,
-        [{"role": "system", "content": "Facts:\n- Business: Bella Hair Studio."}],
-        tmp_path_factory.mktemp("prompt-cache"),
+
+@pytest.mark.slow
+async def test_real_model_ends_the_call_on_goodbye(local_brain):
+    bye = [*SALON, {"role": "user", "content": "Thanks, bye!"}]
+    events = [e async for e in respond(local_brain, bye, TOOLS)]
+    text = "".join(e for e in events if isinstance(e, str))
+    ended = any(isinstance(e, Call) and e.tool == "end_call" for e in events)
+    assert ended or is_farewell(text), events
+
+
+@pytest.mark.slow
+async def test_real_model_answers_in_process_through_the_service(local_brain):
+    llm = LocalLLMService(
+        local_brain, system_instruction="Bella Hair Studio.", stall_timeout_secs=120
     )
-    return loaded
+    down, up = await run_test(
+        llm, frames_to_send=[LLMContextFrame(_context("Hi there, how are you doing today?"))]
+    )
+    text = "".join(f.text for f in down if isinstance(f, LLMTextFrame))
+    assert not _errors(up) and len(text.split()) >= 3 and "{" not in text
+    await asyncio.to_thread(local_brain.wait_primed)
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize(("utterance", "tool", "arguments"), ROUTING)
-async def test_real_model_routes_to_the_right_tool(brain, utterance, tool, arguments):
-    from agent.brain import generate_events
-
-    messages = [
-        {
-            "role": "system",
-            "content": "Bella Hair Studio. Right now it is Sunday November 22, 10 AM.",
-        },
-        {"role": "assistant", "content": "Thanks for calling Bella Hair Studio. How can I help?"},
-        {"role": "user", "content": utterance},
-    ]
-    events = [e async for e in generate_events(brain, messages, TOOLS)]
-    calls = [value for kind, value in events if kind == "call"]
-    assert calls, f"expected a call to {tool}, got {events}"
-    assert calls[0].tool == tool
-    for value in arguments.values():
-        assert re.search(value, json.dumps(calls[0].arguments), re.I)
-
-
-@pytest.mark.slow
-async def test_real_model_answers_small_talk_in_words(brain):
-    from agent.brain import generate_events
-
-    messages = [
-        {"role": "system", "content": "Bella Hair Studio."},
-        {"role": "user", "content": "Hi there, how are you doing today?"},
-    ]
-    events = [e async for e in generate_events(brain, messages, TOOLS)]
-    assert events and all(kind == "text" for kind, _ in events)
-    text = "".join(value for _, value in events)
-    assert len(text.split()) >= 3 and "{" not in text
-
-
-@pytest.mark.slow
-def test_priming_leaves_only_the_callers_next_words_to_evaluate(brain):
-    def tokens(text):
-        return list(brain.llama.tokenize(text.encode(), add_bos=False, special=True))
-
+def test_real_model_priming_leaves_only_the_callers_next_words_to_evaluate(local_brain):
+    model = local_brain.model
     conversation = [
         {"role": "system", "content": "Facts:\n- Business: Bella Hair Studio."},
         {"role": "assistant", "content": "Thanks for calling Bella Hair Studio. How can I help?"},
     ]
-    brain.prime(conversation, TOOLS)
-    primed = list(brain.llama.input_ids[: brain.llama.n_tokens])
+    local_brain.prime(conversation, TOOLS)
+    primed = model.cached()
     words = "Do you have anything on Friday?"
-    request = tokens(brain.build_prompt([*conversation, {"role": "user", "content": words}], TOOLS))
+    asked = [*conversation, {"role": "user", "content": words}]
+    request = model.tokenize(build_prompt(asked, TOOLS))
     assert request[: len(primed)] == primed  # the request reuses all of it
     # Left: the words and the turn's close ("<|im_end|>\n<|im_start|>assistant\n").
-    assert len(request) - len(primed) <= len(tokens(words)) + 5
+    assert len(request) - len(primed) <= len(model.tokenize(words)) + 5
 
 
 def test_booking_is_offered_to_the_model_only_after_availability_was_checked():
-    from agent.brain import routable_tools
-
     def names(messages):
         return {t["function"]["name"] for t in routable_tools(messages, TOOLS)}
 
@@ -332,8 +488,6 @@ def test_a_choice_is_known_before_its_tokens_are_fed():
 
 
 def test_the_history_is_trimmed_in_steps_so_the_cached_prompt_survives_most_turns():
-    from agent.brain import HISTORY_STEP, MAX_HISTORY_MESSAGES, history_start
-
     starts = [history_start(count) for count in range(1, 80)]
     assert starts[:MAX_HISTORY_MESSAGES] == [0] * MAX_HISTORY_MESSAGES  # a short call: all of it
     for count, start in enumerate(starts, 1):
@@ -344,3 +498,38 @@ def test_the_history_is_trimmed_in_steps_so_the_cached_prompt_survives_most_turn
     assert (
         moves == (79 - MAX_HISTORY_MESSAGES - 1) // HISTORY_STEP + 1
     )  # once per step, not per turn
+
+
+# --- The OpenAI-compatible endpoint for other clients ------------------------------------------
+
+
+async def test_the_endpoint_answers_admin_token_holders_only():
+    import httpx
+    from fastapi import FastAPI, HTTPException, Request
+
+    from agent.brain.http import build_brain_router
+
+    def require_admin(request: Request) -> None:
+        if request.headers.get("authorization") != "Bearer admin":
+            raise HTTPException(401, "admin token required")
+
+    app = FastAPI()
+    brain = LocalBrain(ScriptedModel("say: Hello there!"))
+    app.include_router(build_brain_router(lambda: brain, require_admin))
+    body = {"messages": [{"role": "user", "content": "hi"}], "tools": TOOLS}
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://brain") as client:
+        refused = await client.post("/v1/chat/completions", json=body)
+        assert refused.status_code == 401
+        headers = {"Authorization": "Bearer admin"}
+        answer = await client.post("/v1/chat/completions", json=body, headers=headers)
+        assert answer.status_code == 200
+        assert answer.json()["choices"][0]["message"]["content"] == "Hello there!"
+        streamed = await client.post(
+            "/v1/chat/completions", json={**body, "stream": True}, headers=headers
+        )
+        events = [line[6:] for line in streamed.text.splitlines() if line.startswith("data: ")]
+        assert events[-1] == "[DONE]"
+        deltas = [json.loads(e)["choices"][0]["delta"] for e in events[:-1]]
+        assert "".join(d.get("content", "") for d in deltas) == "Hello there!"
+    brain.close()

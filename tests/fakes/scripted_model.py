@@ -1,23 +1,43 @@
-"""A tiny language model for decoder tests: it "wants" to write a given line, token by token.
+"""A tiny language model for decoder and service tests: it "wants" to write a given line.
 
-It implements agent.decoding.Model over a small vocabulary (every printable ASCII character
-plus a few multi-character pieces like Qwen's ``{"`` and ``",``). Its logits favour the longest
-token that continues ``target`` from what has been evaluated since the prompt; once the
-target is written (or the text has left it) it favours the end token. It counts forward passes.
+It implements agent.brain.model.CachingModel over a small vocabulary (every printable ASCII
+character plus a few multi-character pieces like Qwen's ``{"`` and ``",``). Its logits favour
+the longest token that continues ``target`` from what has been evaluated since the prompt; once
+the target is written (or the text has left it) it favours the end token. It counts forward
+passes; ``pass_secs`` makes each decoding pass take that long (``prompt_pass_secs`` each pass
+over a prompt), and ``failure`` makes them raise.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from pathlib import Path
+
 import numpy as np
+
+from agent.brain.model import eval_in_chunks, reuse_from
 
 END = "<|im_end|>"
 MULTI = ["say", "call", "hair", "cut", ' {"', '":', ' "', '",', '"}', " {}", "_av", "ailability"]
 
 
 class ScriptedModel:
-    def __init__(self, target: str, prompt: str = "PROMPT") -> None:
+    identity = "scripted"
+
+    def __init__(
+        self,
+        target: str,
+        prompt: str = "PROMPT",
+        pass_secs: float = 0.0,
+        prompt_pass_secs: float = 0.0,
+    ) -> None:
         self.vocab = [END, *(chr(c) for c in range(32, 127)), "\n", *MULTI]
         self.target = target
+        self.pass_secs = pass_secs
+        self.prompt_pass_secs = prompt_pass_secs
+        self._in_prompt = False
+        self.failure: Exception | None = None
         self.context: list[int] = []
         self.passes = 0
         self.prompt_len = len(self.tokenize(prompt))
@@ -26,13 +46,15 @@ class ScriptedModel:
 
     def tokenize(self, text: str) -> list[int]:
         tokens, i = [], 0
+        unknown = self.vocab.index("?")
         while i < len(text):
             best = max(
                 (t for t, p in enumerate(self.vocab) if p and text.startswith(p, i)),
                 key=lambda t: len(self.vocab[t]),
+                default=unknown,
             )
             tokens.append(best)
-            i += len(self.vocab[best])
+            i += len(self.vocab[best]) if best != unknown or text[i] == "?" else 1
         return tokens
 
     def written(self) -> str:
@@ -40,6 +62,9 @@ class ScriptedModel:
 
     def eval(self, tokens: list[int]) -> None:
         assert tokens, "eval of nothing"
+        if self.failure is not None:
+            raise self.failure
+        time.sleep(self.prompt_pass_secs if self._in_prompt else self.pass_secs)
         self.passes += 1
         self.context.extend(tokens)
 
@@ -57,3 +82,23 @@ class ScriptedModel:
 
     def end_tokens(self) -> set[int]:
         return {0}
+
+    def sync(self, tokens: list[int], *, fresh_logits: bool, stop: threading.Event) -> int:
+        """The context becomes ``tokens`` (the new prompt), evaluated as llama.cpp's is."""
+        start = reuse_from(self.context, tokens, fresh_logits=fresh_logits)
+        if start == len(tokens):
+            return 0
+        del self.context[start:]
+        self.prompt_len = len(tokens)
+        self._in_prompt = True
+        try:
+            eval_in_chunks(self, tokens[start:], stop)
+        finally:
+            self._in_prompt = False
+        return len(tokens) - start
+
+    def save_state(self, path: Path) -> None:
+        path.write_text(" ".join(map(str, self.context)))
+
+    def load_state(self, path: Path) -> None:
+        self.context = [int(t) for t in path.read_text().split()]

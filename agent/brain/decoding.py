@@ -13,16 +13,15 @@ still costs a forward pass), the decoder walks the structure itself:
 Option texts start and end where Qwen's pre-tokenizer splits anyway (between letters and
 punctuation), so the tokens fed are the ones the model would have written itself.
 
-:class:`LlamaModel` adapts llama-cpp-python's ``Llama``; tests use a small scripted model with
-the same four methods.
+Owns the :class:`Model` protocol (what decoding needs from a language model);
+``agent.brain.model.LlamaModel`` implements it over llama.cpp, tests use a small scripted model.
 """
 
 from __future__ import annotations
 
 import codecs
-import ctypes
 import json
-from collections.abc import Generator, Iterator
+from collections.abc import Callable, Generator, Iterator
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -136,7 +135,7 @@ class Decoder:
         return chosen, confidence
 
     def free_text(
-        self, allowed: np.ndarray, cut: Any, max_tokens: int
+        self, allowed: np.ndarray, cut: Callable[[bytes], int], max_tokens: int
     ) -> Generator[str, None, str]:
         """Greedy text; returns why it stopped: "stop", "end" or "length".
 
@@ -253,7 +252,7 @@ def _arguments(decoder: Decoder, params: dict[str, Any]) -> Iterator[str]:
 def _is_string(schema: dict[str, Any]) -> bool:
     if "enum" in schema:
         return all(isinstance(v, str) for v in schema["enum"])
-    return schema.get("type", "string") == "string"
+    return bool(schema.get("type", "string") == "string")
 
 
 def _opening(schema: dict[str, Any]) -> str:
@@ -264,55 +263,3 @@ def _opening(schema: dict[str, Any]) -> str:
 def _enum_text(value: Any) -> str:
     text = json.dumps(value)
     return text[1:-1] if text.startswith('"') else text  # quotes come from key and closer
-
-
-class LlamaModel:
-    """:class:`Model` over llama-cpp-python's ``Llama`` (its KV cache and token history)."""
-
-    def __init__(self, llama: Any) -> None:
-        self.llama = llama
-
-    def tokenize(self, text: str) -> list[int]:
-        return list(self.llama.tokenize(text.encode(), add_bos=False, special=True))
-
-    def eval(self, tokens: list[int]) -> None:
-        self.llama.eval(tokens)
-
-    def logits(self) -> np.ndarray:
-        from llama_cpp import llama_cpp
-
-        pointer = llama_cpp.llama_get_logits_ith(self.llama._ctx.ctx, -1)
-        return np.ctypeslib.as_array(pointer, shape=(self.llama.n_vocab(),)).copy()
-
-    def pieces(self) -> list[bytes]:
-        from llama_cpp import llama_cpp
-
-        vocab = self.llama._model.vocab
-        buffer = ctypes.create_string_buffer(256)
-        out = []
-        for token in range(self.llama.n_vocab()):
-            n = llama_cpp.llama_token_to_piece(vocab, token, buffer, 256, 0, False)
-            out.append(buffer.raw[: max(n, 0)])
-        return out
-
-    def end_tokens(self) -> set[int]:
-        ends = {int(self.llama.token_eos())}
-        ends.update(self.tokenize("<|im_end|>")[:1])
-        return ends
-
-    def sync(self, tokens: list[int]) -> int:
-        """Make the context exactly ``tokens``, reusing the longest cached prefix.
-
-        Returns how many tokens had to be evaluated. At least the last one is re-evaluated
-        when everything is cached, so that its logits are fresh.
-        """
-        cached = list(self.llama.input_ids[: self.llama.n_tokens])
-        common = 0
-        for a, b in zip(cached, tokens, strict=False):
-            if a != b:
-                break
-            common += 1
-        common = min(common, len(tokens) - 1)
-        self.llama.n_tokens = common
-        self.llama.eval(tokens[common:])
-        return len(tokens) - common
