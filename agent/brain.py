@@ -159,10 +159,10 @@ class LocalBrain:
 
     # The fixed prefix: everything before the per-call system message.
     def prefix(self, tools: list[dict[str, Any]]) -> str:
-        from tools.registry import ToolRegistry
+        from tools.catalog import TOOL_NAMES
 
         enabled = {t["function"]["name"] for t in tools}
-        disabled = [n for n in ToolRegistry.all_names() if n not in enabled]
+        disabled = [n for n in TOOL_NAMES if n not in enabled]
         # Rules and worked examples for tools this business switched off are left out.
         instructions = without_tools(load_text("brain.md"), disabled)
         instructions = instructions.replace("{tools}", render_tools(tools))
@@ -445,9 +445,9 @@ def is_farewell(text: str) -> bool:
 
 
 def wants_filler(tool_name: str) -> bool:
-    from tools.registry import ToolRegistry
+    from tools.catalog import tool_registry
 
-    spec = ToolRegistry().specs.get(tool_name)
+    spec = tool_registry().specs.get(tool_name)
     return bool(spec and spec.filler)
 
 

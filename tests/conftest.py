@@ -9,9 +9,9 @@ from zoneinfo import ZoneInfo
 
 import pytest
 
-from tools.business import seed_business
-from tools.db import Database
 from tools.registry import ToolContext
+from tools.store.business import seed_business
+from tools.store.db import Database
 
 ROOT = Path(__file__).resolve().parent.parent
 BUSINESS_YAML = ROOT / "tools" / "business.yaml"

@@ -10,9 +10,9 @@ import pytest
 from agent.brain import parse_turn, render_tools
 from agent.decoding import Decoder, Vocabulary, decode_line
 from tests.fakes.scripted_model import ScriptedModel
-from tools.registry import ToolRegistry
+from tools.catalog import tool_registry
 
-TOOLS = ToolRegistry().openai_tools()
+TOOLS = tool_registry().openai_tools()
 
 
 def decode(target: str, tools=TOOLS) -> tuple[str, ScriptedModel]:

@@ -8,18 +8,22 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import BUSINESS_YAML, SUNDAY_MORNING, TZ, make_ctx
-from tools import schema
-from tools.business import ConfigError, get_business_info, read_config, seed_business
-from tools.calendar import (
+from tools.actions.business_info import get_business_info
+from tools.actions.calendar import (
     book_appointment,
     cancel_appointment,
     check_availability,
     reschedule_appointment,
 )
-from tools.crm import add_note, find_customer, list_my_appointments, save_customer
-from tools.handoff import take_message
-from tools.knowledge import search_knowledge_base
-from tools.registry import ToolError, ToolRegistry, json_schema
+from tools.actions.crm import add_note, find_customer, list_my_appointments, save_customer
+from tools.actions.handoff import take_message
+from tools.actions.knowledge import search_knowledge_base
+from tools.catalog import tool_registry
+from tools.domain.business import ConfigError, read_config
+from tools.errors import ToolError
+from tools.registry import json_schema
+from tools.store import schema
+from tools.store.business import seed_business
 
 
 async def count(db, table) -> int:
@@ -183,7 +187,7 @@ async def test_messages_are_stored_with_a_callback_time(db):
 
 
 async def test_registry_turns_every_failure_into_a_sentence(db):
-    registry = ToolRegistry()
+    registry = tool_registry()
     ctx = make_ctx(db)
     missing = await registry.invoke(ctx, "book_appointment", {"service": "haircut"})
     assert not missing.ok and "day and time" in missing.payload["say"]
@@ -201,7 +205,7 @@ def test_fixed_clock_is_used():
 
 
 async def test_a_recorded_bot_turn_cut_off_later_keeps_only_what_was_heard(db):
-    from tools.records import CallStore
+    from tools.store.calls import CallStore
 
     store = CallStore(db)
     call_id = await store.start_call(call_sid="CAcut1")
