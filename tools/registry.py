@@ -215,11 +215,15 @@ def _coerce(name: str, value: object, expected: dict[str, Any]) -> object:
         return value[:500]
     if kind == "integer":
         try:
+            if not isinstance(value, (str, int, float)):
+                raise TypeError(type(value).__name__)
             return int(value)
         except (TypeError, ValueError):
             raise ArgumentError(f"Sorry, I didn't get the {name.replace('_', ' ')}.") from None
     if kind == "number":
         try:
+            if not isinstance(value, (str, int, float)):
+                raise TypeError(type(value).__name__)
             return float(value)
         except (TypeError, ValueError):
             raise ArgumentError(f"Sorry, I didn't get the {name.replace('_', ' ')}.") from None

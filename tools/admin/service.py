@@ -246,6 +246,7 @@ class AdminService:
     ) -> dict[str, Any]:
         """Add a service (bringing back a removed one of that name) or change one."""
         clean = body.columns()
+        name = body.name
         table = schema.services
         async with self.db.write() as conn:
             if (
@@ -258,7 +259,7 @@ class AdminService:
                 raise NotFound(f"no service {service_id}")
             same_name = (
                 await conn.execute(
-                    sa.select(table).where(sa.func.lower(table.c.name) == clean["name"].lower())
+                    sa.select(table).where(sa.func.lower(table.c.name) == name.lower())
                 )
             ).first()
             if service_id is None and same_name is not None and not same_name.active:
