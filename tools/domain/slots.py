@@ -35,9 +35,9 @@ class Busy:
     ends_at: datetime
 
 
-def search_days(when: When, days: int | None = None) -> int:
-    """How many days from ``when.day`` a search looks at (``days`` overrides)."""
-    return days or (when.days if not when.any_day else max(when.days, 7))
+def search_days(when: When) -> int:
+    """How many days from ``when.day`` a search looks at (at least a week for "any day")."""
+    return when.days if not when.any_day else max(when.days, 7)
 
 
 def search_window(business: Business, when: When, days: int) -> tuple[datetime, datetime]:

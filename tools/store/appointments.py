@@ -55,11 +55,10 @@ async def find_slots(
     *,
     exclude_appointment: int | None = None,
     limit: int = MAX_OFFERED,
-    days: int | None = None,
 ) -> list[Slot]:
     """Free slots for a service, nearest to the request first (see domain.slots.free_slots)."""
     staff: list[tuple[int | None, str]] = [*await qualified_staff(conn, service)] or [(None, "")]
-    span = search_days(when, days)
+    span = search_days(when)
     start, end = search_window(business, when, span)
     busy = await bookings_between(conn, start, end, exclude_appointment)
     return free_slots(business, service, when, now, staff, busy, days=span, limit=limit)
