@@ -27,10 +27,30 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from loguru import logger
-from pydantic import BaseModel, Field
 
-from tools.admin import AdminService, NotFound, ValidationFailed, check_template
-from tools.business import Business, describe_hours, load_business
+from tools.admin.auth import AdminAuth
+from tools.admin.models import (
+    ArticleIn,
+    CallbackIn,
+    EscalationIn,
+    HolidaysIn,
+    HoursIn,
+    LoginIn,
+    NotFound,
+    PasswordIn,
+    ProfileIn,
+    PromptsIn,
+    ServiceIn,
+    StaffIn,
+    ToolsIn,
+    ValidationFailed,
+)
+from tools.admin.review import AdminReview
+from tools.admin.service import AdminService
+from tools.admin.views import AdminViews
+from tools.catalog import TOOL_NAMES, tool_registry
+from tools.domain.business import Business, describe_hours
+from tools.store.business import load_business
 
 STATIC_DIR = Path(__file__).resolve().parent / "static" / "admin"
 COOKIE = "frontdesk_admin"
@@ -49,102 +69,6 @@ PAGE_HEADERS = {
     "Referrer-Policy": "no-referrer",
     "Cache-Control": "no-store",
 }
-
-
-# --- Request bodies (for validation of types and the OpenAPI schema) ---------------------------
-
-
-class LoginIn(BaseModel):
-    password: str = Field(description="The admin password, or the admin token")
-    name: str = Field("", max_length=60, description="Who is signing in (shown in the audit log)")
-
-
-class PasswordIn(BaseModel):
-    password: str = Field(description="The new admin password (at least 10 characters)")
-    current: str = Field("", description="The current password or the admin token")
-
-
-class ProfileIn(BaseModel):
-    name: str
-    timezone: str = Field(description="IANA time zone, e.g. America/New_York")
-    address: str = ""
-    phone: str = Field("", description="The business's own (Frontdesk) number")
-    slot_minutes: int = 15
-    booking_horizon_days: int = 60
-
-
-class RangeIn(BaseModel):
-    opens: str = Field(description="HH:MM, 24-hour clock")
-    closes: str = Field(description="HH:MM, after opens")
-
-
-class HoursIn(BaseModel):
-    hours: dict[str, list[RangeIn]] = Field(
-        description="monday … sunday -> opening ranges; a day left out or empty is closed"
-    )
-
-
-class HolidayIn(BaseModel):
-    start: str = Field(description="First closed day, YYYY-MM-DD")
-    end: str = Field("", description="Last closed day (defaults to start)")
-    name: str
-
-
-class HolidaysIn(BaseModel):
-    holidays: list[HolidayIn]
-
-
-class ServiceIn(BaseModel):
-    name: str
-    duration_minutes: int
-    price: float | str = Field(description="In the business's currency, e.g. 40 or 12.50")
-    description: str = ""
-    aliases: str = Field("", description="Other words callers use, comma-separated")
-
-
-class StaffIn(BaseModel):
-    name: str
-    services: list[int] = Field(default_factory=list, description="Ids of services they do")
-
-
-class EscalationIn(BaseModel):
-    escalation_numbers: list[str] | None = Field(
-        None,
-        description=(
-            "The numbers 'a person, please' calls ring at once, first answer wins (at most 10, "
-            "no duplicates, not the business's own number); [] takes a message instead"
-        ),
-        examples=[["+14135550199", "+14135550198"]],
-    )
-    escalation_number: str | None = Field(
-        None,
-        description=(
-            "Older single-number form, for scripts: sent alone it sets that one number "
-            "(replacing the list; '' for none). Prefer escalation_numbers"
-        ),
-    )
-    warm_transfer: bool = Field(True, description="Announce the caller before connecting")
-
-
-class ToolsIn(BaseModel):
-    enabled: dict[str, bool] = Field(description="Tool name -> on/off; tools left out keep theirs")
-
-
-class PromptsIn(BaseModel):
-    greeting: str = Field("", description="First words of every call; {business_name}")
-    persona: str = Field(
-        "", description="Persona and extra instructions; {business_name} {address} {hours} …"
-    )
-
-
-class ArticleIn(BaseModel):
-    title: str
-    body: str
-    tags: str = ""
-
-
-class CallbackIn(BaseModel):
-    outcome: Literal["message_taken", "called_back", "closed"]
 
 
 class _Assets(StaticFiles):
@@ -203,11 +127,10 @@ def _same_origin(request: Request, public_url: str) -> bool:
 def local_prefix(business: Business) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(tools, messages) whose prompt is the same for every call of ``business``."""
     from agent.call import build_system_prompt
-    from tools.registry import ToolRegistry
 
-    enabled = [n for n in ToolRegistry.all_names() if n not in business.disabled_tools]
+    enabled = [n for n in TOOL_NAMES if n not in business.disabled_tools]
     static = build_system_prompt(business, None, True).split("This call:")[0]
-    return ToolRegistry(enabled).openai_tools(), [{"role": "system", "content": static}]
+    return tool_registry(enabled).openai_tools(), [{"role": "system", "content": static}]
 
 
 def warm_local_brain(state: Any, business: Business) -> None:
@@ -268,6 +191,9 @@ class ConfigApplier:
 def install_admin(app: FastAPI, state: Any) -> ConfigApplier:
     """Add the /admin page, the /api/admin routes and their error handlers to ``app``."""
     service = AdminService(state.db)
+    auth = AdminAuth(state.db)
+    views = AdminViews(state.db)
+    review = AdminReview(state.db)
     applier = ConfigApplier(state)
     limiter = LoginLimiter()
     settings = state.settings
@@ -285,7 +211,7 @@ def install_admin(app: FastAPI, state: Any) -> ConfigApplier:
                 raise HTTPException(401, "invalid admin token")
             return Actor(name="api token", via="token")
         cookie = request.cookies.get(COOKIE, "")
-        session = await service.get_session(cookie)
+        session = await auth.get_session(cookie)
         if session is None:
             raise HTTPException(
                 401,
@@ -320,14 +246,14 @@ def install_admin(app: FastAPI, state: Any) -> ConfigApplier:
         name = " ".join(body.name.split())[:60] or "admin"
         if token_matches(body.password):
             who = f"{name} (admin token)"
-        elif await service.check_password(body.password):
+        elif await auth.check_password(body.password):
             who = f"{name} (password)"
         else:
             limiter.failed(client)
             logger.warning(f"admin sign-in failed from {client}")
             raise HTTPException(401, "wrong password or token")
         limiter.succeeded(client)
-        cookie, session = await service.create_session(who)
+        cookie, session = await auth.create_session(who)
         response.set_cookie(
             COOKIE,
             cookie,
@@ -340,7 +266,7 @@ def install_admin(app: FastAPI, state: Any) -> ConfigApplier:
         return {
             "actor": session.actor,
             "csrf_token": session.csrf_token,
-            "password_set": await service.password_is_set(),
+            "password_set": await auth.password_is_set(),
         }
 
     @router.get("/session", summary="Who is signed in")
@@ -349,58 +275,56 @@ def install_admin(app: FastAPI, state: Any) -> ConfigApplier:
             "actor": who.name,
             "via": who.via,
             "csrf_token": who.csrf_token,
-            "password_set": await service.password_is_set(),
+            "password_set": await auth.password_is_set(),
         }
 
     @router.delete("/session", summary="Sign out")
     async def logout(response: Response, who: Actor = Who) -> dict[str, Any]:
         if who.cookie:
-            await service.end_session(who.cookie, who.name)
+            await auth.end_session(who.cookie, who.name)
         response.delete_cookie(COOKIE, path="/")
         return {"signed_out": True}
 
     @router.put("/password", summary="Set or change the admin password")
     async def set_password(body: PasswordIn, who: Actor = Who) -> dict[str, Any]:
-        if who.via == "session" and await service.password_is_set():
+        if who.via == "session" and await auth.password_is_set():
             current = body.current
-            if not current or not (token_matches(current) or await service.check_password(current)):
+            if not current or not (token_matches(current) or await auth.check_password(current)):
                 raise ValidationFailed(
                     {"current": "the current password (or admin token) is wrong"}
                 )
-        await service.set_password(who.name, body.password)
+        await auth.set_password(who.name, body.password)
         return {"saved": True, "signed_out_everywhere": True}
 
     # Configuration ------------------------------------------------------------------------------
 
     @router.get("/config", summary="The whole business configuration")
     async def get_config(who: Actor = Who) -> dict[str, Any]:
-        config = await service.config()
+        config = await views.config()
         config["providers"] = providers_view(state)
         return config
 
     @router.put("/profile", summary="Business name, time zone, address, phone, booking rules")
     async def put_profile(body: ProfileIn, who: Actor = Who) -> dict[str, Any]:
-        return await apply(await service.update_profile(who.name, body.model_dump()))
+        return await apply(await service.update_profile(who.name, body))
 
     @router.put("/hours", summary="Weekly opening hours (replaces all)")
     async def put_hours(body: HoursIn, who: Actor = Who) -> dict[str, Any]:
-        hours = {d: [r.model_dump() for r in ranges] for d, ranges in body.hours.items()}
-        return await apply(await service.set_hours(who.name, hours))
+        return await apply(await service.set_hours(who.name, body))
 
     @router.put("/holidays", summary="Closed days and periods (replaces all)")
     async def put_holidays(body: HolidaysIn, who: Actor = Who) -> dict[str, Any]:
-        items = [h.model_dump() for h in body.holidays]
-        return await apply(await service.set_holidays(who.name, items))
+        return await apply(await service.set_holidays(who.name, body))
 
     @router.post("/services", status_code=201, summary="Add a service")
     async def add_service(body: ServiceIn, who: Actor = Who) -> dict[str, Any]:
-        saved = await service.save_service(who.name, body.model_dump())
+        saved = await service.save_service(who.name, body)
         await applier.changed()
         return saved
 
     @router.put("/services/{service_id}", summary="Change a service")
     async def put_service(service_id: int, body: ServiceIn, who: Actor = Who) -> dict[str, Any]:
-        saved = await service.save_service(who.name, body.model_dump(), service_id)
+        saved = await service.save_service(who.name, body, service_id)
         await applier.changed()
         return saved
 
@@ -412,11 +336,11 @@ def install_admin(app: FastAPI, state: Any) -> ConfigApplier:
 
     @router.post("/staff", status_code=201, summary="Add a staff member")
     async def add_staff(body: StaffIn, who: Actor = Who) -> dict[str, Any]:
-        return await service.save_staff(who.name, body.model_dump())
+        return await service.save_staff(who.name, body)
 
     @router.put("/staff/{staff_id}", summary="Change a staff member and their services")
     async def put_staff(staff_id: int, body: StaffIn, who: Actor = Who) -> dict[str, Any]:
-        return await service.save_staff(who.name, body.model_dump(), staff_id)
+        return await service.save_staff(who.name, body, staff_id)
 
     @router.delete("/staff/{staff_id}", summary="Remove a staff member")
     async def delete_staff(staff_id: int, who: Actor = Who) -> dict[str, Any]:
@@ -424,19 +348,19 @@ def install_admin(app: FastAPI, state: Any) -> ConfigApplier:
 
     @router.put("/escalation", summary="Escalation numbers and warm/cold transfer")
     async def put_escalation(body: EscalationIn, who: Actor = Who) -> dict[str, Any]:
-        return await apply(await service.update_escalation(who.name, body.model_dump()))
+        return await apply(await service.update_escalation(who.name, body))
 
     @router.put("/tools", summary="Turn the agent's tools on or off")
     async def put_tools(body: ToolsIn, who: Actor = Who) -> dict[str, Any]:
-        return await apply(await service.update_tools(who.name, body.model_dump()))
+        return await apply(await service.update_tools(who.name, body))
 
     @router.put("/prompts", summary="Greeting and persona")
     async def put_prompts(body: PromptsIn, who: Actor = Who) -> dict[str, Any]:
-        return await apply(await service.update_prompts(who.name, body.model_dump()))
+        return await apply(await service.update_prompts(who.name, body))
 
     @router.post("/prompts/preview", summary="How a greeting and persona would read on a call")
     async def preview_prompts(body: PromptsIn, who: Actor = Who) -> dict[str, Any]:
-        return await prompt_preview(state, body.greeting, body.persona)
+        return await prompt_preview(state, body)
 
     @router.get("/providers", summary="Which providers the environment configured (read-only)")
     async def get_providers(who: Actor = Who) -> dict[str, Any]:
@@ -446,19 +370,19 @@ def install_admin(app: FastAPI, state: Any) -> ConfigApplier:
 
     @router.get("/kb", summary="Knowledge-base articles; q= searches like the agent does")
     async def list_articles(q: str = "", who: Actor = Who) -> dict[str, Any]:
-        return {"articles": await service.articles(q)}
+        return {"articles": await views.articles(q)}
 
     @router.post("/kb", status_code=201, summary="Add an article")
     async def add_article(body: ArticleIn, who: Actor = Who) -> dict[str, Any]:
-        return await service.save_article(who.name, body.model_dump())
+        return await service.save_article(who.name, body)
 
     @router.get("/kb/{article_id}", summary="One article")
     async def get_article(article_id: int, who: Actor = Who) -> dict[str, Any]:
-        return await service.article(article_id)
+        return await views.article(article_id)
 
     @router.put("/kb/{article_id}", summary="Change an article")
     async def put_article(article_id: int, body: ArticleIn, who: Actor = Who) -> dict[str, Any]:
-        return await service.save_article(who.name, body.model_dump(), article_id)
+        return await service.save_article(who.name, body, article_id)
 
     @router.delete("/kb/{article_id}", summary="Delete an article")
     async def delete_article(article_id: int, who: Actor = Who) -> dict[str, Any]:
@@ -469,23 +393,22 @@ def install_admin(app: FastAPI, state: Any) -> ConfigApplier:
 
     @router.get("/calls", summary="Calls, newest first")
     async def list_calls(limit: int = 50, offset: int = 0, who: Actor = Who) -> dict[str, Any]:
-        calls = await state.calls.list_calls(limit=max(1, min(limit, 500)), offset=max(0, offset))
-        return {"calls": [call_summary(c) for c in calls]}
+        calls = await review.calls.list_summaries(max(1, min(limit, 500)), max(0, offset))
+        return {"calls": calls}
 
     @router.get("/calls/{call_sid}", summary="One call: transcript, tools, latency, recording")
     async def get_call(call_sid: str, who: Actor = Who) -> dict[str, Any]:
-        call = await state.calls.get_call(call_sid)
-        if call is None:
+        detail = await review.calls.review(call_sid)
+        if detail is None:
             raise NotFound(f"no call {call_sid}")
-        detail = {**call_summary(call), **call}
         detail["recording_url"] = (
-            f"/api/admin/calls/{call_sid}/recording" if recording_file(state, call) else ""
+            f"/api/admin/calls/{call_sid}/recording" if recording_file(state, detail) else ""
         )
         return detail
 
     @router.get("/calls/{call_sid}/recording", summary="The call's stereo WAV")
     async def get_recording(call_sid: str, who: Actor = Who) -> FileResponse:
-        call = await state.calls.get_call(call_sid)
+        call = await review.calls.get_call(call_sid)
         path = recording_file(state, call) if call else None
         if path is None:
             raise NotFound(f"no recording for call {call_sid}")
@@ -495,13 +418,13 @@ def install_admin(app: FastAPI, state: Any) -> ConfigApplier:
     async def list_appointments(
         scope: Literal["upcoming", "past", "all"] = "upcoming", who: Actor = Who
     ) -> dict[str, Any]:
-        return {"appointments": await service.appointments(scope)}
+        return {"appointments": await review.appointments(scope)}
 
     @router.get("/callbacks", summary="Callback requests (messages callers left)")
     async def list_callbacks(
         status: Literal["open", "all"] = "open", who: Actor = Who
     ) -> dict[str, Any]:
-        return {"callbacks": await service.callbacks(status)}
+        return {"callbacks": await review.callbacks(status)}
 
     @router.put("/callbacks/{callback_id}", summary="Mark a callback request handled")
     async def put_callback(callback_id: int, body: CallbackIn, who: Actor = Who) -> dict[str, Any]:
@@ -510,7 +433,7 @@ def install_admin(app: FastAPI, state: Any) -> ConfigApplier:
 
     @router.get("/audit", summary="Who changed what, newest first")
     async def list_audit(limit: int = 100, offset: int = 0, who: Actor = Who) -> dict[str, Any]:
-        return {"entries": await service.audit(max(1, min(limit, 500)), max(0, offset))}
+        return {"entries": await review.audit(max(1, min(limit, 500)), max(0, offset))}
 
     app.include_router(router)
 
@@ -564,31 +487,6 @@ def providers_view(state: Any) -> dict[str, Any]:
     }
 
 
-def call_summary(call: dict[str, Any]) -> dict[str, Any]:
-    """The list view of a call: when, who, how long, how it ended, any handoff."""
-    from datetime import datetime
-
-    duration = None
-    if call.get("ended_at") and call.get("started_at"):
-        ended = datetime.fromisoformat(call["ended_at"])
-        duration = round((ended - datetime.fromisoformat(call["started_at"])).total_seconds(), 1)
-    handoff = call.get("handoff")
-    if handoff is None and call.get("handoffs"):
-        last = call["handoffs"][-1]
-        handoff = f"{last['kind']}:{last['outcome']}"
-    return {
-        "call_sid": call["call_sid"],
-        "started_at": call["started_at"],
-        "ended_at": call.get("ended_at"),
-        "caller": call.get("from_number", ""),
-        "source": call.get("source", ""),
-        "duration_secs": duration,
-        "outcome": call.get("outcome", ""),
-        "handoff": handoff or "",
-        "turn_count": call.get("turn_count", len(call.get("turns", []))),
-    }
-
-
 def recording_file(state: Any, call: dict[str, Any]) -> Path | None:
     """The call's recording if it exists inside the data dir's recordings folder."""
     raw = call.get("recording_path") or ""
@@ -601,25 +499,17 @@ def recording_file(state: Any, call: dict[str, Any]) -> Path | None:
     return path
 
 
-async def prompt_preview(state: Any, greeting: str, persona: str) -> dict[str, Any]:
+async def prompt_preview(state: Any, prompts: PromptsIn) -> dict[str, Any]:
     """The greeting as callers hear it and the system prompt as the LLM reads it."""
     from dataclasses import replace
 
     from agent.call import build_system_prompt
     from agent.prompts import fill, phrases
 
-    errors = {
-        key: problem
-        for key, text, allowed in (
-            ("greeting", greeting, ("business_name",)),
-            ("persona", persona, ("business_name", "address", "hours", "services")),
-        )
-        if (problem := check_template(text, allowed))
-    }
-    if errors:
-        raise ValidationFailed(errors)
-    business = replace(await load_business(state.db), greeting=greeting, persona=persona)
-    spoken = fill(greeting or phrases()["greeting"], business_name=business.name)
+    business = replace(
+        await load_business(state.db), greeting=prompts.greeting, persona=prompts.persona
+    )
+    spoken = fill(prompts.greeting or phrases()["greeting"], business_name=business.name)
     system = build_system_prompt(business, None, True)
     return {
         "greeting": spoken,

@@ -31,9 +31,9 @@ from telephony.privacy import mask_phone
 from telephony.routes import build_router
 from telephony.serializer import TwilioMediaSerializer
 from telephony.tokens import StreamTokens
-from tools.business import load_business, seed_business
-from tools.db import Database
-from tools.records import CallStore
+from tools.store.business import load_business, seed_business
+from tools.store.calls import CallStore
+from tools.store.db import Database
 
 
 @dataclass

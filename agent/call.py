@@ -63,10 +63,12 @@ from agent.turns import PhraseAwareTurnStopStrategy
 from telephony.audio import CallRecording, join_wavs
 from telephony.playback import PlaybackLedger
 from telephony.serializer import CallEventFrame, MarkFrame
-from tools.business import Business, describe_hours, load_business
-from tools.crm import lookup_customer
-from tools.records import CallStore
+from tools.catalog import TOOL_NAMES, tool_registry
+from tools.domain.business import Business, describe_hours
 from tools.registry import ToolContext, ToolRegistry
+from tools.store.business import load_business
+from tools.store.calls import CallStore
+from tools.store.customers import lookup_customer
 
 PIPELINE_RATE = 8000  # phone calls; a browser call runs at its own (16 kHz) rate
 #: Records and observations a live client is told about, under these event names.
@@ -335,7 +337,7 @@ class CallSession:
         self.heard_correction: tuple[str, int] | None = None  # (heard words, caller turns before)
         self.context: LLMContext | None = None
         self.outcome = "completed"
-        self.registry: ToolRegistry = ToolRegistry()
+        self.registry: ToolRegistry = tool_registry()
         self.records: RecordWriter | None = None
         self.faults: FaultHandler | None = None  # provider faults: apology, retry, offer
         self.worker: PipelineWorker | None = None
@@ -546,7 +548,7 @@ class CallSession:
         assert records is not None, "run() opens the call record first"
         business = self.business = await load_business(self.state.db)
         disabled = business.disabled_tools
-        self.registry = ToolRegistry([n for n in ToolRegistry.all_names() if n not in disabled])
+        self.registry = tool_registry([n for n in TOOL_NAMES if n not in disabled])
         caller = None
         if self.info.from_number:
             async with self.state.db.read() as conn:

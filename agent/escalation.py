@@ -44,10 +44,10 @@ from agent.prompts import phrases
 from telephony import twiml
 from telephony.privacy import mask_phone
 from telephony.twilio_rest import TwilioRest, TwilioRestError
-from tools.business import load_business
-from tools.crm import lookup_customer
-from tools.handoff import callback_customer, get_handoff, record_handoff, update_handoff
-from tools.speech import join_words, say_phone
+from tools.domain.speech import join_words, say_phone
+from tools.store.business import load_business
+from tools.store.customers import callback_customer, lookup_customer
+from tools.store.handoffs import get_handoff, record_handoff, update_handoff
 
 #: Bot replies in a row that show the agent did not understand before a person takes over.
 MISUNDERSTOOD_LIMIT = 3

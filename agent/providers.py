@@ -34,7 +34,7 @@ from agent.faults import LOCAL_TIMEOUT_FLOOR_SECS
 from agent.settings import Settings
 from agent.turns import SegmentTranscribedFrame
 from telephony.audio import float_to_pcm16, resample_pcm16, rms_dbfs
-from tools.speech import spoken_text
+from tools.domain.speech import spoken_text
 
 WHISPER_RATE = 16000
 HIBARI_GAIN = 2.4  # hibari peaks around 0.31 of full scale

@@ -40,9 +40,9 @@ from agent.brain.model import LocalBrain
 from agent.brain.policy import Call, respond
 from agent.call import build_system_prompt
 from agent.settings import Settings
-from tools.business import load_business, seed_business
-from tools.db import Database
-from tools.registry import ToolRegistry
+from tools.catalog import tool_registry
+from tools.store.business import load_business, seed_business
+from tools.store.db import Database
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -77,7 +77,7 @@ async def run(args: argparse.Namespace) -> None:
     # A fixed moment, so runs compare: the model's choices move with every token of its prompt.
     moment = datetime.fromisoformat(args.now).replace(tzinfo=business.tz)
     system = build_system_prompt(business, None, True, now=moment)
-    tools = ToolRegistry().openai_tools()
+    tools = tool_registry().openai_tools()
     env = {"FRONTDESK_DATA_DIR": str(ROOT / "data")}
     if args.threads:
         env["FRONTDESK_LLM_THREADS"] = str(args.threads)

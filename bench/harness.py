@@ -167,9 +167,9 @@ def llm_rules(calls: list[Call]) -> list[dict[str, Any]]:
 def caller_turns(call: Call) -> list[Turn]:
     """The call's turns as speech (local TTS, phone band), ready for :func:`converse`."""
     from tests.caller_audio import speech
-    from tools.registry import ToolRegistry
+    from tools.catalog import tool_registry
 
-    specs = ToolRegistry().specs
+    specs = tool_registry().specs
     return [
         Turn(
             pcm=speech(t.say),

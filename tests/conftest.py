@@ -12,9 +12,10 @@ import pytest
 from agent import install
 from agent.brain.model import LocalBrain
 from agent.settings import Settings
-from tools.business import seed_business
-from tools.db import Database
-from tools.registry import ToolContext, ToolRegistry
+from tools.catalog import tool_registry
+from tools.registry import ToolContext
+from tools.store.business import seed_business
+from tools.store.db import Database
 
 ROOT = Path(__file__).resolve().parent.parent
 BUSINESS_YAML = ROOT / "tools" / "business.yaml"
@@ -31,7 +32,7 @@ def local_brain(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LocalBrain
     stopped) at the end, so it never starves what runs after it."""
     brain = LocalBrain.load(Settings.from_env({"FRONTDESK_LLM_MODEL_PATH": str(LOCAL_MODEL)}))
     brain.warm_up(
-        ToolRegistry().openai_tools(),
+        tool_registry().openai_tools(),
         [{"role": "system", "content": "Facts:\n- Business: Bella Hair Studio."}],
         tmp_path_factory.mktemp("prompt-cache"),
     )

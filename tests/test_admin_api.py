@@ -15,10 +15,10 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import ADMIN_TOKEN
-from tools import schema
-from tools.business import load_business
-from tools.db import Database
-from tools.records import CallStore
+from tools.store import schema
+from tools.store.business import load_business
+from tools.store.calls import CallStore
+from tools.store.db import Database
 
 BEARER = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -647,8 +647,8 @@ def _wav() -> bytes:
 
 async def test_calls_appointments_and_callbacks(live_server, api, db):
     from tests.conftest import make_ctx
-    from tools.calendar import book_appointment
-    from tools.handoff import take_message
+    from tools.actions.calendar import book_appointment
+    from tools.actions.handoff import take_message
 
     store = CallStore(db)
     call_id = await store.start_call(call_sid="CAreview1", from_number="+14135550111")

@@ -13,8 +13,10 @@ from telephony.replay import replay
 from tests.caller_audio import RATE, call_audio
 from tests.conftest import ADMIN_TOKEN, AUTH_TOKEN, make_ctx
 from tests.fakes.llm import Rule
-from tools.admin import AdminService
-from tools.business import get_business_info, load_business
+from tools.actions.business_info import get_business_info
+from tools.admin.models import HoursIn, ToolsIn
+from tools.admin.service import AdminService
+from tools.store.business import load_business
 
 BEARER = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
 
@@ -40,7 +42,7 @@ async def test_system_prompt_follows_the_enabled_tools(db):
     business = await load_business(db)
     full = build_system_prompt(business, None, True)
     assert "take_message" in full and "transfer_to_human" in full
-    await AdminService(db).update_tools("test", {"enabled": {"take_message": False}})
+    await AdminService(db).update_tools("test", ToolsIn(enabled={"take_message": False}))
     trimmed = build_system_prompt(await load_business(db), None, True)
     assert "take_message" not in trimmed and "leave a message" not in trimmed
     assert "transfer_to_human" in trimmed
@@ -50,7 +52,8 @@ async def test_tools_use_the_business_the_call_started_with(db):
     ctx = make_ctx(db)
     ctx.business = await load_business(db)  # what agent/call.py does at call start
     service = AdminService(db)
-    await service.set_hours("test", {"monday": [{"opens": "11:00", "closes": "15:00"}]})
+    monday = HoursIn.model_validate({"hours": {"monday": [{"opens": "11:00", "closes": "15:00"}]}})
+    await service.set_hours("test", monday)
     during = await get_business_info(ctx, "hours")
     assert "Monday to Wednesday nine" in during.say  # the hours the call started with
     fresh = await get_business_info(make_ctx(db), "hours")

@@ -13,8 +13,8 @@ from agent.admin import local_prefix
 from agent.brain.prompt import prefix
 from tests.conftest import ADMIN_TOKEN, free_port, server_env
 from tests.fakes.llm import ServerThread
-from tools.business import load_business
-from tools.db import Database
+from tools.store.business import load_business
+from tools.store.db import Database
 
 
 class SlowStartServer(ServerThread):

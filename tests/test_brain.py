@@ -48,9 +48,9 @@ from agent.brain.prompt import (
 from agent.brain.service import LocalLLMService
 from agent.prompts import phrases
 from tests.fakes.scripted_model import ScriptedModel
-from tools.registry import ToolRegistry
+from tools.catalog import tool_registry
 
-TOOLS = ToolRegistry().openai_tools()
+TOOLS = tool_registry().openai_tools()
 
 
 def decode(target: str, tools=TOOLS) -> tuple[str, ScriptedModel]:
@@ -270,7 +270,7 @@ def _context(utterance: str) -> LLMContext:
             properties=spec.parameters["properties"],
             required=spec.parameters["required"],
         )
-        for spec in ToolRegistry().specs.values()
+        for spec in tool_registry().specs.values()
     ]
     return LLMContext(messages=[{"role": "user", "content": utterance}], tools=ToolsSchema(schemas))
 

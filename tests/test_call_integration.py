@@ -13,8 +13,8 @@ from telephony.replay import converse, replay
 from telephony.signature import sign_twilio_request
 from tests.caller_audio import RATE, call_audio, turn
 from tests.conftest import ADMIN_TOKEN, AUTH_TOKEN
-from tools import schema
-from tools.db import Database
+from tools.store import schema
+from tools.store.db import Database
 
 
 async def run_call(server, *parts, **kwargs):
@@ -87,7 +87,7 @@ async def test_a_call_books_an_appointment_and_answers_a_question(live_server):
 async def test_a_returning_caller_is_recognised_and_cancels(live_server):
     from datetime import UTC, datetime
 
-    from tools.calendar import book_appointment
+    from tools.actions.calendar import book_appointment
     from tools.registry import ToolContext
 
     db = Database(live_server.db_url)

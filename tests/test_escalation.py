@@ -43,10 +43,12 @@ from tests.fakes.llm import Rule, ScriptedLLM, ServerThread
 from tests.fakes.llm import build_app as build_llm_app
 from tests.fakes.twilio_rest import FakeTwilio
 from tests.fakes.twilio_rest import build_app as build_twilio_app
-from tools import schema
-from tools.business import ConfigError, escalation_numbers, load_business, read_config
-from tools.db import Database
-from tools.handoff import callback_customer, record_handoff
+from tools.domain.business import ConfigError, escalation_numbers, read_config
+from tools.store import schema
+from tools.store.business import load_business
+from tools.store.customers import callback_customer
+from tools.store.db import Database
+from tools.store.handoffs import record_handoff
 
 ACCOUNT_SID = "AC" + "5" * 32
 DESK = ["+14135550199", "+14135550198"]
@@ -572,7 +574,7 @@ async def test_three_misunderstood_turns_hand_the_caller_over(desk):
 async def test_no_answer_with_every_line_busy_keeps_a_callback_request(db: Database) -> None:
     from agent.escalation import HandoffDesk
     from agent.settings import Settings
-    from tools.records import CallStore
+    from tools.store.calls import CallStore
 
     @dataclass
     class State:

@@ -20,7 +20,8 @@ from tests.caller_audio import RATE, call_audio
 from tests.conftest import ADMIN_TOKEN, AUTH_TOKEN, free_port, make_ctx, server_env
 from tests.fakes.broken import BrokenVendor, build_broken_app
 from tests.fakes.llm import Rule, ScriptedLLM, ServerThread, build_app
-from tools.registry import ToolError, ToolRegistry, ToolResult, ToolSpec
+from tools.errors import ToolError
+from tools.registry import ToolRegistry, ToolResult, ToolSpec
 
 PROVIDER_TIMEOUT = "3"
 

@@ -24,8 +24,8 @@ from tests.caller_audio import RATE, call_audio
 from tests.conftest import ADMIN_TOKEN, AUTH_TOKEN, ROOT, free_port, server_env
 from tests.fakes.llm import ScriptedLLM, ServerThread, build_app
 from tests.test_faults import RULES
-from tools import schema
-from tools.db import Database
+from tools.store import schema
+from tools.store.db import Database
 
 CALLER = "+14135550123"
 _VENDOR_PREFIXES = ("FRONTDESK_", "DEEPGRAM_", "OPENAI_", "ELEVENLABS_", "TWILIO_")

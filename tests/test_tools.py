@@ -8,18 +8,22 @@ import pytest
 import sqlalchemy as sa
 
 from tests.conftest import BUSINESS_YAML, SUNDAY_MORNING, TZ, make_ctx
-from tools import schema
-from tools.business import ConfigError, get_business_info, read_config, seed_business
-from tools.calendar import (
+from tools.actions.business_info import get_business_info
+from tools.actions.calendar import (
     book_appointment,
     cancel_appointment,
     check_availability,
     reschedule_appointment,
 )
-from tools.crm import add_note, find_customer, list_my_appointments, save_customer
-from tools.handoff import take_message
-from tools.knowledge import search_knowledge_base
-from tools.registry import ToolError, ToolRegistry, json_schema
+from tools.actions.crm import add_note, find_customer, list_my_appointments, save_customer
+from tools.actions.handoff import take_message
+from tools.actions.knowledge import search_knowledge_base
+from tools.catalog import tool_registry
+from tools.domain.business import ConfigError, escalation_numbers, read_config
+from tools.errors import ToolError
+from tools.registry import json_schema
+from tools.store import schema
+from tools.store.business import seed_business
 
 
 async def count(db, table) -> int:
@@ -50,6 +54,91 @@ async def test_seeding_is_idempotent_and_never_clobbers(db, tmp_path):
             )
         ).scalar_one()
     assert price == 4500
+
+
+# A valid number, one that is only of a possible length (no such US area code 200), nonsense,
+# a national number read as a US one, and a UK number.
+PHONE_SAMPLES = ["+1 413-555-0199", "+1 200 555 0123", "12", "(413) 555 0198", "+442079460958"]
+
+
+@pytest.mark.parametrize("text", PHONE_SAMPLES)
+def test_the_admin_console_the_config_and_the_tools_accept_the_same_phone_numbers(text, tmp_path):
+    """One rule: each of the three accepts a number exactly when the others do, as one E.164."""
+    from pydantic import ValidationError
+
+    from tools.actions.crm import spoken_number
+    from tools.admin.models import ProfileIn
+
+    accepted: dict[str, str | None] = {}
+    try:
+        accepted["admin"] = ProfileIn(name="X", timezone="UTC", phone=text).phone
+    except ValidationError as exc:
+        assert [e["loc"] for e in exc.errors()] == [("phone",)]
+        accepted["admin"] = None
+    config = tmp_path / "business.yaml"
+    config.write_text(f"name: X\ntimezone: UTC\nphone: '{text}'\nescalation_number: '{text}'\n")
+    try:
+        read_config(config)
+        accepted["config"] = escalation_numbers(read_config(config))[0]
+    except ConfigError as exc:
+        assert "phone" in str(exc)
+        accepted["config"] = None
+    try:
+        accepted["tools"] = spoken_number(text)
+    except ToolError:
+        accepted["tools"] = None
+    assert len(set(accepted.values())) == 1, accepted
+    valid = text not in ("12", "+1 200 555 0123")
+    assert (accepted["admin"] is not None) == valid
+    assert accepted["admin"] is None or accepted["admin"].startswith("+")
+
+
+@pytest.mark.parametrize("zone", ["America/New_York", "UTC", "Mars/Olympus", "america/new_york"])
+def test_the_admin_console_and_the_config_accept_the_same_time_zones(zone, tmp_path):
+    from pydantic import ValidationError
+
+    from tools.admin.models import ProfileIn
+
+    try:
+        ProfileIn(name="X", timezone=zone)
+        admin = True
+    except ValidationError:
+        admin = False
+    config = tmp_path / "business.yaml"
+    config.write_text(f"name: X\ntimezone: {zone}\n")
+    try:
+        read_config(config)
+        from_config = True
+    except ConfigError:
+        from_config = False
+    assert admin == from_config == (zone in ("America/New_York", "UTC"))
+
+
+def test_tools_has_no_import_cycle_and_no_web_or_pipeline_framework():
+    """Every import inside tools/ (function-local ones too) goes one way; none is pipecat's,
+    FastAPI's or Starlette's."""
+    import ast
+    import graphlib
+
+    root = BUSINESS_YAML.parent
+    graph: dict[str, set[str]] = {}
+    for path in root.rglob("*.py"):
+        parts = list(path.relative_to(root.parent).with_suffix("").parts)
+        module = ".".join(parts[:-1] if parts[-1] == "__init__" else parts)
+        imported: set[str] = set()
+        for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+            if isinstance(node, ast.Import):
+                imported.update(alias.name for alias in node.names)
+            elif isinstance(node, ast.ImportFrom) and node.module:
+                imported.add(node.module)
+                imported.update(f"{node.module}.{alias.name}" for alias in node.names)
+        assert not {
+            name for name in imported if name.split(".")[0] in ("pipecat", "fastapi", "starlette")
+        }, module
+        graph[module] = imported
+    inside = {m: {i for i in imported if i in graph and i != m} for m, imported in graph.items()}
+    assert "tools.actions.calendar" in inside["tools.catalog"]  # the graph is really there
+    graphlib.TopologicalSorter(inside).prepare()  # raises CycleError naming the cycle
 
 
 def test_bad_config_names_the_field(tmp_path):
@@ -183,7 +272,7 @@ async def test_messages_are_stored_with_a_callback_time(db):
 
 
 async def test_registry_turns_every_failure_into_a_sentence(db):
-    registry = ToolRegistry()
+    registry = tool_registry()
     ctx = make_ctx(db)
     missing = await registry.invoke(ctx, "book_appointment", {"service": "haircut"})
     assert not missing.ok and "day and time" in missing.payload["say"]
@@ -201,7 +290,7 @@ def test_fixed_clock_is_used():
 
 
 async def test_a_recorded_bot_turn_cut_off_later_keeps_only_what_was_heard(db):
-    from tools.records import CallStore
+    from tools.store.calls import CallStore
 
     store = CallStore(db)
     call_id = await store.start_call(call_sid="CAcut1")

@@ -5,8 +5,8 @@ from datetime import date, datetime, time
 import pytest
 
 from tests.conftest import SUNDAY_MORNING, TZ
-from tools.registry import ToolError
-from tools.when import resolve_when
+from tools.domain.when import resolve_when
+from tools.errors import ToolError
 
 # SUNDAY_MORNING is Sunday 2026-11-22 10:00.
 

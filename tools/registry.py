@@ -1,11 +1,11 @@
-"""Tools as plain typed async functions, their JSON schemas, and the one place that calls them.
+"""The bridge between the model and the tools: ToolContext, ToolSpec, ToolRegistry.
 
 A tool is ``async def verb_noun(ctx: ToolContext, arg: T, ...) -> ToolResult`` with a docstring
 whose first paragraph describes it to the model and whose ``Args:`` section describes each
-argument. :func:`tool` registers it; :func:`json_schema` derives the OpenAI-style function schema
-from the signature; :meth:`ToolRegistry.invoke` validates arguments against it, converts
+argument. :meth:`ToolSpec.of` derives the OpenAI-style function schema from the signature
+(:func:`json_schema`); :meth:`ToolRegistry.invoke` validates arguments against it, converts
 failures into :class:`ToolError` sentences written for the caller, and never raises anything
-else into a call.
+else into a call. This module knows no tool: tools.catalog lists them.
 """
 
 from __future__ import annotations
@@ -16,22 +16,15 @@ import re
 import time
 import types
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, field
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any, Literal, get_args, get_origin
 
-from tools.db import Database
-
-
-class ToolError(Exception):
-    """A failure whose message is written for the caller ("That time is taken; I have 2:30.")."""
-
-    def __init__(self, say: str, *, code: str = "error", data: dict[str, Any] | None = None):
-        super().__init__(say)
-        self.say = say
-        self.code = code
-        self.data = data or {}
+from tools.domain.business import Business
+from tools.errors import ToolError
+from tools.store.business import load_business
+from tools.store.db import Database
 
 
 @dataclass
@@ -53,7 +46,9 @@ class CallControl(typing.Protocol):
         Data with ``"no_reply": True`` means the call speaks for itself; the model stays quiet."""
         ...
 
-    async def request_hangup(self, reason: str) -> None: ...
+    async def request_hangup(self, reason: str) -> None:
+        """End the call once the current reply has been spoken."""
+        ...
 
 
 @dataclass
@@ -66,14 +61,18 @@ class ToolContext:
     now: Callable[[], datetime] | None = None  # tests fix the clock; None means real time
     call: CallControl | None = None
     facts: dict[str, Any] = field(default_factory=dict)  # per-call memory (e.g. customer id)
-    # The call's tools.business.Business, loaded when it started: a call keeps the profile,
-    # hours, services and escalation it started with while an admin edits them.
-    business: Any = None
+    # The business loaded when the call started: a call keeps the profile, hours, services and
+    # escalation it started with while an admin edits them. None: read the current one each time.
+    business: Business | None = None
 
     def current_time(self) -> datetime:
-        from datetime import UTC
-
         return self.now() if self.now else datetime.now(UTC)
+
+    async def current_business(self) -> Business:
+        """The business as the call saw it at its start, else the one stored now."""
+        if self.business is not None:
+            return self.business
+        return await load_business(self.db)
 
 
 ToolFunction = Callable[..., Awaitable[ToolResult]]
@@ -81,6 +80,8 @@ ToolFunction = Callable[..., Awaitable[ToolResult]]
 
 @dataclass(frozen=True)
 class ToolSpec:
+    """A tool as the model sees it (name, description, JSON schema) and how it is run."""
+
     name: str
     description: str
     parameters: dict[str, Any]
@@ -88,11 +89,18 @@ class ToolSpec:
     filler: bool = True  # say "one moment" when this tool starts
     timeout_secs: float = 8.0
 
+    @classmethod
+    def of(
+        cls, function: ToolFunction, *, filler: bool = True, timeout_secs: float = 8.0
+    ) -> ToolSpec:
+        """The spec of an async tool function, named after it, schema from its signature."""
+        if not inspect.iscoroutinefunction(function):
+            raise TypeError(f"tool {function.__name__} must be async")
+        description, parameters = json_schema(function)
+        return cls(function.__name__, description, parameters, function, filler, timeout_secs)
 
-_REGISTRY: dict[str, ToolSpec] = {}
 
-
-def _json_type(annotation: Any) -> dict[str, Any]:
+def _json_type(annotation: object) -> dict[str, Any]:
     origin = get_origin(annotation)
     if origin in (typing.Union, types.UnionType):
         options = [a for a in get_args(annotation) if a is not type(None)]
@@ -156,25 +164,8 @@ def json_schema(function: ToolFunction) -> tuple[str, dict[str, Any]]:
     }
 
 
-def tool(
-    *, filler: bool = True, timeout_secs: float = 8.0
-) -> Callable[[ToolFunction], ToolFunction]:
-    """Register an async tool function under its own name."""
-
-    def register(function: ToolFunction) -> ToolFunction:
-        if not asyncio.iscoroutinefunction(function):
-            raise TypeError(f"tool {function.__name__} must be async")
-        description, parameters = json_schema(function)
-        _REGISTRY[function.__name__] = ToolSpec(
-            function.__name__, description, parameters, function, filler, timeout_secs
-        )
-        return function
-
-    return register
-
-
 class ArgumentError(ToolError):
-    pass
+    """The model's arguments do not fit the tool's schema (said as a question to the caller)."""
 
 
 _SPOKEN_ARGUMENT = {
@@ -185,7 +176,7 @@ _SPOKEN_ARGUMENT = {
 }
 
 
-def validate_arguments(spec: ToolSpec, arguments: Any) -> dict[str, Any]:
+def validate_arguments(spec: ToolSpec, arguments: object) -> dict[str, Any]:
     """Check model-supplied arguments against the tool's schema; coerce harmless mismatches."""
     if arguments is None:
         arguments = {}
@@ -209,7 +200,7 @@ def validate_arguments(spec: ToolSpec, arguments: Any) -> dict[str, Any]:
     return clean
 
 
-def _coerce(name: str, value: Any, expected: dict[str, Any]) -> Any:
+def _coerce(name: str, value: object, expected: dict[str, Any]) -> object:
     kind = expected.get("type")
     if "anyOf" in expected:
         return value
@@ -224,11 +215,15 @@ def _coerce(name: str, value: Any, expected: dict[str, Any]) -> Any:
         return value[:500]
     if kind == "integer":
         try:
+            if not isinstance(value, (str, int, float)):
+                raise TypeError(type(value).__name__)
             return int(value)
         except (TypeError, ValueError):
             raise ArgumentError(f"Sorry, I didn't get the {name.replace('_', ' ')}.") from None
     if kind == "number":
         try:
+            if not isinstance(value, (str, int, float)):
+                raise TypeError(type(value).__name__)
             return float(value)
         except (TypeError, ValueError):
             raise ArgumentError(f"Sorry, I didn't get the {name.replace('_', ' ')}.") from None
@@ -254,18 +249,8 @@ class Invocation:
 class ToolRegistry:
     """The enabled tools for one call, and the bridge that runs them safely."""
 
-    def __init__(self, enabled: list[str] | None = None) -> None:
-        _load_builtin_tools()
-        names = enabled if enabled is not None else list(_REGISTRY)
-        unknown = [n for n in names if n not in _REGISTRY]
-        if unknown:
-            raise ValueError(f"unknown tools: {', '.join(unknown)}")
-        self.specs = {name: _REGISTRY[name] for name in names}
-
-    @staticmethod
-    def all_names() -> list[str]:
-        _load_builtin_tools()
-        return list(_REGISTRY)
+    def __init__(self, specs: Iterable[ToolSpec]) -> None:
+        self.specs: dict[str, ToolSpec] = {spec.name: spec for spec in specs}
 
     def openai_tools(self) -> list[dict[str, Any]]:
         return [
@@ -280,7 +265,8 @@ class ToolRegistry:
             for s in self.specs.values()
         ]
 
-    async def invoke(self, ctx: ToolContext, name: str, arguments: Any) -> Invocation:
+    async def invoke(self, ctx: ToolContext, name: str, arguments: object) -> Invocation:
+        """Run tool ``name``; every failure becomes an unsuccessful :class:`Invocation`."""
         started = time.perf_counter()
         spec = self.specs.get(name)
         args_record = arguments if isinstance(arguments, dict) else {"_raw": repr(arguments)}
@@ -307,8 +293,3 @@ class ToolRegistry:
 
 def _ms_since(started: float) -> float:
     return round((time.perf_counter() - started) * 1000.0, 2)
-
-
-def _load_builtin_tools() -> None:
-    # Importing the modules registers their tools.
-    from tools import business, calendar, crm, handoff, knowledge  # noqa: F401

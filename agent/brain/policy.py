@@ -19,7 +19,7 @@ from loguru import logger
 
 from agent.brain.prompt import Message, Tool, text_of, tool_say
 from agent.prompts import phrases
-from tools.registry import ToolRegistry
+from tools.catalog import tool_registry
 
 # A tool the model may call only after another ran in this call: booking is for a time that
 # was offered (the instructions say so; a 1.5B model hearing "book" forgets it).
@@ -153,7 +153,7 @@ def is_farewell(text: str) -> bool:
 
 def wants_filler(tool_name: str) -> bool:
     """Whether the caller hears the filler while ``tool_name`` runs."""
-    spec = ToolRegistry().specs.get(tool_name)
+    spec = tool_registry().specs.get(tool_name)
     return bool(spec and spec.filler)
 
 

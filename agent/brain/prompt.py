@@ -13,7 +13,7 @@ import json
 from typing import Any
 
 from agent.prompts import load_text, without_tools
-from tools.registry import ToolRegistry
+from tools.catalog import TOOL_NAMES
 
 #: An OpenAI-style chat message or tool definition, as JSON.
 Message = dict[str, Any]
@@ -91,7 +91,7 @@ def history_start(count: int) -> int:
 def prefix(tools: list[Tool]) -> str:
     """The fixed prefix: everything before the per-call system message."""
     enabled = {t["function"]["name"] for t in tools}
-    disabled = [n for n in ToolRegistry.all_names() if n not in enabled]
+    disabled = [n for n in TOOL_NAMES if n not in enabled]
     # Rules and worked examples for tools this business switched off are left out.
     instructions = without_tools(load_text("brain.md"), disabled)
     instructions = instructions.replace("{tools}", render_tools(tools))

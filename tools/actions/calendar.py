@@ -1,133 +1,20 @@
-"""Calendar tools: availability, booking, cancelling and rescheduling, race-safe."""
+"""Calendar tools: check_availability, book_appointment, cancel_appointment,
+reschedule_appointment. Race-safe: a booking re-checks its slot inside the write transaction."""
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from datetime import UTC, date, datetime, time, timedelta
+from datetime import date, datetime, timedelta
 from typing import Any
 
-import sqlalchemy as sa
-from sqlalchemy.ext.asyncio import AsyncConnection
-
-from tools import schema
-from tools.business import Business, Service, business_of
-from tools.crm import ensure_customer, require_customer
-from tools.db import new_id, utc_now
-from tools.registry import ToolContext, ToolError, ToolResult, tool
-from tools.speech import join_words, say_date, say_time, say_when
-from tools.when import When, resolve_when
-
-LEAD_TIME = timedelta(minutes=30)  # no bookings closer than this to now
-MAX_OFFERED = 3
-
-
-@dataclass(frozen=True)
-class Slot:
-    starts_at: datetime  # aware, business zone
-    staff_id: int | None
-    staff_name: str
-
-
-async def _qualified_staff(conn: AsyncConnection, service: Service) -> list[tuple[int, str]]:
-    rows = await conn.execute(
-        sa.select(schema.staff.c.id, schema.staff.c.name)
-        .join(schema.staff_services, schema.staff_services.c.staff_id == schema.staff.c.id)
-        .where(schema.staff_services.c.service_id == service.id, schema.staff.c.active)
-        .order_by(schema.staff.c.id)
-    )
-    return [(r[0], r[1]) for r in rows]
-
-
-async def _busy(
-    conn: AsyncConnection, start: datetime, end: datetime, exclude_id: int | None = None
-) -> list[tuple[int | None, datetime, datetime]]:
-    query = sa.select(
-        schema.appointments.c.staff_id,
-        schema.appointments.c.starts_at,
-        schema.appointments.c.ends_at,
-    ).where(
-        schema.appointments.c.status == "booked",
-        schema.appointments.c.starts_at < end.astimezone(UTC).isoformat(),
-        schema.appointments.c.ends_at > start.astimezone(UTC).isoformat(),
-    )
-    if exclude_id is not None:
-        query = query.where(schema.appointments.c.id != exclude_id)
-    rows = await conn.execute(query)
-    return [(r[0], datetime.fromisoformat(r[1]), datetime.fromisoformat(r[2])) for r in rows]
-
-
-async def find_slots(
-    conn: AsyncConnection,
-    business: Business,
-    service: Service,
-    when: When,
-    now: datetime,
-    *,
-    exclude_appointment: int | None = None,
-    limit: int = MAX_OFFERED,
-    search_days: int | None = None,
-) -> list[Slot]:
-    """Free slots for a service, nearest to the request first."""
-    tz = business.tz
-    staff: list[tuple[int | None, str]] = [*await _qualified_staff(conn, service)] or [(None, "")]
-    duration = timedelta(minutes=service.duration_minutes)
-    step = timedelta(minutes=business.slot_minutes)
-    earliest_start = now + LEAD_TIME
-    span = search_days or (when.days if not when.any_day else max(when.days, 7))
-    horizon = now.date() + timedelta(days=business.booking_horizon_days)
-    candidates: list[Slot] = []
-    target = when.target(tz)
-    for offset in range(span):
-        day = when.day + timedelta(days=offset)
-        if day > horizon:
-            break
-        ranges = business.opening_on(day)
-        if not ranges:
-            continue
-        day_start = datetime.combine(day, time(0), tz)
-        busy = await _busy(conn, day_start, day_start + timedelta(days=1), exclude_appointment)
-        for opens, closes in ranges:
-            start = datetime.combine(day, opens, tz)
-            close = datetime.combine(day, closes, tz)
-            while start + duration <= close:
-                local_time = start.time()
-                within = (when.earliest is None or local_time >= when.earliest) and (
-                    when.latest is None or local_time < when.latest
-                )
-                if within and start >= earliest_start:
-                    for staff_id, staff_name in staff:
-                        clash = any(
-                            (staff_id is None or b_staff == staff_id or b_staff is None)
-                            and b_start < start + duration
-                            and b_end > start
-                            for b_staff, b_start, b_end in busy
-                        )
-                        if not clash:
-                            candidates.append(Slot(start, staff_id, staff_name))
-                            break
-                start += step
-        if candidates and target is None and not when.any_day:
-            break
-    if target is not None:
-        candidates.sort(key=lambda s: (abs((s.starts_at - target).total_seconds()), s.starts_at))
-        return candidates[:limit]
-    candidates.sort(key=lambda s: s.starts_at)
-    return spread(candidates, limit, timedelta(minutes=max(60, service.duration_minutes)))
-
-
-def spread(slots: list[Slot], limit: int, gap: timedelta) -> list[Slot]:
-    """Up to ``limit`` slots, earliest first, as far apart as the day allows: a caller hears real
-    choices ("nine, ten thirty or eleven") rather than three neighbouring quarter hours."""
-    chosen: list[Slot] = []
-    for spacing in (gap, gap / 2, timedelta(0)):
-        for slot in slots:
-            if len(chosen) == limit:
-                break
-            if slot not in chosen and all(
-                abs(slot.starts_at - c.starts_at) >= spacing for c in chosen
-            ):
-                chosen.append(slot)
-    return sorted(chosen, key=lambda s: s.starts_at)
+from tools.actions.crm import require_customer, save_caller
+from tools.domain.business import Business, Service
+from tools.domain.slots import Slot
+from tools.domain.speech import join_words, say_date, say_time, say_when
+from tools.domain.when import When, resolve_when
+from tools.errors import ToolError
+from tools.registry import ToolContext, ToolResult
+from tools.store import appointments
+from tools.store.appointments import find_slots
 
 
 def _offer(slots: list[Slot], today: date) -> str:
@@ -151,7 +38,7 @@ def _closed_reason(business: Business, when: When) -> str | None:
 async def _check(
     ctx: ToolContext, service_words: str, when_words: str
 ) -> tuple[Business, Service, When, datetime, list[Slot], str | None]:
-    business = await business_of(ctx)
+    business = await ctx.current_business()
     service = business.service_named(service_words)
     now = business.local(ctx.current_time())
     when = resolve_when(when_words, now)
@@ -165,7 +52,6 @@ async def _check(
     return business, service, when, now, slots, closed
 
 
-@tool()
 async def check_availability(ctx: ToolContext, service: str, when: str) -> ToolResult:
     """Find free appointment times near the time the caller asked for (always before booking).
 
@@ -206,7 +92,6 @@ async def check_availability(ctx: ToolContext, service: str, when: str) -> ToolR
     return ToolResult(say=say, data=data)
 
 
-@tool()
 async def book_appointment(
     ctx: ToolContext, service: str, when: str, customer_name: str = "", phone: str = ""
 ) -> ToolResult:
@@ -218,7 +103,7 @@ async def book_appointment(
         customer_name: The caller's name if they gave it.
         phone: A callback number if the caller gave one (the caller ID is used otherwise).
     """
-    business = await business_of(ctx)
+    business = await ctx.current_business()
     svc = business.service_named(service)
     now = business.local(ctx.current_time())
     window = resolve_when(when, now)
@@ -252,23 +137,8 @@ async def book_appointment(
                 data={"slots": [s.starts_at.isoformat() for s in alternatives]},
             )
         slot = free[0]
-        customer = await ensure_customer(conn, ctx, customer_name, phone)
-        stamp = utc_now()
-        result = await conn.execute(
-            schema.appointments.insert().values(
-                customer_id=customer["id"],
-                service_id=svc.id,
-                staff_id=slot.staff_id,
-                starts_at=slot.starts_at.astimezone(UTC).isoformat(),
-                ends_at=(slot.starts_at + timedelta(minutes=svc.duration_minutes))
-                .astimezone(UTC)
-                .isoformat(),
-                call_sid=ctx.call_sid,
-                created_at=stamp,
-                updated_at=stamp,
-            )
-        )
-        appointment_id = new_id(result)
+        customer = await save_caller(conn, ctx, customer_name, phone)
+        appointment_id = await appointments.book(conn, customer["id"], svc, slot, ctx.call_sid)
     with_whom = f" with {slot.staff_name}" if slot.staff_name else ""
     name = f", {customer['name'].split()[0]}" if customer["name"] else ""
     return ToolResult(
@@ -284,28 +154,6 @@ async def book_appointment(
             "customer_id": customer["id"],
         },
     )
-
-
-async def _upcoming(conn: AsyncConnection, customer_id: int, now: datetime) -> list[dict[str, Any]]:
-    rows = await conn.execute(
-        sa.select(
-            schema.appointments.c.id,
-            schema.appointments.c.starts_at,
-            schema.appointments.c.ends_at,
-            schema.services.c.name.label("service"),
-            schema.services.c.id.label("service_id"),
-            schema.staff.c.name.label("staff"),
-        )
-        .join(schema.services, schema.services.c.id == schema.appointments.c.service_id)
-        .join(schema.staff, schema.staff.c.id == schema.appointments.c.staff_id, isouter=True)
-        .where(
-            schema.appointments.c.customer_id == customer_id,
-            schema.appointments.c.status == "booked",
-            schema.appointments.c.starts_at >= now.astimezone(UTC).isoformat(),
-        )
-        .order_by(schema.appointments.c.starts_at)
-    )
-    return [dict(r._mapping) for r in rows]
 
 
 def _local_start(business: Business, appointment: dict[str, Any]) -> datetime:
@@ -354,23 +202,20 @@ def _pick(
     raise ToolError(f"You have {listed}. Which one do you mean?", code="ambiguous")
 
 
-@tool()
 async def cancel_appointment(ctx: ToolContext, when: str = "") -> ToolResult:
     """Cancel one of the caller's upcoming appointments.
 
     Args:
         when: Which appointment, in the caller's words ("the one on Friday"); empty if just one.
     """
-    business = await business_of(ctx)
+    business = await ctx.current_business()
     now = business.local(ctx.current_time())
     async with ctx.db.write() as conn:
         customer = await require_customer(conn, ctx)
-        appointment = _pick(await _upcoming(conn, customer["id"], now), when, business, now)
-        await conn.execute(
-            schema.appointments.update()
-            .where(schema.appointments.c.id == appointment["id"])
-            .values(status="cancelled", updated_at=utc_now())
+        appointment = _pick(
+            await appointments.upcoming_for_customer(conn, customer["id"], now), when, business, now
         )
+        await appointments.cancel(conn, appointment["id"])
     start = business.local(datetime.fromisoformat(appointment["starts_at"]))
     return ToolResult(
         say=f"Done, I've cancelled your {appointment['service'].lower()} "
@@ -379,7 +224,6 @@ async def cancel_appointment(ctx: ToolContext, when: str = "") -> ToolResult:
     )
 
 
-@tool()
 async def reschedule_appointment(
     ctx: ToolContext, new_when: str, current_when: str = ""
 ) -> ToolResult:
@@ -389,12 +233,17 @@ async def reschedule_appointment(
         new_when: The caller's words for the new time, e.g. "Saturday at 11".
         current_when: Which appointment to move, in the caller's words; empty if they have one.
     """
-    business = await business_of(ctx)
+    business = await ctx.current_business()
     now = business.local(ctx.current_time())
     today = now.date()
     async with ctx.db.write() as conn:
         customer = await require_customer(conn, ctx)
-        appointment = _pick(await _upcoming(conn, customer["id"], now), current_when, business, now)
+        appointment = _pick(
+            await appointments.upcoming_for_customer(conn, customer["id"], now),
+            current_when,
+            business,
+            now,
+        )
         svc = next((s for s in business.services if s.id == appointment["service_id"]), None)
         if svc is None:
             raise ToolError("Sorry, that service is no longer offered; let me get someone to help.")
@@ -423,18 +272,7 @@ async def reschedule_appointment(
                 code="slot_taken",
             )
         slot = free[0]
-        await conn.execute(
-            schema.appointments.update()
-            .where(schema.appointments.c.id == appointment["id"])
-            .values(
-                starts_at=slot.starts_at.astimezone(UTC).isoformat(),
-                ends_at=(slot.starts_at + timedelta(minutes=svc.duration_minutes))
-                .astimezone(UTC)
-                .isoformat(),
-                staff_id=slot.staff_id,
-                updated_at=utc_now(),
-            )
-        )
+        await appointments.move(conn, appointment["id"], svc, slot)
     return ToolResult(
         say=f"All set. Your {svc.name.lower()} is now {say_when(slot.starts_at, today)}.",
         data={"appointment_id": appointment["id"], "start": slot.starts_at.isoformat()},

@@ -1,4 +1,8 @@
-"""Knowledge base search: SQLite FTS5 with BM25 ranking (a LIKE fallback on other databases)."""
+"""Knowledge-base search as stored: SQLite FTS5 with BM25 ranking, a LIKE fallback elsewhere.
+
+One of the places SQL dialects differ (with tools.store.db and the FTS migration): on SQLite the
+``kb_fts`` index ranks; on other databases each query term found in a title or body counts one.
+"""
 
 from __future__ import annotations
 
@@ -7,9 +11,8 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tools import schema
-from tools.db import Database
-from tools.registry import ToolContext, ToolError, ToolResult, tool
+from tools.store import schema
+from tools.store.db import Database
 
 _STOPWORDS = frozenset(
     "a an and are as at be can could do does for from have how i if in is it me my of on or "
@@ -60,28 +63,3 @@ async def search_articles(db: Database, query: str, limit: int = 3) -> list[dict
             .limit(limit)
         )
         return [{"id": r.id, "title": r.title, "body": r.body, "score": r.score} for r in rows]
-
-
-def _first_sentences(text: str, count: int = 2) -> str:
-    sentences = re.split(r"(?<=[.!?])\s+", text.strip())
-    return " ".join(sentences[:count])
-
-
-@tool(timeout_secs=3.0)
-async def search_knowledge_base(ctx: ToolContext, query: str) -> ToolResult:
-    """Search the knowledge base (policies, parking, payment, products, offerings, FAQs).
-
-    Args:
-        query: The caller's question in their own words.
-    """
-    results = await search_articles(ctx.db, query)
-    if not results:
-        raise ToolError(
-            "I'm not sure about that one. I can take a message or connect you with someone.",
-            code="no_answer",
-        )
-    best = results[0]
-    return ToolResult(
-        say=_first_sentences(best["body"]),
-        data={"passages": [{"title": r["title"], "text": r["body"]} for r in results]},
-    )

@@ -1,12 +1,12 @@
-"""Alembic environment: runs on the connection handed over by tools.db.Database.migrate."""
+"""Alembic environment: runs on the connection handed over by tools.store.db.Database.migrate."""
 
 from alembic import context
 
-from tools.schema import metadata
+from tools.store.schema import metadata
 
 connection = context.config.attributes.get("connection")
 if connection is None:
-    raise RuntimeError("run migrations through tools.db.Database.migrate()")
+    raise RuntimeError("run migrations through tools.store.db.Database.migrate()")
 
 context.configure(
     connection=connection,

@@ -1,4 +1,5 @@
-"""CRM tools: who is calling, their details, notes and appointments."""
+"""CRM tools: find_customer, save_customer, add_note, list_my_appointments; and the caller's
+customer record as the other tools find or create it (by the number given, else caller ID)."""
 
 from __future__ import annotations
 
@@ -6,13 +7,14 @@ import re
 from datetime import UTC, datetime
 from typing import Any
 
-import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tools import schema
-from tools.db import new_id, utc_now
-from tools.registry import ToolContext, ToolError, ToolResult, tool
-from tools.speech import join_words, say_when
+from tools.domain.speech import join_words, say_when
+from tools.domain.validation import InvalidPhoneNumber, phone_e164
+from tools.errors import ToolError
+from tools.registry import ToolContext, ToolResult
+from tools.store import customers
+from tools.store.appointments import count_upcoming, upcoming_for_customer
 
 _EMAIL_RE = re.compile(r"^[^@\s]+@[^@\s]+\.[a-z]{2,}$", re.I)
 
@@ -24,59 +26,37 @@ def _spoken_email_to_address(text: str) -> str:
     return text.replace(" ", "")
 
 
-def _caller_phone(ctx: ToolContext, phone: str = "") -> str:
-    from tools.business import normalize_phone
+def spoken_number(text: str) -> str:
+    """E.164 of a number the caller said, or ToolError asking them to repeat it."""
+    try:
+        return phone_e164(text)
+    except InvalidPhoneNumber:
+        raise ToolError(
+            "That doesn't sound like a full phone number. Could you repeat it?",
+            code="invalid_phone",
+        ) from None
 
+
+def _caller_phone(ctx: ToolContext, phone: str = "") -> str:
     if phone.strip():
-        return normalize_phone(phone)
+        return spoken_number(phone)
     if ctx.caller_phone:
         return ctx.caller_phone
     raise ToolError("What's the best phone number to reach you?", code="need_phone")
 
 
-async def lookup_customer(conn: AsyncConnection, phone: str) -> dict[str, Any] | None:
-    row = (
-        (await conn.execute(sa.select(schema.customers).where(schema.customers.c.phone == phone)))
-        .mappings()
-        .first()
-    )
-    return dict(row) if row else None
-
-
-async def ensure_customer(
+async def save_caller(
     conn: AsyncConnection, ctx: ToolContext, name: str = "", phone: str = ""
 ) -> dict[str, Any]:
     """Find the caller's record (by the given phone or caller ID) or create it; update the name."""
-    number = _caller_phone(ctx, phone)
-    customer = await lookup_customer(conn, number)
-    name = " ".join(name.split())[:200]
-    stamp = utc_now()
-    if customer is None:
-        result = await conn.execute(
-            schema.customers.insert().values(
-                phone=number, name=name, email="", created_at=stamp, updated_at=stamp
-            )
-        )
-        customer = {
-            "id": new_id(result),
-            "phone": number,
-            "name": name,
-            "email": "",
-        }
-    elif name and name != customer["name"]:
-        await conn.execute(
-            schema.customers.update()
-            .where(schema.customers.c.id == customer["id"])
-            .values(name=name, updated_at=stamp)
-        )
-        customer["name"] = name
+    customer = await customers.save_customer(conn, _caller_phone(ctx, phone), name)
     ctx.facts["customer_id"] = customer["id"]
     return customer
 
 
 async def require_customer(conn: AsyncConnection, ctx: ToolContext) -> dict[str, Any]:
     number = _caller_phone(ctx)
-    customer = await lookup_customer(conn, number)
+    customer = await customers.lookup_customer(conn, number)
     if customer is None:
         raise ToolError(
             "I can't find an account under this number. What number did you book with?",
@@ -86,7 +66,6 @@ async def require_customer(conn: AsyncConnection, ctx: ToolContext) -> dict[str,
     return customer
 
 
-@tool(filler=False, timeout_secs=3.0)
 async def find_customer(ctx: ToolContext, phone: str = "") -> ToolResult:
     """Look up the caller in the customer records by phone number (the caller ID if none given).
 
@@ -95,20 +74,10 @@ async def find_customer(ctx: ToolContext, phone: str = "") -> ToolResult:
     """
     number = _caller_phone(ctx, phone)
     async with ctx.db.read() as conn:
-        customer = await lookup_customer(conn, number)
+        customer = await customers.lookup_customer(conn, number)
         if customer is None:
             return ToolResult(say="", data={"found": False, "phone": number})
-        count = (
-            await conn.execute(
-                sa.select(sa.func.count())
-                .select_from(schema.appointments)
-                .where(
-                    schema.appointments.c.customer_id == customer["id"],
-                    schema.appointments.c.status == "booked",
-                    schema.appointments.c.starts_at >= datetime.now(UTC).isoformat(),
-                )
-            )
-        ).scalar_one()
+        count = await count_upcoming(conn, customer["id"], datetime.now(UTC))
     ctx.facts["customer_id"] = customer["id"]
     first = customer["name"].split()[0] if customer["name"] else ""
     return ToolResult(
@@ -122,7 +91,6 @@ async def find_customer(ctx: ToolContext, phone: str = "") -> ToolResult:
     )
 
 
-@tool(filler=False, timeout_secs=3.0)
 async def save_customer(
     ctx: ToolContext, name: str = "", email: str = "", phone: str = ""
 ) -> ToolResult:
@@ -141,13 +109,9 @@ async def save_customer(
         if not _EMAIL_RE.match(address):
             raise ToolError("Sorry, I didn't get that email address. Could you spell it for me?")
     async with ctx.db.write() as conn:
-        customer = await ensure_customer(conn, ctx, name, phone)
+        customer = await save_caller(conn, ctx, name, phone)
         if address:
-            await conn.execute(
-                schema.customers.update()
-                .where(schema.customers.c.id == customer["id"])
-                .values(email=address, updated_at=utc_now())
-            )
+            await customers.set_email(conn, customer["id"], address)
     saved = join_words(
         [w for w, v in (("your name", name), ("your email", address)) if v.strip()], "and"
     )
@@ -157,7 +121,6 @@ async def save_customer(
     )
 
 
-@tool(filler=False, timeout_secs=3.0)
 async def add_note(ctx: ToolContext, note: str) -> ToolResult:
     """Add a note to the caller's customer record (preferences, allergies, requests).
 
@@ -168,26 +131,18 @@ async def add_note(ctx: ToolContext, note: str) -> ToolResult:
     if not text:
         raise ToolError("What would you like me to note down?", code="missing_argument")
     async with ctx.db.write() as conn:
-        customer = await ensure_customer(conn, ctx)
-        await conn.execute(
-            schema.customer_notes.insert().values(
-                customer_id=customer["id"], text=text, call_sid=ctx.call_sid, created_at=utc_now()
-            )
-        )
+        customer = await save_caller(conn, ctx)
+        await customers.add_note(conn, customer["id"], text, ctx.call_sid)
     return ToolResult(say="I've made a note of that.", data={"customer_id": customer["id"]})
 
 
-@tool(timeout_secs=3.0)
 async def list_my_appointments(ctx: ToolContext) -> ToolResult:
     """List the caller's upcoming appointments."""
-    from tools.business import business_of
-    from tools.calendar import _upcoming
-
-    business = await business_of(ctx)
+    business = await ctx.current_business()
     now = business.local(ctx.current_time())
     async with ctx.db.read() as conn:
         customer = await require_customer(conn, ctx)
-        upcoming = await _upcoming(conn, customer["id"], now)
+        upcoming = await upcoming_for_customer(conn, customer["id"], now)
     if not upcoming:
         return ToolResult(
             say="You don't have any upcoming appointments.", data={"appointments": []}

@@ -9,11 +9,11 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import date, datetime, time, timedelta, tzinfo
 
 import dateparser
 
-from tools.registry import ToolError
+from tools.errors import ToolError
 
 WEEKDAY_NAMES = {
     "monday": 0, "mon": 0, "tuesday": 1, "tue": 1, "tues": 1, "wednesday": 2, "wed": 2,
@@ -49,10 +49,11 @@ class When:
     any_day: bool = False  # "next week", "as soon as possible": search forward from day
     days: int = 1  # how many days the request spans
 
-    def target(self, tz: object) -> datetime | None:
+    def target(self, tz: tzinfo) -> datetime | None:
+        """The exact moment asked for, in ``tz``; None when the request is a window."""
         if self.exact is None:
             return None
-        return datetime.combine(self.day, self.exact, tz)  # type: ignore[arg-type]
+        return datetime.combine(self.day, self.exact, tz)
 
 
 _TIME_RE = re.compile(

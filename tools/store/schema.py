@@ -1,4 +1,4 @@
-"""Database schema (SQLAlchemy Core). Alembic migrations in tools/migrations are generated from it.
+"""Database schema (SQLAlchemy Core); the Alembic migrations in tools/store/migrations follow it.
 
 Times are stored as timezone-aware UTC ISO-8601 strings; money as integer cents; phone numbers
 in E.164.

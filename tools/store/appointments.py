@@ -1,0 +1,187 @@
+"""Appointments as stored: free-slot search against bookings, booking, cancelling, moving, and
+the lists the tools and the admin console's review page read.
+
+Times are stored as UTC ISO-8601 strings; the slot rules themselves are in tools.domain.slots.
+"""
+
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tools.domain.business import Business, Service
+from tools.domain.slots import MAX_OFFERED, Busy, Slot, free_slots, search_days, search_window
+from tools.domain.when import When
+from tools.store import schema
+from tools.store.db import Database, new_id, utc_now
+
+
+async def qualified_staff(conn: AsyncConnection, service: Service) -> list[tuple[int, str]]:
+    """Active staff who do ``service``: (id, name), by id."""
+    rows = await conn.execute(
+        sa.select(schema.staff.c.id, schema.staff.c.name)
+        .join(schema.staff_services, schema.staff_services.c.staff_id == schema.staff.c.id)
+        .where(schema.staff_services.c.service_id == service.id, schema.staff.c.active)
+        .order_by(schema.staff.c.id)
+    )
+    return [(r[0], r[1]) for r in rows]
+
+
+async def bookings_between(
+    conn: AsyncConnection, start: datetime, end: datetime, exclude_id: int | None = None
+) -> list[Busy]:
+    """Booked appointments overlapping [start, end), except ``exclude_id``."""
+    a = schema.appointments
+    query = sa.select(a.c.staff_id, a.c.starts_at, a.c.ends_at).where(
+        a.c.status == "booked",
+        a.c.starts_at < end.astimezone(UTC).isoformat(),
+        a.c.ends_at > start.astimezone(UTC).isoformat(),
+    )
+    if exclude_id is not None:
+        query = query.where(a.c.id != exclude_id)
+    rows = await conn.execute(query)
+    return [Busy(r[0], datetime.fromisoformat(r[1]), datetime.fromisoformat(r[2])) for r in rows]
+
+
+async def find_slots(
+    conn: AsyncConnection,
+    business: Business,
+    service: Service,
+    when: When,
+    now: datetime,
+    *,
+    exclude_appointment: int | None = None,
+    limit: int = MAX_OFFERED,
+) -> list[Slot]:
+    """Free slots for a service, nearest to the request first (see domain.slots.free_slots)."""
+    staff: list[tuple[int | None, str]] = [*await qualified_staff(conn, service)] or [(None, "")]
+    span = search_days(when)
+    start, end = search_window(business, when, span)
+    busy = await bookings_between(conn, start, end, exclude_appointment)
+    return free_slots(business, service, when, now, staff, busy, days=span, limit=limit)
+
+
+async def book(
+    conn: AsyncConnection, customer_id: int, service: Service, slot: Slot, call_sid: str
+) -> int:
+    """Insert a booked appointment for ``slot``; returns its id."""
+    stamp = utc_now()
+    result = await conn.execute(
+        schema.appointments.insert().values(
+            customer_id=customer_id,
+            service_id=service.id,
+            staff_id=slot.staff_id,
+            starts_at=slot.starts_at.astimezone(UTC).isoformat(),
+            ends_at=(slot.starts_at + timedelta(minutes=service.duration_minutes))
+            .astimezone(UTC)
+            .isoformat(),
+            call_sid=call_sid,
+            created_at=stamp,
+            updated_at=stamp,
+        )
+    )
+    return new_id(result)
+
+
+async def cancel(conn: AsyncConnection, appointment_id: int) -> None:
+    await conn.execute(
+        schema.appointments.update()
+        .where(schema.appointments.c.id == appointment_id)
+        .values(status="cancelled", updated_at=utc_now())
+    )
+
+
+async def move(conn: AsyncConnection, appointment_id: int, service: Service, slot: Slot) -> None:
+    """Move an appointment to ``slot`` (its time and staff member)."""
+    await conn.execute(
+        schema.appointments.update()
+        .where(schema.appointments.c.id == appointment_id)
+        .values(
+            starts_at=slot.starts_at.astimezone(UTC).isoformat(),
+            ends_at=(slot.starts_at + timedelta(minutes=service.duration_minutes))
+            .astimezone(UTC)
+            .isoformat(),
+            staff_id=slot.staff_id,
+            updated_at=utc_now(),
+        )
+    )
+
+
+async def upcoming_for_customer(
+    conn: AsyncConnection, customer_id: int, now: datetime
+) -> list[dict[str, Any]]:
+    """The customer's booked appointments from ``now`` on, soonest first: id, starts_at, ends_at,
+    service, service_id, staff."""
+    rows = await conn.execute(
+        sa.select(
+            schema.appointments.c.id,
+            schema.appointments.c.starts_at,
+            schema.appointments.c.ends_at,
+            schema.services.c.name.label("service"),
+            schema.services.c.id.label("service_id"),
+            schema.staff.c.name.label("staff"),
+        )
+        .join(schema.services, schema.services.c.id == schema.appointments.c.service_id)
+        .join(schema.staff, schema.staff.c.id == schema.appointments.c.staff_id, isouter=True)
+        .where(
+            schema.appointments.c.customer_id == customer_id,
+            schema.appointments.c.status == "booked",
+            schema.appointments.c.starts_at >= now.astimezone(UTC).isoformat(),
+        )
+        .order_by(schema.appointments.c.starts_at)
+    )
+    return [dict(r._mapping) for r in rows]
+
+
+async def count_upcoming(conn: AsyncConnection, customer_id: int, now: datetime) -> int:
+    """How many booked appointments the customer has from ``now`` on."""
+    a = schema.appointments
+    count = (
+        await conn.execute(
+            sa.select(sa.func.count())
+            .select_from(a)
+            .where(
+                a.c.customer_id == customer_id,
+                a.c.status == "booked",
+                a.c.starts_at >= now.astimezone(UTC).isoformat(),
+            )
+        )
+    ).scalar_one()
+    return int(count)
+
+
+async def list_appointments(
+    db: Database, scope: Literal["upcoming", "past", "all"] = "upcoming", limit: int = 200
+) -> list[dict[str, Any]]:
+    """Appointments with customer, phone, service and staff names (the admin review list)."""
+    a = schema.appointments
+    query = (
+        sa.select(
+            a.c.id,
+            a.c.starts_at,
+            a.c.ends_at,
+            a.c.status,
+            a.c.call_sid,
+            a.c.created_at,
+            schema.customers.c.name.label("customer"),
+            schema.customers.c.phone,
+            schema.services.c.name.label("service"),
+            schema.staff.c.name.label("staff"),
+        )
+        .join(schema.customers, schema.customers.c.id == a.c.customer_id)
+        .join(schema.services, schema.services.c.id == a.c.service_id)
+        .join(schema.staff, schema.staff.c.id == a.c.staff_id, isouter=True)
+    )
+    now = datetime.now(UTC).isoformat()
+    if scope == "upcoming":
+        query = query.where(a.c.starts_at >= now).order_by(a.c.starts_at)
+    elif scope == "past":
+        query = query.where(a.c.starts_at < now).order_by(a.c.starts_at.desc())
+    else:
+        query = query.order_by(a.c.starts_at.desc())
+    async with db.read() as conn:
+        rows = await conn.execute(query.limit(limit))
+        return [dict(r._mapping) for r in rows]

@@ -1,0 +1,93 @@
+"""Customers as stored: lookup by phone, creation, name and email updates, notes.
+
+Phone numbers are E.164 (checked by the caller of these functions); a customer's name on file is
+replaced only where the rules below say so.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
+
+from tools.store import schema
+from tools.store.db import Database, new_id, utc_now
+
+
+async def lookup_customer(conn: AsyncConnection, phone: str) -> dict[str, Any] | None:
+    """The customer row (id, phone, name, email, ...) for ``phone``, or None."""
+    row = (
+        (await conn.execute(sa.select(schema.customers).where(schema.customers.c.phone == phone)))
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else None
+
+
+async def save_customer(conn: AsyncConnection, phone: str, name: str = "") -> dict[str, Any]:
+    """The customer on ``phone``, created if new; a non-empty ``name`` replaces the one on file.
+    Returns {id, phone, name, email}."""
+    customer = await lookup_customer(conn, phone)
+    name = " ".join(name.split())[:200]
+    stamp = utc_now()
+    if customer is None:
+        result = await conn.execute(
+            schema.customers.insert().values(
+                phone=phone, name=name, email="", created_at=stamp, updated_at=stamp
+            )
+        )
+        return {"id": new_id(result), "phone": phone, "name": name, "email": ""}
+    if name and name != customer["name"]:
+        await conn.execute(
+            schema.customers.update()
+            .where(schema.customers.c.id == customer["id"])
+            .values(name=name, updated_at=stamp)
+        )
+        customer["name"] = name
+    return customer
+
+
+async def set_email(conn: AsyncConnection, customer_id: int, email: str) -> None:
+    await conn.execute(
+        schema.customers.update()
+        .where(schema.customers.c.id == customer_id)
+        .values(email=email, updated_at=utc_now())
+    )
+
+
+async def add_note(conn: AsyncConnection, customer_id: int, text: str, call_sid: str) -> None:
+    await conn.execute(
+        schema.customer_notes.insert().values(
+            customer_id=customer_id, text=text, call_sid=call_sid, created_at=utc_now()
+        )
+    )
+
+
+async def callback_customer(db: Database, number: str, name: str = "") -> int:
+    """The CRM customer to call back on ``number``, created if new; an empty name on file is
+    filled in, an existing one is never overwritten (someone else may call from that phone)."""
+    name = " ".join(name.split())[:200]
+    stamp = utc_now()
+    async with db.write() as conn:
+        row = (
+            await conn.execute(
+                sa.select(schema.customers.c.id, schema.customers.c.name).where(
+                    schema.customers.c.phone == number
+                )
+            )
+        ).first()
+        if row is None:
+            result = await conn.execute(
+                schema.customers.insert().values(
+                    phone=number, name=name, email="", created_at=stamp, updated_at=stamp
+                )
+            )
+            return new_id(result)
+        if name and not row.name:
+            await conn.execute(
+                schema.customers.update()
+                .where(schema.customers.c.id == row.id)
+                .values(name=name, updated_at=stamp)
+            )
+        return int(row.id)
