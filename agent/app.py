@@ -10,16 +10,19 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket
+from fastapi import FastAPI, WebSocket
 from fastapi.responses import JSONResponse
 from loguru import logger
 
-from agent.admin import install_admin, warm_local_brain
+from agent.admin import build_records_router, install_admin, warm_local_brain
+from agent.brain import LocalBrain, build_brain_router
+from agent.escalation import Escalation, HandoffDesk
 from agent.logging import redact
+from agent.pipeline import run_call
 from agent.prompts import phrases
 from agent.providers import LocalModels
+from agent.session import PIPELINE_RATE, CallInfo, CallSession
 from agent.settings import Secret, Settings
 from telephony import browser_codec, codec
 from telephony.browser_routes import build_demo_router
@@ -33,23 +36,36 @@ from tools.records import CallStore
 
 
 @dataclass
-class AppState:
+class Frontdesk:
+    """The application's shared parts, built once in :func:`create_app` and passed down."""
+
     settings: Settings
     db: Database
     calls: CallStore
     tokens: StreamTokens
     admin_token: Secret
+    handoff_desk: HandoffDesk
+    local_llm_url: str
     models: LocalModels = field(default_factory=LocalModels)
-    brain: Any = None  # agent.brain.LocalBrain when the LLM is local
-    local_llm_url: str = ""
+    brain: LocalBrain | None = None  # the local LLM, when no remote one is configured
     local_llm_key: str = field(default_factory=lambda: secrets.token_urlsafe(24))
     accepting: bool = True
     ready: bool = False
     active_calls: int = 0
     escalation_number: str = ""
     phrases: dict[str, str] = field(default_factory=dict)
-    sessions: dict[str, Any] = field(default_factory=dict)
-    handoff_desk: Any = None  # agent.escalation.HandoffDesk
+    sessions: dict[str, CallSession] = field(default_factory=dict)
+
+    def new_session(self, info: CallInfo, rate: int = PIPELINE_RATE) -> CallSession:
+        """A session for the call ``info``, kept in :attr:`sessions` by the caller."""
+        return CallSession(
+            info,
+            settings=self.settings,
+            db=self.db,
+            store=self.calls,
+            escalation=lambda session: Escalation(session, self.handoff_desk),
+            rate=rate,
+        )
 
 
 def resolve_admin_token(settings: Settings) -> Secret:
@@ -73,21 +89,19 @@ def resolve_admin_token(settings: Settings) -> Secret:
 def create_app(settings: Settings) -> FastAPI:
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     db = Database(settings.database)
-    state = AppState(
+    loopback = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+    state = Frontdesk(
         settings=settings,
         db=db,
         calls=CallStore(db),
         tokens=StreamTokens(settings.stream_token_ttl_secs),
         admin_token=resolve_admin_token(settings),
+        handoff_desk=HandoffDesk(db, settings),
+        local_llm_url=f"http://{loopback}:{settings.port}/v1",
         phrases=phrases(),
     )
-    from agent.escalation import HandoffDesk
-
-    state.handoff_desk = HandoffDesk(state)
     redact(state.admin_token.reveal())
     redact(state.local_llm_key)
-    loopback = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-    state.local_llm_url = f"http://{loopback}:{settings.port}/v1"
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -100,13 +114,10 @@ def create_app(settings: Settings) -> FastAPI:
             logger.info(f"seeded business data from {settings.business_config}: {added}")
         business = await load_business(db)
         state.escalation_number = business.escalation_number
-        # Import the pipeline code now, so no call pays for it (pipecat imports take seconds).
-        await asyncio.to_thread(importlib.import_module, "agent.call")
+        # Import the LLM client now, so no call pays for it (pipecat imports take seconds).
         await asyncio.to_thread(importlib.import_module, "pipecat.services.openai.llm")
         state.models = await asyncio.to_thread(LocalModels.load, settings)
         if not settings.uses_remote_llm:
-            from agent.brain import LocalBrain
-
             state.brain = await asyncio.to_thread(LocalBrain.load, settings)
             # The fixed prompt prefix, evaluated once (the admin console re-warms it on changes).
             await asyncio.to_thread(warm_local_brain, state, business)
@@ -135,8 +146,6 @@ def create_app(settings: Settings) -> FastAPI:
         start: codec.Start,
         details: dict[str, str],
     ) -> None:
-        from agent.call import CallInfo, CallSession
-
         info = CallInfo(
             call_sid=start.call_sid,
             stream_sid=start.stream_sid,
@@ -148,11 +157,11 @@ def create_app(settings: Settings) -> FastAPI:
             resume_handoff=int(details.get("resume", "0") or 0),
         )
         logger.info(f"call {info.call_sid} streaming (from {mask_phone(info.from_number)})")
-        session = CallSession(state, info)
+        session = state.new_session(info)
         state.sessions[info.call_sid] = session
         try:
             serializer = TwilioMediaSerializer(parser, session)
-            await session.run(websocket, serializer)
+            await run_call(state, session, websocket, serializer)
         finally:
             state.sessions.pop(info.call_sid, None)
             logger.info(f"call {info.call_sid} ended: {session.outcome}")
@@ -162,13 +171,11 @@ def create_app(settings: Settings) -> FastAPI:
     async def run_browser_call(
         websocket: WebSocket, parser: browser_codec.BrowserStreamParser, call_sid: str
     ) -> None:
-        from agent.call import CallInfo, CallSession
-
         info = CallInfo(call_sid=call_sid, stream_sid=call_sid, source="browser")
-        session = CallSession(state, info, rate=parser.sample_rate)
+        session = state.new_session(info, rate=parser.sample_rate)
         state.sessions[call_sid] = session
         try:
-            await session.run(websocket, BrowserMediaSerializer(parser, session))
+            await run_call(state, session, websocket, BrowserMediaSerializer(parser, session))
         finally:
             state.sessions.pop(call_sid, None)
             logger.info(f"browser call {call_sid} ended: {session.outcome}")
@@ -176,14 +183,6 @@ def create_app(settings: Settings) -> FastAPI:
     app.include_router(
         build_demo_router(state, run_browser_call, Path(__file__).resolve().parent / "static")
     )
-
-    def require_admin(request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise HTTPException(401, "admin token required (Authorization: Bearer …)")
-        if not secrets.compare_digest(token.encode(), state.admin_token.reveal().encode()):
-            raise HTTPException(401, "invalid admin token")
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -201,23 +200,10 @@ def create_app(settings: Settings) -> FastAPI:
         }
         return JSONResponse(body, status_code=200 if ok else 503)
 
-    @app.get("/api/calls", dependencies=[Depends(require_admin)])
-    async def list_calls(limit: int = 100, offset: int = 0) -> dict[str, Any]:
-        limit = max(1, min(limit, 500))
-        return {"calls": await state.calls.list_calls(limit=limit, offset=max(0, offset))}
-
-    @app.get("/api/calls/{call_sid}", dependencies=[Depends(require_admin)])
-    async def get_call(call_sid: str) -> dict[str, Any]:
-        call = await state.calls.get_call(call_sid)
-        if call is None:
-            raise HTTPException(404, f"no call {call_sid}")
-        return call
-
+    app.include_router(build_records_router(state.calls, state.admin_token))  # /api/calls
     app.state.admin = install_admin(app, state)  # /admin and /api/admin/...
 
     if not settings.uses_remote_llm:
-        from agent.brain import build_brain_router
-
         app.include_router(build_brain_router(state))
 
     return app

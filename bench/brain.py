@@ -33,7 +33,7 @@ from typing import Any
 import yaml
 
 from agent.brain import LocalBrain, generate_events
-from agent.call import build_system_prompt
+from agent.prompts import build_system_prompt
 from agent.settings import Settings
 from tools.business import load_business, seed_business
 from tools.db import Database
