@@ -7,19 +7,18 @@ CSRF token in ``X-CSRF-Token`` (and, when the browser sends one, a same-site ``O
 401 = not signed in; 403 = signed in but the request is not acceptable (CSRF, cross-site origin).
 
 Config changes apply to the next call: each call loads the business when it starts and keeps it
-(agent/call.py). After a change the local LLM's cached prompt prefix is re-evaluated in the
+(agent/session.py). After a change the local LLM's cached prompt prefix is re-evaluated in the
 background, once no call is running, so the next call does not pay for it.
 """
 
 from __future__ import annotations
 
 import asyncio
-import secrets
 import time
 from collections import defaultdict, deque
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Protocol
 
 from fastapi import APIRouter, Depends, FastAPI, HTTPException, Request, Response
 from fastapi.exception_handlers import request_validation_exception_handler
@@ -28,6 +27,10 @@ from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
 from loguru import logger
 
+from agent.auth import bearer_token, require_bearer, token_matches
+from agent.brain.model import LocalBrain
+from agent.prompts import build_system_prompt, fill, phrases
+from agent.settings import Secret, Settings
 from tools.admin.auth import AdminAuth
 from tools.admin.models import (
     ArticleIn,
@@ -51,6 +54,8 @@ from tools.admin.views import AdminViews
 from tools.catalog import TOOL_NAMES, tool_registry
 from tools.domain.business import Business, describe_hours
 from tools.store.business import load_business
+from tools.store.calls import CallRecords, CallStore
+from tools.store.db import Database
 
 STATIC_DIR = Path(__file__).resolve().parent / "static" / "admin"
 COOKIE = "frontdesk_admin"
@@ -126,8 +131,6 @@ def _same_origin(request: Request, public_url: str) -> bool:
 
 def local_prefix(business: Business) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
     """(tools, messages) whose prompt is the same for every call of ``business``."""
-    from agent.call import build_system_prompt
-
     enabled = [n for n in TOOL_NAMES if n not in business.disabled_tools]
     static = build_system_prompt(business, None, True).split("This call:")[0]
     return tool_registry(enabled).openai_tools(), [{"role": "system", "content": static}]
@@ -144,10 +147,22 @@ def warm_local_brain(state: Any, business: Business) -> None:
     state.brain.warm_up(tools, messages, Path(state.settings.data_dir) / "models" / "prompt-cache")
 
 
+class AdminHost(Protocol):
+    """What the admin console needs of the application."""
+
+    settings: Settings
+    db: Database
+    calls: CallStore
+    admin_token: Secret
+    brain: LocalBrain | None
+    active_calls: int
+    escalation_number: str
+
+
 class ConfigApplier:
     """What happens after a config change: cached copies refreshed, the brain re-warmed."""
 
-    def __init__(self, state: Any) -> None:
+    def __init__(self, state: AdminHost) -> None:
         self.state = state
         self.warmed = 0  # re-warms completed (tests wait on it)
         self._task: asyncio.Task[None] | None = None
@@ -188,7 +203,7 @@ class ConfigApplier:
 # --- App wiring ---------------------------------------------------------------------------------
 
 
-def install_admin(app: FastAPI, state: Any) -> ConfigApplier:
+def install_admin(app: FastAPI, state: AdminHost) -> ConfigApplier:
     """Add the /admin page, the /api/admin routes and their error handlers to ``app``."""
     service = AdminService(state.db)
     auth = AdminAuth(state.db)
@@ -199,15 +214,14 @@ def install_admin(app: FastAPI, state: Any) -> ConfigApplier:
     settings = state.settings
     secure_cookie = settings.public_url.startswith("https://")
 
-    def token_matches(text: str) -> bool:
-        return secrets.compare_digest(text.encode(), state.admin_token.reveal().encode())
+    def is_admin_token(text: str) -> bool:
+        return token_matches(text, state.admin_token)
 
     async def actor(request: Request, response: Response) -> Actor:
         response.headers["Cache-Control"] = "no-store"  # admin data is never cached
         header = request.headers.get("authorization", "")
         if header:
-            scheme, _, token = header.partition(" ")
-            if scheme.lower() != "bearer" or not token or not token_matches(token.strip()):
+            if not is_admin_token(bearer_token(header)):
                 raise HTTPException(401, "invalid admin token")
             return Actor(name="api token", via="token")
         cookie = request.cookies.get(COOKIE, "")
@@ -222,7 +236,7 @@ def install_admin(app: FastAPI, state: Any) -> ConfigApplier:
             if not _same_origin(request, settings.public_url):
                 raise HTTPException(403, "cross-site request refused")
             sent = request.headers.get("x-csrf-token", "")
-            if not sent or not secrets.compare_digest(sent.encode(), session.csrf_token.encode()):
+            if not token_matches(sent, session.csrf_token):
                 raise HTTPException(403, "CSRF token missing or wrong; reload the page")
         return Actor(session.actor, "session", cookie, session.csrf_token)
 
@@ -244,7 +258,7 @@ def install_admin(app: FastAPI, state: Any) -> ConfigApplier:
         if limiter.blocked(client):
             raise HTTPException(429, "too many failed sign-ins; wait a few minutes")
         name = " ".join(body.name.split())[:60] or "admin"
-        if token_matches(body.password):
+        if is_admin_token(body.password):
             who = f"{name} (admin token)"
         elif await auth.check_password(body.password):
             who = f"{name} (password)"
@@ -289,7 +303,7 @@ def install_admin(app: FastAPI, state: Any) -> ConfigApplier:
     async def set_password(body: PasswordIn, who: Actor = Who) -> dict[str, Any]:
         if who.via == "session" and await auth.password_is_set():
             current = body.current
-            if not current or not (token_matches(current) or await auth.check_password(current)):
+            if not current or not (is_admin_token(current) or await auth.check_password(current)):
                 raise ValidationFailed(
                     {"current": "the current password (or admin token) is wrong"}
                 )
@@ -301,7 +315,7 @@ def install_admin(app: FastAPI, state: Any) -> ConfigApplier:
     @router.get("/config", summary="The whole business configuration")
     async def get_config(who: Actor = Who) -> dict[str, Any]:
         config = await views.config()
-        config["providers"] = providers_view(state)
+        config["providers"] = providers_view(settings)
         return config
 
     @router.put("/profile", summary="Business name, time zone, address, phone, booking rules")
@@ -360,11 +374,11 @@ def install_admin(app: FastAPI, state: Any) -> ConfigApplier:
 
     @router.post("/prompts/preview", summary="How a greeting and persona would read on a call")
     async def preview_prompts(body: PromptsIn, who: Actor = Who) -> dict[str, Any]:
-        return await prompt_preview(state, body)
+        return await prompt_preview(state.db, state.brain is not None, body)
 
     @router.get("/providers", summary="Which providers the environment configured (read-only)")
     async def get_providers(who: Actor = Who) -> dict[str, Any]:
-        return providers_view(state)
+        return providers_view(settings)
 
     # Knowledge base ---------------------------------------------------------------------------
 
@@ -393,8 +407,7 @@ def install_admin(app: FastAPI, state: Any) -> ConfigApplier:
 
     @router.get("/calls", summary="Calls, newest first")
     async def list_calls(limit: int = 50, offset: int = 0, who: Actor = Who) -> dict[str, Any]:
-        calls = await review.calls.list_summaries(max(1, min(limit, 500)), max(0, offset))
-        return {"calls": calls}
+        return {"calls": await review.calls.list_summaries(*page(limit, offset))}
 
     @router.get("/calls/{call_sid}", summary="One call: transcript, tools, latency, recording")
     async def get_call(call_sid: str, who: Actor = Who) -> dict[str, Any]:
@@ -402,14 +415,14 @@ def install_admin(app: FastAPI, state: Any) -> ConfigApplier:
         if detail is None:
             raise NotFound(f"no call {call_sid}")
         detail["recording_url"] = (
-            f"/api/admin/calls/{call_sid}/recording" if recording_file(state, detail) else ""
+            f"/api/admin/calls/{call_sid}/recording" if recording_file(settings, detail) else ""
         )
         return detail
 
     @router.get("/calls/{call_sid}/recording", summary="The call's stereo WAV")
     async def get_recording(call_sid: str, who: Actor = Who) -> FileResponse:
         call = await review.calls.get_call(call_sid)
-        path = recording_file(state, call) if call else None
+        path = recording_file(settings, call) if call else None
         if path is None:
             raise NotFound(f"no recording for call {call_sid}")
         return FileResponse(path, media_type="audio/wav", filename=f"{call_sid}.wav")
@@ -472,9 +485,8 @@ def install_admin(app: FastAPI, state: Any) -> ConfigApplier:
     return applier
 
 
-def providers_view(state: Any) -> dict[str, Any]:
+def providers_view(settings: Settings) -> dict[str, Any]:
     """What the environment configured (read-only; never a secret)."""
-    settings = state.settings
     names = settings.provider_names()
     return {
         "stt": names["stt"],
@@ -487,33 +499,52 @@ def providers_view(state: Any) -> dict[str, Any]:
     }
 
 
-def recording_file(state: Any, call: dict[str, Any]) -> Path | None:
+# --- Call records over HTTP ----------------------------------------------------------------------
+
+
+def page(limit: int, offset: int) -> tuple[int, int]:
+    """A page of calls as asked for, clamped: limit 1-500, offset 0 or more."""
+    return max(1, min(limit, 500)), max(0, offset)
+
+
+def build_records_router(records: CallRecords, admin_token: Secret) -> APIRouter:
+    """/api/calls: the call records as stored, for scripts with the admin token."""
+    router = APIRouter(prefix="/api/calls", dependencies=[Depends(require_bearer(admin_token))])
+
+    @router.get("")
+    async def list_calls(limit: int = 100, offset: int = 0) -> dict[str, Any]:
+        return {"calls": await records.list_calls(*page(limit, offset))}
+
+    @router.get("/{call_sid}")
+    async def get_call(call_sid: str) -> dict[str, Any]:
+        call = await records.get_call(call_sid)
+        if call is None:
+            raise NotFound(f"no call {call_sid}")
+        return call
+
+    return router
+
+
+def recording_file(settings: Settings, call: dict[str, Any]) -> Path | None:
     """The call's recording if it exists inside the data dir's recordings folder."""
     raw = call.get("recording_path") or ""
     if not raw:
         return None
-    root = (Path(state.settings.data_dir) / "recordings").resolve()
+    root = (Path(settings.data_dir) / "recordings").resolve()
     path = Path(raw).resolve()
     if not path.is_relative_to(root) or not path.is_file():
         return None
     return path
 
 
-async def prompt_preview(state: Any, prompts: PromptsIn) -> dict[str, Any]:
+async def prompt_preview(db: Database, local_llm: bool, prompts: PromptsIn) -> dict[str, Any]:
     """The greeting as callers hear it and the system prompt as the LLM reads it."""
-    from dataclasses import replace
-
-    from agent.call import build_system_prompt
-    from agent.prompts import fill, phrases
-
-    business = replace(
-        await load_business(state.db), greeting=prompts.greeting, persona=prompts.persona
-    )
+    business = replace(await load_business(db), greeting=prompts.greeting, persona=prompts.persona)
     spoken = fill(prompts.greeting or phrases()["greeting"], business_name=business.name)
     system = build_system_prompt(business, None, True)
     return {
         "greeting": spoken,
         "system_prompt": system,
         "hours": describe_hours(business),
-        "local_llm": state.brain is not None,
+        "local_llm": local_llm,
     }

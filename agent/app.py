@@ -10,18 +10,21 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
-from fastapi import Depends, FastAPI, HTTPException, Request, WebSocket
+from fastapi import FastAPI, WebSocket
 from fastapi.responses import JSONResponse
 from loguru import logger
 
-from agent.admin import install_admin, warm_local_brain
+from agent.admin import build_records_router, install_admin, warm_local_brain
+from agent.auth import require_bearer
 from agent.brain.http import build_brain_router
 from agent.brain.model import LocalBrain
+from agent.escalation import Escalation, HandoffDesk
 from agent.logging import redact
+from agent.pipeline import run_call
 from agent.prompts import phrases
 from agent.providers import LocalModels
+from agent.session import PIPELINE_RATE, CallInfo, CallSession
 from agent.settings import Secret, Settings
 from telephony import browser_codec, codec
 from telephony.browser_routes import build_demo_router
@@ -37,23 +40,36 @@ from tools.store.db import Database
 
 
 @dataclass
-class AppState:
-    """Satisfies telephony.host.TwilioHost (and so CallSlots) for the telephony routes."""
+class Frontdesk:
+    """The application's shared parts, built once in :func:`create_app` and passed down.
+
+    It satisfies telephony.host.TwilioHost (and so CallSlots) for the telephony routes."""
 
     settings: Settings
     db: Database
     calls: CallStore
     tokens: StreamTokens
     admin_token: Secret
+    handoff_desk: HandoffDesk
     models: LocalModels = field(default_factory=LocalModels)
-    brain: LocalBrain | None = None  # when the LLM is local
+    brain: LocalBrain | None = None  # the local LLM, when no remote one is configured
     accepting: bool = True
     ready: bool = False
     active_calls: int = 0
     escalation_number: str = ""
     phrases: dict[str, str] = field(default_factory=dict)
-    sessions: dict[str, Any] = field(default_factory=dict)
-    handoff_desk: Any = None  # agent.escalation.HandoffDesk
+    sessions: dict[str, CallSession] = field(default_factory=dict)
+
+    def new_session(self, info: CallInfo, rate: int = PIPELINE_RATE) -> CallSession:
+        """A session for the call ``info``, kept in :attr:`sessions` by the caller."""
+        return CallSession(
+            info,
+            settings=self.settings,
+            db=self.db,
+            store=self.calls,
+            escalation=lambda session: Escalation(session, self.handoff_desk),
+            rate=rate,
+        )
 
     # --- telephony.host.CallSlots ---------------------------------------------------------
 
@@ -92,17 +108,15 @@ def resolve_admin_token(settings: Settings) -> Secret:
 def create_app(settings: Settings) -> FastAPI:
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     db = Database(settings.database)
-    state = AppState(
+    state = Frontdesk(
         settings=settings,
         db=db,
         calls=CallStore(db),
         tokens=StreamTokens(settings.stream_token_ttl_secs),
         admin_token=resolve_admin_token(settings),
+        handoff_desk=HandoffDesk(db, settings),
         phrases=phrases(),
     )
-    from agent.escalation import HandoffDesk
-
-    state.handoff_desk = HandoffDesk(state)
     redact(state.admin_token.reveal())
 
     @asynccontextmanager
@@ -116,8 +130,7 @@ def create_app(settings: Settings) -> FastAPI:
             logger.info(f"seeded business data from {settings.business_config}: {added}")
         business = await load_business(db)
         state.escalation_number = business.escalation_number
-        # Import the pipeline code now, so no call pays for it (pipecat imports take seconds).
-        await asyncio.to_thread(importlib.import_module, "agent.call")
+        # Import the LLM client now, so no call pays for it (pipecat imports take seconds).
         await asyncio.to_thread(importlib.import_module, "pipecat.services.openai.llm")
         state.models = await asyncio.to_thread(LocalModels.load, settings)
         if not settings.uses_remote_llm:
@@ -150,8 +163,6 @@ def create_app(settings: Settings) -> FastAPI:
         start: codec.Start,
         details: dict[str, str],
     ) -> None:
-        from agent.call import CallInfo, CallSession
-
         info = CallInfo(
             call_sid=start.call_sid,
             stream_sid=start.stream_sid,
@@ -163,11 +174,11 @@ def create_app(settings: Settings) -> FastAPI:
             resume_handoff=int(details.get("resume", "0") or 0),
         )
         logger.info(f"call {info.call_sid} streaming (from {mask_phone(info.from_number)})")
-        session = CallSession(state, info)
+        session = state.new_session(info)
         state.sessions[info.call_sid] = session
         try:
             serializer = TwilioMediaSerializer(parser, session)
-            await session.run(websocket, serializer)
+            await run_call(state, session, websocket, serializer)
         finally:
             state.sessions.pop(info.call_sid, None)
             logger.info(f"call {info.call_sid} ended: {session.outcome}")
@@ -182,13 +193,11 @@ def create_app(settings: Settings) -> FastAPI:
     async def run_browser_call(
         websocket: WebSocket, parser: browser_codec.BrowserStreamParser, call_sid: str
     ) -> None:
-        from agent.call import CallInfo, CallSession
-
         info = CallInfo(call_sid=call_sid, stream_sid=call_sid, source="browser")
-        session = CallSession(state, info, rate=parser.sample_rate)
+        session = state.new_session(info, rate=parser.sample_rate)
         state.sessions[call_sid] = session
         try:
-            await session.run(websocket, BrowserMediaSerializer(parser, session))
+            await run_call(state, session, websocket, BrowserMediaSerializer(parser, session))
         finally:
             state.sessions.pop(call_sid, None)
             logger.info(f"browser call {call_sid} ended: {session.outcome}")
@@ -200,14 +209,6 @@ def create_app(settings: Settings) -> FastAPI:
     )
     static_dir = Path(__file__).resolve().parent / "static"
     app.include_router(build_demo_router(state, demo_config, run_browser_call, static_dir))
-
-    def require_admin(request: Request) -> None:
-        header = request.headers.get("authorization", "")
-        scheme, _, token = header.partition(" ")
-        if scheme.lower() != "bearer" or not token:
-            raise HTTPException(401, "admin token required (Authorization: Bearer …)")
-        if not secrets.compare_digest(token.encode(), state.admin_token.reveal().encode()):
-            raise HTTPException(401, "invalid admin token")
 
     @app.get("/healthz")
     async def healthz() -> dict[str, str]:
@@ -225,21 +226,11 @@ def create_app(settings: Settings) -> FastAPI:
         }
         return JSONResponse(body, status_code=200 if ok else 503)
 
-    @app.get("/api/calls", dependencies=[Depends(require_admin)])
-    async def list_calls(limit: int = 100, offset: int = 0) -> dict[str, Any]:
-        limit = max(1, min(limit, 500))
-        return {"calls": await state.calls.list_calls(limit=limit, offset=max(0, offset))}
-
-    @app.get("/api/calls/{call_sid}", dependencies=[Depends(require_admin)])
-    async def get_call(call_sid: str) -> dict[str, Any]:
-        call = await state.calls.get_call(call_sid)
-        if call is None:
-            raise HTTPException(404, f"no call {call_sid}")
-        return call
-
+    app.include_router(build_records_router(state.calls, state.admin_token))  # /api/calls
     app.state.admin = install_admin(app, state)  # /admin and /api/admin/...
 
     if not settings.uses_remote_llm:
-        app.include_router(build_brain_router(lambda: state.brain, require_admin))
+        admin_only = require_bearer(state.admin_token)
+        app.include_router(build_brain_router(lambda: state.brain, admin_only))
 
     return app

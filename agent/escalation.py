@@ -29,24 +29,17 @@ from datetime import UTC, datetime
 from typing import Any
 
 from loguru import logger
-from pipecat.frames.frames import (
-    Frame,
-    InterruptionFrame,
-    InterruptionWorkerFrame,
-    LLMContextFrame,
-    LLMFullResponseEndFrame,
-    LLMFullResponseStartFrame,
-    LLMTextFrame,
-)
-from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 
 from agent.prompts import phrases
+from agent.session import CallSession, Outcome
+from agent.settings import Settings
 from telephony import twiml
 from telephony.privacy import mask_phone
 from telephony.twilio_rest import TwilioRest, TwilioRestError
 from tools.domain.speech import join_words, say_phone
 from tools.store.business import load_business
 from tools.store.customers import callback_customer, lookup_customer
+from tools.store.db import Database
 from tools.store.handoffs import get_handoff, record_handoff, update_handoff
 
 #: Bot replies in a row that show the agent did not understand before a person takes over.
@@ -206,18 +199,6 @@ def transfer_urls(base: str, handoff_id: int) -> tuple[str, str]:
     )
 
 
-def earlier_messages(call: dict[str, Any] | None, limit: int = 40) -> list[dict[str, Any]]:
-    """The recorded turns of a call as LLM context messages (the newest ``limit``), so an agent
-    that takes the caller back after a transfer knows the conversation so far."""
-    messages = []
-    for turn in (call or {}).get("turns", [])[-limit:]:
-        text = str(turn.get("text") or "").strip()
-        if text:
-            role = "user" if turn.get("role") == "caller" else "assistant"
-            messages.append({"role": role, "content": text})
-    return messages
-
-
 #: Twilio's DialCallStatus -> our handoff outcome.
 DIAL_OUTCOMES = {
     "completed": "answered",
@@ -244,9 +225,9 @@ class DialNext:
 class HandoffDesk:
     """Shared by all calls: the Twilio REST client and the transfer webhooks' logic."""
 
-    def __init__(self, state: Any) -> None:
-        self.state = state
-        self.settings = state.settings
+    def __init__(self, db: Database, settings: Settings) -> None:
+        self.db = db
+        self.settings = settings
         self._rest: dict[str, TwilioRest] = {}
 
     def rest_for(self, account_sid: str) -> TwilioRest | None:
@@ -263,7 +244,7 @@ class HandoffDesk:
 
     async def whisper_text(self, handoff_id: int, parent_call_sid: str) -> str | None:
         """The summary to whisper for a transfer of the call ``parent_call_sid``, or None."""
-        handoff = await get_handoff(self.state.db, handoff_id)
+        handoff = await get_handoff(self.db, handoff_id)
         if handoff is None or handoff["kind"] != "transfer":
             return None
         if parent_call_sid and parent_call_sid != handoff["call_sid"]:
@@ -275,7 +256,7 @@ class HandoffDesk:
         self, handoff_id: int, form: dict[str, str], can_resume: bool
     ) -> DialNext | None:
         """Record how the Dial ended and decide what the caller's leg does next."""
-        db = self.state.db
+        db = self.db
         handoff = await get_handoff(db, handoff_id)
         call_sid = form.get("CallSid", "")
         if handoff is None or handoff["kind"] != "transfer" or handoff["call_sid"] != call_sid:
@@ -314,33 +295,6 @@ class HandoffDesk:
 # --- One call's side ----------------------------------------------------------------------
 
 
-class EscalationGate(FrameProcessor):
-    """On both sides of the LLM. While the call is being handed to a person the model is not
-    asked again: context frames coming down (a caller turn) or up (a tool result) are dropped;
-    the caller's words are still transcribed and recorded. After the LLM it also reads each
-    complete reply as the model wrote it, for the misunderstanding count."""
-
-    def __init__(self, escalation: Escalation) -> None:
-        super().__init__()
-        self._escalation = escalation
-        self._reply: list[str] | None = None
-
-    async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
-        await super().process_frame(frame, direction)
-        if isinstance(frame, LLMContextFrame) and self._escalation.holding:
-            return
-        if isinstance(frame, LLMFullResponseStartFrame):
-            self._reply = []
-        elif isinstance(frame, LLMTextFrame) and self._reply is not None:
-            self._reply.append(frame.text)
-        elif isinstance(frame, InterruptionFrame):
-            self._reply = None  # cut off by the caller: neither understood nor not
-        elif isinstance(frame, LLMFullResponseEndFrame) and self._reply is not None:
-            self._escalation.note_bot_turn("".join(self._reply).strip())
-            self._reply = None
-        await self.push_frame(frame, direction)
-
-
 @dataclass(frozen=True)
 class _Plan:
     ok: bool
@@ -353,8 +307,9 @@ class _Plan:
 class Escalation:
     """One call's escalation state: idle -> announcing -> transferred (or back to idle)."""
 
-    def __init__(self, session: Any) -> None:
+    def __init__(self, session: CallSession, desk: HandoffDesk) -> None:
         self.session = session
+        self.desk = desk
         self.status = "idle"
         self.holding = False
         self.blocked = ""  # set once a transfer failed in this call: offer messages instead
@@ -381,7 +336,7 @@ class Escalation:
         self.status = "deciding"
         try:
             if trigger == "dtmf":  # the caller acted: stop what the bot is saying at once
-                await self._stop_talking()
+                await self.session.stop_talking()
             plan = await self._plan()
         except Exception:
             self.status = "idle"
@@ -424,7 +379,7 @@ class Escalation:
     async def _plan(self) -> _Plan:
         texts = phrases()
         info = self.session.info
-        business = self.session.business or await load_business(self.session.state.db)
+        business = self.session.business or await load_business(self.session.db)
         numbers = business.escalation_numbers
         if self.blocked:
             return _Plan(False, texts["transfer_unavailable"], self.blocked)
@@ -434,7 +389,7 @@ class Escalation:
             return _Plan(False, texts["transfer_unavailable"], "no escalation number")
         if not business.is_open_at(datetime.now(UTC)):
             return _Plan(False, texts["transfer_after_hours"], "after hours")
-        if self.session.state.handoff_desk.rest_for(info.account_sid) is None:
+        if self.desk.rest_for(info.account_sid) is None:
             return _Plan(False, texts["transfer_unavailable"], "Twilio credentials missing")
         return _Plan(True, numbers=numbers, warm=business.warm_transfer)
 
@@ -443,18 +398,13 @@ class Escalation:
         self.holding = True
         self._task = asyncio.create_task(self._transfer(reason, trigger, plan))
 
-    async def _stop_talking(self) -> None:
-        session = self.session
-        if session.worker is not None and (session.bot_speaking or session.ledger.outstanding):
-            await session.worker.queue_frame(InterruptionWorkerFrame())
-
     async def _caller(self) -> tuple[str, str, int | None]:
         """(name on file, number, customer id) of the caller."""
         info = self.session.info
         number = info.from_number if info.from_number.startswith("+") else ""
         customer: dict[str, Any] | None = None
         if number:
-            async with self.session.state.db.read() as conn:
+            async with self.session.db.read() as conn:
                 customer = await lookup_customer(conn, number)
         customer_id = (customer or {}).get("id") or self.session.facts.get("customer_id")
         return (customer or {}).get("name", "") or "", number, customer_id
@@ -462,7 +412,7 @@ class Escalation:
     async def _record_unavailable(self, reason: str, trigger: str, plan: _Plan) -> None:
         name, number, customer_id = await self._caller()
         await record_handoff(
-            self.session.state.db,
+            self.session.db,
             call_sid=self.session.info.call_sid,
             kind="transfer",
             trigger=trigger,
@@ -478,7 +428,7 @@ class Escalation:
     async def _transfer(self, reason: str, trigger: str, plan: _Plan) -> None:
         session = self.session
         info = session.info
-        db = session.state.db
+        db = session.db
         handoff_id = 0
         try:
             name, number, customer_id = await self._caller()
@@ -509,7 +459,7 @@ class Escalation:
             body = twiml.transfer_dial(
                 list(plan.numbers), action_url, whisper_url if plan.warm else "", DIAL_TIMEOUT_SECS
             )
-            rest = session.state.handoff_desk.rest_for(info.account_sid)
+            rest = self.desk.rest_for(info.account_sid)
             if rest is None:
                 raise TwilioRestError(0, 0, "TWILIO_ACCOUNT_SID / TWILIO_AUTH_TOKEN not set")
             await rest.redirect(info.call_sid, body)
@@ -526,7 +476,7 @@ class Escalation:
             f"{', '.join(mask_phone(n) for n in plan.numbers)}"
         )
         self.status = "transferred"
-        session.outcome = "transferred"
+        session.conclude(Outcome.TRANSFERRED)
         await session.end()  # the call goes on at Twilio; only our media stream ends
 
     async def _failed(self, handoff_id: int, exc: TwilioRestError) -> None:
@@ -535,13 +485,13 @@ class Escalation:
         session.add_fault(f"transfer: {exc}")
         if handoff_id:
             await update_handoff(
-                session.state.db, handoff_id, outcome="rest_error", detail=str(exc)
+                session.db, handoff_id, outcome="rest_error", detail=str(exc)
             )
         self.blocked = "transfer failed"
         self.holding = False
         self.status = "idle"
         if exc.call_gone:
-            session.outcome = "caller_hung_up"
+            session.conclude(Outcome.CALLER_HUNG_UP)
             await session.end()
             return
         await session.say(phrases()["transfer_failed"], to_model=True)

@@ -23,7 +23,6 @@ from __future__ import annotations
 import asyncio
 import math
 import time
-from typing import Any
 
 from loguru import logger
 from pipecat.frames.frames import (
@@ -32,7 +31,6 @@ from pipecat.frames.frames import (
     FunctionCallsStartedFrame,
     InterruptionFrame,
     LLMFullResponseEndFrame,
-    LLMRunFrame,
     LLMTextFrame,
     SpeechOutputAudioRawFrame,
     TextFrame,
@@ -47,6 +45,7 @@ from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
 
 from agent.prompts import phrases
+from agent.session import CallSession, Outcome
 from telephony.playback import PlaybackLedger
 from telephony.serializer import MarkFrame
 
@@ -60,7 +59,7 @@ LOCAL_TIMEOUT_FLOOR_SECS = 20.0
 _SENTENCE_END = (".", "!", "?")
 
 
-def stage_of(processor: Any) -> str | None:
+def stage_of(processor: object) -> str | None:
     """Which provider stage a pipeline processor is, if any."""
     if isinstance(processor, STTService):
         return "stt"
@@ -102,7 +101,7 @@ class ClipPlayer(FrameProcessor):
             await self.push_frame(MarkFrame(name))
 
 
-async def offer_handoff(session: Any, stage: str) -> None:
+async def offer_handoff(session: CallSession, stage: str) -> None:
     """A provider failed twice: hand the caller to a person, or offer a person or a message.
 
     With speech recognition or the model failing, the conversation cannot be trusted to get the
@@ -126,14 +125,14 @@ class FaultHandler:
 
     def __init__(
         self,
-        session: Any,
+        session: CallSession,
         player: ClipPlayer,
         clips: dict[str, bytes],
         *,
         timeout_secs: float,
         local_tts: bool,
     ) -> None:
-        self.session = session  # agent.call.CallSession
+        self.session = session
         self.player = player
         self.clips = clips
         floor = LOCAL_TIMEOUT_FLOOR_SECS if local_tts else 0.0
@@ -247,23 +246,23 @@ class FaultHandler:
                 self._record("stt: apologised and asked the caller to repeat")
                 return
             await self.say_clip("apology_wait")
-            worker = self.session.worker
-            if stage == "llm" and worker is not None:
+            pipe = self.session.pipe
+            if stage == "llm" and pipe is not None:
                 self._record("llm: apologised; retrying the request once")
                 self._retrying.add(stage)
-                await worker.queue_frame(LLMRunFrame())
-            elif stage == "tts" and retry_text and worker is not None:
+                await pipe.rerun_llm()
+            elif stage == "tts" and retry_text and pipe is not None:
                 # Not marked as retrying: the first attempt's late errors belong to this incident;
                 # the retry's failure shows as the watchdog firing again, after the debounce.
                 self._record("tts: apologised; retrying the sentence once")
-                await worker.queue_frame(TTSSpeakFrame(retry_text, append_to_context=False))
+                await pipe.speak(retry_text)
             else:
                 self._record(f"{stage}: apologised")
         elif strike == 2:
             await offer_handoff(self.session, stage)
         else:
             self._record(f"{stage}: still failing; ending the call politely")
-            await self.session.end_politely("fault_goodbye", "provider_fault")
+            await self.session.end_politely("fault_goodbye", Outcome.PROVIDER_FAULT)
 
     def _counts(self, stage: str) -> bool:
         """Whether a fault now is a new incident: the retry's own failure always is; otherwise
@@ -279,14 +278,14 @@ class FaultHandler:
         pcm = self.clips.get(name)
         if pcm:
             await self.player.play(pcm, text)
-        elif self.session.worker is not None:
-            await self.session.worker.queue_frame(TTSSpeakFrame(text, append_to_context=False))
+        elif self.session.pipe is not None:
+            await self.session.pipe.speak(text)
         if self.session.records is not None:
             self.session.records.put(
                 "add_turn", role="bot", text=text, timings={"fixed_phrase": 1.0, "clip": 1.0}
             )
-        if remember and self.session.context is not None:
-            self.session.context.add_message({"role": "assistant", "content": text})
+        if remember and self.session.pipe is not None:
+            self.session.pipe.remember(text)
 
     def _record(self, fault: str) -> None:
         if self.session.records is not None:

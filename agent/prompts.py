@@ -1,15 +1,19 @@
-"""Prompt and phrase loading: text files in prompts/ with named {placeholders}."""
+"""Prompts and phrases: the text files in prompts/ with named {placeholders}, filled for a call
+(the per-call system prompt, the greeting). Pipecat-free, so the admin console can preview them."""
 
 from __future__ import annotations
 
 import re
 import string
 from collections.abc import Iterable
+from datetime import datetime
 from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
 import yaml
+
+from tools.domain.business import Business, describe_hours
 
 PROMPTS_DIR = Path(__file__).resolve().parent.parent / "prompts"
 
@@ -52,3 +56,48 @@ def without_tools(text: str, disabled: Iterable[str]) -> str:
             continue
         kept.append(line)
     return "\n".join(kept)
+
+
+def build_system_prompt(
+    business: Business,
+    caller: dict[str, Any] | None,
+    has_caller_id: bool,
+    now: datetime | None = None,
+) -> str:
+    """The per-call system prompt. What varies between calls (the time, the caller) comes last,
+    under "This call:", so a local model keeps everything before it cached across calls.
+    ``now`` defaults to the current time."""
+    now = business.local(now or datetime.now(business.tz))
+    services = "; ".join(
+        f"{s.name} ({s.duration_minutes} min, ${s.price_cents / 100:.0f})"
+        for s in business.services
+    )
+    if caller and caller.get("name"):
+        who = f"{caller['name']}, a returning customer (phone on file)"
+    elif has_caller_id:
+        who = "no name on file yet; phone number known from caller ID"
+    else:
+        who = "no name on file and no caller ID; ask for a phone number before booking"
+    facts = {
+        "business_name": business.name,
+        "address": business.address,
+        "services": services,
+        "hours": describe_hours(business),
+    }
+    return fill(
+        without_tools(load_text("system.md"), business.disabled_tools),
+        **facts,
+        now=f"{now:%A %B %d %Y, %I:%M %p}",
+        caller=who,
+        persona=fill(business.persona, **facts),  # the admin's persona may use the facts too
+    )
+
+
+def greeting(business: Business, caller: dict[str, Any] | None) -> str:
+    """The call's first words: the admin's greeting, or the phrase (by name for a known caller)."""
+    texts = phrases()
+    first = (caller or {}).get("name", "").split(" ")[0] if caller else ""
+    if business.greeting and not first:
+        return fill(business.greeting, business_name=business.name)
+    key = "greeting_returning" if first else "greeting"
+    return fill(texts[key], business_name=business.name, first_name=first)

@@ -13,18 +13,31 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import signal
+import socket
 import time
 from types import FrameType
-from typing import Any
+from typing import Protocol
 
 import uvicorn
 from loguru import logger
+
+from agent.session import CallSession, Outcome
+from agent.settings import Settings
 
 #: After the grace period: how long the goodbyes may take before the pipelines are cancelled.
 GOODBYE_SECS = 20.0
 
 
-async def drain(state: Any, grace_secs: float, poll_secs: float = 0.2) -> int:
+class CallDesk(Protocol):
+    """What draining needs of the application: the call admission and the running calls."""
+
+    settings: Settings
+    accepting: bool
+    active_calls: int
+    sessions: dict[str, CallSession]
+
+
+async def drain(state: CallDesk, grace_secs: float, poll_secs: float = 0.2) -> int:
     """Stop accepting calls and wait for the active ones; end those left after ``grace_secs``.
 
     Returns how many calls had to be ended.
@@ -41,17 +54,16 @@ async def drain(state: Any, grace_secs: float, poll_secs: float = 0.2) -> int:
         return 0
     logger.warning(f"shutting down: grace period over; ending {len(sessions)} call(s)")
     for session in sessions:
-        await session.end_politely("shutdown_goodbye", "server_shutdown")
+        await session.end_politely("shutdown_goodbye", Outcome.SERVER_SHUTDOWN)
     await _calls_done(state, GOODBYE_SECS, poll_secs)
     for session in list(state.sessions.values()):  # a goodbye that could not finish
-        session.outcome = "server_shutdown"
-        if session.worker is not None:
-            await session.worker.cancel()
+        session.conclude(Outcome.SERVER_SHUTDOWN)
+        await session.cancel()
     await _calls_done(state, 5.0, poll_secs)
     return len(sessions)
 
 
-async def _calls_done(state: Any, timeout: float, poll_secs: float) -> bool:
+async def _calls_done(state: CallDesk, timeout: float, poll_secs: float) -> bool:
     """Wait up to ``timeout`` for the active-call count to reach zero."""
     deadline = time.monotonic() + timeout
     # The count is a plain integer the media route keeps; a 0.2 s poll costs nothing.
@@ -63,13 +75,13 @@ async def _calls_done(state: Any, timeout: float, poll_secs: float) -> bool:
 class DrainingServer(uvicorn.Server):
     """uvicorn that drains calls (see :func:`drain`) before shutting down on a signal."""
 
-    def __init__(self, config: uvicorn.Config, state: Any) -> None:
+    def __init__(self, config: uvicorn.Config, state: CallDesk) -> None:
         super().__init__(config)
         self._state = state
         self._loop: asyncio.AbstractEventLoop | None = None
         self._drain: concurrent.futures.Future[None] | None = None
 
-    async def serve(self, sockets: Any = None) -> None:
+    async def serve(self, sockets: list[socket.socket] | None = None) -> None:
         self._loop = asyncio.get_running_loop()
         await super().serve(sockets=sockets)
 

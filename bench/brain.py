@@ -38,7 +38,7 @@ import yaml
 
 from agent.brain.model import LocalBrain
 from agent.brain.policy import Call, respond
-from agent.call import build_system_prompt
+from agent.prompts import build_system_prompt
 from agent.settings import Settings
 from tools.catalog import tool_registry
 from tools.store.business import load_business, seed_business

@@ -7,8 +7,7 @@ import json
 
 import httpx
 
-from agent.call import build_system_prompt
-from agent.prompts import load_text, without_tools
+from agent.prompts import build_system_prompt, load_text, without_tools
 from telephony.replay import replay
 from tests.caller_audio import RATE, call_audio
 from tests.conftest import ADMIN_TOKEN, AUTH_TOKEN, make_ctx

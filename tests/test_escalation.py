@@ -21,10 +21,10 @@ from agent.escalation import (
     MisunderstandingCounter,
     build_summary,
     conversation_facts,
-    earlier_messages,
     is_misunderstanding,
 )
 from agent.prompts import phrases
+from agent.session import earlier_messages
 from telephony import twiml
 from telephony.replay import Turn, converse, replay
 from telephony.signature import sign_twilio_request
@@ -576,12 +576,7 @@ async def test_no_answer_with_every_line_busy_keeps_a_callback_request(db: Datab
     from agent.settings import Settings
     from tools.store.calls import CallStore
 
-    @dataclass
-    class State:
-        db: Database
-        settings: Settings
-
-    desk = HandoffDesk(State(db, Settings()))
+    desk = HandoffDesk(db, Settings())
     await CallStore(db).start_call(call_sid="CAbusy", from_number="+14135550177")
     transfer = await record_handoff(
         db, call_sid="CAbusy", kind="transfer", trigger="llm", reason="a complaint",

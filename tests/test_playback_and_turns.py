@@ -87,7 +87,7 @@ def test_finished_sentences_do_not_wait(text):
 
 
 def test_interrupted_reply_is_recorded_as_heard():
-    from agent.call import record_heard_reply
+    from agent.session import record_heard_reply
 
     user1 = {"role": "user", "content": "Tell me about your services"}
     user2 = {"role": "user", "content": "What are your hours?"}
@@ -118,7 +118,7 @@ async def test_a_caller_answering_the_last_word_heard_all_of_it():
     from pipecat.tests.utils import run_test
     from pipecat.utils.text.base_text_aggregator import TextType
 
-    from agent.call import PlaybackMarker
+    from agent.processors import PlaybackMarker
 
     clock = Clock()
     ledger = PlaybackLedger(clock)
@@ -140,7 +140,7 @@ async def test_a_caller_cutting_in_mid_sentence_heard_only_the_words_played():
     from pipecat.tests.utils import run_test
     from pipecat.utils.text.base_text_aggregator import TextType
 
-    from agent.call import PlaybackMarker
+    from agent.processors import PlaybackMarker
 
     clock = Clock()
     ledger = PlaybackLedger(clock)

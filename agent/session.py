@@ -1,0 +1,551 @@
+"""One call as a state machine, free of pipecat: who is calling, what the caller heard, the
+turns and tools recorded, and how the call ends (:class:`Outcome`).
+
+The media pipeline (agent.pipeline) drives a session through its named methods
+(``greeted``, ``caller_turn_stopped``, ``bot_turn_stopped``, ``caller_idle`` ...) and the
+serializer through :class:`telephony.serializer.StreamHooks`; the session acts on the pipeline
+only through :class:`CallPipe`. Tools reach it as :class:`tools.registry.CallControl`.
+
+How a call ends is decided in one place, :meth:`CallSession.conclude` and
+:attr:`CallSession.outcome`:
+
+* a reason to end the call (``max_duration``, ``caller_silent``, ``transferred``,
+  ``provider_fault``, ``server_shutdown``, ``error``, a transfer that found the caller gone)
+  replaces the one before it;
+* the caller hanging up counts only when nothing else ended the call: it turns ``completed``
+  into ``caller_hung_up`` unless the agent was already saying goodbye (so a transfer, then the
+  caller's hang-up, stays ``transferred``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable, Coroutine
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any, Protocol
+
+from loguru import logger
+
+from agent.call_record import RecordWriter, TurnTimings
+from agent.prompts import build_system_prompt, greeting, phrases
+from agent.settings import Settings
+from telephony.audio import CallRecording, join_wavs
+from telephony.playback import PlaybackLedger
+from tools.catalog import TOOL_NAMES, tool_registry
+from tools.domain.business import Business
+from tools.registry import Invocation, ToolContext, ToolRegistry
+from tools.store.business import load_business
+from tools.store.calls import CallStore
+from tools.store.customers import lookup_customer
+from tools.store.db import Database
+
+PIPELINE_RATE = 8000  # phone calls; a browser call runs at its own (16 kHz) rate
+#: Records and observations a live client is told about, under these event names.
+_EVENT_KINDS = {"add_turn": "turn", "add_tool_call": "tool_call", "transcript": "transcript"}
+
+
+class Outcome(StrEnum):
+    """How a call ended, as stored in the call record (``calls.outcome``)."""
+
+    COMPLETED = "completed"  # the agent (or the model's end_call) said goodbye
+    CALLER_HUNG_UP = "caller_hung_up"
+    CALLER_SILENT = "caller_silent"  # prompted, then hung up on
+    MAX_DURATION = "max_duration"
+    TRANSFERRED = "transferred"  # moved to a person; the call goes on at Twilio
+    PROVIDER_FAULT = "provider_fault"  # a provider kept failing (agent.faults)
+    SERVER_SHUTDOWN = "server_shutdown"  # ended by a draining server (agent.shutdown)
+    ERROR = "error"  # the pipeline failed
+    # Set by the store, never by a session:
+    IN_PROGRESS = "in_progress"  # the record of a call still running
+    INTERRUPTED = "interrupted"  # left open by a previous run of the server
+
+
+@dataclass
+class CallInfo:
+    call_sid: str
+    stream_sid: str = ""
+    source: str = "twilio"  # twilio | browser
+    from_number: str = ""
+    to_number: str = ""
+    account_sid: str = ""
+    public_base: str = ""  # the base URL Twilio reached us on (FRONTDESK_PUBLIC_URL wins)
+    resume_handoff: int = 0  # back from a transfer nobody answered (same CallSid)
+
+
+class CallPipe(Protocol):
+    """What a session asks of its running media pipeline (agent.pipeline implements it)."""
+
+    async def speak(self, text: str) -> None:
+        """Synthesize and play ``text`` (not added to the model's context)."""
+        ...
+
+    async def interrupt(self) -> None:
+        """Stop what the bot is saying now."""
+        ...
+
+    async def rerun_llm(self) -> None:
+        """Ask the model again for a reply to the context as it is."""
+        ...
+
+    async def end(self) -> None:
+        """End the pipeline once everything queued has been played."""
+        ...
+
+    async def cancel(self) -> None:
+        """End the pipeline at once."""
+        ...
+
+    def messages(self) -> list[dict[str, Any]]:
+        """The model's context (OpenAI format)."""
+        ...
+
+    def remember(self, text: str) -> None:
+        """Add ``text`` to the model's context as the assistant's."""
+        ...
+
+    def send_event(self, message: dict[str, Any]) -> None:
+        """Tell a client that shows the call (the browser demo) about ``message``; a no-op
+        when the client takes no events."""
+        ...
+
+
+class Escalating(Protocol):
+    """One call's escalation to a person (agent.escalation.Escalation)."""
+
+    holding: bool  # a transfer is under way: the model is not asked again
+    blocked: str  # why transfers are off for the rest of the call ("" when they are not)
+
+    async def request_transfer(self, reason: str) -> tuple[str, dict[str, Any]]: ...
+
+    async def escalate(self, reason: str, trigger: str) -> None: ...
+
+    async def can_transfer(self) -> bool: ...
+
+    def note_bot_turn(self, text: str) -> None:
+        """Each complete model reply, as written ("" for a tool call)."""
+        ...
+
+    async def settle(self) -> None: ...
+
+
+class FaultVoice(Protocol):
+    """The call's provider-fault policy (agent.faults.FaultHandler), as the session uses it."""
+
+    async def say_clip(self, name: str, *, remember: bool = False) -> None: ...
+
+    async def close(self) -> None: ...
+
+
+@dataclass(frozen=True)
+class CallSetup:
+    """What a call starts with: the config, the caller, the tools' context and the opening."""
+
+    business: Business
+    caller: dict[str, Any] | None
+    tools: ToolContext
+    system_prompt: str
+    greeting: str
+    earlier: list[dict[str, Any]] = field(default_factory=list)  # before an unanswered transfer
+
+
+def record_heard_reply(
+    messages: list[dict[str, Any]], heard: str, callers_before: int
+) -> list[dict[str, Any]]:
+    """Make the interrupted bot reply in ``messages`` read as what the caller actually heard.
+
+    The reply answered the ``callers_before``-th caller message (and any tool calls after it).
+    pipecat may have recorded it in full, in part, or (cut off in its first sentence) not at all;
+    afterwards it is exactly the heard words, marked as cut off.
+    """
+    text = f"{heard} —(cut off)" if heard else "—(cut off before the caller heard anything)"
+    index, seen = 0, 0
+    while index < len(messages) and seen < callers_before:
+        if _role(messages[index]) == "user":
+            seen += 1
+        index += 1
+    while index < len(messages) and (
+        _role(messages[index]) == "tool"
+        or (_role(messages[index]) == "assistant" and messages[index].get("tool_calls"))
+    ):
+        index += 1
+    if index < len(messages) and _role(messages[index]) == "assistant":
+        return [*messages[:index], {"role": "assistant", "content": text}, *messages[index + 1 :]]
+    return [*messages[:index], {"role": "assistant", "content": text}, *messages[index:]]
+
+
+def _role(message: object) -> str:
+    return str(message.get("role", "")) if isinstance(message, dict) else ""
+
+
+def earlier_messages(call: dict[str, Any] | None, limit: int = 40) -> list[dict[str, Any]]:
+    """The recorded turns of a call as LLM context messages (the newest ``limit``), so an agent
+    that takes the caller back after a transfer knows the conversation so far."""
+    messages = []
+    for turn in (call or {}).get("turns", [])[-limit:]:
+        text = str(turn.get("text") or "").strip()
+        if text:
+            role = "user" if turn.get("role") == "caller" else "assistant"
+            messages.append({"role": role, "content": text})
+    return messages
+
+
+class CallSession:
+    """One call's state and record. Implements StreamHooks (telephony) and CallControl (tools).
+
+    ``escalation`` builds the call's escalation from the session (agent.escalation.Escalation).
+    """
+
+    def __init__(
+        self,
+        info: CallInfo,
+        *,
+        settings: Settings,
+        db: Database,
+        store: CallStore,
+        escalation: Callable[[CallSession], Escalating],
+        rate: int = PIPELINE_RATE,
+    ) -> None:
+        self.info = info
+        self.settings = settings
+        self.db = db
+        self.store = store
+        self.rate = rate
+        self.ledger = PlaybackLedger()
+        self.recording = CallRecording(rate)
+        self.timings = TurnTimings()
+        self.heard_correction: tuple[str, int] | None = None  # (heard words, caller turns before)
+        self.registry: ToolRegistry = tool_registry()
+        self.records: RecordWriter | None = None
+        self.pipe: CallPipe | None = None  # set while the media pipeline runs
+        self.faults: FaultVoice | None = None  # provider faults: apology, retry, offer
+        self.bot_speaking = False
+        self.clears = 0  # barge-ins so far
+        self.facts: dict[str, Any] = {}  # the tools' per-call memory
+        self.business: Business | None = None  # the config this call started with
+        self._outcome = Outcome.COMPLETED
+        self._ending = False
+        self._caller_hung_up = False
+        self._caller: dict[str, Any] | None = None  # the customer on file, if any
+        self._tools: ToolContext | None = None  # what the tools get besides their arguments
+        self._bot_turn_open = False  # between the assistant aggregator's turn start and stop
+        self._last_heard: str | None = None  # what the caller heard of the open turn, if cut off
+        self._idle_prompts = 0
+        self._tasks: set[asyncio.Future[Any]] = set()
+        self.escalation = escalation(self)
+
+    # --- How the call ends (the rule, in one place) --------------------------------------------
+
+    @property
+    def outcome(self) -> Outcome:
+        """How the call ends: the last reason given to :meth:`conclude`; a caller's hang-up only
+        when nothing else ended the call and no goodbye was under way."""
+        if self._outcome is Outcome.COMPLETED and self._caller_hung_up and not self._ending:
+            return Outcome.CALLER_HUNG_UP
+        return self._outcome
+
+    def conclude(self, outcome: Outcome) -> None:
+        """The call ends for ``outcome`` (replacing an earlier reason)."""
+        self._outcome = outcome
+
+    def caller_left(self) -> None:
+        """The caller hung up (the stream stopped or the socket closed)."""
+        self._caller_hung_up = True
+
+    @property
+    def ending(self) -> bool:
+        """A goodbye is under way: the call ends once it has played."""
+        return self._ending
+
+    # --- Lifecycle ---------------------------------------------------------------------------
+
+    async def run(self, media: Callable[[], Awaitable[None]]) -> None:
+        """Open the call's record, run ``media`` (the pipeline) to its end, and always leave a
+        finished record (outcome, recording) behind."""
+        call_id = await self.store.start_call(
+            call_sid=self.info.call_sid,
+            stream_sid=self.info.stream_sid,
+            source=self.info.source,
+            from_number=self.info.from_number,
+            to_number=self.info.to_number,
+            providers=self.settings.provider_names(),
+        )
+        self.records = RecordWriter(self.store, call_id, listener=self.emit)
+        try:
+            await media()
+        except Exception as exc:
+            self.conclude(Outcome.ERROR)
+            logger.exception(f"call {self.info.call_sid} failed: {exc}")
+            self.records.put("add_fault", fault=f"pipeline: {type(exc).__name__}: {exc}")
+        finally:
+            await self.escalation.settle()
+            if self.faults is not None:
+                await self.faults.close()
+            recording_path = self._save_recording()
+            self.records.put(
+                "finish_call", outcome=self.outcome.value, recording_path=recording_path
+            )
+            await self.records.close()
+
+    async def prepare(self) -> CallSetup:
+        """Load what the call starts with: the business config (kept for the whole call), the
+        caller on file, the enabled tools, the system prompt and the opening words."""
+        assert self.records is not None, "run() opens the call record first"
+        business = self.business = await load_business(self.db)
+        disabled = business.disabled_tools
+        self.registry = tool_registry([n for n in TOOL_NAMES if n not in disabled])
+        caller = None
+        if self.info.from_number:
+            async with self.db.read() as conn:
+                caller = await lookup_customer(conn, self.info.from_number)
+            if caller:
+                self.records.put("set_customer", customer_id=caller["id"])
+        self._caller = caller
+        tools = self._tools = ToolContext(
+            db=self.db,
+            caller_phone=self.info.from_number if self.info.from_number.startswith("+") else "",
+            call_sid=self.info.call_sid,
+            call=self,
+            business=business,  # the whole call keeps the config it started with
+        )
+        self.facts = tools.facts
+        opening = greeting(business, caller)
+        earlier: list[dict[str, Any]] = []
+        if self.info.resume_handoff:  # nobody answered the transfer: pick up where we left off
+            earlier = earlier_messages(await self.store.get_call(self.info.call_sid))
+            opening = phrases()["transfer_no_answer"]
+            self.escalation.blocked = "nobody answered"
+        return CallSetup(
+            business=business,
+            caller=caller,
+            tools=tools,
+            system_prompt=build_system_prompt(business, caller, bool(self.info.from_number)),
+            greeting=opening,
+            earlier=earlier,
+        )
+
+    def _save_recording(self) -> str:
+        try:
+            directory = Path(self.settings.data_dir) / "recordings"
+            directory.mkdir(parents=True, exist_ok=True)
+            path = directory / f"{self.info.call_sid}.wav"
+            audio = self.recording.to_wav()
+            if self.info.resume_handoff and path.exists():  # one call, one recording
+                audio = join_wavs(path.read_bytes(), audio)
+            path.write_bytes(audio)
+            return str(path)
+        except Exception as exc:
+            logger.error(f"call {self.info.call_sid}: could not save recording: {exc}")
+            return ""
+
+    # --- Driven by the pipeline ----------------------------------------------------------------
+
+    def greeted(self) -> None:
+        """The stream is up: the greeting's "voice to voice" counts from now."""
+        self.timings = TurnTimings()
+        self.timings.mark("speech_end")
+
+    def caller_turn_started(self) -> None:
+        self._idle_prompts = 0
+
+    def caller_turn_stopped(self, text: str) -> None:
+        """Record the caller's turn; bot timings are measured from it on."""
+        timings = self.timings.caller_part()
+        keep = {k: v for k, v in self.timings.values.items() if k in timings}
+        self.timings = TurnTimings(dict(keep))
+        if text and self.records is not None:
+            self.records.put("add_turn", role="caller", text=text, timings=timings)
+
+    def bot_turn_started(self) -> None:
+        self._bot_turn_open, self._last_heard = True, None
+
+    def bot_turn_stopped(self, text: str, interrupted: bool) -> None:
+        """Record the bot's turn as the caller heard it; a turn with no words is no turn."""
+        self._bot_turn_open = False
+        heard, self._last_heard = self._last_heard, None
+        if interrupted and heard:
+            text = heard
+        if text and self.records is not None:
+            self.records.put(
+                "add_turn",
+                role="bot",
+                text=text,
+                timings=self.timings.bot_part(),
+                interrupted=interrupted,
+            )
+
+    async def caller_idle(self) -> None:
+        """The caller said nothing for a while: ask if they are there, then say goodbye."""
+        if self._ending or self.escalation.holding:
+            return
+        self._idle_prompts += 1
+        if self._idle_prompts <= self.settings.caller_idle_prompts:
+            await self.say(phrases()["still_there"])
+        else:
+            self.conclude(Outcome.CALLER_SILENT)
+            await self.say(phrases()["idle_goodbye"])
+            await self.request_hangup("caller silent")
+
+    async def timed_out(self) -> None:
+        """The call reached its longest allowed duration."""
+        self.conclude(Outcome.MAX_DURATION)
+        await self.say(phrases()["max_duration"])
+        await self.request_hangup("max duration")
+
+    async def run_tool(self, name: str, arguments: Any) -> Invocation:
+        """Run one tool call to its end and record it (and a customer it identified)."""
+        assert self.records is not None, "run() opens the call record first"
+        assert self._tools is not None, "prepare() sets the tools' context first"
+        invocation = await self.registry.invoke(self._tools, name, arguments)
+        self.records.put(
+            "add_tool_call",
+            name=invocation.name,
+            arguments=invocation.arguments,
+            result=invocation.payload,
+            ok=invocation.ok,
+            error=invocation.error,
+            duration_ms=invocation.duration_ms,
+        )
+        if self.facts.get("customer_id") and not (self._caller or {}).get("id"):
+            self.records.put("set_customer", customer_id=self.facts["customer_id"])
+        return invocation
+
+    # --- StreamHooks (called by the serializer, synchronously) --------------------------------
+
+    def on_caller_audio(self, pcm: bytes) -> None:
+        self.recording.add_caller(pcm)
+
+    def on_bot_audio(self, pcm: bytes) -> None:
+        self.recording.add_bot(pcm)
+        self.timings.mark("first_audio_sent")
+
+    def on_mark(self, name: str) -> None:
+        if not self.ledger.acknowledge(name):
+            logger.debug(f"call {self.info.call_sid}: unknown mark {name!r}")
+
+    def on_clear(self) -> None:
+        self.clears += 1
+        self.recording.clear_bot()
+        heard, cut_off = self.ledger.interrupt()
+        if not cut_off:
+            return
+        if self.pipe is not None:
+            callers = sum(1 for m in self.pipe.messages() if _role(m) == "user")
+            if self.heard_correction is None or self.heard_correction[1] != callers:
+                self.heard_correction = (heard, callers)
+        if self._bot_turn_open:
+            self._last_heard = heard  # the open turn is recorded as heard when it stops
+        elif self.records is not None:
+            # The reply's text was complete (and recorded) but its audio was still playing.
+            self.records.put("cut_off_last_bot_turn", heard=heard)
+
+    def on_dtmf(self, digit: str) -> None:
+        logger.info(f"call {self.info.call_sid}: DTMF {digit}")
+        if digit == "0":
+            self.spawn(self.escalate("caller pressed 0 for a person", "dtmf"))
+
+    def on_stop(self) -> None:
+        self.caller_left()
+
+    # --- Live events (for a client that shows the call, such as the browser demo) -----------
+
+    def emit(self, kind: str, **data: Any) -> None:
+        """Forward a record or transcript to the client, if it takes events.
+
+        Faults go out without their text (internals stay in the log); other kinds are dropped.
+        """
+        if self.pipe is None:
+            return
+        if kind == "add_fault":
+            message: dict[str, Any] = {"kind": "fault"}
+        elif kind in _EVENT_KINDS:
+            message = {**data, "kind": _EVENT_KINDS[kind]}
+        else:
+            return
+        self.pipe.send_event(message)
+
+    # --- CallControl (called by tools) -----------------------------------------------------------
+
+    async def request_transfer(self, reason: str) -> tuple[str, dict[str, Any]]:
+        return await self.escalation.request_transfer(reason)
+
+    async def escalate(self, reason: str, trigger: str) -> None:
+        """Hand the caller to a person (warm/cold transfer) or, when nobody can take the call,
+        offer to take a message. ``trigger``: dtmf | misunderstood | provider_failure | ..."""
+        await self.escalation.escalate(reason, trigger)
+
+    async def request_hangup(self, reason: str) -> None:
+        """End the call once what is being said has played."""
+        self._ending = True
+        self._tasks.add(task := asyncio.create_task(self._end_after_speaking()))
+        task.add_done_callback(self._tasks.discard)
+
+    async def _end_after_speaking(self, timeout: float = 15.0) -> None:
+        """Let the goodbye play out (marks acknowledged), then end the pipeline."""
+        deadline = time.monotonic() + timeout
+        await asyncio.sleep(0.5)
+        while time.monotonic() < deadline:
+            if self.ledger.outstanding == 0 and not self.bot_speaking:
+                break
+            await asyncio.sleep(0.1)
+        await self.end()
+
+    async def end_politely(self, clip: str, outcome: Outcome) -> None:
+        """Say a pre-synthesized goodbye (agent.faults) and end the call with ``outcome``."""
+        if self._ending:
+            return
+        self.conclude(outcome)
+        if self.faults is not None:
+            await self.faults.say_clip(clip)
+        await self.request_hangup(outcome.value)
+
+    async def end(self) -> None:
+        """End the pipeline once what is queued has played."""
+        if self.pipe is not None:
+            await self.pipe.end()
+
+    async def cancel(self) -> None:
+        """End the pipeline at once (a goodbye that could not finish)."""
+        if self.pipe is not None:
+            await self.pipe.cancel()
+
+    # --- For agent/escalation.py and agent/faults.py ------------------------------------------
+
+    def spawn(self, work: Coroutine[Any, Any, Any]) -> None:
+        """Run a coroutine alongside the pipeline, keeping a reference until it is done."""
+        self._tasks.add(task := asyncio.ensure_future(work))
+        task.add_done_callback(self._tasks.discard)
+        task.add_done_callback(self._log_failure)
+
+    def _log_failure(self, task: asyncio.Future[Any]) -> None:
+        if not task.cancelled() and task.exception() is not None:
+            error = task.exception()
+            logger.opt(exception=error).error(f"call {self.info.call_sid}: task failed: {error}")
+            self.add_fault(f"task: {type(error).__name__}: {error}")
+
+    async def say(self, text: str, *, to_model: bool = False) -> None:
+        """Speak a fixed sentence (no LLM) and record it as a bot turn; with ``to_model`` it
+        joins the LLM context too (the model continues the conversation from it)."""
+        if self.pipe is None or self.records is None:
+            return
+        if to_model:
+            self.pipe.remember(text)
+        await self.pipe.speak(text)
+        self.records.put("add_turn", role="bot", text=text, timings={"fixed_phrase": 1.0})
+
+    async def stop_talking(self) -> None:
+        """Cut the bot off if it is saying (or about to play) anything."""
+        if self.pipe is not None and (self.bot_speaking or self.ledger.outstanding):
+            await self.pipe.interrupt()
+
+    def messages(self) -> list[dict[str, Any]]:
+        return self.pipe.messages() if self.pipe is not None else []
+
+    def public_base(self) -> str:
+        return self.settings.public_url or self.info.public_base
+
+    def add_fault(self, fault: str) -> None:
+        if self.records is not None:
+            self.records.put("add_fault", fault=fault)
