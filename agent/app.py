@@ -136,7 +136,7 @@ def create_app(settings: Settings) -> FastAPI:
         if not settings.uses_remote_llm:
             state.brain = await asyncio.to_thread(LocalBrain.load, settings)
             # The fixed prompt prefix, evaluated once (the admin console re-warms it on changes).
-            await asyncio.to_thread(warm_local_brain, state, business)
+            await asyncio.to_thread(warm_local_brain, state.brain, settings, business)
         state.ready = True
         providers = ", ".join(f"{k}={v}" for k, v in settings.provider_names().items())
         logger.info(f"Frontdesk ready on http://{settings.host}:{settings.port} ({providers})")
