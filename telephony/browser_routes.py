@@ -75,7 +75,6 @@ def build_demo_router(
     """The page, its assets and the call socket, taking the app's call slots; 404s when
     disabled."""
     router = APIRouter()
-
     if not config.enabled:
 
         @router.websocket(WS_PATH)
@@ -83,8 +82,14 @@ def build_demo_router(
             await _deny(websocket, 404, "the browser demo is turned off (FRONTDESK_DEMO=0)")
 
         return router
+    router.include_router(build_page_router(static_dir))
+    router.include_router(build_socket_router(slots, config, run_call))
+    return router
 
-    limiter = RateLimiter(config.calls_per_minute, 60.0)
+
+def build_page_router(static_dir: Path) -> APIRouter:
+    """/ (the demo page) and /demo/<asset>, read once, served with the security headers."""
+    router = APIRouter()
     page = (static_dir / "demo.html").read_bytes()
     assets = {name: (static_dir / name).read_bytes() for name in ASSETS}
 
@@ -98,13 +103,23 @@ def build_demo_router(
             return Response("not found", status_code=404, media_type="text/plain")
         return Response(assets[name], media_type=ASSETS[name], headers=SECURITY_HEADERS)
 
-    @router.websocket(WS_PATH)
-    async def demo_socket(websocket: WebSocket) -> None:
+    return router
+
+
+def build_socket_router(
+    slots: CallSlots, config: DemoRouteConfig, run_call: RunBrowserCall
+) -> APIRouter:
+    """The call socket: this server's origin only, rate-limited per client, one call slot."""
+    router = APIRouter()
+    limiter = RateLimiter(config.calls_per_minute, 60.0)
+
+    async def admitted(websocket: WebSocket) -> bool:
+        """Accept the socket and take a call slot, or refuse it (saying why) and return False."""
         origin = websocket.headers.get("origin")
         if not origin_allowed(origin, websocket.headers.get("host"), config.public_url):
             logger.warning(f"demo socket refused: origin {origin!r} is not this server's")
             await _deny(websocket, 403, "origin not allowed")
-            return
+            return False
         address = websocket.client.host if websocket.client else ""
         await websocket.accept()
         retry_after = limiter.hit(client_key(address))
@@ -118,31 +133,42 @@ def build_demo_router(
                 f"You've started several calls in a short time. Please wait {seconds} seconds, "
                 "then try again.",
             )
-            return
+            return False
         if not slots.take_slot():  # taken now, so a phone call can't take it meanwhile
             logger.warning("demo socket refused: over capacity or shutting down")
             busy = "All lines are busy right now. Please try again in a minute."
             await _refuse(websocket, 1013, "busy", busy)
+            return False
+        return True
+
+    @router.websocket(WS_PATH)
+    async def demo_socket(websocket: WebSocket) -> None:
+        if not await admitted(websocket):
             return
         try:
-            parser = browser_codec.BrowserStreamParser()
-            try:
-                await await_start(websocket_frames(websocket), parser, what="start message")
-            except ProtocolError as exc:
-                logger.warning(f"demo socket refused before start: {exc}")
-                await _refuse(websocket, 1008, "protocol", str(exc))
-                return
-            except WebSocketDisconnect:
-                return
-            call_sid = f"BR{secrets.token_hex(16)}"
-            logger.info(f"browser call {call_sid} starting at {parser.sample_rate} Hz")
-            await websocket.send_text(browser_codec.encode_ready(call_sid, parser.sample_rate))
-            await run_call(websocket, parser, call_sid)
+            await _start_and_run(websocket, run_call)
         finally:
             slots.release_slot()
             await close_quietly(websocket, 1000, "call ended")
 
     return router
+
+
+async def _start_and_run(websocket: WebSocket, run_call: RunBrowserCall) -> None:
+    """Wait for the page's start message, say ready, run the call."""
+    parser = browser_codec.BrowserStreamParser()
+    try:
+        await await_start(websocket_frames(websocket), parser, what="start message")
+    except ProtocolError as exc:
+        logger.warning(f"demo socket refused before start: {exc}")
+        await _refuse(websocket, 1008, "protocol", str(exc))
+        return
+    except WebSocketDisconnect:
+        return
+    call_sid = f"BR{secrets.token_hex(16)}"
+    logger.info(f"browser call {call_sid} starting at {parser.sample_rate} Hz")
+    await websocket.send_text(browser_codec.encode_ready(call_sid, parser.sample_rate))
+    await run_call(websocket, parser, call_sid)
 
 
 async def _deny(websocket: WebSocket, status: int, reason: str) -> None:

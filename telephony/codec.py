@@ -13,6 +13,7 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -108,6 +109,101 @@ def _int(container: JsonObject, key: str, *, where: str, default: int) -> int:
     raise ProtocolError(f"{where}.{key} must be an integer, got {value!r}")
 
 
+def _connected(message: JsonObject) -> Connected:
+    return Connected(
+        protocol=str(message.get("protocol", "")), version=str(message.get("version", ""))
+    )
+
+
+def _start(message: JsonObject) -> Start:
+    start = _obj(message, "start")
+    media_format = start.get("mediaFormat") or {}
+    if not isinstance(media_format, dict):
+        raise ProtocolError("start.mediaFormat must be an object")
+    params = start.get("customParameters") or {}
+    if not isinstance(params, dict):
+        raise ProtocolError("start.customParameters must be an object")
+    tracks = start.get("tracks") or ["inbound"]
+    if not isinstance(tracks, list) or not all(isinstance(t, str) for t in tracks):
+        raise ProtocolError("start.tracks must be a list of strings")
+    encoding = str(media_format.get("encoding", "audio/x-mulaw"))
+    sample_rate = _int(media_format, "sampleRate", where="start.mediaFormat", default=8000)
+    channels = _int(media_format, "channels", where="start.mediaFormat", default=1)
+    if encoding != "audio/x-mulaw" or sample_rate != TWILIO_SAMPLE_RATE or channels != 1:
+        raise ProtocolError(
+            f"expected audio/x-mulaw 8000 Hz mono, got {encoding} {sample_rate} Hz x{channels}"
+        )
+    return Start(
+        stream_sid=_str(start, "streamSid", where="start"),
+        call_sid=_str(start, "callSid", where="start"),
+        account_sid=_str(start, "accountSid", where="start", required=False),
+        tracks=tuple(tracks),
+        encoding=encoding,
+        sample_rate=sample_rate,
+        channels=channels,
+        custom_parameters={str(k): str(v) for k, v in params.items()},
+    )
+
+
+def _media(message: JsonObject) -> Media:
+    media = _obj(message, "media")
+    payload_b64 = media.get("payload")
+    if not isinstance(payload_b64, str) or not payload_b64:
+        raise ProtocolError("media.payload must be a non-empty base64 string")
+    if len(payload_b64) > (MAX_MEDIA_PAYLOAD_BYTES * 4) // 3 + 4:
+        raise ProtocolError(f"media.payload exceeds {MAX_MEDIA_PAYLOAD_BYTES} bytes")
+    try:
+        payload = base64.b64decode(payload_b64, validate=True)
+    except (binascii.Error, ValueError):
+        raise ProtocolError("media.payload is not valid base64") from None
+    if not payload:
+        raise ProtocolError("media.payload decodes to no audio")
+    return Media(
+        stream_sid=_str(message, "streamSid", where="media", required=False),
+        track=str(media.get("track", "inbound")),
+        chunk=_int(media, "chunk", where="media", default=0),
+        timestamp_ms=_int(media, "timestamp", where="media", default=0),
+        payload=payload,
+    )
+
+
+def _dtmf(message: JsonObject) -> Dtmf:
+    dtmf = _obj(message, "dtmf")
+    digit = _str(dtmf, "digit", where="dtmf")
+    if digit not in DTMF_DIGITS:
+        raise ProtocolError(f"dtmf.digit must be one of 0-9 * # A-D, got {digit!r}")
+    return Dtmf(stream_sid=_str(message, "streamSid", where="dtmf", required=False), digit=digit)
+
+
+def _mark(message: JsonObject) -> Mark:
+    mark = _obj(message, "mark")
+    return Mark(
+        stream_sid=_str(message, "streamSid", where="mark", required=False),
+        name=_str(mark, "name", where="mark"),
+    )
+
+
+def _stop(message: JsonObject) -> Stop:
+    stop = message.get("stop") or {}
+    if not isinstance(stop, dict):
+        raise ProtocolError("stop.stop must be an object")
+    return Stop(
+        stream_sid=_str(message, "streamSid", where="stop", required=False),
+        call_sid=_str(stop, "callSid", where="stop", required=False),
+    )
+
+
+#: One parser per inbound event name.
+_PARSERS: dict[str, Callable[[JsonObject], Event]] = {
+    "connected": _connected,
+    "start": _start,
+    "media": _media,
+    "dtmf": _dtmf,
+    "mark": _mark,
+    "stop": _stop,
+}
+
+
 def parse_message(text: str | bytes) -> Event:
     """Parse one Twilio Media Streams text frame into an event, statelessly.
 
@@ -120,81 +216,10 @@ def parse_message(text: str | bytes) -> Event:
             raise ProtocolError("binary frame is not UTF-8 JSON") from None
     message = decode_json_object(text, max_chars=MAX_MESSAGE_CHARS, what="frame")
     event = message.get("event")
-    if event == "connected":
-        return Connected(
-            protocol=str(message.get("protocol", "")), version=str(message.get("version", ""))
-        )
-    if event == "start":
-        start = _obj(message, "start")
-        media_format = start.get("mediaFormat") or {}
-        if not isinstance(media_format, dict):
-            raise ProtocolError("start.mediaFormat must be an object")
-        params = start.get("customParameters") or {}
-        if not isinstance(params, dict):
-            raise ProtocolError("start.customParameters must be an object")
-        tracks = start.get("tracks") or ["inbound"]
-        if not isinstance(tracks, list) or not all(isinstance(t, str) for t in tracks):
-            raise ProtocolError("start.tracks must be a list of strings")
-        encoding = str(media_format.get("encoding", "audio/x-mulaw"))
-        sample_rate = _int(media_format, "sampleRate", where="start.mediaFormat", default=8000)
-        channels = _int(media_format, "channels", where="start.mediaFormat", default=1)
-        if encoding != "audio/x-mulaw" or sample_rate != TWILIO_SAMPLE_RATE or channels != 1:
-            raise ProtocolError(
-                f"expected audio/x-mulaw 8000 Hz mono, got {encoding} {sample_rate} Hz x{channels}"
-            )
-        return Start(
-            stream_sid=_str(start, "streamSid", where="start"),
-            call_sid=_str(start, "callSid", where="start"),
-            account_sid=_str(start, "accountSid", where="start", required=False),
-            tracks=tuple(tracks),
-            encoding=encoding,
-            sample_rate=sample_rate,
-            channels=channels,
-            custom_parameters={str(k): str(v) for k, v in params.items()},
-        )
-    if event == "media":
-        media = _obj(message, "media")
-        payload_b64 = media.get("payload")
-        if not isinstance(payload_b64, str) or not payload_b64:
-            raise ProtocolError("media.payload must be a non-empty base64 string")
-        if len(payload_b64) > (MAX_MEDIA_PAYLOAD_BYTES * 4) // 3 + 4:
-            raise ProtocolError(f"media.payload exceeds {MAX_MEDIA_PAYLOAD_BYTES} bytes")
-        try:
-            payload = base64.b64decode(payload_b64, validate=True)
-        except (binascii.Error, ValueError):
-            raise ProtocolError("media.payload is not valid base64") from None
-        if not payload:
-            raise ProtocolError("media.payload decodes to no audio")
-        return Media(
-            stream_sid=_str(message, "streamSid", where="media", required=False),
-            track=str(media.get("track", "inbound")),
-            chunk=_int(media, "chunk", where="media", default=0),
-            timestamp_ms=_int(media, "timestamp", where="media", default=0),
-            payload=payload,
-        )
-    if event == "dtmf":
-        dtmf = _obj(message, "dtmf")
-        digit = _str(dtmf, "digit", where="dtmf")
-        if digit not in DTMF_DIGITS:
-            raise ProtocolError(f"dtmf.digit must be one of 0-9 * # A-D, got {digit!r}")
-        return Dtmf(
-            stream_sid=_str(message, "streamSid", where="dtmf", required=False), digit=digit
-        )
-    if event == "mark":
-        mark = _obj(message, "mark")
-        return Mark(
-            stream_sid=_str(message, "streamSid", where="mark", required=False),
-            name=_str(mark, "name", where="mark"),
-        )
-    if event == "stop":
-        stop = message.get("stop") or {}
-        if not isinstance(stop, dict):
-            raise ProtocolError("stop.stop must be an object")
-        return Stop(
-            stream_sid=_str(message, "streamSid", where="stop", required=False),
-            call_sid=_str(stop, "callSid", where="stop", required=False),
-        )
-    raise ProtocolError(f"unknown event {event!r}")
+    parser = _PARSERS.get(event) if isinstance(event, str) else None
+    if parser is None:
+        raise ProtocolError(f"unknown event {event!r}")
+    return parser(message)
 
 
 class MediaStreamParser(StreamParser[Start, Event]):

@@ -25,13 +25,15 @@ import secrets
 import sys
 import time
 import xml.etree.ElementTree as ET
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol, Required, TypedDict, Unpack
 
 import httpx
 import numpy as np
 import websockets
+from websockets.asyncio.client import ClientConnection
 
 from telephony import codec
 from telephony.audio import read_wav_mono16, resample_pcm16, write_wav
@@ -211,19 +213,19 @@ class SimulatedPhone:
     """Plays bot audio in real time and acknowledges marks as a phone handset would."""
 
     def __init__(self) -> None:
-        self.queue: list[tuple[str, Any]] = []  # ("audio", samples) | ("mark", name)
+        self.queue: list[bytearray | str] = []  # audio not played yet, and mark names
         self.played = bytearray()
         self.acked: list[str] = []
 
     def add_audio(self, pcm: bytes) -> None:
-        self.queue.append(("audio", bytearray(pcm)))
+        self.queue.append(bytearray(pcm))
 
     def add_mark(self, name: str) -> None:
-        self.queue.append(("mark", name))
+        self.queue.append(name)
 
     def clear(self) -> list[str]:
         """Drop unplayed audio; Twilio echoes the marks that were cleared."""
-        cleared = [item for kind, item in self.queue if kind == "mark"]
+        cleared = [item for item in self.queue if isinstance(item, str)]
         self.queue.clear()
         return cleared
 
@@ -233,8 +235,8 @@ class SimulatedPhone:
         marks: list[str] = []
         need = samples * 2
         while self.queue:
-            kind, item = self.queue[0]
-            if kind == "mark":
+            item = self.queue[0]
+            if isinstance(item, str):
                 marks.append(item)
                 self.queue.pop(0)
                 continue
@@ -251,7 +253,7 @@ class SimulatedPhone:
 
     @property
     def busy(self) -> bool:
-        return any(kind == "audio" for kind, _ in self.queue)
+        return any(not isinstance(item, str) for item in self.queue)
 
 
 @dataclass
@@ -272,8 +274,32 @@ class CallOptions:
     network_holds: list[tuple[float, float]] | None = None
 
 
+class CallFields(TypedDict, total=False):
+    """:class:`CallOptions` as keyword arguments of :func:`replay` and :func:`converse` (mypy
+    checks each key against the dataclass when they are unpacked into it)."""
+
+    auth_token: Required[str]
+    admin_token: str
+    from_number: str
+    to_number: str
+    public_url: str
+    tail_secs: float
+    max_tail_secs: float
+    extra_params: dict[str, str] | None
+    dtmf: list[tuple[float, str]] | None
+    call_sid: str
+    answer_twiml: str
+    network_holds: list[tuple[float, float]] | None
+
+
+class Caller(Protocol):
+    """The caller's side of a call: the next 20 ms of 8 kHz PCM, or None to hang up."""
+
+    def frame(self, now_ms: float, phone: SimulatedPhone) -> bytes | None: ...
+
+
 async def replay(
-    caller_pcm: bytes, caller_rate: int, server: str, **options: Any
+    caller_pcm: bytes, caller_rate: int, server: str, **options: Unpack[CallFields]
 ) -> tuple[Report, bytes]:
     """Run one call; returns the report and the bot audio as the caller heard it (8 kHz PCM).
 
@@ -288,7 +314,12 @@ async def replay(
 
 
 async def converse(
-    turns: list[Turn], rate: int, server: str, *, max_wait_secs: float = 30.0, **options: Any
+    turns: list[Turn],
+    rate: int,
+    server: str,
+    *,
+    max_wait_secs: float = 30.0,
+    **options: Unpack[CallFields],
 ) -> tuple[Report, bytes]:
     """Like :func:`replay`, but the caller takes turns: each turn is spoken when the bot has
     finished answering the previous one (or, for a barge-in turn, while it is answering).
@@ -305,15 +336,73 @@ async def converse(
     )
 
 
-async def _run(make_caller: Any, server: str, options: CallOptions) -> tuple[Report, bytes]:
-    call_sid = options.call_sid or "CA" + secrets.token_hex(16)
-    answer_twiml = options.answer_twiml
-    account_sid = "AC" + secrets.token_hex(16)
-    stream_sid = "MZ" + secrets.token_hex(16)
-    report = Report(call_sid=call_sid)
+# --- The simulated Twilio side ------------------------------------------------------------------
+
+
+def _start_message(call: _CallIds, stream_params: dict[str, str]) -> str:
+    start = {
+        "accountSid": call.account_sid,
+        "streamSid": call.stream_sid,
+        "callSid": call.call_sid,
+        "tracks": ["inbound"],
+        "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
+        "customParameters": stream_params,
+    }
+    return json.dumps(
+        {"event": "start", "sequenceNumber": "1", "streamSid": call.stream_sid, "start": start}
+    )
+
+
+def _media_message(stream_sid: str, sequence: int, tick: int, chunk: bytes) -> str:
+    media = {
+        "track": "inbound",
+        "chunk": str(sequence - 1),
+        "timestamp": str(int((tick - 1) * FRAME_MS)),
+        "payload": base64.b64encode(chunk).decode(),
+    }
+    return json.dumps(
+        {"event": "media", "sequenceNumber": str(sequence), "streamSid": stream_sid, "media": media}
+    )
+
+
+def _dtmf_message(stream_sid: str, sequence: int, digit: str) -> str:
+    return json.dumps(
+        {
+            "event": "dtmf",
+            "streamSid": stream_sid,
+            "sequenceNumber": str(sequence),
+            "dtmf": {"track": "inbound_track", "digit": digit},
+        }
+    )
+
+
+def _stop_message(call: _CallIds, sequence: int) -> str:
+    return json.dumps(
+        {
+            "event": "stop",
+            "sequenceNumber": str(sequence),
+            "streamSid": call.stream_sid,
+            "stop": {"accountSid": call.account_sid, "callSid": call.call_sid},
+        }
+    )
+
+
+@dataclass(frozen=True)
+class _CallIds:
+    call_sid: str
+    account_sid: str = field(default_factory=lambda: "AC" + secrets.token_hex(16))
+    stream_sid: str = field(default_factory=lambda: "MZ" + secrets.token_hex(16))
+
+
+async def _answer(
+    client: httpx.AsyncClient, server: str, call: _CallIds, options: CallOptions
+) -> str:
+    """The TwiML answering the call: the given one, or the voice webhook's (signed as Twilio)."""
+    if options.answer_twiml:
+        return options.answer_twiml
     params = {
-        "CallSid": call_sid,
-        "AccountSid": account_sid,
+        "CallSid": call.call_sid,
+        "AccountSid": call.account_sid,
         "From": options.from_number,
         "To": options.to_number,
         "CallStatus": "ringing",
@@ -324,178 +413,182 @@ async def _run(make_caller: Any, server: str, options: CallOptions) -> tuple[Rep
     webhook = f"{server.rstrip('/')}/twilio/voice"
     signed_url = f"{options.public_url.rstrip('/')}/twilio/voice" if options.public_url else webhook
     signature = sign_twilio_request(options.auth_token, signed_url, params)
+    response = await client.post(webhook, data=params, headers={"X-Twilio-Signature": signature})
+    if response.status_code != 200:
+        raise ReplayError(f"webhook answered {response.status_code}: {response.text[:200]}")
+    return response.text
+
+
+async def _fetch_record(
+    client: httpx.AsyncClient, server: str, call_sid: str, admin_token: str
+) -> dict[str, Any] | None:
+    """The server's record of the call, once finished (it is, just after the socket closes)."""
+    record: dict[str, Any] | None = None
+    for _ in range(20):
+        response = await client.get(
+            f"{server.rstrip('/')}/api/calls/{call_sid}",
+            headers={"Authorization": f"Bearer {admin_token}"},
+        )
+        if response.status_code == 200:
+            record = response.json()
+            if record and record.get("ended_at"):
+                break
+        await asyncio.sleep(0.25)
+    return record
+
+
+class _Stream:
+    """One media stream as Twilio runs it: the caller's frames out in real time, the bot's audio
+    played on a :class:`SimulatedPhone`, marks echoed, ``clear`` honoured, then ``stop``."""
+
+    def __init__(
+        self,
+        ws: ClientConnection,
+        call: _CallIds,
+        report: Report,
+        caller: Caller,
+        phone: SimulatedPhone,
+        options: CallOptions,
+        started: float,
+    ) -> None:
+        self.ws, self.call, self.report = ws, call, report
+        self.caller, self.phone, self.options = caller, phone, options
+        self.started = started  # time.monotonic() at the start of the call
+        self.last_bot_audio = 0.0  # ms: the last loud bot frame
+        self.done = asyncio.Event()  # the server closed the socket
+        self.sending_done = False
+        self.sequence = 2
+        self.pending_dtmf = sorted(options.dtmf or [])
+        self.held: list[str] = []
+
+    def now_ms(self) -> float:
+        return (time.monotonic() - self.started) * 1000.0
+
+    async def _ack(self, marks: list[str]) -> None:
+        for name in marks:
+            await self.ws.send(codec.encode_mark(self.call.stream_sid, name))
+            self.report.marks_acked += 1
+
+    # --- from the server -----------------------------------------------------------------------
+
+    async def receive(self) -> None:
+        try:
+            async for message in self.ws:  # ends quietly on a normal close
+                await self._on_message(json.loads(message))
+            self.report.closed_by_server = not self.sending_done
+            self.report.close_code = self.ws.close_code
+        except websockets.ConnectionClosed as exc:
+            self.report.closed_by_server = not self.sending_done
+            self.report.close_code = exc.rcvd.code if exc.rcvd else None
+        finally:
+            self.done.set()
+
+    async def _on_message(self, data: dict[str, Any]) -> None:
+        event = data.get("event")
+        if event == "media":
+            self._on_media(codec.ulaw_to_pcm16(base64.b64decode(data["media"]["payload"])))
+        elif event == "mark":
+            self.report.mark_arrivals_ms.append(self.now_ms())
+            self.phone.add_mark(data["mark"]["name"])
+        elif event == "clear":
+            self.report.clears.append(self.now_ms())
+            await self._ack(self.phone.clear())
+
+    def _on_media(self, pcm: bytes) -> None:
+        report = self.report
+        self.phone.add_audio(pcm)
+        at = self.now_ms()
+        report.bot_frames += 1
+        report.frame_arrivals_ms.append(at)
+        report.bot_audio_ms += len(pcm) / 2 / codec.TWILIO_SAMPLE_RATE * 1000
+        if np.abs(np.frombuffer(pcm, dtype="<i2")).max(initial=0) <= 500:
+            return
+        # A reply starts with loud audio after a gap in the stream.
+        new_reply = at - self.last_bot_audio > 300 or self.last_bot_audio == 0
+        self.last_bot_audio = at
+        if not new_reply:
+            return
+        report.reply_starts_ms.append(at)
+        for turn in report.caller_turns:
+            if turn.first_bot_audio_ms is None and at > turn.speech_end_ms:
+                turn.first_bot_audio_ms = at
+                turn.voice_to_voice_ms = round(at - turn.speech_end_ms, 1)
+
+    # --- to the server -------------------------------------------------------------------------
+
+    async def send(self) -> None:
+        """The caller's frames every 20 ms until the caller hangs up (or the server does)."""
+        tick = 0
+        tail_started: float | None = None
+        while not self.done.is_set():
+            tick += 1
+            target = self.started + tick * FRAME_MS / 1000.0
+            pcm = self.caller.frame(self.now_ms(), self.phone)
+            if pcm is None:
+                if tail_started is None:
+                    tail_started = time.monotonic()
+                if self._hang_up(tail_started):
+                    break
+            chunk = SILENCE_ULAW if pcm is None or pcm is SILENCE_PCM else codec.pcm16_to_ulaw(pcm)
+            _heard, marks = self.phone.tick(FRAME_SAMPLES)
+            await self._ack(marks)
+            await self._send_due_dtmf()
+            self.held.append(_media_message(self.call.stream_sid, self.sequence, tick, chunk))
+            self.sequence += 1
+            await self._send_unless_held()
+            await asyncio.sleep(max(0.0, target - time.monotonic()))
+        if not self.done.is_set():
+            for message in self.held:  # a hold that outlasted the caller's audio
+                await self.ws.send(message)
+            self.sending_done = True
+            await self.ws.send(_stop_message(self.call, self.sequence))
+
+    def _hang_up(self, tail_started: float) -> bool:
+        """After the caller's audio: the bot has been quiet long enough, or it is time anyway."""
+        now = time.monotonic()
+        quiet = now - max(self.started + self.last_bot_audio / 1000, tail_started)
+        return (quiet > self.options.tail_secs and not self.phone.busy) or (
+            now - tail_started > self.options.max_tail_secs
+        )
+
+    async def _send_due_dtmf(self) -> None:
+        while self.pending_dtmf and self.pending_dtmf[0][0] * 1000 <= self.now_ms():
+            _, digit = self.pending_dtmf.pop(0)
+            await self.ws.send(_dtmf_message(self.call.stream_sid, self.sequence, digit))
+            self.sequence += 1
+
+    async def _send_unless_held(self) -> None:
+        at = self.now_ms() / 1000.0
+        if any(start <= at < start + secs for start, secs in self.options.network_holds or []):
+            return
+        for message in self.held:  # a held-back burst goes out at once
+            await self.ws.send(message)
+        self.held.clear()
+
+
+async def _run(
+    make_caller: Callable[[Report], Caller], server: str, options: CallOptions
+) -> tuple[Report, bytes]:
+    call = _CallIds(call_sid=options.call_sid or "CA" + secrets.token_hex(16))
+    report = Report(call_sid=call.call_sid)
+    phone = SimulatedPhone()
     async with httpx.AsyncClient(timeout=15) as client:
-        if not answer_twiml:
-            response = await client.post(
-                webhook, data=params, headers={"X-Twilio-Signature": signature}
-            )
-            if response.status_code != 200:
-                raise ReplayError(f"webhook answered {response.status_code}: {response.text[:200]}")
-            answer_twiml = response.text
-        stream_url, stream_params = _parse_twiml(answer_twiml)
+        stream_url, stream_params = _parse_twiml(await _answer(client, server, call, options))
         report.stream_url = stream_url
         if options.public_url:  # the TwiML names the public host; dial the server we were given
             stream_url = server.replace("http", "ws", 1).rstrip("/") + "/twilio/media"
-
-        phone = SimulatedPhone()
         started = time.monotonic()
         report.started_at = time.time()
         caller = make_caller(report)
-        last_bot_audio = 0.0
-
         async with websockets.connect(stream_url, max_size=2**20, open_timeout=10) as ws:
+            stream = _Stream(ws, call, report, caller, phone, options, started)
             await ws.send(
                 json.dumps({"event": "connected", "protocol": "Call", "version": "1.0.0"})
             )
-            await ws.send(
-                json.dumps(
-                    {
-                        "event": "start",
-                        "sequenceNumber": "1",
-                        "streamSid": stream_sid,
-                        "start": {
-                            "accountSid": account_sid,
-                            "streamSid": stream_sid,
-                            "callSid": call_sid,
-                            "tracks": ["inbound"],
-                            "mediaFormat": {
-                                "encoding": "audio/x-mulaw",
-                                "sampleRate": 8000,
-                                "channels": 1,
-                            },
-                            "customParameters": stream_params,
-                        },
-                    }
-                )
-            )
-            done = asyncio.Event()
-            sending_done = False
-
-            def now_ms() -> float:
-                return (time.monotonic() - started) * 1000.0
-
-            async def receive() -> None:
-                nonlocal last_bot_audio
-                try:
-                    async for message in ws:  # ends quietly on a normal close
-                        data = json.loads(message)
-                        event = data.get("event")
-                        if event == "media":
-                            pcm = codec.ulaw_to_pcm16(base64.b64decode(data["media"]["payload"]))
-                            phone.add_audio(pcm)
-                            at = now_ms()
-                            report.bot_frames += 1
-                            report.frame_arrivals_ms.append(at)
-                            report.bot_audio_ms += len(pcm) / 2 / codec.TWILIO_SAMPLE_RATE * 1000
-                            loud = np.abs(np.frombuffer(pcm, dtype="<i2")).max(initial=0) > 500
-                            if loud:
-                                # A reply starts with loud audio after a gap in the stream.
-                                new_reply = at - last_bot_audio > 300 or last_bot_audio == 0
-                                last_bot_audio = at
-                                if new_reply:
-                                    report.reply_starts_ms.append(at)
-                                for turn in report.caller_turns:
-                                    if (
-                                        new_reply
-                                        and turn.first_bot_audio_ms is None
-                                        and at > turn.speech_end_ms
-                                    ):
-                                        turn.first_bot_audio_ms = at
-                                        turn.voice_to_voice_ms = round(at - turn.speech_end_ms, 1)
-                        elif event == "mark":
-                            report.mark_arrivals_ms.append(now_ms())
-                            phone.add_mark(data["mark"]["name"])
-                        elif event == "clear":
-                            report.clears.append(now_ms())
-                            for name in phone.clear():
-                                await ws.send(codec.encode_mark(stream_sid, name))
-                                report.marks_acked += 1
-                    report.closed_by_server = not sending_done
-                    report.close_code = ws.close_code
-                except websockets.ConnectionClosed as exc:
-                    report.closed_by_server = not sending_done
-                    report.close_code = exc.rcvd.code if exc.rcvd else None
-                finally:
-                    done.set()
-
-            receiver = asyncio.create_task(receive())
-            sequence = 2
-            tail_started: float | None = None
-            pending_dtmf = sorted(options.dtmf or [])
-            holds = options.network_holds or []
-            held: list[str] = []
-            tick = 0
+            await ws.send(_start_message(call, stream_params))
+            receiver = asyncio.create_task(stream.receive())
             try:
-                while not done.is_set():
-                    tick += 1
-                    target = started + tick * FRAME_MS / 1000.0
-                    pcm = caller.frame(now_ms(), phone)
-                    if pcm is not None:
-                        chunk = SILENCE_ULAW if pcm is SILENCE_PCM else codec.pcm16_to_ulaw(pcm)
-                    else:
-                        chunk = SILENCE_ULAW
-                        if tail_started is None:
-                            tail_started = time.monotonic()
-                        quiet = time.monotonic() - max(
-                            started + last_bot_audio / 1000, tail_started
-                        )
-                        if (quiet > options.tail_secs and not phone.busy) or (
-                            time.monotonic() - tail_started > options.max_tail_secs
-                        ):
-                            break
-                    _heard, marks = phone.tick(FRAME_SAMPLES)
-                    for name in marks:
-                        await ws.send(codec.encode_mark(stream_sid, name))
-                        report.marks_acked += 1
-                    while pending_dtmf and pending_dtmf[0][0] * 1000 <= now_ms():
-                        _, digit = pending_dtmf.pop(0)
-                        await ws.send(
-                            json.dumps(
-                                {
-                                    "event": "dtmf",
-                                    "streamSid": stream_sid,
-                                    "sequenceNumber": str(sequence),
-                                    "dtmf": {"track": "inbound_track", "digit": digit},
-                                }
-                            )
-                        )
-                        sequence += 1
-                    held.append(
-                        json.dumps(
-                            {
-                                "event": "media",
-                                "sequenceNumber": str(sequence),
-                                "streamSid": stream_sid,
-                                "media": {
-                                    "track": "inbound",
-                                    "chunk": str(sequence - 1),
-                                    "timestamp": str(int((tick - 1) * FRAME_MS)),
-                                    "payload": base64.b64encode(chunk).decode(),
-                                },
-                            }
-                        )
-                    )
-                    sequence += 1
-                    at = now_ms() / 1000.0
-                    if not any(start <= at < start + secs for start, secs in holds):
-                        for message in held:  # a held-back burst goes out at once
-                            await ws.send(message)
-                        held.clear()
-                    await asyncio.sleep(max(0.0, target - time.monotonic()))
-                if not done.is_set():
-                    for message in held:  # a hold that outlasted the caller's audio
-                        await ws.send(message)
-                    sending_done = True
-                    await ws.send(
-                        json.dumps(
-                            {
-                                "event": "stop",
-                                "sequenceNumber": str(sequence),
-                                "streamSid": stream_sid,
-                                "stop": {"accountSid": account_sid, "callSid": call_sid},
-                            }
-                        )
-                    )
+                await stream.send()
             except websockets.ConnectionClosed as exc:
                 report.closed_by_server = True
                 report.close_code = exc.rcvd.code if exc.rcvd else None
@@ -505,16 +598,9 @@ async def _run(make_caller: Any, server: str, options: CallOptions) -> tuple[Rep
         report.duration_ms = round((time.monotonic() - started) * 1000.0, 1)
         report.bot_speech_segments = speech_segments(bytes(phone.played), codec.TWILIO_SAMPLE_RATE)
         if options.admin_token:
-            for _ in range(20):  # the record is finished just after the socket closes
-                record = await client.get(
-                    f"{server.rstrip('/')}/api/calls/{call_sid}",
-                    headers={"Authorization": f"Bearer {options.admin_token}"},
-                )
-                if record.status_code == 200:
-                    report.call_record = record.json()
-                    if report.call_record.get("ended_at"):
-                        break
-                await asyncio.sleep(0.25)
+            report.call_record = await _fetch_record(
+                client, server, call.call_sid, options.admin_token
+            )
     return report, bytes(phone.played)
 
 

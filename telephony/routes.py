@@ -42,97 +42,125 @@ def stream_url(public_base: str, request: Request) -> str:
     return f"{base}/twilio/media"
 
 
+def plain(text: str, status_code: int) -> Response:
+    return Response(text, status_code=status_code, media_type="text/plain")
+
+
+def xml(body: str) -> Response:
+    return Response(body, media_type="application/xml")
+
+
+async def validated_form(request: Request, config: TwilioRouteConfig) -> dict[str, str] | Response:
+    """The webhook's form fields if Twilio signed them, else the response refusing it."""
+    if not config.auth_token:
+        logger.error("Twilio webhook refused: TWILIO_AUTH_TOKEN is not configured")
+        return plain(
+            "TWILIO_AUTH_TOKEN is not configured on this server, so Twilio requests cannot "
+            "be validated. Set it to your Twilio auth token and restart.",
+            503,
+        )
+    form = {k: str(v) for k, v in (await request.form()).items()}
+    url = public_request_url(
+        config.public_url, request.url.path, request.url.query, str(request.url)
+    )
+    signature = request.headers.get("x-twilio-signature")
+    if not is_valid_twilio_request(config.auth_token, url, form, signature):
+        logger.warning(
+            f"Twilio webhook {request.url.path} refused: "
+            f"{'missing' if not signature else 'invalid'} signature for {url}"
+        )
+        return plain("invalid Twilio signature", 403)
+    return form
+
+
+def handoff_id(request: Request) -> int:
+    raw = request.query_params.get("handoff", "")
+    return int(raw) if raw.isdigit() else 0
+
+
 def build_router(host: TwilioHost, config: TwilioRouteConfig, run_call: RunCall) -> APIRouter:
     """The Twilio routes, bound to the app (``host``), their settings and the call runner."""
     router = APIRouter()
+    router.include_router(build_voice_router(host, config))
+    router.include_router(build_transfer_router(host, config))
+    router.include_router(build_media_router(host, run_call))
+    return router
 
-    async def validated_form(request: Request) -> dict[str, str] | Response:
-        if not config.auth_token:
-            logger.error("Twilio webhook refused: TWILIO_AUTH_TOKEN is not configured")
-            return Response(
-                "TWILIO_AUTH_TOKEN is not configured on this server, so Twilio requests cannot "
-                "be validated. Set it to your Twilio auth token and restart.",
-                status_code=503,
-                media_type="text/plain",
-            )
-        form = {k: str(v) for k, v in (await request.form()).items()}
-        url = public_request_url(
-            config.public_url, request.url.path, request.url.query, str(request.url)
-        )
-        signature = request.headers.get("x-twilio-signature")
-        if not is_valid_twilio_request(config.auth_token, url, form, signature):
-            logger.warning(
-                f"Twilio webhook {request.url.path} refused: "
-                f"{'missing' if not signature else 'invalid'} signature for {url}"
-            )
-            return Response("invalid Twilio signature", status_code=403, media_type="text/plain")
-        return form
+
+def build_voice_router(host: TwilioHost, config: TwilioRouteConfig) -> APIRouter:
+    """/twilio/voice: an incoming call is answered with a stream (or an apology when full)."""
+    router = APIRouter()
 
     @router.post("/twilio/voice")
     async def voice(request: Request) -> Response:
-        form = await validated_form(request)
+        form = await validated_form(request, config)
         if isinstance(form, Response):
             return form
         call_sid = form.get("CallSid", "")
         if not call_sid:
-            return Response("CallSid missing", status_code=400, media_type="text/plain")
+            return plain("CallSid missing", 400)
         logger.info(
             f"incoming call {call_sid} from {mask_phone(form.get('From', ''))} "
             f"to {mask_phone(form.get('To', ''))}"
         )
         if not host.has_room():
             logger.warning(f"call {call_sid}: over capacity or shutting down; apologising")
-            body = twiml.apologise_busy(config.busy_message, host.escalation_number)
-            return Response(body, media_type="application/xml")
+            return xml(twiml.apologise_busy(config.busy_message, host.escalation_number))
         token = host.tokens.issue(
             call_sid,
             {"from": form.get("From", ""), "to": form.get("To", ""), "base": request_base(request)},
         )
-        body = twiml.connect_stream(stream_url(config.public_url, request), token)
-        return Response(body, media_type="application/xml")
+        return xml(twiml.connect_stream(stream_url(config.public_url, request), token))
 
-    def handoff_id(request: Request) -> int:
-        raw = request.query_params.get("handoff", "")
-        return int(raw) if raw.isdigit() else 0
+    return router
+
+
+def build_transfer_router(host: TwilioHost, config: TwilioRouteConfig) -> APIRouter:
+    """/twilio/whisper and /twilio/dial-action: the two ends of a transfer to a person."""
+    router = APIRouter()
 
     @router.post("/twilio/whisper")
     async def whisper(request: Request) -> Response:
         """Warm transfer: Twilio fetches this when the person answers; they hear the summary."""
-        form = await validated_form(request)
+        form = await validated_form(request, config)
         if isinstance(form, Response):
             return form
         text = await host.handoff_desk.whisper_text(
             handoff_id(request), form.get("ParentCallSid", "")
         )
         if text is None:
-            return Response("unknown handoff", status_code=404, media_type="text/plain")
-        return Response(twiml.whisper(text), media_type="application/xml")
+            return plain("unknown handoff", 404)
+        return xml(twiml.whisper(text))
 
     @router.post("/twilio/dial-action")
     async def dial_action(request: Request) -> Response:
         """The transfer's <Dial> ended: hang up after a conversation, else back to the agent."""
-        form = await validated_form(request)
+        form = await validated_form(request, config)
         if isinstance(form, Response):
             return form
-        call_sid = form.get("CallSid", "")
         handoff = handoff_id(request)
         step = await host.handoff_desk.dial_finished(handoff, form, host.has_room())
         if step is None:
-            return Response("unknown handoff", status_code=404, media_type="text/plain")
-        if step.kind == "resume":
-            details = {
-                "from": form.get("From", ""),
-                "to": form.get("To", ""),
-                "base": request_base(request),
-                "resume": str(handoff),
-            }
-            token = host.tokens.issue(call_sid, details)
-            body = twiml.connect_stream(stream_url(config.public_url, request), token)
-        elif step.kind == "goodbye":
-            body = twiml.say_and_hangup(step.text)
-        else:
-            body = twiml.hangup()
-        return Response(body, media_type="application/xml")
+            return plain("unknown handoff", 404)
+        if step.kind == "goodbye":
+            return xml(twiml.say_and_hangup(step.text))
+        if step.kind != "resume":
+            return xml(twiml.hangup())
+        details = {
+            "from": form.get("From", ""),
+            "to": form.get("To", ""),
+            "base": request_base(request),
+            "resume": str(handoff),
+        }
+        token = host.tokens.issue(form.get("CallSid", ""), details)
+        return xml(twiml.connect_stream(stream_url(config.public_url, request), token))
+
+    return router
+
+
+def build_media_router(host: TwilioHost, run_call: RunCall) -> APIRouter:
+    """/twilio/media: the Media Streams websocket; a valid handshake and a free slot run a call."""
+    router = APIRouter()
 
     @router.websocket("/twilio/media")
     async def media(websocket: WebSocket) -> None:
