@@ -200,38 +200,60 @@ def validate_arguments(spec: ToolSpec, arguments: object) -> dict[str, Any]:
     return clean
 
 
+def _not_understood(name: str) -> ArgumentError:
+    return ArgumentError(f"Sorry, I didn't get the {name.replace('_', ' ')}.")
+
+
+def _as_string(name: str, value: object, expected: dict[str, Any]) -> str:
+    if isinstance(value, (int, float)) and not isinstance(value, bool):
+        value = str(value)
+    if not isinstance(value, str):
+        raise _not_understood(name)
+    value = value.strip()
+    if "enum" in expected and value not in expected["enum"]:
+        raise _not_understood(name)
+    return value[:500]
+
+
+def _as_integer(name: str, value: object, expected: dict[str, Any]) -> int:
+    if not isinstance(value, (str, int, float)):
+        raise _not_understood(name)
+    try:
+        return int(value)
+    except ValueError:
+        raise _not_understood(name) from None
+
+
+def _as_number(name: str, value: object, expected: dict[str, Any]) -> float:
+    if not isinstance(value, (str, int, float)):
+        raise _not_understood(name)
+    try:
+        return float(value)
+    except ValueError:
+        raise _not_understood(name) from None
+
+
+def _as_boolean(name: str, value: object, expected: dict[str, Any]) -> bool:
+    if isinstance(value, str):
+        return value.strip().lower() in {"true", "yes", "1"}
+    return bool(value)
+
+
+#: JSON-schema type -> how a model's argument is made that type (or refused, for the caller).
+_COERCIONS: dict[str, Callable[[str, object, dict[str, Any]], object]] = {
+    "string": _as_string,
+    "integer": _as_integer,
+    "number": _as_number,
+    "boolean": _as_boolean,
+}
+
+
 def _coerce(name: str, value: object, expected: dict[str, Any]) -> object:
     kind = expected.get("type")
-    if "anyOf" in expected:
+    coerce = _COERCIONS.get(kind) if isinstance(kind, str) else None
+    if "anyOf" in expected or coerce is None:
         return value
-    if kind == "string":
-        if isinstance(value, (int, float)) and not isinstance(value, bool):
-            value = str(value)
-        if not isinstance(value, str):
-            raise ArgumentError(f"Sorry, I didn't get the {name.replace('_', ' ')}.")
-        value = value.strip()
-        if "enum" in expected and value not in expected["enum"]:
-            raise ArgumentError(f"Sorry, I didn't get the {name.replace('_', ' ')}.")
-        return value[:500]
-    if kind == "integer":
-        try:
-            if not isinstance(value, (str, int, float)):
-                raise TypeError(type(value).__name__)
-            return int(value)
-        except (TypeError, ValueError):
-            raise ArgumentError(f"Sorry, I didn't get the {name.replace('_', ' ')}.") from None
-    if kind == "number":
-        try:
-            if not isinstance(value, (str, int, float)):
-                raise TypeError(type(value).__name__)
-            return float(value)
-        except (TypeError, ValueError):
-            raise ArgumentError(f"Sorry, I didn't get the {name.replace('_', ' ')}.") from None
-    if kind == "boolean":
-        if isinstance(value, str):
-            return value.strip().lower() in {"true", "yes", "1"}
-        return bool(value)
-    return value
+    return coerce(name, value, expected)
 
 
 @dataclass

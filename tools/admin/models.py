@@ -240,41 +240,51 @@ class HoursIn(BaseModel):
                 continue
             if len(ranges) > MAX_RANGES_A_DAY:
                 problems.add(("hours", day), f"at most {MAX_RANGES_A_DAY} opening ranges a day")
-            parsed: list[tuple[time, time, int]] = []
-            for i, item in enumerate(ranges):
-                opens, closes = _clock(item.opens), _clock(item.closes)
-                if opens is None:
-                    problems.add(
-                        ("hours", day, i, "opens"),
-                        f"expected a time like 09:00, got {item.opens!r}",
-                    )
-                if closes is None:
-                    problems.add(
-                        ("hours", day, i, "closes"),
-                        f"expected a time like 18:00, got {item.closes!r}",
-                    )
-                if opens is None or closes is None:
-                    continue
-                if opens >= closes:
-                    problems.add(
-                        ("hours", day, i, "closes"),
-                        f"{day.capitalize()}: closing {closes:%H:%M} must be after opening "
-                        f"{opens:%H:%M}",
-                    )
-                    continue
-                parsed.append((opens, closes, i))
-            parsed.sort()
-            for (_o1, c1, i1), (o2, _c2, i2) in itertools.pairwise(parsed):
-                if o2 < c1:
-                    problems.add(
-                        ("hours", day, i2, "opens"),
-                        f"{day.capitalize()}: this range overlaps range {i1 + 1} "
-                        f"(until {c1:%H:%M})",
-                    )
+            parsed = _day_ranges(day, ranges, problems)
             out[WEEKDAYS.index(day)] = [(f"{o:%H:%M}", f"{c:%H:%M}") for o, c, _ in parsed]
         if raise_errors:
             problems.raise_if_any()
         return out
+
+
+def _opening_range(
+    day: str, i: int, item: RangeIn, problems: _Problems
+) -> tuple[time, time] | None:
+    """One day's range ``i`` as (opens, closes), or None with its problems noted."""
+    opens, closes = _clock(item.opens), _clock(item.closes)
+    if opens is None:
+        problems.add(("hours", day, i, "opens"), f"expected a time like 09:00, got {item.opens!r}")
+    if closes is None:
+        problems.add(
+            ("hours", day, i, "closes"), f"expected a time like 18:00, got {item.closes!r}"
+        )
+    if opens is None or closes is None:
+        return None
+    if opens >= closes:
+        problems.add(
+            ("hours", day, i, "closes"),
+            f"{day.capitalize()}: closing {closes:%H:%M} must be after opening {opens:%H:%M}",
+        )
+        return None
+    return opens, closes
+
+
+def _day_ranges(
+    day: str, ranges: list[RangeIn], problems: _Problems
+) -> list[tuple[time, time, int]]:
+    """A day's valid ranges, sorted, as (opens, closes, index); overlaps are noted."""
+    parsed: list[tuple[time, time, int]] = []
+    for i, item in enumerate(ranges):
+        if (bounds := _opening_range(day, i, item, problems)) is not None:
+            parsed.append((*bounds, i))
+    parsed.sort()
+    for (_o1, c1, i1), (o2, _c2, i2) in itertools.pairwise(parsed):
+        if o2 < c1:
+            problems.add(
+                ("hours", day, i2, "opens"),
+                f"{day.capitalize()}: this range overlaps range {i1 + 1} (until {c1:%H:%M})",
+            )
+    return parsed
 
 
 class HolidayIn(BaseModel):
@@ -310,34 +320,8 @@ class HolidaysIn(BaseModel):
         problems = _Problems("HolidaysIn")
         parsed: list[tuple[date, date, str, int]] = []
         for i, item in enumerate(self.holidays):
-            name = item.name.strip()
-            if not name:
-                problems.add(("holidays", i, "name"), "Name is required")
-            elif len(name) > 200:
-                problems.add(("holidays", i, "name"), f"at most 200 characters (got {len(name)})")
-            start = _iso_date(item.start)
-            end = _iso_date(item.end) if item.end else start
-            if start is None:
-                problems.add(
-                    ("holidays", i, "start"), f"expected a date like 2026-12-25, got {item.start!r}"
-                )
-                continue
-            if end is None:
-                problems.add(
-                    ("holidays", i, "end"), f"expected a date like 2026-12-26, got {item.end!r}"
-                )
-                continue
-            if end < start:
-                problems.add(
-                    ("holidays", i, "end"), f"the last day {end} is before the first day {start}"
-                )
-                continue
-            if (end - start).days >= MAX_HOLIDAY_DAYS:
-                problems.add(
-                    ("holidays", i, "end"), f"a closure can last at most {MAX_HOLIDAY_DAYS} days"
-                )
-                continue
-            parsed.append((start, end, name, i))
+            if (closure := _closure(i, item, problems)) is not None:
+                parsed.append((closure.start, closure.end, closure.name, i))
         ordered = sorted(parsed)
         for (s1, e1, n1, _i1), (s2, _e2, _n2, i2) in itertools.pairwise(ordered):
             if s2 <= e1:
@@ -347,6 +331,32 @@ class HolidaysIn(BaseModel):
         if raise_errors:
             problems.raise_if_any()
         return [Closure(s, e, n) for s, e, n, _ in ordered]
+
+
+def _closure(i: int, item: HolidayIn, problems: _Problems) -> Closure | None:
+    """Holiday ``i`` as a closure, or None when its dates are unusable (problems noted)."""
+    name = item.name.strip()
+    if not name:
+        problems.add(("holidays", i, "name"), "Name is required")
+    elif len(name) > 200:
+        problems.add(("holidays", i, "name"), f"at most 200 characters (got {len(name)})")
+    start = _iso_date(item.start)
+    end = _iso_date(item.end) if item.end else start
+    if start is None:
+        problems.add(
+            ("holidays", i, "start"), f"expected a date like 2026-12-25, got {item.start!r}"
+        )
+        return None
+    if end is None:
+        problems.add(("holidays", i, "end"), f"expected a date like 2026-12-26, got {item.end!r}")
+        return None
+    if end < start:
+        problems.add(("holidays", i, "end"), f"the last day {end} is before the first day {start}")
+        return None
+    if (end - start).days >= MAX_HOLIDAY_DAYS:
+        problems.add(("holidays", i, "end"), f"a closure can last at most {MAX_HOLIDAY_DAYS} days")
+        return None
+    return Closure(start, end, name)
 
 
 class ServiceIn(BaseModel):

@@ -50,7 +50,6 @@ def validate_escalation(
     ``escalation_number`` (the first, or "") and ``warm_transfer``.
     """
     errors: dict[str, str] = {}
-    warm = body.warm_transfer
     listed, single = body.escalation_numbers, body.escalation_number
     own = _normalized(business_phone)
     numbers: list[str] = []
@@ -64,25 +63,7 @@ def validate_escalation(
             errors.setdefault("escalation_number", _LOOP)
         numbers = [number] if number else []
     else:
-        if len(listed) > MAX_ESCALATION_NUMBERS:
-            errors.setdefault(
-                "escalation_numbers",
-                f"at most {MAX_ESCALATION_NUMBERS} numbers can ring at once "
-                f"(got {len(listed)}); remove {len(listed) - MAX_ESCALATION_NUMBERS}",
-            )
-        for i, raw in enumerate(listed):
-            where = f"escalation_numbers.{i}"
-            if not raw.strip():
-                errors.setdefault(where, "empty; enter a number or remove this row")
-                continue
-            number = _checked_phone(raw, where, errors)
-            if where in errors:
-                continue
-            if own and number == own:
-                errors.setdefault(where, _LOOP)
-            elif number in numbers:
-                errors.setdefault(where, f"the same number as number {numbers.index(number) + 1}")
-            numbers.append(number)
+        numbers = _listed_numbers(listed, own, errors)
         if single is not None and not errors:
             first = numbers[0] if numbers else ""
             if _normalized(single) not in (first, _normalized(current_number)):
@@ -95,8 +76,33 @@ def validate_escalation(
     return {
         "escalation_numbers": ",".join(numbers),
         "escalation_number": numbers[0] if numbers else "",
-        "warm_transfer": warm,
+        "warm_transfer": body.warm_transfer,
     }
+
+
+def _listed_numbers(listed: list[str], own: str, errors: dict[str, str]) -> list[str]:
+    """The list's numbers in E.164; a message per bad row (blank, invalid, repeated, ``own``)."""
+    if len(listed) > MAX_ESCALATION_NUMBERS:
+        errors.setdefault(
+            "escalation_numbers",
+            f"at most {MAX_ESCALATION_NUMBERS} numbers can ring at once "
+            f"(got {len(listed)}); remove {len(listed) - MAX_ESCALATION_NUMBERS}",
+        )
+    numbers: list[str] = []
+    for i, raw in enumerate(listed):
+        where = f"escalation_numbers.{i}"
+        if not raw.strip():
+            errors.setdefault(where, "empty; enter a number or remove this row")
+            continue
+        number = _checked_phone(raw, where, errors)
+        if where in errors:
+            continue
+        if own and number == own:
+            errors.setdefault(where, _LOOP)
+        elif number in numbers:
+            errors.setdefault(where, f"the same number as number {numbers.index(number) + 1}")
+        numbers.append(number)
+    return numbers
 
 
 _LOOP = "this is the receptionist's own number; transferred calls would loop back to it"

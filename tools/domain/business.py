@@ -164,6 +164,12 @@ def read_config(path: Path) -> dict[str, Any]:
         raise ConfigError(f"business config {path} is not valid YAML: {exc}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"business config {path} must be a mapping")
+    check_config(data)
+    return data
+
+
+def check_config(data: dict[str, Any]) -> None:
+    """Raise ConfigError naming the first field of the business config that is wrong."""
     for key in ("name", "timezone"):
         if not data.get(key):
             raise ConfigError(f"{key}: required")
@@ -179,7 +185,6 @@ def read_config(path: Path) -> dict[str, Any]:
     for service in data.get("services") or []:
         if not service.get("name") or int(service.get("duration_minutes", 0)) <= 0:
             raise ConfigError(f"services: each needs a name and a positive duration: {service}")
-    return data
 
 
 def describe_hours(business: Business) -> str:

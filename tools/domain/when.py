@@ -89,44 +89,60 @@ def _parse_clock(hour: int, minute: int, suffix: str) -> time | None:
     return time(hour, minute)
 
 
+def _extract_noon(text: str) -> tuple[str, time | None, time | None, time | None]:
+    """ "noon", "before midday", "after noon": (rest, exact, earliest, latest)."""
+    match = re.search(
+        r"(?:\b(at|around|by|before|until|till|after|from)\s+)?\b(noon|midday)\b", text
+    )
+    if match is None:
+        return text, None, None, None
+    rest = text[: match.start()] + " " + text[match.end() :]
+    qualifier_word = match.group(1) or ""
+    if qualifier_word in ("before", "until", "till"):
+        return rest, None, None, time(12, 0)
+    if qualifier_word in ("after", "from"):
+        return rest, None, time(12, 0), None
+    return rest, time(12, 0), None, None
+
+
+def _extract_part_of_day(text: str) -> tuple[str, tuple[time, time] | None]:
+    """ "in the morning", "this afternoon": (rest, (earliest, latest))."""
+    for word, bounds in PARTS_OF_DAY.items():
+        if re.search(rf"\b{word}\b", text):
+            return re.sub(rf"\b(in the |this )?{word}\b", " ", text), bounds
+    return text, None
+
+
+def _clock_in(text: str, match: re.Match[str], qualified: bool) -> time | None:
+    """The clock time ``match`` found, if it is one: "at 2", "2:30", "3 pm" (or a bare number
+    after "after"/"before"), not a day of the month ("the 20th")."""
+    hour_text, minute_text, suffix = match.group(1), match.group(2), match.group(3) or ""
+    has_marker = bool(minute_text or suffix) or re.search(
+        r"\b(at|around|about|by)\s*$", text[: match.start(1)]
+    )
+    if not has_marker and not qualified:
+        return None
+    if re.match(r"(st|nd|rd|th)\b", text[match.end() : match.end() + 2]):
+        return None
+    return _parse_clock(int(hour_text), int(minute_text or 0), suffix.lower())
+
+
 def _extract_time(text: str) -> tuple[str, time | None, time | None, time | None]:
     """Pull time-of-day constraints out of text; returns (rest, exact, earliest, latest)."""
-    exact = earliest = latest = None
-    if match := re.search(
-        r"(?:\b(at|around|by|before|until|till|after|from)\s+)?\b(noon|midday)\b", text
-    ):
-        qualifier_word = match.group(1) or ""
-        if qualifier_word in ("before", "until", "till"):
-            latest = time(12, 0)
-        elif qualifier_word in ("after", "from"):
-            earliest = time(12, 0)
-        else:
-            exact = time(12, 0)
-        text = text[: match.start()] + " " + text[match.end() :]
-    for word, (start, end) in PARTS_OF_DAY.items():
-        if re.search(rf"\b{word}\b", text):
-            earliest, latest = start, end
-            text = re.sub(rf"\b(in the |this )?{word}\b", " ", text)
-            break
+    text, exact, earliest, latest = _extract_noon(text)
+    text, part_of_day = _extract_part_of_day(text)
+    if part_of_day is not None:
+        earliest, latest = part_of_day
     qualifier = re.search(r"\b(after|before|from|until|till|not before|not after)\s+(\d)", text)
     for match in _TIME_RE.finditer(text):
-        hour_text, minute_text, suffix = match.group(1), match.group(2), match.group(3) or ""
-        has_marker = bool(minute_text or suffix) or re.search(
-            r"\b(at|around|about|by)\s*$", text[: match.start(1)]
-        )
-        if not has_marker and not qualifier:
-            continue
-        # Skip day-of-month numbers ("the 20th", "June 20").
-        if re.match(r"(st|nd|rd|th)\b", text[match.end() : match.end() + 2]):
-            continue
-        parsed = _parse_clock(int(hour_text), int(minute_text or 0), suffix.lower())
+        parsed = _clock_in(text, match, qualifier is not None)
         if parsed is None:
             continue
-        if earliest and latest and parsed.hour + 12 < 24 and parsed < earliest and not suffix:
+        if earliest and latest and parsed.hour + 12 < 24 and parsed < earliest and not match[3]:
             parsed = parsed.replace(hour=parsed.hour + 12)
         word = qualifier.group(1) if qualifier and qualifier.start() < match.start(1) else ""
         if word in ("after", "from", "not before"):
-            earliest, latest = parsed, latest
+            earliest = parsed
         elif word in ("before", "until", "till", "not after"):
             latest = parsed
         else:
@@ -147,6 +163,55 @@ def _next_weekday(today: date, weekday: int, modifier: str) -> date:
     return coming
 
 
+@dataclass(frozen=True)
+class _Days:
+    day: date
+    days: int = 1
+    any_day: bool = False
+
+
+def _relative_day(text: str, today: date) -> _Days | None:
+    """Days named relative to today: "tomorrow", "this weekend", "next week", "Friday"."""
+    if re.search(r"\bday after tomorrow\b", text):
+        return _Days(today + timedelta(days=2))
+    if re.search(r"\b(tomorrow|tmrw|tomorow)\b", text):
+        return _Days(today + timedelta(days=1))
+    if re.search(
+        r"\b(today|tonight|this (morning|afternoon|evening))\b|\bnow\b|\bright away\b", text
+    ):
+        return _Days(today)
+    if match := re.search(r"\b(this|next|coming|on)?\s*weekend\b", text):
+        return _Days(_next_weekday(today, 5, match.group(1) or ""), days=2)
+    if match := re.search(r"\b(this|next|coming)?\s*week\b", text):
+        if match.group(1) == "next":
+            return _Days(today + timedelta(days=7 - today.weekday()), days=7, any_day=True)
+        return _Days(today, days=7 - today.weekday(), any_day=True)
+    for name, weekday in WEEKDAY_NAMES.items():
+        if match := re.search(rf"\b(this|next|coming|on)?\s*{name}\b", text):
+            return _Days(_next_weekday(today, weekday, (match.group(1) or "").strip()))
+    return None
+
+
+def _calendar_date(text: str, now: datetime) -> datetime | None:
+    """A calendar date (and maybe a time) in what is left, read by ``dateparser``."""
+    stripped = re.sub(r"\b(on|at|for|the|please|an?|appointment|book|i'd like|like)\b", " ", text)
+    stripped = " ".join(stripped.split())
+    if not stripped:
+        return None
+    parsed: datetime | None = dateparser.parse(
+        stripped,
+        languages=["en"],
+        settings={
+            "PREFER_DATES_FROM": "future",
+            "RELATIVE_BASE": now.replace(tzinfo=None),
+            "DATE_ORDER": "MDY",
+            "PREFER_DAY_OF_MONTH": "first",
+            "RETURN_AS_TIMEZONE_AWARE": False,
+        },
+    )
+    return parsed
+
+
 def resolve_when(text: str, now: datetime) -> When:
     """Resolve caller words to a window, relative to ``now`` (aware, in the business zone)."""
     original = text
@@ -158,69 +223,34 @@ def resolve_when(text: str, now: datetime) -> When:
     ):
         return When(day=today, earliest=now.time(), any_day=True, days=14)
     text, exact, earliest, latest = _extract_time(text)
-    day: date | None = None
-    days = 1
-    any_day = False
-    if re.search(r"\bday after tomorrow\b", text):
-        day = today + timedelta(days=2)
-    elif re.search(r"\b(tomorrow|tmrw|tomorow)\b", text):
-        day = today + timedelta(days=1)
-    elif re.search(r"\b(today|tonight|this (morning|afternoon|evening))\b", text) or (
-        re.search(r"\bnow\b|\bright away\b", text)
-    ):
-        day = today
-    elif match := re.search(r"\b(this|next|coming|on)?\s*weekend\b", text):
-        saturday = _next_weekday(today, 5, match.group(1) or "")
-        day, days = saturday, 2
-    elif match := re.search(r"\b(this|next|coming)?\s*week\b", text):
-        if match.group(1) == "next":
-            day = today + timedelta(days=7 - today.weekday())
-            days, any_day = 7, True
-        else:
-            day, days, any_day = today, 7 - today.weekday(), True
-    else:
-        for name, weekday in WEEKDAY_NAMES.items():
-            match = re.search(rf"\b(this|next|coming|on)?\s*{name}\b", text)
-            if match:
-                day = _next_weekday(today, weekday, (match.group(1) or "").strip())
-                break
-    if day is None:
-        stripped = re.sub(
-            r"\b(on|at|for|the|please|an?|appointment|book|i'd like|like)\b", " ", text
-        )
-        stripped = " ".join(stripped.split())
-        if stripped:
-            parsed = dateparser.parse(
-                stripped,
-                languages=["en"],
-                settings={
-                    "PREFER_DATES_FROM": "future",
-                    "RELATIVE_BASE": now.replace(tzinfo=None),
-                    "DATE_ORDER": "MDY",
-                    "PREFER_DAY_OF_MONTH": "first",
-                    "RETURN_AS_TIMEZONE_AWARE": False,
-                },
-            )
-            if parsed is not None:
-                day = parsed.date()
-                if exact is None and (parsed.hour or parsed.minute) and parsed.date() != today:
-                    exact = parsed.time()
-                if day < today:
-                    day = day.replace(year=day.year + 1)
-    if day is None:
+    named = _relative_day(text, today)
+    if named is None and (parsed := _calendar_date(text, now)) is not None:
+        named = _Days(parsed.date())
+        if exact is None and (parsed.hour or parsed.minute) and parsed.date() != today:
+            exact = parsed.time()
+        if named.day < today:
+            named = _Days(named.day.replace(year=named.day.year + 1))
+    if named is None:
         if exact is None and earliest is None and latest is None:
             raise ToolError(
                 f"Sorry, I didn't catch when you'd like to come in{_echo(original)}. "
                 "What day and time would suit you?",
                 code="unparsed_when",
             )
-        day = today
+        # A time alone: today, unless it has passed.
         probe = exact or earliest or time(0, 0)
-        if probe <= now.time() and (latest is None or latest <= now.time()):
-            day = today + timedelta(days=1)
-    if day < today:
+        passed = probe <= now.time() and (latest is None or latest <= now.time())
+        named = _Days(today + timedelta(days=1) if passed else today)
+    if named.day < today:
         raise ToolError("That date has already passed. What day would you like?", code="past")
-    return When(day=day, earliest=earliest, latest=latest, exact=exact, any_day=any_day, days=days)
+    return When(
+        day=named.day,
+        earliest=earliest,
+        latest=latest,
+        exact=exact,
+        any_day=named.any_day,
+        days=named.days,
+    )
 
 
 def _echo(text: str) -> str:

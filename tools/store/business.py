@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tools.domain.business import (
     WEEKDAYS,
@@ -93,106 +94,139 @@ async def seed_business(db: Database, path: Path) -> dict[str, int]:
     Returns how many rows of each kind were added.
     """
     config = read_config(path)
-    added = {"business": 0, "services": 0, "staff": 0, "knowledge_base": 0, "holidays": 0}
     now = utc_now()
     async with db.write() as conn:
-        exists = (
-            await conn.execute(sa.select(sa.func.count()).select_from(schema.business))
-        ).scalar()
-        if not exists:
+        added = {"business": await _seed_profile(conn, config, now)}
+        added["holidays"] = await _seed_holidays(conn, config)
+        service_ids, added["services"] = await _seed_services(conn, config)
+        added["staff"] = await _seed_staff(conn, config, service_ids)
+        added["knowledge_base"] = await _seed_articles(conn, config, now)
+    order = ("business", "services", "staff", "knowledge_base", "holidays")
+    return {kind: added[kind] for kind in order}
+
+
+async def _seed_profile(conn: AsyncConnection, config: dict[str, Any], now: str) -> int:
+    """The business row and its opening hours, unless there is a business already."""
+    exists = (await conn.execute(sa.select(sa.func.count()).select_from(schema.business))).scalar()
+    if exists:
+        return 0
+    await conn.execute(
+        schema.business.insert().values(
+            id=1,
+            name=config["name"],
+            timezone=config["timezone"],
+            address=config.get("address", ""),
+            phone=str(config.get("phone", "")),
+            escalation_number=(escalation_numbers(config) or [""])[0],
+            escalation_numbers=",".join(escalation_numbers(config)),
+            warm_transfer=bool(config.get("warm_transfer", True)),
+            greeting=config.get("greeting", ""),
+            persona=config.get("persona", ""),
+            slot_minutes=int(config.get("slot_minutes", 15)),
+            booking_horizon_days=int(config.get("booking_horizon_days", 60)),
+            updated_at=now,
+        )
+    )
+    for day, text in (config.get("hours") or {}).items():
+        opens, closes = parse_hours_range(day, text)
+        await conn.execute(
+            schema.opening_hours.insert().values(
+                weekday=WEEKDAYS.index(day),
+                opens=opens.strftime("%H:%M"),
+                closes="24:00" if closes == time.max else closes.strftime("%H:%M"),
+            )
+        )
+    return 1
+
+
+async def _seed_holidays(conn: AsyncConnection, config: dict[str, Any]) -> int:
+    added = 0
+    for holiday in config.get("holidays") or []:
+        day = str(holiday["date"])
+        found = await conn.execute(
+            sa.select(schema.holidays.c.id).where(schema.holidays.c.day == day)
+        )
+        if found.first() is None:
             await conn.execute(
-                schema.business.insert().values(
-                    id=1,
-                    name=config["name"],
-                    timezone=config["timezone"],
-                    address=config.get("address", ""),
-                    phone=str(config.get("phone", "")),
-                    escalation_number=(escalation_numbers(config) or [""])[0],
-                    escalation_numbers=",".join(escalation_numbers(config)),
-                    warm_transfer=bool(config.get("warm_transfer", True)),
-                    greeting=config.get("greeting", ""),
-                    persona=config.get("persona", ""),
-                    slot_minutes=int(config.get("slot_minutes", 15)),
-                    booking_horizon_days=int(config.get("booking_horizon_days", 60)),
+                schema.holidays.insert().values(day=day, name=holiday.get("name", ""))
+            )
+            added += 1
+    return added
+
+
+async def _seed_services(
+    conn: AsyncConnection, config: dict[str, Any]
+) -> tuple[dict[str, int], int]:
+    """({service name: id} for every service in the config, how many were added)."""
+    service_ids: dict[str, int] = {}
+    added = 0
+    for service in config.get("services") or []:
+        row = (
+            await conn.execute(
+                sa.select(schema.services.c.id).where(schema.services.c.name == service["name"])
+            )
+        ).first()
+        if row is not None:
+            service_ids[service["name"]] = row[0]
+            continue
+        result = await conn.execute(
+            schema.services.insert().values(
+                name=service["name"],
+                duration_minutes=int(service["duration_minutes"]),
+                price_cents=round(float(service.get("price", 0)) * 100),
+                description=service.get("description", ""),
+                aliases=service.get("aliases", ""),
+            )
+        )
+        service_ids[service["name"]] = new_id(result)
+        added += 1
+    return service_ids, added
+
+
+async def _seed_staff(
+    conn: AsyncConnection, config: dict[str, Any], service_ids: dict[str, int]
+) -> int:
+    added = 0
+    for member in config.get("staff") or []:
+        row = (
+            await conn.execute(
+                sa.select(schema.staff.c.id).where(schema.staff.c.name == member["name"])
+            )
+        ).first()
+        if row is not None:
+            continue
+        result = await conn.execute(schema.staff.insert().values(name=member["name"]))
+        staff_id = new_id(result)
+        for service_name in member.get("services") or []:
+            if service_name not in service_ids:
+                raise ConfigError(f"staff.{member['name']}: unknown service {service_name!r}")
+            await conn.execute(
+                schema.staff_services.insert().values(
+                    staff_id=staff_id, service_id=service_ids[service_name]
+                )
+            )
+        added += 1
+    return added
+
+
+async def _seed_articles(conn: AsyncConnection, config: dict[str, Any], now: str) -> int:
+    added = 0
+    for article in config.get("knowledge_base") or []:
+        row = (
+            await conn.execute(
+                sa.select(schema.kb_articles.c.id).where(
+                    schema.kb_articles.c.title == article["title"]
+                )
+            )
+        ).first()
+        if row is None:
+            await conn.execute(
+                schema.kb_articles.insert().values(
+                    title=article["title"],
+                    body=" ".join(str(article["body"]).split()),
+                    tags=article.get("tags", ""),
                     updated_at=now,
                 )
             )
-            for day, text in (config.get("hours") or {}).items():
-                opens, closes = parse_hours_range(day, text)
-                await conn.execute(
-                    schema.opening_hours.insert().values(
-                        weekday=WEEKDAYS.index(day),
-                        opens=opens.strftime("%H:%M"),
-                        closes="24:00" if closes == time.max else closes.strftime("%H:%M"),
-                    )
-                )
-            added["business"] = 1
-        for holiday in config.get("holidays") or []:
-            day = str(holiday["date"])
-            found = await conn.execute(
-                sa.select(schema.holidays.c.id).where(schema.holidays.c.day == day)
-            )
-            if found.first() is None:
-                await conn.execute(
-                    schema.holidays.insert().values(day=day, name=holiday.get("name", ""))
-                )
-                added["holidays"] += 1
-        service_ids: dict[str, int] = {}
-        for service in config.get("services") or []:
-            row = (
-                await conn.execute(
-                    sa.select(schema.services.c.id).where(schema.services.c.name == service["name"])
-                )
-            ).first()
-            if row is None:
-                result = await conn.execute(
-                    schema.services.insert().values(
-                        name=service["name"],
-                        duration_minutes=int(service["duration_minutes"]),
-                        price_cents=round(float(service.get("price", 0)) * 100),
-                        description=service.get("description", ""),
-                        aliases=service.get("aliases", ""),
-                    )
-                )
-                service_ids[service["name"]] = new_id(result)
-                added["services"] += 1
-            else:
-                service_ids[service["name"]] = row[0]
-        for member in config.get("staff") or []:
-            row = (
-                await conn.execute(
-                    sa.select(schema.staff.c.id).where(schema.staff.c.name == member["name"])
-                )
-            ).first()
-            if row is not None:
-                continue
-            result = await conn.execute(schema.staff.insert().values(name=member["name"]))
-            staff_id = new_id(result)
-            for service_name in member.get("services") or []:
-                if service_name not in service_ids:
-                    raise ConfigError(f"staff.{member['name']}: unknown service {service_name!r}")
-                await conn.execute(
-                    schema.staff_services.insert().values(
-                        staff_id=staff_id, service_id=service_ids[service_name]
-                    )
-                )
-            added["staff"] += 1
-        for article in config.get("knowledge_base") or []:
-            row = (
-                await conn.execute(
-                    sa.select(schema.kb_articles.c.id).where(
-                        schema.kb_articles.c.title == article["title"]
-                    )
-                )
-            ).first()
-            if row is None:
-                await conn.execute(
-                    schema.kb_articles.insert().values(
-                        title=article["title"],
-                        body=" ".join(str(article["body"]).split()),
-                        tags=article.get("tags", ""),
-                        updated_at=now,
-                    )
-                )
-                added["knowledge_base"] += 1
+            added += 1
     return added
