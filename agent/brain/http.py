@@ -12,7 +12,7 @@ import uuid
 from collections.abc import AsyncIterator, Callable
 from typing import Any
 
-from fastapi import APIRouter, Depends, HTTPException, Request
+from fastapi import APIRouter, Depends, HTTPException, Request, Response
 from fastapi.responses import JSONResponse, StreamingResponse
 from loguru import logger
 
@@ -30,7 +30,7 @@ def build_brain_router(
     @router.post(
         "/v1/chat/completions", include_in_schema=False, dependencies=[Depends(require_admin)]
     )
-    async def chat_completions(request: Request) -> Any:
+    async def chat_completions(request: Request) -> Response:
         model_source = brain()
         if model_source is None:
             raise HTTPException(503, "local LLM not loaded")
@@ -44,50 +44,56 @@ def build_brain_router(
         completion_id = f"chatcmpl-{uuid.uuid4().hex[:20]}"
         events = respond(model_source, messages, tools)
         if not body.get("stream"):
-            text, call = "", None
-            async for event in events:
-                if isinstance(event, Call):
-                    call = event
-                else:
-                    text += event
-            message: dict[str, Any] = {"role": "assistant", "content": text or None}
-            if call is not None:
-                message["tool_calls"] = [_tool_call(call)]
-            return JSONResponse(
-                {
-                    "id": completion_id,
-                    "object": "chat.completion",
-                    "created": int(time.time()),
-                    "model": model,
-                    "choices": [
-                        {
-                            "index": 0,
-                            "message": message,
-                            "finish_reason": "tool_calls" if call else "stop",
-                        }
-                    ],
-                }
-            )
-
-        async def sse() -> AsyncIterator[str]:
-            yield _chunk(completion_id, model, {"role": "assistant", "content": ""})
-            finish = "stop"
-            try:
-                async for event in events:
-                    if isinstance(event, Call):
-                        finish = "tool_calls"
-                        yield _chunk(completion_id, model, {"tool_calls": [_tool_call(event, 0)]})
-                    else:
-                        yield _chunk(completion_id, model, {"content": event})
-            except Exception as exc:
-                logger.error(f"local LLM failed: {exc}")
-                yield _chunk(completion_id, model, {"content": phrases()["apology"]})
-            yield _chunk(completion_id, model, {}, finish)
-            yield "data: [DONE]\n\n"
-
-        return StreamingResponse(sse(), media_type="text/event-stream")
+            return JSONResponse(await _completion(completion_id, model, events))
+        return StreamingResponse(
+            _completion_chunks(completion_id, model, events), media_type="text/event-stream"
+        )
 
     return router
+
+
+async def _completion(
+    completion_id: str, model: str, events: AsyncIterator[str | Call]
+) -> dict[str, Any]:
+    """The whole answer as one ``chat.completion``."""
+    text, call = "", None
+    async for event in events:
+        if isinstance(event, Call):
+            call = event
+        else:
+            text += event
+    message: dict[str, Any] = {"role": "assistant", "content": text or None}
+    if call is not None:
+        message["tool_calls"] = [_tool_call(call)]
+    return {
+        "id": completion_id,
+        "object": "chat.completion",
+        "created": int(time.time()),
+        "model": model,
+        "choices": [
+            {"index": 0, "message": message, "finish_reason": "tool_calls" if call else "stop"}
+        ],
+    }
+
+
+async def _completion_chunks(
+    completion_id: str, model: str, events: AsyncIterator[str | Call]
+) -> AsyncIterator[str]:
+    """The answer as server-sent ``chat.completion.chunk`` events, then ``[DONE]``."""
+    yield _chunk(completion_id, model, {"role": "assistant", "content": ""})
+    finish = "stop"
+    try:
+        async for event in events:
+            if isinstance(event, Call):
+                finish = "tool_calls"
+                yield _chunk(completion_id, model, {"tool_calls": [_tool_call(event, 0)]})
+            else:
+                yield _chunk(completion_id, model, {"content": event})
+    except Exception as exc:
+        logger.error(f"local LLM failed: {exc}")
+        yield _chunk(completion_id, model, {"content": phrases()["apology"]})
+    yield _chunk(completion_id, model, {}, finish)
+    yield "data: [DONE]\n\n"
 
 
 def _chunk(completion_id: str, model: str, delta: dict[str, Any], finish: str | None = None) -> str:

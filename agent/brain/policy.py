@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import AsyncGenerator, Callable
+from contextlib import aclosing
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -180,51 +181,94 @@ async def respond(
 
     A tool turn may first yield the filler phrase, as soon as the tool is chosen.
     """
-    if messages and messages[-1].get("role") == "tool":
-        say, _ok = tool_say(messages[-1].get("content"))
-        reply = say or phrases()["not_understood"]
-        if is_farewell(reply) and _said_since_caller(messages, is_farewell):
-            return  # the goodbye was already spoken before the call ended
-        yield reply
-        model.prime_later([*messages, {"role": "assistant", "content": reply}], tools)
-        return
-    announced = False  # the filler was said (once per request, whatever is decoded again)
+    answer = (
+        _relay_tool_result(model, messages, tools)
+        if messages and messages[-1].get("role") == "tool"
+        else _decide(model, messages, tools)
+    )
+    async with aclosing(answer):  # a consumer that stops early stops the generation
+        async for event in answer:
+            yield event
+
+
+async def _relay_tool_result(
+    model: LineSource, messages: list[Message], tools: list[Tool]
+) -> AsyncGenerator[str | Call, None]:
+    """After a tool ran: its ``say`` (the model is not asked), unless it is a second goodbye."""
+    say, _ok = tool_say(messages[-1].get("content"))
+    reply = say or phrases()["not_understood"]
+    if is_farewell(reply) and _said_since_caller(messages, is_farewell):
+        return  # the goodbye was already spoken before the call ended
+    yield reply
+    model.prime_later([*messages, {"role": "assistant", "content": reply}], tools)
+
+
+@dataclass
+class _Line:
+    """One decoded line as it streams: what was decoded, how much of a reply was spoken, and
+    whether the filler was said (once per request, however often a line is decoded again)."""
+
+    announced: bool = False
+    raw: str = ""
+    emitted: int = 0
+
+
+async def _decode(
+    model: LineSource,
+    messages: list[Message],
+    tools: list[Tool],
+    excluded: frozenset[str],
+    line: _Line,
+) -> AsyncGenerator[str, None]:
+    """Stream one line from the model into ``line``, yielding a reply's text as it grows and
+    (unless already said) the filler as soon as a tool is chosen."""
+    pieces = model.line(messages, tools, excluded)
+    try:
+        async for piece in pieces:
+            line.raw += piece
+            if line.raw.startswith("say:"):
+                reply = line.raw[4:].lstrip()
+                if len(reply) > line.emitted:
+                    yield reply[line.emitted :]
+                    line.emitted = len(reply)
+            elif not line.announced and (started := re.match(r"call (\w+)( |$)", line.raw)):
+                # The model has chosen a tool (the decoder writes its name whole); its
+                # arguments take a moment more. Say the filler now: no silence meanwhile.
+                if wants_filler(started.group(1)):
+                    line.announced = True
+                    yield phrases()["filler"]
+    finally:
+        await pieces.aclose()  # a consumer that stops early stops the generation
+
+
+async def _decide(
+    model: LineSource, messages: list[Message], tools: list[Tool]
+) -> AsyncGenerator[str | Call, None]:
+    """The model's turn: a reply streamed as it is decoded, or a tool call whose arguments
+    the caller really gave (a tool with invented arguments is excluded and the model asked
+    again)."""
     routable = {t["function"]["name"] for t in routable_tools(messages, tools)}
     excluded = frozenset(t["function"]["name"] for t in tools) - routable
+    line = _Line()
     while True:
-        raw = ""
-        emitted = 0
-        pieces = model.line(messages, tools, excluded)
-        try:
-            async for piece in pieces:
-                raw += piece
-                if raw.startswith("say:"):
-                    reply = raw[4:].lstrip()
-                    if len(reply) > emitted:
-                        yield reply[emitted:]
-                        emitted = len(reply)
-                elif not announced and (started := re.match(r"call (\w+)( |$)", raw)):
-                    # The model has chosen a tool (the decoder writes its name whole); its
-                    # arguments take a moment more. Say the filler now: no silence meanwhile.
-                    if wants_filler(started.group(1)):
-                        announced = True
-                        yield phrases()["filler"]
-        finally:
-            await pieces.aclose()  # a consumer that stops early stops the generation
-        turn = parse_turn(raw, tools)
+        line = _Line(announced=line.announced)
+        async with aclosing(_decode(model, messages, tools, excluded, line)) as texts:
+            async for text in texts:
+                yield text
+        turn = parse_turn(line.raw, tools)
         if isinstance(turn, Say) or not (invented := ungrounded_arguments(turn, messages)):
             break
         # Choose again without that tool; the prompt, and so its cache, stay as they are.
         logger.info(f"local LLM: {turn.tool} with {invented} nobody said; choosing again")
         excluded |= {turn.tool}
-    if isinstance(turn, Say):
-        model.prime_later([*messages, {"role": "assistant", "content": turn.text}], tools)
-        if is_farewell(turn.text) and is_farewell(_last_user_text(messages)):
-            if any(t["function"]["name"] == "end_call" for t in tools):
-                # The caller said goodbye and so did the model: end the call, politely.
-                yield Call("end_call", {"reason": "caller said goodbye"})
-                return
-        if emitted == 0:
-            yield turn.text
+    if not isinstance(turn, Say):
+        yield turn
         return
-    yield turn
+    model.prime_later([*messages, {"role": "assistant", "content": turn.text}], tools)
+    if is_farewell(turn.text) and is_farewell(_last_user_text(messages)):
+        if any(t["function"]["name"] == "end_call" for t in tools):
+            # The caller said goodbye and so did the model: end the call, politely.
+            yield Call("end_call", {"reason": "caller said goodbye"})
+            return
+    if line.emitted == 0:
+        yield turn.text
