@@ -11,7 +11,7 @@ from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from fastapi import FastAPI, WebSocket
+from fastapi import APIRouter, FastAPI, WebSocket
 from fastapi.responses import JSONResponse
 from loguru import logger
 
@@ -105,7 +105,69 @@ def resolve_admin_token(settings: Settings) -> Secret:
     return Secret(path.read_text().strip())
 
 
+async def start_up(state: Frontdesk) -> None:
+    """Migrate, seed, load the models and warm the local LLM's prompt; then ready."""
+    settings, db = state.settings, state.db
+    await db.migrate()
+    closed = await state.calls.close_interrupted()
+    if closed:
+        logger.warning(f"{closed} call(s) left open by a previous run marked interrupted")
+    added = await seed_business(db, settings.business_config)
+    if any(added.values()):
+        logger.info(f"seeded business data from {settings.business_config}: {added}")
+    business = await load_business(db)
+    state.escalation_number = business.escalation_number
+    # Import the LLM client now, so no call pays for it (pipecat imports take seconds).
+    await asyncio.to_thread(importlib.import_module, "pipecat.services.openai.llm")
+    state.models = await asyncio.to_thread(LocalModels.load, settings)
+    if not settings.uses_remote_llm:
+        state.brain = brain = await asyncio.to_thread(LocalBrain.load, settings)
+        # The fixed prompt prefix, evaluated once (the admin console re-warms it on changes).
+        await asyncio.to_thread(warm_local_brain, brain, settings, business)
+    state.ready = True
+    providers = ", ".join(f"{k}={v}" for k, v in settings.provider_names().items())
+    logger.info(f"Frontdesk ready on http://{settings.host}:{settings.port} ({providers})")
+    if settings.demo_enabled:
+        loopback = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
+        page = settings.public_url or f"http://{loopback}:{settings.port}"
+        logger.info(f"browser demo: open {page}/ and press Start call (FRONTDESK_DEMO=0: off)")
+
+
+async def shut_down(state: Frontdesk) -> None:
+    """Take no more calls, stop the local LLM's background work, close the database."""
+    state.accepting = False
+    if state.brain is not None:
+        # Stop background priming, so the process (or the next server in this
+        # process) doesn't lose both cores to it.
+        await asyncio.to_thread(state.brain.close)
+    await state.db.close()
+
+
+def build_health_router(state: Frontdesk) -> APIRouter:
+    """/healthz (the process answers) and /readyz (models loaded, database up, accepting)."""
+    router = APIRouter()
+
+    @router.get("/healthz")
+    async def healthz() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @router.get("/readyz")
+    async def readyz() -> JSONResponse:
+        database = await state.db.ping()
+        ok = state.ready and database and state.accepting
+        body = {
+            "ready": ok,
+            "models_loaded": state.ready,
+            "database": database,
+            "accepting": state.accepting,
+        }
+        return JSONResponse(body, status_code=200 if ok else 503)
+
+    return router
+
+
 def create_app(settings: Settings) -> FastAPI:
+    """The app for ``settings``: the shared parts built now, the models loaded in its lifespan."""
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     db = Database(settings.database)
     state = Frontdesk(
@@ -121,38 +183,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await db.migrate()
-        closed = await state.calls.close_interrupted()
-        if closed:
-            logger.warning(f"{closed} call(s) left open by a previous run marked interrupted")
-        added = await seed_business(db, settings.business_config)
-        if any(added.values()):
-            logger.info(f"seeded business data from {settings.business_config}: {added}")
-        business = await load_business(db)
-        state.escalation_number = business.escalation_number
-        # Import the LLM client now, so no call pays for it (pipecat imports take seconds).
-        await asyncio.to_thread(importlib.import_module, "pipecat.services.openai.llm")
-        state.models = await asyncio.to_thread(LocalModels.load, settings)
-        if not settings.uses_remote_llm:
-            state.brain = await asyncio.to_thread(LocalBrain.load, settings)
-            # The fixed prompt prefix, evaluated once (the admin console re-warms it on changes).
-            await asyncio.to_thread(warm_local_brain, state.brain, settings, business)
-        state.ready = True
-        providers = ", ".join(f"{k}={v}" for k, v in settings.provider_names().items())
-        logger.info(f"Frontdesk ready on http://{settings.host}:{settings.port} ({providers})")
-        if settings.demo_enabled:
-            loopback = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
-            page = settings.public_url or f"http://{loopback}:{settings.port}"
-            logger.info(f"browser demo: open {page}/ and press Start call (FRONTDESK_DEMO=0: off)")
+        await start_up(state)
         try:
             yield
         finally:
-            state.accepting = False
-            if state.brain is not None:
-                # Stop background priming, so the process (or the next server in this
-                # process) doesn't lose both cores to it.
-                await asyncio.to_thread(state.brain.close)
-            await db.close()
+            await shut_down(state)
 
     app = FastAPI(title="Frontdesk", version="0.1.0", lifespan=lifespan)
     app.state.frontdesk = state
@@ -210,22 +245,7 @@ def create_app(settings: Settings) -> FastAPI:
     static_dir = Path(__file__).resolve().parent / "static"
     app.include_router(build_demo_router(state, demo_config, run_browser_call, static_dir))
 
-    @app.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
-
-    @app.get("/readyz")
-    async def readyz() -> JSONResponse:
-        database = await db.ping()
-        ok = state.ready and database and state.accepting
-        body = {
-            "ready": ok,
-            "models_loaded": state.ready,
-            "database": database,
-            "accepting": state.accepting,
-        }
-        return JSONResponse(body, status_code=200 if ok else 503)
-
+    app.include_router(build_health_router(state))
     app.include_router(build_records_router(state.calls, state.admin_token))  # /api/calls
     app.state.admin = install_admin(app, state)  # /admin and /api/admin/...
 

@@ -58,9 +58,11 @@ class CallObserver(BaseObserver):
     async def on_push_frame(self, data: FramePushed) -> None:
         if self._faults is not None:
             await self._faults.on_frame(data)
-        if not data.first_push:
-            return
-        frame = data.frame
+        if data.first_push:
+            self._observe(data.frame)
+
+    def _observe(self, frame: Frame) -> None:
+        """A frame's first push: the stage it marks, and whether the bot is speaking now."""
         timings = self._session.timings
         if isinstance(frame, VADUserStartedSpeakingFrame):
             timings.mark("speech_start", overwrite=True)

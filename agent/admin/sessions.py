@@ -22,15 +22,6 @@ def build_session_router(access: AdminAccess, auth: AdminAuth, settings: Setting
     secure_cookie = settings.public_url.startswith("https://")
     limiter = access.limiter
 
-    async def signed_in_as(name: str, password: str, client: str) -> str:
-        if access.is_admin_token(password):
-            return f"{name} (admin token)"
-        if await auth.check_password(password):
-            return f"{name} (password)"
-        limiter.failed(client)
-        logger.warning(f"admin sign-in failed from {client}")
-        raise HTTPException(401, "wrong password or token")
-
     @router.post("/session", summary="Sign in (admin password or admin token)")
     async def login(body: LoginIn, request: Request, response: Response) -> dict[str, Any]:
         access.check_origin(request)
@@ -38,7 +29,7 @@ def build_session_router(access: AdminAccess, auth: AdminAuth, settings: Setting
         if limiter.blocked(client):
             raise HTTPException(429, "too many failed sign-ins; wait a few minutes")
         name = " ".join(body.name.split())[:60] or "admin"
-        who = await signed_in_as(name, body.password, client)
+        who = await _signed_in_as(access, auth, name, body.password, client)
         limiter.succeeded(client)
         cookie, session = await auth.create_session(who)
         response.set_cookie(
@@ -75,14 +66,27 @@ def build_session_router(access: AdminAccess, auth: AdminAuth, settings: Setting
     @router.put("/password", summary="Set or change the admin password")
     async def set_password(body: PasswordIn, who: Actor = Who) -> dict[str, Any]:
         if who.via == "session" and await auth.password_is_set():
-            current = body.current
-            if not current or not (
-                access.is_admin_token(current) or await auth.check_password(current)
-            ):
-                raise ValidationFailed(
-                    {"current": "the current password (or admin token) is wrong"}
-                )
+            await _check_current(access, auth, body.current)
         await auth.set_password(who.name, body.password)
         return {"saved": True, "signed_out_everywhere": True}
 
     return router
+
+
+async def _signed_in_as(
+    access: AdminAccess, auth: AdminAuth, name: str, password: str, client: str
+) -> str:
+    """The session's actor for a sign-in with ``password`` (the admin token or password)."""
+    if access.is_admin_token(password):
+        return f"{name} (admin token)"
+    if await auth.check_password(password):
+        return f"{name} (password)"
+    access.limiter.failed(client)
+    logger.warning(f"admin sign-in failed from {client}")
+    raise HTTPException(401, "wrong password or token")
+
+
+async def _check_current(access: AdminAccess, auth: AdminAuth, current: str | None) -> None:
+    """A signed-in change of a set password must give the current one (or the admin token)."""
+    if not current or not (access.is_admin_token(current) or await auth.check_password(current)):
+        raise ValidationFailed({"current": "the current password (or admin token) is wrong"})
