@@ -30,6 +30,7 @@ import statistics
 import tempfile
 import time
 from collections.abc import Iterator
+from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -57,6 +58,154 @@ def percentile(values: list[float], q: float) -> float:
         return float("nan")
     index = min(len(ordered) - 1, max(0, round(q * (len(ordered) - 1))))
     return ordered[index]
+
+
+GREETING = {"role": "assistant", "content": "Thanks for calling Bella Hair Studio. How can I help?"}
+
+
+@dataclass
+class Answer:
+    """One scenario's answer and when its parts came (seconds from the caller's last words)."""
+
+    text: str = ""
+    call: Call | None = None
+    first: float | None = None
+    sentence: float | None = None
+    filler: float | None = None
+    filler_after_decision: float | None = None  # from the model committing to "call"
+    call_at: float | None = None  # the tool call, its arguments complete
+
+
+@dataclass
+class Figures:
+    """What the run measured, per file (accuracy) and over all scenarios (times)."""
+
+    counts: dict[str, list[int]] = field(default_factory=dict)  # [scenarios, tool ok, args, ok]
+    first_token: list[float] = field(default_factory=list)
+    first_sentence: list[float] = field(default_factory=list)
+    filler: list[float] = field(default_factory=list)
+    call_ready: list[float] = field(default_factory=list)  # a tool turn's call, arguments whole
+    filler_after_decision: list[float] = field(default_factory=list)
+    failures: list[str] = field(default_factory=list)
+
+    def add_times(self, answer: Answer) -> None:
+        if answer.first is not None:
+            self.first_token.append(answer.first)
+        if answer.sentence is not None and not answer.call:
+            self.first_sentence.append(answer.sentence)
+        if answer.filler is not None:
+            self.filler.append(answer.filler)
+        if answer.filler_after_decision is not None:
+            self.filler_after_decision.append(answer.filler_after_decision)
+        if answer.call_at is not None:
+            self.call_ready.append(answer.call_at)
+
+
+def conversation(scenario: dict[str, Any], system: str) -> list[dict[str, Any]]:
+    """The scenario's conversation before the caller's last words, as LLM messages."""
+    messages: list[dict[str, Any]] = [{"role": "system", "content": system}, GREETING]
+    for role, *rest in scenario.get("history") or []:
+        if role != "tool":
+            messages.append(
+                {"role": "user" if role == "caller" else "assistant", "content": rest[0]}
+            )
+            continue
+        name, arguments, say = rest  # [tool, name, arguments, the sentence it returned]
+        function = {"name": name, "arguments": json.dumps(arguments)}
+        messages.append(
+            {
+                "role": "assistant",
+                "content": None,
+                "tool_calls": [{"id": "c1", "type": "function", "function": function}],
+            }
+        )
+        messages.append({"role": "tool", "tool_call_id": "c1", "content": json.dumps({"say": say})})
+        messages.append({"role": "assistant", "content": say})
+    return messages
+
+
+async def timed_answer(
+    brain: LocalBrain,
+    messages: list[dict[str, Any]],
+    tools: list[dict[str, Any]],
+    decided_at: list[float],
+) -> Answer:
+    """The brain's answer to ``messages``, timed from now."""
+    decided_at.clear()
+    answer = Answer()
+    t0 = time.perf_counter()
+    async for value in respond(brain, messages, tools):
+        now = time.perf_counter() - t0
+        answer.first = answer.first if answer.first is not None else now
+        if isinstance(value, Call):
+            answer.call, answer.call_at = value, now
+            answer.sentence = answer.sentence if answer.sentence is not None else now
+            continue
+        answer.text += value
+        if value.startswith("One moment"):
+            answer.filler = now
+            if decided_at:
+                answer.filler_after_decision = t0 + now - decided_at[0]
+        elif answer.sentence is None and re.search(r"[.!?]", answer.text):
+            answer.sentence = now
+    return answer
+
+
+def score(scenario: dict[str, Any], answer: Answer, figures: Figures) -> bool:
+    """Count the scenario's tool choice and arguments; note what went wrong."""
+    call, text = answer.call, answer.text
+    expected = scenario["tool"]
+    got = call.tool if call else "none"
+    ok = got == expected and (call is not None or _is_spoken(text))
+    count = figures.counts.setdefault(scenario["file"], [0, 0, 0, 0])
+    count[0] += 1
+    count[1] += ok
+    wanted = scenario.get("args") or {}
+    if ok and expected != "none":
+        count[2] += 1
+        arguments = call.arguments if call else {}
+        good = all(re.search(p, str(arguments.get(k, "")), re.I) for k, p in wanted.items())
+        count[3] += good
+        if not good:
+            figures.failures.append(f"ARGS  {scenario['say']!r}: {json.dumps(arguments)}")
+    elif not ok:
+        detail = json.dumps(call.arguments) if call else repr(text[:60])
+        figures.failures.append(
+            f"TOOL  {scenario['say']!r}: expected {expected}, got {got} {detail}"
+        )
+    return ok
+
+
+def print_figures(figures: Figures, settings: Settings) -> None:
+    print()
+    for line in figures.failures:
+        print(line)
+    print()
+    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
+    print(
+        f"machine: {platform.machine()}, {os.cpu_count()} cpus, "
+        f"llm threads={settings.llm_threads}, load average {load}"
+    )
+    for name, (total, tool_ok, args_total, args_ok) in figures.counts.items():
+        print(f"{name}: {total} scenarios")
+        print(f"  tool choice accuracy: {tool_ok}/{total} = {100 * tool_ok / total:.1f}%")
+        if args_total:
+            print(
+                f"  argument accuracy:    {args_ok}/{args_total} = "
+                f"{100 * args_ok / args_total:.1f}%"
+            )
+    for name, values in (
+        ("first token", figures.first_token),
+        ("first sentence (plain replies)", figures.first_sentence),
+        ("filler (tool turns)", figures.filler),
+        ("filler after the call decision", figures.filler_after_decision),
+        ("tool call ready (tool turns)", figures.call_ready),
+    ):
+        if values:
+            print(
+                f"{name:32s} median {statistics.median(values):5.2f}s  "
+                f"p90 {percentile(values, 0.9):5.2f}s  (n={len(values)})"
+            )
 
 
 async def run(args: argparse.Namespace) -> None:
@@ -89,116 +238,22 @@ async def run(args: argparse.Namespace) -> None:
     decided_at = _time_decisions(brain)
     print(f"model loaded and prefix evaluated in {time.perf_counter() - started:.1f}s")
 
-    greeting = {
-        "role": "assistant",
-        "content": "Thanks for calling Bella Hair Studio. How can I help?",
-    }
-    counts: dict[str, list[int]] = {}  # file -> [scenarios, tool ok, args checked, args ok]
-    first_token: list[float] = []
-    first_sentence: list[float] = []
-    filler: list[float] = []
-    call_ready: list[float] = []  # a tool turn's call, arguments complete (pipecat runs it then)
-    filler_after_decision: list[float] = []  # from the model committing to "call" to the filler
-    failures: list[str] = []
+    figures = Figures()
     for scenario in scenarios:
-        messages: list[dict[str, Any]] = [{"role": "system", "content": system}, greeting]
-        for role, *rest in scenario.get("history") or []:
-            if role == "tool":  # [tool, name, arguments, the sentence it returned]
-                name, arguments, say = rest
-                function = {"name": name, "arguments": json.dumps(arguments)}
-                messages.append(
-                    {
-                        "role": "assistant",
-                        "content": None,
-                        "tool_calls": [{"id": "c1", "type": "function", "function": function}],
-                    }
-                )
-                messages.append(
-                    {"role": "tool", "tool_call_id": "c1", "content": json.dumps({"say": say})}
-                )
-                messages.append({"role": "assistant", "content": say})
-            else:
-                messages.append(
-                    {"role": "user" if role == "caller" else "assistant", "content": rest[0]}
-                )
+        messages = conversation(scenario, system)
         await asyncio.to_thread(brain.wait_primed)  # the last reply's priming (it was playing)
         await asyncio.to_thread(brain.prime, messages, tools)  # as a live call does meanwhile
         messages.append({"role": "user", "content": scenario["say"]})
-        decided_at.clear()
-        t0 = time.perf_counter()
-        text, call, t_first, t_sentence, t_filler = "", None, None, None, None
-        async for value in respond(brain, messages, tools):
-            now = time.perf_counter() - t0
-            t_first = t_first if t_first is not None else now
-            if not isinstance(value, Call):
-                text += value
-                if value.startswith("One moment"):
-                    t_filler = now
-                    if decided_at:
-                        filler_after_decision.append(t0 + now - decided_at[0])
-                elif t_sentence is None and re.search(r"[.!?]", text):
-                    t_sentence = now
-            else:
-                call = value
-                t_sentence = t_sentence if t_sentence is not None else now
-                call_ready.append(now)
-        expected = scenario["tool"]
-        got = call.tool if call else "none"
-        ok = got == expected and (call is not None or _is_spoken(text))
-        count = counts.setdefault(scenario["file"], [0, 0, 0, 0])
-        count[0] += 1
-        count[1] += ok
-        if t_first is not None:
-            first_token.append(t_first)
-        if t_sentence is not None and not call:
-            first_sentence.append(t_sentence)
-        if t_filler is not None:
-            filler.append(t_filler)
-        wanted = scenario.get("args") or {}
-        if ok and expected != "none":
-            count[2] += 1
-            arguments = call.arguments if call else {}
-            good = all(re.search(p, str(arguments.get(k, "")), re.I) for k, p in wanted.items())
-            count[3] += good
-            if not good:
-                failures.append(f"ARGS  {scenario['say']!r}: {json.dumps(arguments)}")
-        elif not ok:
-            detail = json.dumps(call.arguments) if call else repr(text[:60])
-            failures.append(f"TOOL  {scenario['say']!r}: expected {expected}, got {got} {detail}")
+        answer = await timed_answer(brain, messages, tools, decided_at)
+        ok = score(scenario, answer, figures)
+        figures.add_times(answer)
         if args.verbose:
+            got = answer.call.tool if answer.call else "none"
             print(
-                f"{'ok ' if ok else 'BAD'} {t_first or 0:5.2f}s {scenario['say'][:60]!r} -> {got}"
+                f"{'ok ' if ok else 'BAD'} {answer.first or 0:5.2f}s {scenario['say'][:60]!r} "
+                f"-> {got}"
             )
-
-    print()
-    for line in failures:
-        print(line)
-    print()
-    load = " ".join(f"{x:.1f}" for x in os.getloadavg())
-    print(
-        f"machine: {platform.machine()}, {os.cpu_count()} cpus, "
-        f"llm threads={settings.llm_threads}, load average {load}"
-    )
-    for name, (total, tool_ok, args_total, args_ok) in counts.items():
-        print(f"{name}: {total} scenarios")
-        print(f"  tool choice accuracy: {tool_ok}/{total} = {100 * tool_ok / total:.1f}%")
-        if args_total:
-            print(
-                f"  argument accuracy:    {args_ok}/{args_total} = "
-                f"{100 * args_ok / args_total:.1f}%"
-            )
-    for name, values in (
-        ("first token", first_token),
-        ("first sentence (plain replies)", first_sentence),
-        ("filler (tool turns)", filler),
-        ("filler after the call decision", filler_after_decision),
-        ("tool call ready (tool turns)", call_ready),
-    ):
-        if values:
-            print(
-                f"{name:32s} median {statistics.median(values):5.2f}s  "
-                f"p90 {percentile(values, 0.9):5.2f}s  (n={len(values)})"
-            )
+    print_figures(figures, settings)
     brain.close()
     await db.close()
 

@@ -340,19 +340,7 @@ def build_app(standin: DeepgramStandIn) -> FastAPI:
         await ws.accept()
         session = _Session(standin, ws, conn, script)
         try:
-            while True:
-                try:
-                    message = await asyncio.wait_for(ws.receive(), standin.idle_timeout)
-                except TimeoutError:
-                    await ws.close(code=1011, reason="NET-0001: no audio received")
-                    break
-                if message["type"] == "websocket.disconnect":
-                    break
-                if message.get("bytes") is not None:
-                    await session.audio(message["bytes"])
-                elif message.get("text") is not None and not await session.control(message["text"]):
-                    await ws.close(code=1000)
-                    break
+            await _serve(ws, session, standin.idle_timeout)
         except WebSocketDisconnect:
             pass
         finally:
@@ -361,3 +349,20 @@ def build_app(standin: DeepgramStandIn) -> FastAPI:
                 task.cancel()
 
     return app
+
+
+async def _serve(ws: WebSocket, session: _Session, idle_timeout: float) -> None:
+    """Audio and control messages until the client closes, goes idle or asks to close."""
+    while True:
+        try:
+            message = await asyncio.wait_for(ws.receive(), idle_timeout)
+        except TimeoutError:
+            await ws.close(code=1011, reason="NET-0001: no audio received")
+            return
+        if message["type"] == "websocket.disconnect":
+            return
+        if message.get("bytes") is not None:
+            await session.audio(message["bytes"])
+        elif message.get("text") is not None and not await session.control(message["text"]):
+            await ws.close(code=1000)
+            return

@@ -145,24 +145,12 @@ class _Session:
     async def message(self, data: dict[str, Any]) -> bool:
         """Handle one client message; False once the socket should close."""
         if data.get("close_socket"):
-            for context in list(self.buffers):
-                self._flush(context)
-            for queue in self.queues.values():
-                queue.put_nowait(None)
-            if self.workers:
-                await asyncio.wait(set(self.workers.values()), timeout=10)
+            await self._close_socket()
             return False
         context = str(data.get("context_id") or "default")
         text = data.get("text")
         if isinstance(text, str) and text:
-            self.conn.texts.setdefault(context, []).append(text)
-            if "voice_settings" in data:
-                self.conn.voice_settings = dict(data["voice_settings"] or {})
-            if text.strip() or self.buffers.get(context):  # the opening " " is no speech
-                self.buffers[context] = self.buffers.get(context, "") + text
-            buffered = self.buffers.get(context, "")
-            if (self.auto and buffered.strip()) or len(buffered) >= SCHEDULE_CHARS:
-                self._flush(context)
+            self._text(context, text, data)
         if data.get("flush"):
             self._flush(context)
         if data.get("close_context"):
@@ -170,6 +158,26 @@ class _Session:
             self._queue(context).put_nowait(None)
             self.queues.pop(context, None)  # a reused id would start a fresh context
         return True
+
+    async def _close_socket(self) -> None:
+        """Speak what every context buffered, then let the workers finish."""
+        for context in list(self.buffers):
+            self._flush(context)
+        for queue in self.queues.values():
+            queue.put_nowait(None)
+        if self.workers:
+            await asyncio.wait(set(self.workers.values()), timeout=10)
+
+    def _text(self, context: str, text: str, data: dict[str, Any]) -> None:
+        """Buffer ``text``; speak the buffer when scheduled (or at once in auto mode)."""
+        self.conn.texts.setdefault(context, []).append(text)
+        if "voice_settings" in data:
+            self.conn.voice_settings = dict(data["voice_settings"] or {})
+        if text.strip() or self.buffers.get(context):  # the opening " " is no speech
+            self.buffers[context] = self.buffers.get(context, "") + text
+        buffered = self.buffers.get(context, "")
+        if (self.auto and buffered.strip()) or len(buffered) >= SCHEDULE_CHARS:
+            self._flush(context)
 
     def cancel(self) -> None:
         for task in self.workers.values():
