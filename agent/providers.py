@@ -23,7 +23,7 @@ from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
 from pipecat.frames.frames import ErrorFrame, Frame, TranscriptionFrame, TTSAudioRawFrame
 from pipecat.services.llm_service import LLMService
 from pipecat.services.settings import STTSettings, TTSSettings
-from pipecat.services.stt_service import SegmentedSTTService
+from pipecat.services.stt_service import SegmentedSTTService, STTService
 from pipecat.services.tts_service import TTSService
 from pipecat.transcriptions.language import Language
 from pipecat.utils.time import time_now_iso8601
@@ -272,7 +272,10 @@ class HibariTTSService(TTSService):
         return out
 
     def _synthesize_into(
-        self, text: str, loop: asyncio.AbstractEventLoop, queue: asyncio.Queue[Any]
+        self,
+        text: str,
+        loop: asyncio.AbstractEventLoop,
+        queue: asyncio.Queue[bytes | Exception | None],
     ) -> None:
         """Worker thread: put one PCM buffer per synthesized piece, then None."""
         assert self._models.hibari is not None and self._models.tts_lock is not None
@@ -295,7 +298,7 @@ class HibariTTSService(TTSService):
     async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
         await self.start_ttfb_metrics()
         await self.start_tts_usage_metrics(text)
-        queue: asyncio.Queue[Any] = asyncio.Queue()
+        queue: asyncio.Queue[bytes | Exception | None] = asyncio.Queue()
         loop = asyncio.get_running_loop()
         worker = threading.Thread(
             target=self._synthesize_into, args=(text, loop, queue), daemon=True
@@ -314,7 +317,7 @@ class HibariTTSService(TTSService):
             )
 
 
-def build_stt(settings: Settings, models: LocalModels, hotwords: str = "") -> Any:
+def build_stt(settings: Settings, models: LocalModels, hotwords: str = "") -> STTService:
     if settings.deepgram_api_key:
         from pipecat.services.deepgram.stt import DeepgramSTTService
 
@@ -367,7 +370,7 @@ def build_llm(
     )
 
 
-def build_tts(settings: Settings, models: LocalModels) -> Any:
+def build_tts(settings: Settings, models: LocalModels) -> TTSService:
     if settings.elevenlabs_api_key:
         from pipecat.services.elevenlabs.tts import ElevenLabsTTSService
 

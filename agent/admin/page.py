@@ -4,13 +4,13 @@ in the shape the page shows them: one message per field, next to the field."""
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
 
 from fastapi import FastAPI, Request, Response
 from fastapi.exception_handlers import request_validation_exception_handler
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import FileResponse, JSONResponse
 from fastapi.staticfiles import StaticFiles
+from starlette.types import Scope
 
 from tools.admin.models import NotFound, ValidationFailed
 
@@ -32,7 +32,7 @@ FIX_FIELDS = "Please correct the highlighted fields."
 class _Assets(StaticFiles):
     """The page's scripts and styles, with the page's security headers."""
 
-    async def get_response(self, path: str, scope: Any) -> Response:
+    async def get_response(self, path: str, scope: Scope) -> Response:
         response = await super().get_response(path, scope)
         response.headers.update(PAGE_HEADERS)
         return response

@@ -21,7 +21,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_en
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
 
 
-def new_id(result: Any) -> int:
+def new_id(result: sa.CursorResult[Any]) -> int:
     """The primary key of the row an INSERT created."""
     key = result.inserted_primary_key
     if key is None:
