@@ -27,7 +27,7 @@ from tools.domain.validation import InvalidPhoneNumber, is_timezone, phone_e164
 
 #: Tools the agent cannot work without: a call must be able to end politely.
 REQUIRED_TOOLS = frozenset({"end_call"})
-#: Placeholders each prompt text may use (filled per call; see agent/call.py).
+#: Placeholders each prompt text may use (filled per call; see agent/prompts.py).
 PLACEHOLDERS: dict[str, tuple[str, ...]] = {
     "greeting": ("business_name",),
     "persona": ("business_name", "address", "hours", "services"),
