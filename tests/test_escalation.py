@@ -25,6 +25,7 @@ from pipecat.frames.frames import (
     LLMFullResponseStartFrame,
     LLMTextFrame,
     TranscriptionFrame,
+    TTSAudioRawFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
@@ -306,9 +307,10 @@ async def salon(tmp_path: Path) -> AsyncIterator[Salon]:
 
 
 class Phone(BaseObserver):
-    """Twilio's end of one media stream. It takes what the output transport would send (the
-    frames PlaybackMarker passes on) through the real serializer, plays it at once and echoes
-    each mark back through the serializer; the caller's words and keys go in from here."""
+    """Twilio's end of one media stream. What the output transport would send (the frames
+    PlaybackMarker passes on) goes out through the real serializer and plays in real time; each
+    mark comes back through the serializer once the audio before it has played (at once on a
+    clear, as Twilio does). The caller's words and keys go in from here."""
 
     def __init__(self, session: CallSession) -> None:
         super().__init__()
@@ -320,7 +322,8 @@ class Phone(BaseObserver):
         self.serializer = TwilioMediaSerializer(parser, session)
         self.worker: PipelineWorker | None = None
         self.played: list[tuple[str, float]] = []  # each sentence once played, at time.time()
-        self.sent: list[str] = []  # the events sent to Twilio, in order
+        self._played_by = 0.0  # when (loop time) the audio sent so far will have played
+        self._marks: dict[asyncio.Task[None], tuple[str, str]] = {}  # pending: wire, sentence
         self._changed = asyncio.Condition()
 
     @property
@@ -332,15 +335,39 @@ class Phone(BaseObserver):
             return
         if data.direction is not FrameDirection.DOWNSTREAM:
             return
-        wire = await self.serializer.serialize(data.frame)
+        frame = data.frame
+        wire = await self.serializer.serialize(frame)
         if wire is None:
             return
-        self.sent.append(json.loads(wire)["event"])
-        if isinstance(data.frame, MarkFrame):
-            await self.serializer.deserialize(wire)  # played: Twilio echoes the mark
-            async with self._changed:
-                self.played.append((data.frame.mark_text, time.time()))
-                self._changed.notify_all()
+        now = asyncio.get_running_loop().time()
+        event = json.loads(wire)["event"]
+        if event == "media" and isinstance(frame, TTSAudioRawFrame):
+            seconds = len(frame.audio) / 2 / frame.sample_rate
+            self._played_by = max(self._played_by, now) + seconds
+        elif event == "mark" and isinstance(frame, MarkFrame):
+            delay = max(0.0, self._played_by - now)
+            task = asyncio.create_task(self._echo(wire, frame.mark_text, delay))
+            self._marks[task] = (wire, frame.mark_text)
+        elif event == "clear":
+            self._played_by = 0.0
+            pending = list(self._marks.items())
+            self._marks.clear()
+            for task, (mark, text) in pending:
+                task.cancel()
+                await self._echo(mark, text, 0.0)
+
+    async def _echo(self, wire: str, text: str, delay: float) -> None:
+        await asyncio.sleep(delay)  # the phone is playing the audio before the mark
+        if (task := asyncio.current_task()) is not None:
+            self._marks.pop(task, None)
+        await self.serializer.deserialize(wire)  # Twilio's echo has the mark's own shape
+        async with self._changed:
+            self.played.append((text, time.time()))
+            self._changed.notify_all()
+
+    def hang_up(self) -> None:
+        for task in self._marks:
+            task.cancel()
 
     async def until(self, done: Callable[[list[str]], bool], what: str) -> None:
         """Wait for the sentences played so far to satisfy ``done`` (a hung call fails)."""
@@ -472,7 +499,10 @@ async def phone_call(
         await runner.add_workers(worker)
         await asyncio.gather(runner.run(), act())
 
-    await asyncio.wait_for(session.run(media), 60)
+    try:
+        await asyncio.wait_for(session.run(media), 60)
+    finally:
+        phone.hang_up()
     if failed:
         raise failed[0]
     record = await state.calls.get_call(call_sid)
