@@ -8,7 +8,7 @@ import json
 import re
 import time
 import xml.etree.ElementTree as ET
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from dataclasses import dataclass, replace
 from datetime import UTC, datetime
 from pathlib import Path
@@ -52,7 +52,7 @@ from agent.session import CallInfo, CallSession, earlier_messages
 from agent.settings import Settings
 from agent.turns import SegmentTranscribedFrame
 from telephony import codec, twiml
-from telephony.replay import replay
+from telephony.replay import Report, replay
 from telephony.serializer import MarkFrame, TwilioMediaSerializer
 from telephony.signature import sign_twilio_request
 from telephony.twilio_rest import TwilioRest, TwilioRestError
@@ -88,7 +88,7 @@ XML = '<?xml version="1.0" encoding="UTF-8"?>'
 # --- TwiML, exactly -------------------------------------------------------------------------
 
 
-def test_transfer_twiml_rings_every_number_with_the_whisper():
+def test_transfer_twiml_rings_every_number_with_the_whisper() -> None:
     body = twiml.transfer_dial(
         DESK, "https://fd.example/twilio/dial-action?handoff=7",
         "https://fd.example/twilio/whisper?handoff=7",
@@ -103,7 +103,7 @@ def test_transfer_twiml_rings_every_number_with_the_whisper():
     )
 
 
-def test_cold_transfer_twiml_has_no_whisper_and_escapes_urls():
+def test_cold_transfer_twiml_has_no_whisper_and_escapes_urls() -> None:
     body = twiml.transfer_dial(["+14135550199"], "https://fd.example/a?handoff=1&x=2", "", 15)
     assert body == (
         XML + '<Response><Dial action="https://fd.example/a?handoff=1&amp;x=2" method="POST" '
@@ -113,7 +113,7 @@ def test_cold_transfer_twiml_has_no_whisper_and_escapes_urls():
         twiml.transfer_dial([], "https://fd.example/a")
 
 
-def test_whisper_and_hangup_twiml():
+def test_whisper_and_hangup_twiml() -> None:
     assert (
         twiml.whisper("Anna & Bo <3.")
         == XML + "<Response><Say>Anna &amp; Bo &lt;3.</Say></Response>"
@@ -124,7 +124,7 @@ def test_whisper_and_hangup_twiml():
 # --- The summary and the misunderstanding count ---------------------------------------------
 
 
-def test_summary_says_who_what_and_what_was_tried_in_two_sentences():
+def test_summary_says_who_what_and_what_was_tried_in_two_sentences() -> None:
     messages = [
         {"role": "assistant", "content": "Thanks for calling. How can I help?"},
         {"role": "user", "content": "Do you have a haircut on Friday?"},
@@ -171,7 +171,7 @@ def test_summary_says_who_what_and_what_was_tried_in_two_sentences():
     )
 
 
-def test_misunderstandings_count_only_in_a_row():
+def test_misunderstandings_count_only_in_a_row() -> None:
     counter = MisunderstandingCounter(limit=3)
     sorry = "Sorry, could you say that again?"
     assert [counter.note(t) for t in [sorry, sorry, "We open at nine.", sorry, sorry]] == [
@@ -182,7 +182,7 @@ def test_misunderstandings_count_only_in_a_row():
     assert is_misunderstanding("Pardon?") and not is_misunderstanding("Your haircut is booked.")
 
 
-def test_earlier_turns_become_context_for_a_resumed_call():
+def test_earlier_turns_become_context_for_a_resumed_call() -> None:
     call = {
         "turns": [
             {"role": "bot", "text": "Hi, how can I help?"},
@@ -200,7 +200,7 @@ def test_earlier_turns_become_context_for_a_resumed_call():
 # --- Business config ------------------------------------------------------------------------
 
 
-def test_escalation_numbers_config_is_backward_compatible(tmp_path):
+def test_escalation_numbers_config_is_backward_compatible(tmp_path: Path) -> None:
     assert escalation_numbers({"escalation_number": "(413) 555-0199"}) == ["+14135550199"]
     both = {"escalation_number": "+14135550199", "escalation_numbers": ["+14135550198"]}
     assert escalation_numbers(both) == DESK
@@ -215,7 +215,7 @@ def test_escalation_numbers_config_is_backward_compatible(tmp_path):
     assert read_config(path)["hours"]["monday"] == "09:00-24:00"
 
 
-async def test_seeded_business_keeps_its_escalation_number(db):
+async def test_seeded_business_keeps_its_escalation_number(db: Database) -> None:
     business = await load_business(db)
     assert business.escalation_number == "+14135550199"
     assert business.escalation_numbers == ("+14135550199",)
@@ -225,14 +225,14 @@ async def test_seeded_business_keeps_its_escalation_number(db):
 
 
 @pytest.fixture
-def twilio():
+def twilio() -> Iterator[tuple[FakeTwilio, str]]:
     fake = FakeTwilio(ACCOUNT_SID, AUTH_TOKEN)
     port = free_port()
     with ServerThread(build_twilio_app(fake), port) as server:
         yield fake, server.url
 
 
-async def test_rest_client_speaks_twilios_format(twilio):
+async def test_rest_client_speaks_twilios_format(twilio: tuple[FakeTwilio, str]) -> None:
     fake, url = twilio
     rest = TwilioRest(ACCOUNT_SID, AUTH_TOKEN, base_url=url)
     body = twiml.hangup()
@@ -323,7 +323,7 @@ class Phone(BaseObserver):
         self.worker: PipelineWorker | None = None
         self.played: list[tuple[str, float]] = []  # each sentence once played, at time.time()
         self._played_by = 0.0  # when (loop time) the audio sent so far will have played
-        self._marks: dict[asyncio.Task[None], tuple[str, str]] = {}  # pending: wire, sentence
+        self._marks: dict[asyncio.Task[None], tuple[str | bytes, str]] = {}  # wire, sentence
         self._changed = asyncio.Condition()
 
     @property
@@ -356,7 +356,7 @@ class Phone(BaseObserver):
                 task.cancel()
                 await self._echo(mark, text, 0.0)
 
-    async def _echo(self, wire: str, text: str, delay: float) -> None:
+    async def _echo(self, wire: str | bytes, text: str, delay: float) -> None:
         await asyncio.sleep(delay)  # the phone is playing the audio before the mark
         if (task := asyncio.current_task()) is not None:
             self._marks.pop(task, None)
@@ -641,9 +641,12 @@ async def test_three_misunderstood_turns_hand_the_caller_over(salon: Salon) -> N
     llm = ToolSayingLLM({"": SAY_AGAIN})
 
     async def caller(phone: Phone) -> None:
-        for n, words in enumerate(["Blue elephants dance quietly.", "Purple bananas sing loudly."]):
+        def sorries(n: int) -> Callable[[list[str]], bool]:
+            return lambda played: played.count(SAY_AGAIN) >= n
+
+        for n, words in enumerate(["Blue elephants dance quietly.", "Purple bananas sing."], 1):
             await phone.says(words)
-            await phone.until(lambda played, n=n: played.count(SAY_AGAIN) > n, "a sorry")
+            await phone.until(sorries(n), f"sorry number {n}")
         await phone.says("Green giraffes whistle softly.")
         await phone.hears(phrases()["transfer_connecting"])  # the call is then moved
 
@@ -722,7 +725,7 @@ class Desk:
 
 
 @pytest.fixture(scope="module")
-def desk(tmp_path_factory: pytest.TempPathFactory):
+def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
     """The real app, open around the clock every day of the year (so the call never depends on
     when the test runs) with two escalation numbers, a scripted LLM and the Twilio REST
     stand-in."""
@@ -755,7 +758,7 @@ def desk(tmp_path_factory: pytest.TempPathFactory):
             yield Desk(server.url, fake, data_dir, script)
 
 
-async def call(desk: Desk, *parts: str | float, **kwargs: Any):
+async def call(desk: Desk, *parts: str | float, **kwargs: Any) -> tuple[Report, bytes]:
     return await replay(
         call_audio(*parts),
         AUDIO_RATE,
@@ -781,18 +784,21 @@ async def handoffs(desk: Desk, call_sid: str) -> list[dict[str, Any]]:
         await db.close()
 
 
-def bot_texts(report) -> list[str]:
+def bot_texts(report: Report) -> list[str]:
+    assert report.call_record is not None
     return [t["text"] for t in report.call_record["turns"] if t["role"] == "bot"]
 
 
-async def test_asking_for_a_person_is_a_warm_transfer_and_no_answer_loses_nothing(desk):
+async def test_asking_for_a_person_is_a_warm_transfer_and_no_answer_loses_nothing(
+    desk: Desk,
+) -> None:
     # 1. The caller asks for a person: one sentence, then the call is moved to <Dial>.
     report, heard = await call(
         desk, 8.0, "Hi, I want to talk to a real person.", 8.0, from_number="+14135550144"
     )
     sid = report.call_sid
     record = report.call_record
-    assert record["outcome"] == "transferred", record
+    assert record is not None and record["outcome"] == "transferred", record
     assert bot_texts(report)[-1] == phrases()["transfer_connecting"]
     rows = await handoffs(desk, sid)
     assert len(rows) == 1
@@ -847,7 +853,7 @@ async def test_asking_for_a_person_is_a_warm_transfer_and_no_answer_loses_nothin
         from_number="+14135550144",
     )
     record = back.call_record
-    assert record["call_sid"] == sid
+    assert record is not None and record["call_sid"] == sid
     texts = [t["text"] for t in record["turns"]]
     assert phrases()["transfer_connecting"] in texts  # first stream's turns are kept
     assert phrases()["transfer_no_answer"] in texts
