@@ -1,5 +1,7 @@
-"""Escalation to a person: TwiML, the Twilio REST client, the summary, and whole calls that end in
-a warm transfer, come back when nobody answers, fail at Twilio, or happen after hours."""
+"""Escalation to a person: TwiML, the Twilio REST client and the summary; calls at frame level
+(pressing zero, a Twilio REST error, after hours, misunderstood turns) on a fixed clock; the
+transfer webhooks as HTTP requests; and one whole call in real time that ends in a warm transfer
+nobody answers and comes back to the agent without losing anything."""
 
 from __future__ import annotations
 
