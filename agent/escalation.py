@@ -25,7 +25,6 @@ import re
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from typing import Any
 
 from loguru import logger
@@ -387,7 +386,7 @@ class Escalation:
             return _Plan(False, texts["transfer_unavailable"], "not a phone call")
         if not numbers:
             return _Plan(False, texts["transfer_unavailable"], "no escalation number")
-        if not business.is_open_at(datetime.now(UTC)):
+        if not business.is_open_at(self.session.now()):
             return _Plan(False, texts["transfer_after_hours"], "after hours")
         if self.desk.rest_for(info.account_sid) is None:
             return _Plan(False, texts["transfer_unavailable"], "Twilio credentials missing")

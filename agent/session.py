@@ -23,6 +23,7 @@ import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
+from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
 from typing import Any, Protocol
@@ -195,7 +196,8 @@ def earlier_messages(call: dict[str, Any] | None, limit: int = 40) -> list[dict[
 class CallSession:
     """One call's state and record. Implements StreamHooks (telephony) and CallControl (tools).
 
-    ``escalation`` builds the call's escalation from the session (agent.escalation.Escalation).
+    ``escalation`` builds the call's escalation from the session (agent.escalation.Escalation);
+    ``clock`` fixes the time of day the call sees (tests; None means real time).
     """
 
     def __init__(
@@ -207,8 +209,10 @@ class CallSession:
         store: CallStore,
         escalation: Callable[[CallSession], Escalating],
         rate: int = PIPELINE_RATE,
+        clock: Callable[[], datetime] | None = None,
     ) -> None:
         self.info = info
+        self.clock = clock
         self.settings = settings
         self.db = db
         self.store = store
@@ -309,6 +313,7 @@ class CallSession:
             call_sid=self.info.call_sid,
             call=self,
             business=business,  # the whole call keeps the config it started with
+            now=self.clock,
         )
         self.facts = tools.facts
         opening = greeting(business, caller)
@@ -321,7 +326,9 @@ class CallSession:
             business=business,
             caller=caller,
             tools=tools,
-            system_prompt=build_system_prompt(business, caller, bool(self.info.from_number)),
+            system_prompt=build_system_prompt(
+                business, caller, bool(self.info.from_number), self.now()
+            ),
             greeting=opening,
             earlier=earlier,
         )
@@ -542,6 +549,10 @@ class CallSession:
 
     def messages(self) -> list[dict[str, Any]]:
         return self.pipe.messages() if self.pipe is not None else []
+
+    def now(self) -> datetime:
+        """The time of day the call sees (opening hours, callbacks)."""
+        return self.clock() if self.clock is not None else datetime.now(UTC)
 
     def public_base(self) -> str:
         return self.settings.public_url or self.info.public_base

@@ -50,6 +50,9 @@ class FakeTwilio:
     ended_calls: set[str] = field(default_factory=set)  # calls Twilio answers 404 for
     # Errors to answer the next requests with: (HTTP status, Twilio code, message).
     fail_next: list[tuple[int, int, str]] = field(default_factory=list)
+    # How the call engine reaches our webhooks (None: over the network, by their URLs; an
+    # httpx.ASGITransport: straight into an app in this process).
+    transport: httpx.AsyncBaseTransport | None = None
 
     def updates(self, call_sid: str) -> list[RestRequest]:
         return [r for r in self.requests if r.call_sid == call_sid and r.authorized]
@@ -71,7 +74,7 @@ class FakeTwilio:
         assert dial is not None, twiml
         numbers = dial.findall("Number")
         heard = []
-        async with httpx.AsyncClient(timeout=30) as client:
+        async with httpx.AsyncClient(timeout=30, transport=self.transport) as client:
             if answered_by is not None:
                 number = numbers[answered_by]
                 if number.get("url"):
