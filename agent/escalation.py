@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import re
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -307,9 +307,16 @@ class _Plan:
 class Escalation:
     """One call's escalation state: idle -> announcing -> transferred (or back to idle)."""
 
-    def __init__(self, session: CallSession, desk: HandoffDesk) -> None:
+    def __init__(
+        self,
+        session: CallSession,
+        desk: HandoffDesk,
+        *,
+        now: Callable[[], datetime] | None = None,  # tests fix the clock; None: real time
+    ) -> None:
         self.session = session
         self.desk = desk
+        self.now = now or (lambda: datetime.now(UTC))
         self.status = "idle"
         self.holding = False
         self.blocked = ""  # set once a transfer failed in this call: offer messages instead
@@ -387,7 +394,7 @@ class Escalation:
             return _Plan(False, texts["transfer_unavailable"], "not a phone call")
         if not numbers:
             return _Plan(False, texts["transfer_unavailable"], "no escalation number")
-        if not business.is_open_at(datetime.now(UTC)):
+        if not business.is_open_at(self.now()):
             return _Plan(False, texts["transfer_after_hours"], "after hours")
         if self.desk.rest_for(info.account_sid) is None:
             return _Plan(False, texts["transfer_unavailable"], "Twilio credentials missing")
@@ -484,9 +491,7 @@ class Escalation:
         logger.error(f"call {session.info.call_sid}: transfer failed: {exc}")
         session.add_fault(f"transfer: {exc}")
         if handoff_id:
-            await update_handoff(
-                session.db, handoff_id, outcome="rest_error", detail=str(exc)
-            )
+            await update_handoff(session.db, handoff_id, outcome="rest_error", detail=str(exc))
         self.blocked = "transfer failed"
         self.holding = False
         self.status = "idle"
