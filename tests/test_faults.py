@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable, Iterator
-from dataclasses import replace
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -76,12 +75,30 @@ def openai(openai_standin: tuple[OpenAIStandIn, str]) -> Iterator[OpenAIStandIn]
     script.fail_next = script.hang_next = 0
 
 
+@pytest.fixture(scope="module")
+def twilio_standin() -> Iterator[tuple[FakeTwilio, str]]:
+    twilio = FakeTwilio(account_sid="ACphone", auth_token=AUTH_TOKEN)
+    with ServerThread(build_twilio_app(twilio), free_port()) as server:
+        yield twilio, server.url
+
+
 @pytest.fixture
-def settings(openai_standin: tuple[OpenAIStandIn, str]) -> Settings:
+def twilio(twilio_standin: tuple[FakeTwilio, str]) -> FakeTwilio:
+    twilio_standin[0].requests.clear()
+    return twilio_standin[0]
+
+
+@pytest.fixture
+def settings(
+    openai_standin: tuple[OpenAIStandIn, str], twilio_standin: tuple[FakeTwilio, str]
+) -> Settings:
+    """A call that could be put through to a person: whether it is depends on the hours."""
     return Settings(
         openai_base_url=openai_standin[1],
         provider_timeout_secs=PROVIDER_TIMEOUT,
         caller_idle_secs=30,
+        twilio_auth_token=Secret(AUTH_TOKEN),
+        twilio_api_base_url=twilio_standin[1],
     )
 
 
@@ -182,7 +199,7 @@ async def test_llm_hang_times_out_apologises_and_retries(
 
 
 async def test_llm_failing_twice_offers_to_take_a_message_when_closed(
-    db: Database, tmp_path: Path, openai: OpenAIStandIn, settings: Settings
+    db: Database, tmp_path: Path, openai: OpenAIStandIn, twilio: FakeTwilio, settings: Settings
 ) -> None:
     openai.fail_next = 2
     frames = [
@@ -205,30 +222,25 @@ async def test_llm_failing_twice_offers_to_take_a_message_when_closed(
     asked = openai.requests[-2]["messages"]
     offered = [m for m in asked if m["role"] == "assistant" and m.get("content")]
     assert any("technical trouble" in m["content"] for m in offered), offered
-    assert not record["handoffs"] or all(h["kind"] != "transfer" for h in record["handoffs"])
+    assert all(h["kind"] != "transfer" for h in record["handoffs"]) and not twilio.requests
     assert record["outcome"] == "caller_hung_up"  # the fault did not end the call
 
 
 async def test_llm_failing_while_open_puts_the_caller_through_to_a_person(
-    db: Database, tmp_path: Path, openai: OpenAIStandIn, settings: Settings
+    db: Database, tmp_path: Path, openai: OpenAIStandIn, twilio: FakeTwilio, settings: Settings
 ) -> None:
     """Open, with someone to take the call: the second failure starts a transfer at once (the
     model cannot be trusted to get the caller there), and the model is not asked again."""
     openai.fail_next = 10  # it stays down
-    twilio = FakeTwilio(account_sid="ACphone", auth_token=AUTH_TOKEN)
-    with ServerThread(build_twilio_app(twilio), free_port()) as rest:
-        phone_settings = replace(
-            settings, twilio_auth_token=Secret(AUTH_TOKEN), twilio_api_base_url=rest.url
-        )
-        session, record, phone = await phone_call(
-            db,
-            tmp_path,
-            openai_llm(phone_settings),
-            caller_says_to_whisper("Is there parking nearby?"),
-            settings=phone_settings,
-            now=at(OPEN),
-            linger=5.0,
-        )
+    session, record, phone = await phone_call(
+        db,
+        tmp_path,
+        openai_llm(settings),
+        caller_says_to_whisper("Is there parking nearby?"),
+        settings=settings,
+        now=at(OPEN),
+        linger=5.0,
+    )
     said = bot_says(record)
     assert_in_order(said, "apology_wait", "transfer_connecting")
     assert phrases()["fault_offer"] not in said and phrases()["fault_goodbye"] not in said
@@ -244,7 +256,7 @@ async def test_llm_failing_while_open_puts_the_caller_through_to_a_person(
 
 
 async def test_llm_that_stays_down_ends_the_call_politely_when_closed(
-    db: Database, tmp_path: Path, openai: OpenAIStandIn, settings: Settings
+    db: Database, tmp_path: Path, openai: OpenAIStandIn, twilio: FakeTwilio, settings: Settings
 ) -> None:
     openai.fail_next = 10
     frames = [
@@ -261,6 +273,7 @@ async def test_llm_that_stays_down_ends_the_call_politely_when_closed(
     assert not phone.hung_up  # the agent ended the call
     assert heard(session, "fault_goodbye")  # and only once the goodbye had played
     assert "llm: still failing; ending the call politely" in record["faults"]
+    assert not twilio.requests  # nobody to put the caller through to
 
 
 # --- The TTS ------------------------------------------------------------------------------------
