@@ -161,7 +161,7 @@ async def test_calls_end_at_the_maximum_duration(db: Database, tmp_path: Path) -
     assert not phone.hung_up, "the agent should hang up at the maximum duration"
     said = [t["text"] for t in record["turns"] if t["role"] == "bot"]
     assert phrases()["max_duration"] in said and said[-1].endswith(phrases()["max_duration"])
-    assert phrases()["max_duration"] in session.ledger.heard_text()  # played before hanging up
+    assert phrases()["max_duration"] in session.ledger.heard_text()  # played: its mark came back
     assert record["outcome"] == "max_duration" and session.outcome is Outcome.MAX_DURATION
 
 

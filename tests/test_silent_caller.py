@@ -26,6 +26,6 @@ async def test_silence_gets_a_prompt_then_a_goodbye(db: Database, tmp_path: Path
     prompt, goodbye = phrases()["still_there"], phrases()["idle_goodbye"]
     assert [text for text in said if text in (prompt, goodbye)] == [prompt, prompt, goodbye]
     assert said[-1].endswith(goodbye), said  # the last words
-    assert phrases()["idle_goodbye"] in session.ledger.heard_text()  # played before hanging up
+    assert phrases()["idle_goodbye"] in session.ledger.heard_text()  # played: its mark came back
     assert not any(t["role"] == "caller" for t in record["turns"])
     assert record["outcome"] == "caller_silent" and session.outcome is Outcome.CALLER_SILENT
