@@ -483,9 +483,7 @@ class Escalation:
         logger.error(f"call {session.info.call_sid}: transfer failed: {exc}")
         session.add_fault(f"transfer: {exc}")
         if handoff_id:
-            await update_handoff(
-                session.db, handoff_id, outcome="rest_error", detail=str(exc)
-            )
+            await update_handoff(session.db, handoff_id, outcome="rest_error", detail=str(exc))
         self.blocked = "transfer failed"
         self.holding = False
         self.status = "idle"

@@ -228,6 +228,9 @@ class FaultHandler:
         """Record a provider fault and answer it according to the stage's strikes."""
         self.faults += 1
         self._record(f"{stage}: {detail}")
+        if stage == "tts":
+            # It produced no audio: the bot is not speaking (a goodbye must not wait for it).
+            self.session.bot_speaking = False
         if not self._counts(stage):
             return
         self._handled_at[stage] = time.monotonic()

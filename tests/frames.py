@@ -219,3 +219,166 @@ async def frame_call(
     record = await store.get_call(info.call_sid)
     assert record is not None
     return session, record
+
+
+# --- A phone call on the harness: Twilio's side, the fault clips and a fixed clock ----------------
+
+from datetime import datetime  # noqa: E402
+
+from pipecat.frames.frames import OutputAudioRawFrame  # noqa: E402
+from pipecat.observers.base_observer import BaseObserver, FramePushed  # noqa: E402
+from pipecat.pipeline.worker import PipelineParams  # noqa: E402
+
+from agent.faults import CLIP_PHRASES  # noqa: E402
+from agent.processors import PlaybackMarker  # noqa: E402
+from agent.turns import SegmentTranscribedFrame  # noqa: E402
+from telephony.serializer import MarkFrame  # noqa: E402
+
+
+class Phone(BaseObserver):
+    """Twilio's side of a frame-level call: takes the audio and marks the pipeline sends out
+    (what leaves the PlaybackMarker), plays them at once and echoes each mark to the session.
+
+    ``segments`` is what the caller heard: (mark name, milliseconds of audio before it);
+    ``hung_up`` whether the caller hung up (rather than the agent ending the call).
+    """
+
+    def __init__(self, session: CallSession) -> None:
+        super().__init__()
+        self.session = session
+        self.segments: list[tuple[str, float]] = []
+        self.hung_up = False
+        self._pending_ms = 0.0
+
+    async def on_push_frame(self, data: FramePushed) -> None:
+        if not isinstance(data.source, PlaybackMarker):
+            return
+        if data.direction is not FrameDirection.DOWNSTREAM:
+            return
+        frame = data.frame
+        if isinstance(frame, OutputAudioRawFrame):
+            self._pending_ms += len(frame.audio) / 2 / frame.sample_rate * 1000
+        elif isinstance(frame, MarkFrame):
+            self.segments.append((frame.mark_name, self._pending_ms))
+            self._pending_ms = 0.0
+            self.session.on_mark(frame.mark_name)
+
+
+def caller_says_to_whisper(text: str) -> list[Frame]:
+    """:func:`caller_says` as the default (segmented) STT, local Whisper, produces it: each VAD
+    segment is transcribed after it ends, then reported done, so the turn ends at once
+    (with :func:`caller_says` and no cloud STT key the turn waits for the transcription
+    timeouts)."""
+    return [
+        VADUserStartedSpeakingFrame(),
+        UserStartedSpeakingFrame(),
+        SleepFrame(0.1),
+        VADUserStoppedSpeakingFrame(),
+        TranscriptionFrame(text, "caller", time_now_iso8601(), finalized=True),
+        SegmentTranscribedFrame(),
+        UserStoppedSpeakingFrame(),
+    ]
+
+
+def tone_clips(secs: float = 0.3) -> dict[str, bytes]:
+    """The pre-synthesized phrases (agent.faults.CLIP_PHRASES) as tones of ``secs`` each."""
+    pcm = (np.sin(np.arange(int(RATE * secs)) / 5) * 8000).astype("<i2").tobytes()
+    return {name: pcm for name in CLIP_PHRASES}
+
+
+async def phone_call(
+    db: Database,
+    data_dir: Path,
+    llm: LLMService,
+    frames: Sequence[Frame],
+    *,
+    settings: Settings | None = None,
+    now: Callable[[], datetime] | None = None,
+    tts: FrameProcessor | None = None,
+    clips: dict[str, bytes] | None = None,
+    during: Callable[[CallSession, CallPipeline], Awaitable[None]] | None = None,
+    linger: float = 0.5,
+    observers: Sequence[BaseObserver] = (),
+) -> tuple[CallSession, dict[str, Any], Phone]:
+    """Like :func:`frame_call`, for a call through Twilio that the phone plays as it goes.
+
+    The escalation sees the clock ``now`` (default: real time); the fault handler has ``clips``
+    (default: :func:`tone_clips`); ``tts`` replaces the scripted TTS. The call ends when the
+    session ends it, or when the caller hangs up ``linger`` seconds after the frames and
+    ``during`` (a long wait belongs here rather than in a SleepFrame: the frames are always
+    sent to the end); ``observers`` watch the pipeline too. Returns the session, its stored
+    record and the phone (what the caller heard).
+    """
+    settings = replace(settings or Settings(), data_dir=data_dir, turn_pause_secs=0.2)
+    store = CallStore(db)
+    desk = HandoffDesk(db, settings)
+    info = CallInfo(
+        call_sid="CAphone",
+        stream_sid="MZphone",
+        source="twilio",
+        from_number="+14135550123",
+        to_number="+14135550100",
+        account_sid="ACphone",
+        public_base="https://frontdesk.example.com",
+    )
+    session = CallSession(
+        info,
+        settings=settings,
+        db=db,
+        store=store,
+        escalation=lambda s: Escalation(s, desk),
+        rate=RATE,
+        clock=now,
+    )
+    phone = Phone(session)
+
+    async def media() -> None:
+        setup = await session.prepare()
+        services = CallServices(
+            stt=TranscriptsGiven(),
+            llm=llm,
+            tts=tts or ScriptedTTS(),
+            vad=SilentVAD(),
+            clips=tone_clips() if clips is None else clips,
+        )
+        call = CallPipeline(session, setup, services, settings)
+
+        async def drive() -> None:
+            await asyncio.sleep(0.2)
+            await call.greet()
+            if during is not None:
+                await during(session, call)
+            sent = 0.6 + sum(f.sleep for f in frames if isinstance(f, SleepFrame))
+            await asyncio.sleep(sent + linger)
+            if not session.ending:
+                phone.hung_up = True
+                await call.caller_disconnected()
+
+        pipeline = asyncio.ensure_future(
+            run_test(
+                call.pipeline,
+                frames_to_send=[SleepFrame(0.6), *frames],
+                observers=[*call.observers, phone, *observers],
+                pipeline_params=PipelineParams(
+                    audio_in_sample_rate=RATE, audio_out_sample_rate=RATE
+                ),
+                send_end_frame=False,
+                start_timeout=10.0,
+            )
+        )
+        driver = asyncio.ensure_future(drive())
+        try:
+            await asyncio.wait({pipeline, driver}, return_when=asyncio.FIRST_COMPLETED)
+            if driver.done():
+                await driver  # raises what went wrong driving the call
+            else:  # the call ended before the caller would have hung up
+                driver.cancel()
+            await pipeline
+        finally:
+            for task in (pipeline, driver):
+                task.cancel()  # a no-op once done
+
+    await asyncio.wait_for(session.run(media), 60)
+    record = await store.get_call(info.call_sid)
+    assert record is not None
+    return session, record, phone

@@ -6,19 +6,23 @@ from __future__ import annotations
 import asyncio
 import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
 import websockets
 
+from agent.pipeline import CallPipeline
 from agent.prompts import phrases
+from agent.session import CallSession, Outcome
 from agent.settings import Settings, SettingsError
-from telephony.replay import replay
 from telephony.signature import sign_twilio_request
-from tests.caller_audio import RATE, call_audio, silence
 from tests.conftest import ADMIN_TOKEN, AUTH_TOKEN, free_port, server_env
 from tests.fakes.llm import ScriptedLLM, ServerThread, build_app
+from tests.frames import ScriptedLLM as FrameLLM
+from tests.frames import phone_call
+from tools.store.db import Database
 
 PUBLIC = "https://frontdesk.example.com"
 TOKEN_TTL = 2
@@ -143,20 +147,22 @@ async def test_over_capacity_apologises_and_dials_a_person(limited):
     assert state.active_calls == 0
 
 
-async def test_calls_end_at_the_maximum_duration(limited):
-    report, _ = await replay(
-        call_audio(3.0) + silence(40.0),
-        RATE,
-        limited.url,
-        auth_token=AUTH_TOKEN,
-        admin_token=ADMIN_TOKEN,
-        public_url=PUBLIC,
+async def test_calls_end_at_the_maximum_duration(db: Database, tmp_path: Path) -> None:
+    """At the longest allowed duration (the transport's session timeout, which calls
+    ``CallPipeline.timed_out``) the caller hears why, and the agent hangs up."""
+
+    async def time_is_up(session: CallSession, call: CallPipeline) -> None:
+        await asyncio.sleep(1.0)  # the greeting has played; the caller is still on the line
+        await call.timed_out()
+
+    session, record, phone = await phone_call(
+        db, tmp_path, FrameLLM({}), [], during=time_is_up, linger=10.0
     )
-    assert report.closed_by_server
-    assert 10_000 <= report.duration_ms < 35_000
-    record = report.call_record
-    assert record["outcome"] == "max_duration"
-    assert phrases()["max_duration"] in [t["text"] for t in record["turns"] if t["role"] == "bot"]
+    assert not phone.hung_up, "the agent should hang up at the maximum duration"
+    said = [t["text"] for t in record["turns"] if t["role"] == "bot"]
+    assert phrases()["max_duration"] in said and said[-1].endswith(phrases()["max_duration"])
+    assert phrases()["max_duration"] in session.ledger.heard_text()  # played: its mark came back
+    assert record["outcome"] == "max_duration" and session.outcome is Outcome.MAX_DURATION
 
 
 async def test_admin_api_refusals(limited):

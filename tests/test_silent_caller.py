@@ -1,32 +1,31 @@
-"""A caller who says nothing is prompted, then politely hung up on."""
+"""A caller who says nothing is prompted, then politely hung up on.
 
-from telephony.replay import replay
-from tests.caller_audio import RATE, silence
-from tests.conftest import ADMIN_TOKEN, AUTH_TOKEN, free_port, server_env
-from tests.fakes.llm import ScriptedLLM, ServerThread, build_app
+At frame level (tests/frames.py): the real session, pipeline assembly and turn aggregators, with
+a short idle setting; the phone plays what it is sent and stays on the line until the agent
+hangs up (or gives up after a while, which fails the test).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+from agent.prompts import phrases
+from agent.session import Outcome
+from agent.settings import Settings
+from tests.frames import ScriptedLLM, phone_call
+from tools.store.db import Database
 
 
-async def test_silence_gets_a_prompt_then_a_goodbye(tmp_path):
-    from agent.app import create_app
-    from agent.settings import Settings
-
-    llm_port, port = free_port(), free_port()
-    with ServerThread(build_app(ScriptedLLM(rules=[])), llm_port):
-        env = server_env(
-            tmp_path,
-            port,
-            OPENAI_BASE_URL=f"http://127.0.0.1:{llm_port}/v1",
-            FRONTDESK_CALLER_IDLE_SECS="3",
-        )
-        app = create_app(Settings.from_env(env))
-        with ServerThread(app, port) as server:
-            report, _ = await replay(
-                silence(90.0), RATE, server.url, auth_token=AUTH_TOKEN, admin_token=ADMIN_TOKEN
-            )
-    assert report.closed_by_server, "the server should hang up on a silent caller"
-    assert report.duration_ms < 75000  # greeting, two prompts and a goodbye, not 90 s
-    record = report.call_record
+async def test_silence_gets_a_prompt_then_a_goodbye(db: Database, tmp_path: Path) -> None:
+    settings = Settings(caller_idle_secs=0.4, caller_idle_prompts=2)
+    session, record, phone = await phone_call(
+        db, tmp_path, ScriptedLLM({}), [], settings=settings, linger=10.0
+    )
+    assert not phone.hung_up, "the agent should hang up on a silent caller"
     said = [t["text"] for t in record["turns"] if t["role"] == "bot"]
-    assert sum("still there" in s for s in said) == 2
-    assert "hang up" in said[-1] or "Goodbye" in said[-1]
-    assert record["outcome"] == "caller_silent"
+    prompt, goodbye = phrases()["still_there"], phrases()["idle_goodbye"]
+    assert [text for text in said if text in (prompt, goodbye)] == [prompt, prompt, goodbye]
+    assert said[-1].endswith(goodbye), said  # the last words
+    assert phrases()["idle_goodbye"] in session.ledger.heard_text()  # played: its mark came back
+    assert not any(t["role"] == "caller" for t in record["turns"])
+    assert record["outcome"] == "caller_silent" and session.outcome is Outcome.CALLER_SILENT
