@@ -21,6 +21,8 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
+from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
@@ -96,6 +98,7 @@ class ScriptedLLM(LLMService):
         self.script = script
         self.after_tool = after_tool
         self.requests: list[list[dict[str, Any]]] = []  # the context of every request, as sent
+        self.tools: list[set[str]] = []  # the tools offered with every request
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
@@ -109,6 +112,8 @@ class ScriptedLLM(LLMService):
             dict(m) for m in context.get_messages() if isinstance(m, dict)
         ]
         self.requests.append(messages)
+        offered = context.tools.standard_tools if isinstance(context.tools, ToolsSchema) else []
+        self.tools.append({t.name for t in offered if isinstance(t, FunctionSchema)})
         last = messages[-1] if messages else {}
         said = str(last.get("content") or "")
         reply: str | tuple[str, dict[str, str]] = self.after_tool
@@ -372,6 +377,7 @@ async def frame_call(
     settings: Settings | None = None,
     during: Callable[[CallSession, CallPipeline], Awaitable[None]] | None = None,
     from_number: str = "+14135550123",
+    call_sid: str = "CAframes",
     stt: FrameProcessor | None = None,
     tts: FrameProcessor | None = None,
     vad: VADAnalyzer | None = None,
@@ -390,7 +396,7 @@ async def frame_call(
     settings = replace(settings or Settings(), data_dir=data_dir, turn_pause_secs=0.2)
     store = CallStore(db)
     desk = HandoffDesk(db, settings)
-    info = CallInfo(call_sid="CAframes", source="browser", from_number=from_number)
+    info = CallInfo(call_sid=call_sid, source="browser", from_number=from_number)
     session = CallSession(
         info,
         settings=settings,
