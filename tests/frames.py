@@ -1,10 +1,14 @@
 """The frame-level call harness: the real session, processors and tools in the real pipeline
-assembly (agent/pipeline.py), with scripted providers and no transport, driven by pipecat's
-``run_test``. A whole call runs in a second or two instead of in real time over a websocket.
+assembly (agent/pipeline.py), with scripted providers and no transport, driven the way
+pipecat's ``run_test`` drives a processor. A whole call runs in a second or two instead of in
+real time over a websocket.
 
-``frame_call`` runs one call and returns its session and its stored record; ``caller_says`` is
-what the transport, VAD and STT would produce for one utterance. Shared by the frame-level
-tests; extend it by adding, not by changing what is here.
+``frame_call`` runs one call and returns its session and its stored record; it waits on events
+(the pipeline started, the greeting played, the call gone quiet), never on fixed sleeps.
+``caller_says`` is what the VAD and STT would produce for one utterance. A :class:`Handset` is
+Twilio's side (the real serializer, marks acknowledged as the audio plays); a
+:class:`CallWatch` lets a test wait for what the call does and send frames while it runs.
+Shared by the frame-level tests; extend it by adding, not by changing what is here.
 """
 
 from __future__ import annotations
