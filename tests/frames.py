@@ -270,10 +270,9 @@ class Handset(BaseObserver):
         message = json.loads(sent)
         event = message["event"]
         if event == "media":
-            self._phone.add_audio(
-                codec.ulaw_to_pcm16(base64.b64decode(message["media"]["payload"]))
-            )
-            message["media"] = {"bytes": len(frame.audio)}
+            pcm = codec.ulaw_to_pcm16(base64.b64decode(message["media"]["payload"]))
+            self._phone.add_audio(pcm)
+            message["media"] = {"samples": len(pcm) // 2}  # the payload itself is not kept
         elif event == "mark":
             self._phone.add_mark(message["mark"]["name"])
             message["text"] = frame.mark_text if isinstance(frame, MarkFrame) else ""

@@ -34,6 +34,7 @@ async def talk(server: LiveServer, *turns: Any, **kwargs: Any) -> tuple[Report, 
 
 
 def turns(report: Report, role: str) -> list[dict[str, Any]]:
+    assert report.call_record is not None, "the replay fetched no call record"
     return [t for t in report.call_record["turns"] if t["role"] == role]
 
 
@@ -182,13 +183,14 @@ async def test_media_socket_needs_a_valid_one_time_token(live_server: LiveServer
 async def test_garbage_frames_do_not_break_a_call(live_server: LiveServer) -> None:
     token = await answer_call(live_server, "CAgarbage")
     ws = await _open_stream(live_server, "CAgarbage", token)
-    for junk in [
+    junks: list[str | bytes] = [
         "{",
         "[]",
         '{"event": "media", "media": {"payload": "!!"}}',
         '{"event": "nope"}',
         b"\x00\xff",
-    ]:
+    ]
+    for junk in junks:
         await ws.send(junk)
     silence = base64.b64encode(codec.pcm16_to_ulaw(bytes(320))).decode()
     for _ in range(10):
