@@ -1,52 +1,72 @@
 """The frame-level call harness: the real session, processors and tools in the real pipeline
-assembly (agent/pipeline.py), with scripted providers and no transport, driven by pipecat's
-``run_test``. A whole call runs in a second or two instead of in real time over a websocket.
+assembly (agent/pipeline.py), with scripted providers and no transport, driven the way
+pipecat's ``run_test`` drives a processor. A whole call runs in a second or two instead of in
+real time over a websocket.
 
-``frame_call`` runs one call and returns its session and its stored record; ``caller_says`` is
-what the transport, VAD and STT would produce for one utterance. Shared by the frame-level
-tests; extend it by adding, not by changing what is here.
+``frame_call`` runs one call and returns its session and its stored record; it waits on events
+(the pipeline started, the greeting played, the call gone quiet), never on fixed sleeps.
+``caller_says`` is what the VAD and STT would produce for one utterance. A :class:`Handset` is
+Twilio's side (the real serializer, marks acknowledged as the audio plays); a
+:class:`CallWatch` lets a test wait for what the call does and send frames while it runs.
+Shared by the frame-level tests; extend it by adding, not by changing what is here.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import contextlib
+import json
+import re
+from collections import Counter
 from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
+from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer
 from pipecat.frames.frames import (
     BotStartedSpeakingFrame,
     BotStoppedSpeakingFrame,
     Frame,
     FunctionCallFromLLM,
+    InterruptionFrame,
+    LLMAssistantPushAggregationFrame,
     LLMContextFrame,
     LLMFullResponseEndFrame,
     LLMFullResponseStartFrame,
     LLMTextFrame,
+    OutputAudioRawFrame,
     TranscriptionFrame,
     TTSAudioRawFrame,
     TTSSpeakFrame,
     TTSStartedFrame,
     TTSStoppedFrame,
     TTSTextFrame,
-    UserStartedSpeakingFrame,
-    UserStoppedSpeakingFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
+from pipecat.observers.base_observer import BaseObserver, FramePushed
+from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.llm_service import LLMService
-from pipecat.tests.utils import SleepFrame, run_test
+from pipecat.tests.utils import SleepFrame, run_test  # noqa: F401  (harnesses appended below use it)
 from pipecat.utils.time import time_now_iso8601
+from pipecat.workers.runner import WorkerRunner
 
 from agent.escalation import Escalation, HandoffDesk
 from agent.pipeline import CallPipeline, CallServices
+from agent.processors import PlaybackMarker
 from agent.session import CallInfo, CallSession
 from agent.settings import Settings
+from agent.turns import SegmentTranscribedFrame
+from telephony import codec
+from telephony.replay import SimulatedPhone
+from telephony.serializer import MarkFrame, TwilioMediaSerializer
 from tools.store.calls import CallStore
 from tools.store.db import Database
 
@@ -81,6 +101,8 @@ class ScriptedLLM(LLMService):
         super().__init__()
         self.script = script
         self.after_tool = after_tool
+        self.requests: list[list[dict[str, Any]]] = []  # the context of every request, as sent
+        self.tools: list[set[str]] = []  # the tools offered with every request
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
@@ -93,6 +115,9 @@ class ScriptedLLM(LLMService):
         messages: list[dict[str, Any]] = [
             dict(m) for m in context.get_messages() if isinstance(m, dict)
         ]
+        self.requests.append(messages)
+        offered = context.tools.standard_tools if isinstance(context.tools, ToolsSchema) else []
+        self.tools.append({t.name for t in offered if isinstance(t, FunctionSchema)})
         last = messages[-1] if messages else {}
         said = str(last.get("content") or "")
         reply: str | tuple[str, dict[str, str]] = self.after_tool
@@ -113,11 +138,20 @@ class ScriptedLLM(LLMService):
 
 class ScriptedTTS(FrameProcessor):
     """Speaks each reply (or TTSSpeakFrame) as one sentence of tone, and plays it at once
-    (what the output transport would report, both ways)."""
+    (what the output transport would report, both ways). Like pipecat's TTSService, a reply's
+    end follows its audio and text, and a TTSSpeakFrame for the context is committed to it
+    once spoken.
 
-    def __init__(self, sentence_secs: float = 0.5) -> None:
+    ``paced``: a reply is spoken sentence by sentence, each taking half its length in real
+    time (a streaming TTS, faster than the playback), so a caller can talk over the rest of it.
+    """
+
+    def __init__(self, sentence_secs: float = 0.5, *, paced: bool = False) -> None:
         super().__init__()
         self._text = ""
+        self._secs = sentence_secs
+        self._paced = paced
+        self._speaking = False
         self._pcm = (np.sin(np.arange(int(RATE * sentence_secs)) / 3) * 8000).astype("<i2")
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
@@ -125,22 +159,37 @@ class ScriptedTTS(FrameProcessor):
         if isinstance(frame, LLMTextFrame):
             self._text += frame.text
         elif isinstance(frame, LLMFullResponseEndFrame):
-            await self.push_frame(frame, direction)
             text, self._text = self._text.strip(), ""
             if text:
                 await self._speak(text)
+            await self.push_frame(frame, direction)
         elif isinstance(frame, TTSSpeakFrame):
-            await self._speak(frame.text)
+            await self._speak(frame.text, to_context=frame.append_to_context)
+            if frame.append_to_context:
+                await self.push_frame(LLMAssistantPushAggregationFrame())
+        elif isinstance(frame, InterruptionFrame):
+            self._text = ""
+            await self.push_frame(frame, direction)
+            if self._speaking:  # what the output transport reports when it is cut off
+                await self._both_ways(BotStoppedSpeakingFrame)
         else:
             await self.push_frame(frame, direction)
 
-    async def _speak(self, text: str) -> None:
-        await self.push_frame(TTSStartedFrame())
+    async def _speak(self, text: str, *, to_context: bool = True) -> None:
+        await self.push_frame(TTSStartedFrame(append_to_context=to_context))
         await self._both_ways(BotStartedSpeakingFrame)
-        audio = TTSAudioRawFrame(audio=self._pcm.tobytes(), sample_rate=RATE, num_channels=1)
-        await self.push_frame(audio)
-        await self.push_frame(TTSTextFrame(text, text_type="sentence"))
+        self._speaking = True
+        sentences = re.findall(r"[^.!?]+[.!?]*", text) if self._paced else [text]
+        for index, sentence in enumerate(s.strip() for s in sentences if s.strip()):
+            if index:
+                await asyncio.sleep(self._secs / 2)  # synthesis runs ahead of playback
+            audio = TTSAudioRawFrame(audio=self._pcm.tobytes(), sample_rate=RATE, num_channels=1)
+            await self.push_frame(audio)
+            spoken = TTSTextFrame(sentence, text_type="sentence")
+            spoken.append_to_context = to_context
+            await self.push_frame(spoken)
         await self.push_frame(TTSStoppedFrame())
+        self._speaking = False
         await self._both_ways(BotStoppedSpeakingFrame)
 
     async def _both_ways(self, kind: type[Frame]) -> None:
@@ -149,15 +198,177 @@ class ScriptedTTS(FrameProcessor):
 
 
 def caller_says(text: str) -> list[Frame]:
-    """The frames the transport, VAD and STT produce for one caller utterance."""
+    """The frames the VAD and the (segmented, local) STT produce for one caller utterance: the
+    speech starts and stops, then its words come; the user aggregator decides the turn."""
     return [
         VADUserStartedSpeakingFrame(),
-        UserStartedSpeakingFrame(),
-        TranscriptionFrame(text, "caller", time_now_iso8601()),
         SleepFrame(0.1),
         VADUserStoppedSpeakingFrame(),
-        UserStoppedSpeakingFrame(),
+        TranscriptionFrame(text, "caller", time_now_iso8601()),
+        SegmentTranscribedFrame(),
     ]
+
+
+STREAM_SID = "MZframes"
+
+
+class Handset(BaseObserver):
+    """Twilio and the caller's phone at the far end of the wire.
+
+    Takes what the output transport would send (the frames the PlaybackMarker pushes on) through
+    the real :class:`TwilioMediaSerializer`, which tells the session of bot audio and clears, and
+    plays it: at once, or in real time with ``realtime``. Each mark is acknowledged to the
+    session once the audio before it has played; a clear drops what has not played and echoes
+    its marks, as Twilio does. ``wire`` is every message sent, in order (media payloads
+    dropped), with each mark's spoken text; ``played`` the audio the caller heard.
+    """
+
+    def __init__(self, *, realtime: bool = False) -> None:
+        super().__init__()
+        self.realtime = realtime
+        self.wire: list[dict[str, Any]] = []
+        self.played = bytearray()
+        self.acked: list[str] = []  # marks acknowledged, in order
+        self._phone = SimulatedPhone()
+        self._session: CallSession | None = None
+        self._serializer: TwilioMediaSerializer | None = None
+        self._player: asyncio.Task[None] | None = None
+
+    def connect(self, session: CallSession) -> None:
+        """The stream starts: the serializer reports to ``session``."""
+        parser = codec.MediaStreamParser()
+        start = {"streamSid": STREAM_SID, "callSid": session.info.call_sid, "tracks": ["inbound"]}
+        parser.receive(json.dumps({"event": "start", "streamSid": STREAM_SID, "start": start}))
+        self._serializer = TwilioMediaSerializer(parser, session)
+        self._session = session
+
+    @property
+    def busy(self) -> bool:
+        """Audio sent is still playing."""
+        return self._phone.busy
+
+    def texts_after_clear(self, after: int = 0) -> list[str]:
+        """The spoken text of each mark sent after the first clear that follows message
+        ``after`` (an index into ``wire``)."""
+        events = [m["event"] for m in self.wire]
+        if "clear" not in events[after:]:
+            return []
+        clear = events.index("clear", after)
+        return [m["text"] for m in self.wire[clear:] if m["event"] == "mark"]
+
+    async def on_push_frame(self, data: FramePushed) -> None:
+        if not isinstance(data.source, PlaybackMarker) or self._serializer is None:
+            return
+        frame = data.frame
+        if data.direction is not FrameDirection.DOWNSTREAM or not isinstance(
+            frame, (OutputAudioRawFrame, MarkFrame, InterruptionFrame)
+        ):
+            return  # what the output transport does not send
+        sent = await self._serializer.serialize(frame)
+        if sent is None:
+            return
+        message = json.loads(sent)
+        event = message["event"]
+        if event == "media":
+            pcm = codec.ulaw_to_pcm16(base64.b64decode(message["media"]["payload"]))
+            self._phone.add_audio(pcm)
+            message["media"] = {"samples": len(pcm) // 2}  # the payload itself is not kept
+        elif event == "mark":
+            self._phone.add_mark(message["mark"]["name"])
+            message["text"] = frame.mark_text if isinstance(frame, MarkFrame) else ""
+        elif event == "clear":
+            for name in self._phone.clear():
+                self._ack(name)
+        self.wire.append(message)
+        if not self.realtime:
+            queued = sum(len(item) // 2 for kind, item in self._phone.queue if kind == "audio")
+            self._play(queued)
+        elif self._player is None:
+            self._player = asyncio.create_task(self._play_in_real_time())
+
+    def _play(self, samples: int) -> None:
+        audio, marks = self._phone.tick(samples)
+        self.played.extend(audio)
+        for name in marks:
+            self._ack(name)
+
+    def _ack(self, name: str) -> None:
+        self.acked.append(name)
+        if self._session is not None:
+            self._session.on_mark(name)
+
+    async def _play_in_real_time(self) -> None:
+        loop = asyncio.get_running_loop()
+        clock = loop.time()
+        while True:
+            await asyncio.sleep(0.02)
+            now = loop.time()
+            self._play(int((now - clock) * RATE))
+            clock = now
+
+    async def hang_up(self) -> None:
+        if self._player is not None:
+            self._player.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._player
+
+
+class CallWatch(BaseObserver):
+    """What a frame-level call is doing, for the harness to wait on instead of sleeping: the
+    records the session writes (``records``, as ``(kind, values)``), how many frames of each
+    kind were pushed downstream (``pushed``) and when a frame last moved."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.records: list[tuple[str, dict[str, Any]]] = []
+        self.pushed: Counter[type[Frame]] = Counter()
+        self._changed = asyncio.Event()
+        self._last_push = 0.0
+        self.worker: PipelineWorker | None = None  # the running call's, set by frame_call
+
+    async def send(self, frames: Sequence[Frame]) -> None:
+        """Send ``frames`` into the running call, as the transport would (a SleepFrame waits)."""
+        assert self.worker is not None, "the call is not running"
+        for frame in frames:
+            if isinstance(frame, SleepFrame):
+                await asyncio.sleep(frame.sleep)
+            else:
+                await self.worker.queue_frame(frame)
+
+    def listen(self, session: CallSession) -> None:
+        """Be told of every record ``session`` writes, besides its own listener."""
+        assert session.records is not None, "the session's run() opens its record first"
+        writer, before = session.records, session.records.listener
+
+        def heard(kind: str, **values: Any) -> None:
+            if before is not None:
+                before(kind, **values)
+            self.records.append((kind, values))
+            self._changed.set()
+
+        writer.listener = heard
+
+    async def on_push_frame(self, data: FramePushed) -> None:
+        self._last_push = asyncio.get_running_loop().time()
+        if data.first_push and data.direction is FrameDirection.DOWNSTREAM:
+            self.pushed[type(data.frame)] += 1
+        self._changed.set()
+
+    async def until(self, done: Callable[[], bool], timeout: float = 10.0) -> None:
+        """Wait until ``done()`` (checked on every frame and record, and every 50 ms)."""
+        async with asyncio.timeout(timeout):
+            while not done():
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), 0.05)
+
+    async def quiet(self, secs: float, also: Callable[[], bool], timeout: float = 30.0) -> None:
+        """Wait until no frame has moved for ``secs`` and ``also()`` holds."""
+        loop = asyncio.get_running_loop()
+        await self.until(lambda: loop.time() - self._last_push >= secs and also(), timeout)
+
+    def bot_turns(self) -> list[str]:
+        return [v["text"] for k, v in self.records if k == "add_turn" and v.get("role") == "bot"]
 
 
 async def frame_call(
@@ -168,16 +379,27 @@ async def frame_call(
     *,
     settings: Settings | None = None,
     during: Callable[[CallSession, CallPipeline], Awaitable[None]] | None = None,
+    from_number: str = "+14135550123",
+    call_sid: str = "CAframes",
+    stt: FrameProcessor | None = None,
+    tts: FrameProcessor | None = None,
+    vad: VADAnalyzer | None = None,
+    handset: Handset | None = None,
+    watch: CallWatch | None = None,
 ) -> tuple[CallSession, dict[str, Any]]:
     """Run one call (greeting first) through the real assembly; returns its session and record.
 
-    ``during`` runs beside the frames (e.g. to acknowledge marks); the call ends when the
-    session ends it, or after the frames and ``during``.
+    The greeting is said once the pipeline has started; ``frames`` (a SleepFrame waits) go in
+    once it has played, with ``during`` beside them (e.g. to talk over the bot). The call ends
+    when the session ends it or, unless the caller-idle prompts are short enough to end it
+    (``caller_idle_secs`` under 5), once it is quiet after the frames and ``during``: no frame
+    moving, nothing playing. ``handset`` is Twilio's side (default: plays everything at once),
+    ``watch`` what the call did; ``stt``, ``tts`` and ``vad`` replace the scripted ones.
     """
     settings = replace(settings or Settings(), data_dir=data_dir, turn_pause_secs=0.2)
     store = CallStore(db)
     desk = HandoffDesk(db, settings)
-    info = CallInfo(call_sid="CAframes", source="browser", from_number="+14135550123")
+    info = CallInfo(call_sid=call_sid, source="browser", from_number=from_number)
     session = CallSession(
         info,
         settings=settings,
@@ -186,34 +408,64 @@ async def frame_call(
         escalation=lambda s: Escalation(s, desk),
         rate=RATE,
     )
+    line = handset or Handset()
+    seen = watch or CallWatch()
 
     async def media() -> None:
+        seen.listen(session)
         setup = await session.prepare()
-        services = CallServices(stt=TranscriptsGiven(), llm=llm, tts=ScriptedTTS(), vad=SilentVAD())
+        services = CallServices(
+            stt=stt or TranscriptsGiven(), llm=llm, tts=tts or ScriptedTTS(), vad=vad or SilentVAD()
+        )
         call = CallPipeline(session, setup, services, settings)
+        line.connect(session)
+        worker = PipelineWorker(
+            call.pipeline,
+            params=PipelineParams(audio_in_sample_rate=RATE, audio_out_sample_rate=RATE),
+            observers=[*call.observers, line, seen],
+            idle_timeout_secs=None,
+            cancel_on_idle_timeout=False,
+            enable_rtvi=False,
+        )
+        seen.worker = worker
+        started = asyncio.Event()
+
+        @worker.event_handler("on_pipeline_started")
+        async def _started(_worker: object, _frame: object) -> None:
+            started.set()
+
+        def greeted() -> bool:
+            faults = any(kind == "add_fault" for kind, _ in seen.records)
+            played = seen.pushed[BotStoppedSpeakingFrame] > 0 and not line.busy
+            return played or faults or session.ending
 
         async def drive() -> None:
-            await asyncio.sleep(0.2)
+            await asyncio.wait_for(started.wait(), 10)
             await call.greet()
-            if during is not None:
-                await during(session, call)
+            with contextlib.suppress(TimeoutError):  # a test of a TTS that never speaks
+                await seen.until(greeted, timeout=5)
+            beside = during(session, call) if during is not None else asyncio.sleep(0)
+            await asyncio.gather(seen.send(frames), beside)
+            if settings.caller_idle_secs >= 5:
+                await seen.quiet(0.3, lambda: not line.busy and not session.bot_speaking)
+                if not session.ending:
+                    await session.end()
 
-        async def end_when_quiet() -> None:
-            await asyncio.sleep(0.5 + sum(f.sleep for f in frames if isinstance(f, SleepFrame)))
-            if not session.ending:
-                await session.end()
-
-        await asyncio.gather(
-            run_test(
-                call.pipeline,
-                frames_to_send=[SleepFrame(0.6), *frames],
-                observers=call.observers,
-                send_end_frame=False,
-                start_timeout=10.0,
-            ),
-            drive(),
-            end_when_quiet() if not settings.caller_idle_secs < 5 else asyncio.sleep(0),
-        )
+        runner = WorkerRunner(handle_sigint=False)
+        await runner.add_workers(worker)
+        running = asyncio.ensure_future(runner.run())
+        driver = asyncio.ensure_future(drive())
+        try:
+            await asyncio.wait({running, driver}, return_when=asyncio.FIRST_COMPLETED)
+            if driver.done():
+                await driver  # raises what went wrong driving the call
+            else:  # the session ended the call itself
+                driver.cancel()
+            await running
+        finally:
+            for task in (running, driver):
+                task.cancel()  # a no-op once done
+            await line.hang_up()
 
     await asyncio.wait_for(session.run(media), 30)
     record = await store.get_call(info.call_sid)

@@ -2,22 +2,21 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
+from pathlib import Path
 
-import httpx
-
+from agent.pipeline import CallPipeline
 from agent.prompts import build_system_prompt, load_text, without_tools
-from telephony.replay import replay
-from tests.caller_audio import RATE, call_audio
-from tests.conftest import ADMIN_TOKEN, AUTH_TOKEN, make_ctx
+from agent.session import CallSession
+from tests.conftest import SCRIPT_RULES, make_ctx
 from tests.fakes.llm import Rule
+from tests.fakes.llm import ScriptedLLM as ServerLLM
+from tests.frames import CallWatch, ScriptedLLM, caller_says, frame_call
 from tools.actions.business_info import get_business_info
 from tools.admin.models import HoursIn, ToolsIn
 from tools.admin.service import AdminService
 from tools.store.business import load_business
-
-BEARER = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+from tools.store.db import Database
 
 
 def test_prompt_lines_naming_a_disabled_tool_are_left_out():
@@ -59,69 +58,47 @@ async def test_tools_use_the_business_the_call_started_with(db):
     assert "Monday eleven a m to three p m; closed Tuesday to Sunday" in fresh.say
 
 
-def tools_sent(requests: list[dict]) -> set[str]:
-    names: set[str] = set()
-    for request in requests:
-        names |= {t["function"]["name"] for t in request.get("tools") or []}
-    return names
+async def test_a_change_applies_to_the_next_call_and_not_the_running_one(
+    db: Database, tmp_path: Path
+) -> None:
+    """Frame-level calls (tests/frames.py) on one database; the change goes through the real
+    AdminService, as the admin API's handlers do, between the running call's two questions."""
+    hours = ("get_business_info", {"topic": "hours"})
+    running = ScriptedLLM({"opening hours": hours, "saturday": hours}, after_tool="Sure.")
+    watch = CallWatch()
 
+    async def change_midway(session: CallSession, call: CallPipeline) -> None:
+        await watch.send(caller_says("What are your opening hours?"))
+        await watch.until(lambda: len(watch.bot_turns()) >= 2)  # answered
+        service = AdminService(db)
+        monday = {"hours": {"monday": [{"opens": "11:00", "closes": "16:00"}]}}
+        await service.set_hours("test", HoursIn.model_validate(monday))
+        await service.update_tools("test", ToolsIn(enabled={"take_message": False}))
+        await watch.send(caller_says("And are you open Saturday?"))
 
-async def test_a_change_applies_to_the_next_call_and_not_the_running_one(live_server):
-    script = live_server.script
-    before = len(script.requests)
-    call = asyncio.create_task(
-        replay(
-            call_audio(3.5, "What are your opening hours?", 8.0, "And are you open Saturday?", 7.0),
-            RATE,
-            live_server.url,
-            auth_token=AUTH_TOKEN,
-            admin_token=ADMIN_TOKEN,
-        )
+    _session, record = await frame_call(
+        db, tmp_path, running, [], during=change_midway, watch=watch, call_sid="CArunning"
     )
-    # Once the running call has asked the LLM once, change the hours and switch a tool off.
-    async with httpx.AsyncClient(base_url=live_server.url, headers=BEARER, timeout=30) as api:
-        for _ in range(600):
-            if len(script.requests) > before or call.done():
-                break
-            await asyncio.sleep(0.1)
-        assert len(script.requests) > before, "the call never reached the LLM"
-        hours = await api.put(
-            "/api/admin/hours",
-            json={"hours": {"monday": [{"opens": "11:00", "closes": "16:00"}]}},
-        )
-        tools = await api.put("/api/admin/tools", json={"enabled": {"take_message": False}})
-        assert hours.status_code == 200 and tools.status_code == 200
-        report, _ = await call
-        during = script.requests[before:]
-        record = report.call_record
-        answers = [
-            c["result"]["say"] for c in record["tool_calls"] if c["name"] == "get_business_info"
-        ]
-        assert len(answers) == 2, record["tool_calls"]
-        # The running call kept its config: the old hours twice, take_message offered throughout.
-        assert all("nine" in a and "Saturday" in a for a in answers), answers
-        assert len(during) >= 3 and all("take_message" in tools_sent([r]) for r in during)
+    answers = [c["result"]["say"] for c in record["tool_calls"] if c["name"] == "get_business_info"]
+    assert len(answers) == 2, record["tool_calls"]
+    # The running call kept its config: the old hours twice, take_message offered throughout.
+    assert all("nine" in a and "Saturday" in a for a in answers), answers
+    assert len(running.tools) >= 3 and all("take_message" in t for t in running.tools)
 
-        # The next call sees the change, without a restart.
-        before = len(script.requests)
-        report, _ = await replay(
-            call_audio(3.5, "What are your opening hours?", 8.0),
-            RATE,
-            live_server.url,
-            auth_token=AUTH_TOKEN,
-            admin_token=ADMIN_TOKEN,
-        )
-        after = script.requests[before:]
-        said = [c["result"]["say"] for c in report.call_record["tool_calls"]]
-        assert said and "Monday eleven a m to four p m; closed Tuesday to Sunday" in said[0]
-        assert after and "take_message" not in tools_sent(after)
-        system = next(m["content"] for m in after[0]["messages"] if m["role"] == "system")
-        assert "take_message" not in system
-        await api.put("/api/admin/tools", json={"enabled": {"take_message": True}})
+    # The next call sees the change, without a restart.
+    following = ScriptedLLM({"opening hours": hours}, after_tool="Sure.")
+    frames = caller_says("What are your opening hours?")
+    _session, record = await frame_call(db, tmp_path, following, frames, call_sid="CAnext")
+    said = [c["result"]["say"] for c in record["tool_calls"]]
+    assert said and "Monday eleven a m to four p m; closed Tuesday to Sunday" in said[0]
+    assert following.tools and not any("take_message" in t for t in following.tools)
+    assert "transfer_to_human" in following.tools[0]
 
 
-def test_the_script_still_answers_hours(live_server):
-    # Guard for the test above: its caller words must reach get_business_info.
-    rule = live_server.script.decide([{"role": "user", "content": "And are you open Saturday?"}])
+def test_the_script_still_answers_hours() -> None:
+    # Guard for the whole calls on tests/conftest.py's scripted LLM: asking about opening days
+    # reaches get_business_info (no server needed to ask the script).
+    script = ServerLLM(rules=list(SCRIPT_RULES))
+    rule = script.decide([{"role": "user", "content": "And are you open Saturday?"}])
     assert isinstance(rule, Rule) and rule.tool == "get_business_info"
     assert json.dumps(rule.arguments) == '{"topic": "hours"}'
