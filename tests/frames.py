@@ -46,6 +46,8 @@ from pipecat.frames.frames import (
     TTSStartedFrame,
     TTSStoppedFrame,
     TTSTextFrame,
+    UserStartedSpeakingFrame,
+    UserStoppedSpeakingFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
@@ -54,7 +56,7 @@ from pipecat.pipeline.worker import PipelineParams, PipelineWorker
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
 from pipecat.services.llm_service import LLMService
-from pipecat.tests.utils import SleepFrame, run_test  # noqa: F401  (harnesses appended below use it)
+from pipecat.tests.utils import SleepFrame, run_test
 from pipecat.utils.time import time_now_iso8601
 from pipecat.workers.runner import WorkerRunner
 
@@ -281,7 +283,9 @@ class Handset(BaseObserver):
                 self._ack(name)
         self.wire.append(message)
         if not self.realtime:
-            queued = sum(len(item) // 2 for kind, item in self._phone.queue if kind == "audio")
+            queued = sum(
+                len(item) // 2 for item in self._phone.queue if isinstance(item, bytearray)
+            )
             self._play(queued)
         elif self._player is None:
             self._player = asyncio.create_task(self._play_in_real_time())
@@ -477,14 +481,9 @@ async def frame_call(
 
 from datetime import datetime  # noqa: E402
 
-from pipecat.frames.frames import OutputAudioRawFrame  # noqa: E402
-from pipecat.observers.base_observer import BaseObserver, FramePushed  # noqa: E402
-from pipecat.pipeline.worker import PipelineParams  # noqa: E402
+from pipecat.observers.base_observer import BaseObserver  # noqa: E402
 
 from agent.faults import CLIP_PHRASES  # noqa: E402
-from agent.processors import PlaybackMarker  # noqa: E402
-from agent.turns import SegmentTranscribedFrame  # noqa: E402
-from telephony.serializer import MarkFrame  # noqa: E402
 
 
 class Phone(BaseObserver):
