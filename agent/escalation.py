@@ -21,6 +21,7 @@ from the call's facts without the model, so it is the same every time.
 from __future__ import annotations
 
 import asyncio
+import json
 import re
 import time
 from collections.abc import Iterable
@@ -119,36 +120,41 @@ def _words(text: str, limit: int) -> str:
 def conversation_facts(messages: Iterable[Any]) -> tuple[list[str], list[tuple[str, bool]]]:
     """(the caller's words turn by turn, tools called with whether they worked) from LLM
     context messages (OpenAI format)."""
-    import json
-
     lines: list[str] = []
     tools: list[tuple[str, bool]] = []
-    pending: dict[str, str] = {}
+    pending: dict[str, str] = {}  # tool call id -> tool name, until its result arrives
     for message in messages:
         if not isinstance(message, dict):
             continue
         role = message.get("role")
-        content = message.get("content")
-        if role == "user":
-            text = content if isinstance(content, str) else ""
-            if isinstance(content, list):
-                text = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
-            if text.strip():
-                lines.append(" ".join(text.split()))
+        if role == "user" and (text := _message_text(message.get("content"))):
+            lines.append(text)
         elif role == "assistant":
             for call in message.get("tool_calls") or []:
                 function = call.get("function") or {}
                 pending[str(call.get("id", ""))] = str(function.get("name", ""))
         elif role == "tool":
             name = pending.pop(str(message.get("tool_call_id", "")), "")
-            try:
-                ok = bool(json.loads(content).get("ok", True)) if isinstance(content, str) else True
-            except (ValueError, AttributeError):
-                ok = True
             if name:
-                tools.append((name, ok))
+                tools.append((name, _tool_worked(message.get("content"))))
     tools.extend((name, False) for name in pending.values())  # still running: not done yet
     return lines, tools
+
+
+def _message_text(content: Any) -> str:
+    """A message's words, whitespace collapsed: plain text or the text parts of a list."""
+    text = content if isinstance(content, str) else ""
+    if isinstance(content, list):
+        text = " ".join(p.get("text", "") for p in content if isinstance(p, dict))
+    return " ".join(text.split())
+
+
+def _tool_worked(content: Any) -> bool:
+    """Whether a tool result says it worked (``"ok": false`` in its JSON); unreadable: yes."""
+    try:
+        return bool(json.loads(content).get("ok", True)) if isinstance(content, str) else True
+    except (ValueError, AttributeError):
+        return True
 
 
 def build_summary(
