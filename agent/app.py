@@ -105,7 +105,16 @@ def resolve_admin_token(settings: Settings) -> Secret:
     return Secret(path.read_text().strip())
 
 
-def create_app(settings: Settings) -> FastAPI:
+def create_app(
+    settings: Settings, *, models: LocalModels | None = None, brain: LocalBrain | None = None
+) -> FastAPI:
+    """The application for ``settings``.
+
+    ``models`` and ``brain``, when given, are already loaded (by the caller, who keeps them:
+    several apps in one process, as in the tests, can then share one load) and must suit
+    ``settings``; otherwise the lifespan loads them. A given brain is warmed for this business
+    like a loaded one, but never closed here: at shutdown only its background priming is
+    waited for."""
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     db = Database(settings.database)
     state = Frontdesk(
@@ -132,9 +141,14 @@ def create_app(settings: Settings) -> FastAPI:
         state.escalation_number = business.escalation_number
         # Import the LLM client now, so no call pays for it (pipecat imports take seconds).
         await asyncio.to_thread(importlib.import_module, "pipecat.services.openai.llm")
-        state.models = await asyncio.to_thread(LocalModels.load, settings)
+        if models is None:
+            state.models = await asyncio.to_thread(LocalModels.load, settings)
+        else:
+            state.models = models
         if not settings.uses_remote_llm:
-            state.brain = await asyncio.to_thread(LocalBrain.load, settings)
+            state.brain = (
+                brain if brain is not None else await asyncio.to_thread(LocalBrain.load, settings)
+            )
             # The fixed prompt prefix, evaluated once (the admin console re-warms it on changes).
             await asyncio.to_thread(warm_local_brain, state, business)
         state.ready = True
@@ -148,10 +162,12 @@ def create_app(settings: Settings) -> FastAPI:
             yield
         finally:
             state.accepting = False
-            if state.brain is not None:
+            if state.brain is not None and state.brain is not brain:
                 # Stop background priming, so the process (or the next server in this
                 # process) doesn't lose both cores to it.
                 await asyncio.to_thread(state.brain.close)
+            elif state.brain is not None:  # the caller's: it stays usable, only idle
+                await asyncio.to_thread(state.brain.wait_primed)
             await db.close()
 
     app = FastAPI(title="Frontdesk", version="0.1.0", lifespan=lifespan)
