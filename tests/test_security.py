@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
@@ -13,11 +15,12 @@ import pytest
 import websockets
 
 from agent.prompts import phrases
+from agent.providers import LocalModels
 from agent.settings import Settings, SettingsError
 from telephony.replay import replay
 from telephony.signature import sign_twilio_request
 from tests.caller_audio import RATE, call_audio, silence
-from tests.conftest import ADMIN_TOKEN, AUTH_TOKEN, free_port, server_env
+from tests.conftest import ADMIN_TOKEN, AUTH_TOKEN, Clock, free_port, server_env
 from tests.fakes.llm import ScriptedLLM, ServerThread, build_app
 
 PUBLIC = "https://frontdesk.example.com"
@@ -31,7 +34,9 @@ class LimitedServer:
 
 
 @pytest.fixture(scope="module")
-def limited(tmp_path_factory: pytest.TempPathFactory):
+def limited(
+    tmp_path_factory: pytest.TempPathFactory, local_models: LocalModels
+) -> Iterator[LimitedServer]:
     from agent.app import create_app
 
     llm_port, port = free_port(), free_port()
@@ -46,7 +51,7 @@ def limited(tmp_path_factory: pytest.TempPathFactory):
             FRONTDESK_CALLER_IDLE_SECS="60",
             FRONTDESK_STREAM_TOKEN_TTL=str(TOKEN_TTL),
         )
-        app = create_app(Settings.from_env(env))
+        app = create_app(Settings.from_env(env), models=local_models)
         with ServerThread(app, port) as server:
             yield LimitedServer(server.url, app)
 
@@ -112,9 +117,14 @@ async def test_every_twilio_route_refuses_unsigned_requests(limited):
             assert (unsigned.status_code, forged.status_code) == (403, 403), path
 
 
-async def test_expired_tokens_are_refused(limited):
+async def test_expired_tokens_are_refused(
+    limited: LimitedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The app's own tokens (with the configured TTL) on a clock the test moves.
+    clock = Clock(time.time())
+    monkeypatch.setattr(limited.app.state.frontdesk.tokens, "_clock", clock)
     token = _token(await _webhook(limited, "CAlate", f"{PUBLIC}/twilio/voice"))
-    await asyncio.sleep(TOKEN_TTL + 1.5)
+    clock.now += TOKEN_TTL + 1.5
     assert await _close_code(await _stream(limited, "CAlate", token)) == 1008
 
 
