@@ -105,8 +105,11 @@ def resolve_admin_token(settings: Settings) -> Secret:
     return Secret(path.read_text().strip())
 
 
-async def start_up(state: Frontdesk) -> None:
-    """Migrate, seed, load the models and warm the local LLM's prompt; then ready."""
+async def start_up(
+    state: Frontdesk, models: LocalModels | None = None, brain: LocalBrain | None = None
+) -> None:
+    """Migrate, seed, load the models (unless given) and warm the local LLM's prompt; then
+    ready."""
     settings, db = state.settings, state.db
     await db.migrate()
     closed = await state.calls.close_interrupted()
@@ -119,9 +122,13 @@ async def start_up(state: Frontdesk) -> None:
     state.escalation_number = business.escalation_number
     # Import the LLM client now, so no call pays for it (pipecat imports take seconds).
     await asyncio.to_thread(importlib.import_module, "pipecat.services.openai.llm")
-    state.models = await asyncio.to_thread(LocalModels.load, settings)
+    if models is None:
+        models = await asyncio.to_thread(LocalModels.load, settings)
+    state.models = models
     if not settings.uses_remote_llm:
-        state.brain = brain = await asyncio.to_thread(LocalBrain.load, settings)
+        if brain is None:
+            brain = await asyncio.to_thread(LocalBrain.load, settings)
+        state.brain = brain
         # The fixed prompt prefix, evaluated once (the admin console re-warms it on changes).
         await asyncio.to_thread(warm_local_brain, brain, settings, business)
     state.ready = True
@@ -133,13 +140,17 @@ async def start_up(state: Frontdesk) -> None:
         logger.info(f"browser demo: open {page}/ and press Start call (FRONTDESK_DEMO=0: off)")
 
 
-async def shut_down(state: Frontdesk) -> None:
-    """Take no more calls, stop the local LLM's background work, close the database."""
+async def shut_down(state: Frontdesk, *, owns_brain: bool = True) -> None:
+    """Take no more calls, stop the local LLM's background work, close the database.
+
+    A brain the app does not own (given to create_app) stays usable: it is only left idle."""
     state.accepting = False
-    if state.brain is not None:
+    if state.brain is not None and owns_brain:
         # Stop background priming, so the process (or the next server in this
         # process) doesn't lose both cores to it.
         await asyncio.to_thread(state.brain.close)
+    elif state.brain is not None:
+        await asyncio.to_thread(state.brain.wait_primed)
     await state.db.close()
 
 
@@ -166,8 +177,15 @@ def build_health_router(state: Frontdesk) -> APIRouter:
     return router
 
 
-def create_app(settings: Settings) -> FastAPI:
-    """The app for ``settings``: the shared parts built now, the models loaded in its lifespan."""
+def create_app(
+    settings: Settings, *, models: LocalModels | None = None, brain: LocalBrain | None = None
+) -> FastAPI:
+    """The app for ``settings``: the shared parts built now, the models loaded in its lifespan.
+
+    ``models`` and ``brain``, when given, are already loaded (by the caller, who keeps them:
+    several apps in one process, as in the tests, can then share one load) and must suit
+    ``settings``. A given brain is warmed for this business like a loaded one, but never
+    closed here: at shutdown only its background priming is waited for."""
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     db = Database(settings.database)
     state = Frontdesk(
@@ -183,11 +201,11 @@ def create_app(settings: Settings) -> FastAPI:
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
-        await start_up(state)
+        await start_up(state, models, brain)
         try:
             yield
         finally:
-            await shut_down(state)
+            await shut_down(state, owns_brain=brain is None)
 
     app = FastAPI(title="Frontdesk", version="0.1.0", lifespan=lifespan)
     app.state.frontdesk = state

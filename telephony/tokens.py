@@ -45,7 +45,9 @@ class StreamTokens:
         if not token:
             raise TokenError("no token")
         parts = token.split(".")
-        if len(parts) != 3 or not parts[1].isdigit():
+        # Issued tokens are ASCII; anything else is refused here, before compare_digest (which
+        # raises TypeError on non-ASCII text) and int() (which takes other scripts' digits).
+        if len(parts) != 3 or not token.isascii() or not parts[1].isdigit():
             raise TokenError("malformed token")
         nonce, expiry_text, mac = parts
         expiry = int(expiry_text)

@@ -100,3 +100,54 @@ async def screenshot(page: Any, name: str) -> Path:
     path = ARTIFACTS / name
     await page.screenshot(path=str(path), full_page=True)
     return path
+
+
+# --- One browser for a module's tests, a fresh context (profile) per page -----------------------
+
+
+#: Chromium's fake microphone playing ``wav`` from its start each time a page opens it (once,
+#: then silence). The file is read when a capture starts, so tests sharing one browser can
+#: each write their caller's recording to ``wav`` before their page starts its call. No
+#: automatic permission: a page's context grants the microphone (or, to test a refusal, not).
+def fake_microphone_device_args(wav: Path) -> tuple[str, ...]:
+    return ("--use-fake-device-for-media-stream", f"--use-file-for-fake-audio-capture={wav}%noloop")
+
+
+@asynccontextmanager
+async def chromium_browser(*extra_args: str) -> AsyncIterator[Any]:
+    """One headless Chromium (playwright.async_api.Browser), closed on exit."""
+    from playwright.async_api import async_playwright
+
+    async with async_playwright() as playwright:
+        browser = await playwright.chromium.launch(
+            executable_path=chromium_path(), headless=True, args=list(BASE_ARGS + extra_args)
+        )
+        try:
+            yield browser
+        finally:
+            await browser.close()
+
+
+@asynccontextmanager
+async def browser_page(
+    browser: Any, *, microphone: bool = True, viewport: Any = None
+) -> AsyncIterator[Any]:
+    """A page in a fresh context of ``browser`` (nothing shared with other pages), with the
+    microphone granted unless ``microphone`` is False; errors collected as by chromium_page."""
+    context = await browser.new_context(
+        viewport=viewport or _DEFAULT_VIEWPORT, permissions=["microphone"] if microphone else []
+    )
+    try:
+        page = await context.new_page()
+        errors: list[str] = []
+
+        def console(message: Any) -> None:
+            if message.type == "error":
+                errors.append(f"console: {message.text}")
+
+        page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+        page.on("console", console)
+        setattr(page, "frontdesk_errors", errors)  # noqa: B010  (not a Page attribute)
+        yield page
+    finally:
+        await context.close()

@@ -1,10 +1,16 @@
-"""Shared fixtures: a migrated, seeded temporary database and a fixed clock."""
+"""Shared fixtures: a migrated, seeded temporary database, a fixed clock, the local models and
+the real local LLM loaded once per session, and a real server on a real port.
+
+Apps built in this process share one load of the local models (:func:`shared_models`) and of the
+LLM (``local_brain``): ``create_app(settings, models=shared_models(settings), brain=...)``.
+Servers run in subprocesses (tests/test_process.py) load their own."""
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from pathlib import Path
+from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -17,6 +23,9 @@ from tools.registry import ToolContext
 from tools.store.business import seed_business
 from tools.store.db import Database
 
+if TYPE_CHECKING:
+    from agent.providers import LocalModels
+
 ROOT = Path(__file__).resolve().parent.parent
 BUSINESS_YAML = ROOT / "tools" / "business.yaml"
 # Assembled by `python3 run.py setup` into the user cache (the README's test command runs it first).
@@ -24,6 +33,45 @@ LOCAL_MODEL = install.model_path()
 TZ = ZoneInfo("America/New_York")
 # Sunday 22 November 2026, 10:00 in the salon's time zone.
 SUNDAY_MORNING = datetime(2026, 11, 22, 10, 0, tzinfo=TZ)
+
+
+#: Per-test timeout for a test that may be the first to ask for a session-loaded model: the
+#: load (and the LLM's first prompt) counts against the test that triggers it, and takes minutes
+#: on a busy 2-core machine. Everything else keeps pyproject's 300 s.
+MODEL_LOAD_TIMEOUT_SECS = 900
+_SESSION_MODELS = {"local_brain", "local_models", "live_server"}
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        uses = set(getattr(item, "fixturenames", ()))
+        if uses & _SESSION_MODELS and item.get_closest_marker("timeout") is None:
+            item.add_marker(pytest.mark.timeout(MODEL_LOAD_TIMEOUT_SECS))
+
+
+_LOADED_MODELS: dict[tuple[bool, bool, str], LocalModels] = {}
+
+
+def shared_models(settings: Settings) -> LocalModels:
+    """The local models ``settings`` need (Silero, Whisper unless Deepgram is set, hibari unless
+    ElevenLabs is, the fault clips), loaded once per test process and shared by every app built
+    in it: nothing changes loaded models, calls only read them (under their own locks). A set
+    loaded for other settings is reused when it holds everything these need."""
+    from agent.providers import LocalModels
+
+    whisper, hibari = not settings.deepgram_api_key, not settings.elevenlabs_api_key
+    for (has_whisper, has_hibari, path), models in _LOADED_MODELS.items():
+        if path == settings.whisper_model_dir and has_whisper >= whisper and has_hibari >= hibari:
+            return models
+    models = LocalModels.load(settings)
+    _LOADED_MODELS[(whisper, hibari, settings.whisper_model_dir)] = models
+    return models
+
+
+@pytest.fixture(scope="session")
+def local_models() -> LocalModels:
+    """Whisper, hibari, Silero and the fault clips: what the embedded default serves calls with."""
+    return shared_models(Settings.from_env({"FRONTDESK_LLM_MODEL_PATH": str(LOCAL_MODEL)}))
 
 
 @pytest.fixture(scope="session")
@@ -145,6 +193,7 @@ def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
     llm_port, port = free_port(), free_port()
     with ServerThread(build_app(script), llm_port):
         env = server_env(data_dir, port, OPENAI_BASE_URL=f"http://127.0.0.1:{llm_port}/v1")
-        app = create_app(Settings.from_env(env))
+        settings = Settings.from_env(env)
+        app = create_app(settings, models=shared_models(settings))
         with ServerThread(app, port) as server:
             yield LiveServer(server.url, script, data_dir, app)

@@ -367,6 +367,8 @@ def _assert_released(brain: LocalBrain, model: ScriptedModel) -> None:
 
 
 def test_priming_in_the_background_is_coalesced_and_stopped_by_close():
+    # (Another brain in this process, e.g. the session's real one, may be priming too.)
+    others = {t for t in threading.enumerate() if t.name == "local-llm-priming"}
     model = ScriptedModel("say: hi", prompt_pass_secs=0.05)
     brain = LocalBrain(model)
     opening = [{"role": "system", "content": "Facts: " + "open daily " * 300}]
@@ -375,10 +377,11 @@ def test_priming_in_the_background_is_coalesced_and_stopped_by_close():
     later = [*opening, {"role": "assistant", "content": "Hello!"}]
     brain.prime_later(later, TOOLS)
     brain.prime_later(later, TOOLS)  # coalesced with the one before
-    started = time.perf_counter()
+    passes = model.passes
     brain.close()
-    assert time.perf_counter() - started < 0.5  # one pass, not the whole prompt
-    assert not any(t.name == "local-llm-priming" for t in threading.enumerate())
+    assert model.passes - passes <= 1  # the pass under way, not the rest of the prompt
+    mine = [t for t in threading.enumerate() if t.name == "local-llm-priming" and t not in others]
+    assert not mine
     passes = model.passes
     brain.prime_later(later, TOOLS)  # a closed brain primes no more
     time.sleep(0.2)

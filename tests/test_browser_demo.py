@@ -1,7 +1,11 @@
 """The browser demo in real headless Chromium against the real app on a real port.
 
 Chromium's fake microphone plays a caller recording made with the local TTS; the server runs
-the same pipeline as a phone call (local Whisper and hibari, scripted LLM stand-in).
+the same pipeline as a phone call (local Whisper and hibari, the session's load of them; a
+scripted LLM stand-in: the real model's whole call is tests/test_local_call.py's, and the page
+shows any provider's words, tools and audio the same way). One Chromium serves the module; each
+test has its own context (profile, permissions) and writes its caller's recording to the file
+the fake microphone plays.
 """
 
 from __future__ import annotations
@@ -9,31 +13,38 @@ from __future__ import annotations
 import asyncio
 import json
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 from typing import Any
 
 import httpx
 import numpy as np
 import pytest
+import pytest_asyncio
 import websockets
 from playwright.async_api import expect
+from websockets.typing import Origin
 
+from agent.app import create_app
+from agent.providers import LocalModels
+from agent.settings import Settings
 from telephony.audio import write_wav
-from tests.browser import chromium_page, fake_microphone_args, screenshot
+from tests.browser import browser_page, chromium_browser, fake_microphone_device_args, screenshot
 from tests.caller_audio import RATE, call_audio
 from tests.conftest import ADMIN_TOKEN, SCRIPT_RULES, LiveServer, free_port, server_env
 from tests.fakes.llm import ScriptedLLM, ServerThread, build_app
+
+# The module's browser lives in the module's event loop, so its tests run there too.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 WAIT_MS = 90_000  # generous: a noisy 2-core CI machine transcribes and synthesizes slowly
 
 
 @pytest.fixture(scope="module")
-def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def demo_server(
+    tmp_path_factory: pytest.TempPathFactory, local_models: LocalModels
+) -> Iterator[LiveServer]:
     """The app with one call slot, so the busy path can be exercised for real."""
-    from agent.app import create_app
-    from agent.settings import Settings
-
     script = ScriptedLLM(rules=list(SCRIPT_RULES))
     data_dir = tmp_path_factory.mktemp("frontdesk-demo")
     llm_port, port = free_port(), free_port()
@@ -44,22 +55,32 @@ def demo_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer
             OPENAI_BASE_URL=f"http://127.0.0.1:{llm_port}/v1",
             FRONTDESK_MAX_CALLS="1",
         )
-        app = create_app(Settings.from_env(env))
+        app = create_app(Settings.from_env(env), models=local_models)
         with ServerThread(app, port) as server:
             yield LiveServer(server.url, script, data_dir, app)
 
 
 @pytest.fixture(scope="module")
-def caller_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """The caller waits for the greeting, asks one question, then stays quiet.
+def microphone_wav(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The file the module's fake microphone plays; each test writes its caller into it."""
+    return tmp_path_factory.mktemp("microphone") / "caller.wav"
 
-    Chromium plays it once (``%noloop``) and then gives silence; the long tail of silence
-    keeps the flow right even where the file would loop.
-    """
-    audio = call_audio(10.0, "Hi, do you have anything for a haircut this Friday?", 40.0)
-    path = tmp_path_factory.mktemp("caller") / "caller.wav"
-    path.write_bytes(write_wav(audio, RATE))
-    return path
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def browser(microphone_wav: Path) -> AsyncIterator[Any]:
+    async with chromium_browser(*fake_microphone_device_args(microphone_wav)) as chromium:
+        yield chromium
+
+
+def speak(wav: Path, *segments: float | str) -> None:
+    """Make ``call_audio(*segments)`` what the fake microphone plays from the next call on."""
+    wav.write_bytes(write_wav(call_audio(*segments), RATE))
+
+
+def ask_about_a_haircut(wav: Path) -> None:
+    """The caller waits for the greeting, asks one question, then stays quiet (Chromium plays
+    the file once, then gives silence)."""
+    speak(wav, 10.0, "Hi, do you have anything for a haircut this Friday?", 40.0)
 
 
 def active_calls(server: LiveServer) -> int:
@@ -75,24 +96,28 @@ async def wait_until_free(server: LiveServer, timeout: float = 30.0) -> None:
     assert active_calls(server) == 0, "the server did not free the call"
 
 
-async def call_record(server: LiveServer, call_sid: str, timeout: float = 30.0) -> dict:
+async def call_record(server: LiveServer, call_sid: str, timeout: float = 30.0) -> dict[str, Any]:
     """The finished call record (written off the audio path, so poll for ended_at)."""
     deadline = time.monotonic() + timeout
     async with httpx.AsyncClient(headers={"authorization": f"Bearer {ADMIN_TOKEN}"}) as client:
         while True:
             response = await client.get(f"{server.url}/api/calls/{call_sid}")
             if response.status_code == 200 and response.json().get("ended_at"):
-                return response.json()
+                return dict(response.json())
             assert time.monotonic() < deadline, f"no finished record for {call_sid}"
             await asyncio.sleep(0.2)
 
 
-async def demo_state(page) -> dict:
+async def demo_state(page: Any) -> dict[str, Any]:
     return await page.evaluate("() => JSON.parse(JSON.stringify(window.frontdeskDemo))")
 
 
-async def test_a_conversation_in_chromium(demo_server, caller_wav):
-    async with chromium_page(*fake_microphone_args(caller_wav)) as page:
+async def test_a_conversation_in_chromium(
+    demo_server: LiveServer, browser: Any, microphone_wav: Path
+) -> None:
+    await wait_until_free(demo_server)
+    ask_about_a_haircut(microphone_wav)
+    async with browser_page(browser) as page:
         await page.goto(demo_server.url + "/")
         await page.get_by_role("button", name="Start call").click()
         await page.wait_for_function(
@@ -153,19 +178,18 @@ async def test_a_conversation_in_chromium(demo_server, caller_wav):
 
 
 async def test_barge_in_stops_playback_at_once_and_the_brain_hears_only_what_played(
-    demo_server, tmp_path
-):
+    demo_server: LiveServer, browser: Any, microphone_wav: Path
+) -> None:
     await wait_until_free(demo_server)
-    audio = call_audio(
+    speak(
+        microphone_wav,
         10.0,
         "Can you tell me about your services?",
         7.0,  # the long answer is playing now
         "Sorry, actually, what are your opening hours?",
         40.0,
     )
-    wav = tmp_path / "barge-in.wav"
-    wav.write_bytes(write_wav(audio, RATE))
-    async with chromium_page(*fake_microphone_args(wav)) as page:
+    async with browser_page(browser) as page:
         await page.goto(demo_server.url + "/")
         await page.get_by_role("button", name="Start call").click()
         await page.locator('.tool[data-tool="get_business_info"]').wait_for(timeout=WAIT_MS)
@@ -189,13 +213,15 @@ async def test_barge_in_stops_playback_at_once_and_the_brain_hears_only_what_pla
     assert cut and cut[-1].startswith("We offer") and "Aveda" not in cut[-1]
 
 
-async def test_busy_then_a_dropped_socket_frees_the_line(demo_server, caller_wav):
+async def test_busy_then_a_dropped_socket_frees_the_line(
+    demo_server: LiveServer, browser: Any, microphone_wav: Path
+) -> None:
     """The only line is taken by another browser call: the page says busy and offers a retry.
     That call's socket then drops without a goodbye: the server frees the line and keeps the
     record."""
     await wait_until_free(demo_server)
     ws_url = demo_server.url.replace("http://", "ws://") + "/demo/ws"
-    occupier = await websockets.connect(ws_url, origin=demo_server.url)
+    occupier = await websockets.connect(ws_url, origin=Origin(demo_server.url))
     await occupier.send(json.dumps({"type": "start", "sampleRate": 16000, "format": "pcm16"}))
     ready = json.loads(await asyncio.wait_for(occupier.recv(), 30))
     assert ready["type"] == "ready"
@@ -206,7 +232,8 @@ async def test_busy_then_a_dropped_socket_frees_the_line(demo_server, caller_wav
             greeting_audio.extend(message)
     assert np.abs(np.frombuffer(bytes(greeting_audio), dtype="<i2")).max() > 1000
 
-    async with chromium_page(*fake_microphone_args(caller_wav)) as page:
+    ask_about_a_haircut(microphone_wav)
+    async with browser_page(browser) as page:
         await page.goto(demo_server.url + "/")
         await page.get_by_role("button", name="Start call").click()
         problem = page.get_by_role("alert")
@@ -230,11 +257,13 @@ async def test_busy_then_a_dropped_socket_frees_the_line(demo_server, caller_wav
     await wait_until_free(demo_server)
 
 
-async def test_microphone_denied_says_so_and_retry_works(demo_server, caller_wav):
+async def test_microphone_denied_says_so_and_retry_works(
+    demo_server: LiveServer, browser: Any, microphone_wav: Path
+) -> None:
     await wait_until_free(demo_server)
-    # Without the fake permission UI, headless Chromium refuses the microphone.
-    args = fake_microphone_args(caller_wav)[1:]
-    async with chromium_page(*args) as page:
+    ask_about_a_haircut(microphone_wav)
+    # Without a permission for the page, headless Chromium refuses the microphone.
+    async with browser_page(browser, microphone=False) as page:
         await page.goto(demo_server.url + "/")
         await page.get_by_role("button", name="Start call").click()
         problem = page.get_by_role("alert")
@@ -252,12 +281,15 @@ async def test_microphone_denied_says_so_and_retry_works(demo_server, caller_wav
     await wait_until_free(demo_server)
 
 
-async def test_a_dropped_connection_is_reported(demo_server, caller_wav):
+async def test_a_dropped_connection_is_reported(
+    demo_server: LiveServer, browser: Any, microphone_wav: Path
+) -> None:
     await wait_until_free(demo_server)
-    async with chromium_page(*fake_microphone_args(caller_wav)) as page:
-        routes = []
+    ask_about_a_haircut(microphone_wav)
+    async with browser_page(browser) as page:
+        routes: list[Any] = []
 
-        async def relay(route) -> None:
+        async def relay(route: Any) -> None:
             # Forwards both ways until the test cuts both sides, as a failing network would.
             routes.extend([route, route.connect_to_server()])
 
@@ -280,47 +312,3 @@ async def test_a_dropped_connection_is_reported(demo_server, caller_wav):
     await wait_until_free(demo_server)
     record = await call_record(demo_server, call_sid)
     assert record["outcome"] == "caller_hung_up" and record["source"] == "browser"
-
-
-@pytest.mark.slow
-@pytest.mark.timeout(1200)  # start-up evaluates the local model's prompt; minutes on a busy CPU
-async def test_the_embedded_default_holds_a_conversation_in_chromium(tmp_path):
-    """What `python3 run.py` serves: local Whisper, the local LLM and hibari, in the page."""
-    from agent.app import create_app
-    from agent.settings import Settings
-
-    wav = tmp_path / "caller.wav"
-    # No "Hi" first: the browser's own audio processing can blur a word right after silence.
-    wav.write_bytes(write_wav(call_audio(10.0, "Where is the salon located?", 60.0), RATE))
-    port = free_port()
-    app = create_app(Settings.from_env(server_env(tmp_path / "data", port)))
-    server = ServerThread(app, port)
-    server.thread.start()  # start-up evaluates the model's fixed prompt: slow on a busy CPU
-    for _ in range(6000):
-        if server.server.started or not server.thread.is_alive():
-            break
-        await asyncio.sleep(0.1)
-    try:
-        assert server.server.started, "the server did not start in 10 minutes"
-        async with chromium_page(*fake_microphone_args(wav)) as page:
-            await page.goto(server.url + "/")
-            await page.get_by_role("button", name="Start call").click()
-            answer = page.locator(".turn.bot .segment.played", has_text="Maple")
-            await expect(answer.first).to_be_visible(timeout=180_000)
-            assert await page.locator(".tool").count() >= 1
-            await screenshot(page, "browser-demo-local-model.png")
-            state = await demo_state(page)
-            await page.get_by_role("button", name="Hang up").click()
-            await page.wait_for_function("() => window.frontdeskDemo.status === 'ended'")
-        live = LiveServer(server.url, ScriptedLLM(rules=[]), tmp_path / "data", app)
-        await wait_until_free(live)
-        record = await call_record(live, state["callSid"])
-    finally:
-        server.__exit__(None, None, None)
-    assert record["providers"]["llm"] == "llama-local" and record["source"] == "browser"
-    latencies = [
-        t["timings"]["voice_to_voice_ms"]
-        for t in record["turns"]
-        if t["role"] == "bot" and "voice_to_voice_ms" in t["timings"]
-    ]
-    print(f"browser demo, embedded default: voice-to-voice {latencies} ms")

@@ -9,6 +9,9 @@ from __future__ import annotations
 
 import io
 import sys
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -16,6 +19,7 @@ from loguru import logger
 
 from agent.app import create_app
 from agent.logging import configure_logging
+from agent.providers import LocalModels
 from agent.settings import Settings
 from telephony.replay import Turn, converse
 from tests.caller_audio import RATE, speech
@@ -36,7 +40,9 @@ WHERE = "Where are you located?"
 
 
 @pytest.fixture
-def cloud(tmp_path, monkeypatch):
+def cloud(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, local_models: LocalModels
+) -> Iterator[Any]:
     deepgram = DeepgramStandIn(scripts=[[HEARD, WHERE]], latency=0.05, api_key=DEEPGRAM_KEY)
     llm = ScriptedLLM(
         rules=[
@@ -68,15 +74,18 @@ def cloud(tmp_path, monkeypatch):
         monkeypatch.setattr(sys, "stderr", log)
         configure_logging(settings)  # the product's logging, writing into ``log``
         try:
-            with ServerThread(create_app(settings), ports[3]) as server:
+            # The session's local models: more than a cloud set-up needs (its fault clips are
+            # made with the local TTS), and unused for the call, as the stand-ins show.
+            with ServerThread(create_app(settings, models=local_models), ports[3]) as server:
                 yield server, settings, deepgram, llm, eleven, log
         finally:
             monkeypatch.undo()
             logger.remove()
+            assert sys.__stderr__ is not None
             logger.add(sys.__stderr__)  # loguru's default sink, not a stream pytest will close
 
 
-async def test_a_call_runs_through_deepgram_openai_and_elevenlabs(cloud):
+async def test_a_call_runs_through_deepgram_openai_and_elevenlabs(cloud: Any) -> None:
     server, settings, deepgram, llm, eleven, log = cloud
     assert settings.provider_names() == {
         "stt": "deepgram",

@@ -1,7 +1,16 @@
-"""A whole call on the embedded default: local Whisper, the local LLM and local TTS (slow)."""
+"""A whole call on the embedded default: local Whisper, the local LLM and local TTS (slow).
+
+The suite's one real-time call through the real model: the models are the session's (loaded
+once, tests/conftest.py), the call is real, over the phone's websocket, in real time."""
+
+from pathlib import Path
 
 import pytest
 
+from agent.app import create_app
+from agent.brain.model import LocalBrain
+from agent.providers import LocalModels
+from agent.settings import Settings
 from telephony.replay import converse
 from tests.caller_audio import RATE, turn
 from tests.conftest import ADMIN_TOKEN, AUTH_TOKEN, free_port, server_env
@@ -9,12 +18,12 @@ from tests.fakes.llm import ServerThread
 
 
 @pytest.mark.slow
-async def test_offline_receptionist_answers_a_replayed_call(tmp_path):
-    from agent.app import create_app
-    from agent.settings import Settings
-
+async def test_offline_receptionist_answers_a_replayed_call(
+    tmp_path: Path, local_models: LocalModels, local_brain: LocalBrain
+) -> None:
     port = free_port()
-    app = create_app(Settings.from_env(server_env(tmp_path, port)))
+    settings = Settings.from_env(server_env(tmp_path, port))
+    app = create_app(settings, models=local_models, brain=local_brain)
     with ServerThread(app, port) as server:
         # The caller waits for each answer, however long the local model takes on this CPU;
         # a pause of a few seconds is part of the answer (between sentences), not its end.

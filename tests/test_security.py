@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import asyncio
 import json
+import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -15,10 +17,11 @@ import websockets
 
 from agent.pipeline import CallPipeline
 from agent.prompts import phrases
+from agent.providers import LocalModels
 from agent.session import CallSession, Outcome
 from agent.settings import Settings, SettingsError
 from telephony.signature import sign_twilio_request
-from tests.conftest import ADMIN_TOKEN, AUTH_TOKEN, free_port, server_env
+from tests.conftest import ADMIN_TOKEN, AUTH_TOKEN, Clock, free_port, server_env
 from tests.fakes.llm import ScriptedLLM, ServerThread, build_app
 from tests.frames import ScriptedLLM as FrameLLM
 from tests.frames import phone_call
@@ -35,7 +38,9 @@ class LimitedServer:
 
 
 @pytest.fixture(scope="module")
-def limited(tmp_path_factory: pytest.TempPathFactory):
+def limited(
+    tmp_path_factory: pytest.TempPathFactory, local_models: LocalModels
+) -> Iterator[LimitedServer]:
     from agent.app import create_app
 
     llm_port, port = free_port(), free_port()
@@ -50,7 +55,7 @@ def limited(tmp_path_factory: pytest.TempPathFactory):
             FRONTDESK_CALLER_IDLE_SECS="60",
             FRONTDESK_STREAM_TOKEN_TTL=str(TOKEN_TTL),
         )
-        app = create_app(Settings.from_env(env))
+        app = create_app(Settings.from_env(env), models=local_models)
         with ServerThread(app, port) as server:
             yield LimitedServer(server.url, app)
 
@@ -116,9 +121,14 @@ async def test_every_twilio_route_refuses_unsigned_requests(limited):
             assert (unsigned.status_code, forged.status_code) == (403, 403), path
 
 
-async def test_expired_tokens_are_refused(limited):
+async def test_expired_tokens_are_refused(
+    limited: LimitedServer, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The app's own tokens (with the configured TTL) on a clock the test moves.
+    clock = Clock(time.time())
+    monkeypatch.setattr(limited.app.state.frontdesk.tokens, "_clock", clock)
     token = _token(await _webhook(limited, "CAlate", f"{PUBLIC}/twilio/voice"))
-    await asyncio.sleep(TOKEN_TTL + 1.5)
+    clock.now += TOKEN_TTL + 1.5
     assert await _close_code(await _stream(limited, "CAlate", token)) == 1008
 
 
