@@ -190,7 +190,7 @@ async def test_sigterm_drains_calls_and_keeps_answering_webhooks(tmp_path: Path,
         # A call is active once its greeting is in: the caller says nothing, only listens.
         caller = await start_call(server.url, silence(240.0))
         row = await wait_for_turns(tmp_path, callers=0, bots=1)
-        signalled = time.monotonic()
+        signalled, signalled_at = time.monotonic(), time.time()
         server.proc.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.5)
         url = f"{server.url}/twilio/voice"
@@ -205,11 +205,17 @@ async def test_sigterm_drains_calls_and_keeps_answering_webhooks(tmp_path: Path,
         assert "<Dial" in webhook.text  # the business's number is dialled
         assert ready.status_code == 503 and ready.json()["accepting"] is False
         assert alive.status_code == 200
-        await asyncio.sleep(grace / 2)
         assert not caller.done(), "an active call goes on during the grace period"
         report, _ = await asyncio.wait_for(caller, grace + 60)
         ended = time.monotonic() - signalled
         assert report.closed_by_server and ended >= grace - 1
+        # Nothing was said to the caller until the grace period was over: then the goodbye.
+        # (The greeting's turn is stored once it has been spoken, so it is over by the signal.)
+        since_signal = [
+            report.started_at + at / 1000 - signalled_at for at in report.reply_starts_ms
+        ]
+        goodbye = min(t for t in since_signal if t > 0)
+        assert goodbye >= grace - 1, f"the goodbye came {goodbye:.1f}s after SIGTERM"
         assert server.wait_exit(60) == 0
     finally:
         server.stop()
