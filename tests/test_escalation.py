@@ -68,6 +68,7 @@ from tests.conftest import (
     TZ,
     free_port,
     server_env,
+    shared_models,
 )
 from tests.fakes.llm import Rule, ServerThread
 from tests.fakes.llm import ScriptedLLM as OpenAIStandIn
@@ -755,7 +756,8 @@ def desk(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Desk]:
             TWILIO_ACCOUNT_SID=ACCOUNT_SID,
             TWILIO_API_BASE_URL=twilio_server.url,
         )
-        app = create_app(Settings.from_env(env))
+        settings = Settings.from_env(env)
+        app = create_app(settings, models=shared_models(settings))
         with ServerThread(app, port) as server:
             yield Desk(server.url, fake, data_dir, script)
 
