@@ -78,16 +78,7 @@ async def chromium_page(
             )
             try:
                 page = context.pages[0] if context.pages else await context.new_page()
-                errors: list[str] = []
-
-                def console(message: Any) -> None:
-                    if message.type == "error":
-                        errors.append(f"console: {message.text}")
-
-                page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
-                page.on("console", console)
-                setattr(page, "frontdesk_errors", errors)  # noqa: B010  (not a Page attribute)
-                yield page
+                yield _collecting_errors(page)
             finally:
                 await context.close()
     finally:
@@ -138,16 +129,20 @@ async def browser_page(
         viewport=viewport or _DEFAULT_VIEWPORT, permissions=["microphone"] if microphone else []
     )
     try:
-        page = await context.new_page()
-        errors: list[str] = []
-
-        def console(message: Any) -> None:
-            if message.type == "error":
-                errors.append(f"console: {message.text}")
-
-        page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
-        page.on("console", console)
-        setattr(page, "frontdesk_errors", errors)  # noqa: B010  (not a Page attribute)
-        yield page
+        yield _collecting_errors(await context.new_page())
     finally:
         await context.close()
+
+
+def _collecting_errors(page: Any) -> Any:
+    """``page``, with its page errors and console errors collected in ``page.frontdesk_errors``."""
+    errors: list[str] = []
+
+    def console(message: Any) -> None:
+        if message.type == "error":
+            errors.append(f"console: {message.text}")
+
+    page.on("pageerror", lambda exc: errors.append(f"pageerror: {exc}"))
+    page.on("console", console)
+    setattr(page, "frontdesk_errors", errors)  # noqa: B010  (not a Page attribute)
+    return page

@@ -37,6 +37,8 @@ TOOLS: tuple[ToolSpec, ...] = (
 )
 
 TOOL_NAMES: tuple[str, ...] = tuple(spec.name for spec in TOOLS)
+#: The tools the caller hears the filler phrase for while they run.
+FILLER_TOOLS: frozenset[str] = frozenset(spec.name for spec in TOOLS if spec.filler)
 
 
 def tool_registry(enabled: Collection[str] | None = None) -> ToolRegistry:

@@ -20,7 +20,7 @@ from loguru import logger
 
 from agent.brain.prompt import Message, Tool, text_of, tool_say
 from agent.prompts import phrases
-from tools.catalog import tool_registry
+from tools.catalog import FILLER_TOOLS
 
 # A tool the model may call only after another ran in this call: booking is for a time that
 # was offered (the instructions say so; a 1.5B model hearing "book" forgets it).
@@ -154,8 +154,7 @@ def is_farewell(text: str) -> bool:
 
 def wants_filler(tool_name: str) -> bool:
     """Whether the caller hears the filler while ``tool_name`` runs."""
-    spec = tool_registry().specs.get(tool_name)
-    return bool(spec and spec.filler)
+    return tool_name in FILLER_TOOLS
 
 
 def _said_since_caller(messages: list[Message], test: Callable[[str], bool]) -> bool:
