@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import re
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -136,7 +137,8 @@ async def test_a_conversation_in_chromium(
         caller = page.locator(".turn.caller:not(.pending)").first
         await caller.wait_for(timeout=WAIT_MS)
         said = (await caller.inner_text()).lower()
-        assert "haircut" in said and "friday" in said
+        # Whisper writes "haircut" or "hair cut" (the scripted LLM's rule takes both).
+        assert re.search(r"hair ?cut", said) and "friday" in said
         tool = page.locator('.tool[data-tool="check_availability"]')
         await tool.wait_for(timeout=WAIT_MS)
         arguments = json.loads(await tool.locator("pre.arguments").inner_text())
