@@ -20,9 +20,9 @@ import numpy as np
 from loguru import logger
 from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
-from pipecat.frames.frames import ErrorFrame, Frame, TranscriptionFrame, TTSAudioRawFrame
+from pipecat.frames.frames import ErrorFrame, Frame, TranscriptionFrame
 from pipecat.services.llm_service import LLMService
-from pipecat.services.settings import STTSettings, TTSSettings
+from pipecat.services.settings import STTSettings
 from pipecat.services.stt_service import SegmentedSTTService, STTService
 from pipecat.services.tts_service import TTSService
 from pipecat.transcriptions.language import Language
@@ -31,13 +31,13 @@ from pipecat.utils.time import time_now_iso8601
 from agent.brain.policy import LineSource
 from agent.brain.service import LocalLLMService
 from agent.faults import LOCAL_TIMEOUT_FLOOR_SECS
+from agent.hibari import HIBARI_GAIN, HibariTTSService, trim_silence
 from agent.settings import Settings
 from agent.turns import SegmentTranscribedFrame
 from telephony.audio import float_to_pcm16, resample_pcm16, rms_dbfs
 from tools.domain.speech import spoken_text
 
 WHISPER_RATE = 16000
-HIBARI_GAIN = 2.4  # hibari peaks around 0.31 of full scale
 
 # Whisper's favourite inventions on silence, breath and line noise.
 _HALLUCINATIONS = re.compile(
@@ -106,7 +106,10 @@ def synthesize_clips(hibari: Any | None, rate: int = 8000) -> dict[str, bytes]:
         texts = phrases()
         clips = {
             name: resample_pcm16(
-                float_to_pcm16(hibari(spoken_text(texts[name])), HIBARI_GAIN),
+                float_to_pcm16(
+                    trim_silence(hibari(spoken_text(texts[name])), hibari.sample_rate),
+                    HIBARI_GAIN,
+                ),
                 hibari.sample_rate,
                 rate,
             )
@@ -240,83 +243,6 @@ class LocalWhisperSTTService(SegmentedSTTService):
         yield SegmentTranscribedFrame()
 
 
-class HibariTTSService(TTSService):
-    """Sentence-at-a-time synthesis with the shared hibari model, resampled once per sentence."""
-
-    def __init__(self, *, models: LocalModels, **kwargs: Any) -> None:
-        super().__init__(
-            push_start_frame=True,
-            push_stop_frames=True,
-            settings=TTSSettings(model="hibari", voice="heart", language=Language.EN),
-            **kwargs,
-        )
-        if models.hibari is None:
-            raise ValueError("hibari TTS not loaded")
-        self._models = models
-
-    def can_generate_metrics(self) -> bool:
-        return True
-
-    def _clauses(self, text: str) -> list[str]:
-        """Long sentences are cut at clause punctuation so the first audio comes sooner."""
-        text = spoken_text(text)
-        if len(text) <= 90:
-            return [text]
-        parts = re.split(r"(?<=[;:,])\s+", text)
-        out: list[str] = []
-        for part in parts:
-            if out and len(out[-1]) < 40:
-                out[-1] = f"{out[-1]} {part}"
-            else:
-                out.append(part)
-        return out
-
-    def _synthesize_into(
-        self,
-        text: str,
-        loop: asyncio.AbstractEventLoop,
-        queue: asyncio.Queue[bytes | Exception | None],
-    ) -> None:
-        """Worker thread: put one PCM buffer per synthesized piece, then None."""
-        assert self._models.hibari is not None and self._models.tts_lock is not None
-        rate = self._models.hibari.sample_rate
-        try:
-            for clause in self._clauses(text):
-                with self._models.tts_lock:
-                    chunks = list(self._models.hibari.stream(clause))
-                for chunk in chunks:
-                    if len(chunk):
-                        pcm = resample_pcm16(
-                            float_to_pcm16(chunk, HIBARI_GAIN), rate, self.sample_rate
-                        )
-                        loop.call_soon_threadsafe(queue.put_nowait, pcm)
-        except Exception as exc:
-            loop.call_soon_threadsafe(queue.put_nowait, exc)
-        finally:
-            loop.call_soon_threadsafe(queue.put_nowait, None)
-
-    async def run_tts(self, text: str, context_id: str) -> AsyncGenerator[Frame | None, None]:
-        await self.start_ttfb_metrics()
-        await self.start_tts_usage_metrics(text)
-        queue: asyncio.Queue[bytes | Exception | None] = asyncio.Queue()
-        loop = asyncio.get_running_loop()
-        worker = threading.Thread(
-            target=self._synthesize_into, args=(text, loop, queue), daemon=True
-        )
-        worker.start()
-        first = True
-        while (item := await queue.get()) is not None:
-            if isinstance(item, Exception):
-                yield ErrorFrame(f"local synthesis failed: {item}")
-                break
-            if first:
-                await self.stop_ttfb_metrics()
-                first = False
-            yield TTSAudioRawFrame(
-                audio=item, sample_rate=self.sample_rate, num_channels=1, context_id=context_id
-            )
-
-
 def build_stt(settings: Settings, models: LocalModels, hotwords: str = "") -> STTService:
     if settings.deepgram_api_key:
         from pipecat.services.deepgram.stt import DeepgramSTTService
@@ -381,4 +307,4 @@ def build_tts(settings: Settings, models: LocalModels) -> TTSService:
         if settings.elevenlabs_base_url:
             kwargs["url"] = settings.elevenlabs_base_url
         return ElevenLabsTTSService(**kwargs)
-    return HibariTTSService(models=models)
+    return HibariTTSService(hibari=models.hibari, lock=models.tts_lock or threading.Lock())
