@@ -22,6 +22,7 @@ from pipecat.services.settings import TTSSettings
 from pipecat.services.tts_service import TTSService
 from pipecat.transcriptions.language import Language
 
+from agent.clauses import FirstClauseAggregator
 from telephony.audio import float_to_pcm16, resample_pcm16
 from tools.domain.speech import spoken_text
 
@@ -79,6 +80,8 @@ def split_long(text: str) -> list[str]:
 class HibariTTSService(TTSService):
     """Piece-at-a-time synthesis with the shared hibari model, resampled once per sentence.
 
+    The first clause of each reply is handed over as soon as it sounds natural on its own
+    (:class:`agent.clauses.FirstClauseAggregator`), the rest sentence by sentence.
     Synthesis runs in a worker thread under ``lock`` (one synthesis at a time across calls);
     when the reply is cut off (an interruption cancels :meth:`run_tts`), the worker stops
     before its next sentence: no more audio is synthesized for the cut reply.
@@ -95,6 +98,8 @@ class HibariTTSService(TTSService):
             raise ValueError("hibari TTS not loaded")
         self._hibari = hibari
         self._lock = lock
+        # pipecat's own services swap the aggregator the same way (cartesia, rime).
+        self._text_aggregator = FirstClauseAggregator()
         self.sentences_synthesized = 0  # by this service so far
         self.worker: threading.Thread | None = None  # the latest synthesis thread
 

@@ -38,6 +38,7 @@ PIPECAT_ALLOWED = frozenset(
         "agent.transport",
         "agent.turns",
         "agent.hibari",
+        "agent.clauses",
         "telephony.serializer",
         "telephony.browser_serializer",
     }

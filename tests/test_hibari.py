@@ -8,7 +8,15 @@ from typing import Any
 
 import numpy as np
 import pytest
-from pipecat.frames.frames import InterruptionFrame, TTSAudioRawFrame, TTSSpeakFrame
+from pipecat.frames.frames import (
+    InterruptionFrame,
+    LLMFullResponseEndFrame,
+    LLMFullResponseStartFrame,
+    LLMTextFrame,
+    TTSAudioRawFrame,
+    TTSSpeakFrame,
+    TTSTextFrame,
+)
 from pipecat.pipeline.worker import PipelineParams
 from pipecat.tests.utils import SleepFrame, run_test
 
@@ -99,3 +107,17 @@ async def test_an_interrupted_reply_synthesizes_nothing_more(hibari: Any) -> Non
     assert not tts.worker.is_alive()
     assert tts.sentences_synthesized == 0
     assert not [f for f in down if isinstance(f, TTSAudioRawFrame)]
+
+
+async def test_a_streamed_reply_is_spoken_first_clause_first(hibari: Any) -> None:
+    tts = HibariTTSService(hibari=hibari, lock=threading.Lock())
+    reply = "We are open today until 6 p.m., and tomorrow from 9. Anything else?"
+    tokens = [LLMTextFrame(w if i == 0 else f" {w}") for i, w in enumerate(reply.split(" "))]
+    down, _up = await run_test(
+        tts,
+        frames_to_send=[LLMFullResponseStartFrame(), *tokens, LLMFullResponseEndFrame()],
+        pipeline_params=PipelineParams(audio_out_sample_rate=RATE),
+    )
+    spoken = [f.text for f in down if isinstance(f, TTSTextFrame)]
+    assert spoken == ["We are open today until 6 p.m.,", "and tomorrow from 9.", "Anything else?"]
+    assert tts.sentences_synthesized == 3
