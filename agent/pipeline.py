@@ -33,7 +33,7 @@ from typing import Any, Protocol, cast
 
 from pipecat.adapters.llm.schemas.function_schema import FunctionSchema
 from pipecat.adapters.llm.schemas.tools_schema import ToolsSchema
-from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams
+from pipecat.audio.vad.vad_analyzer import VADAnalyzer
 from pipecat.frames.frames import (
     CancelWorkerFrame,
     EndWorkerFrame,
@@ -71,11 +71,12 @@ from agent.processors import (
     Inlet,
     PlaybackMarker,
 )
-from agent.providers import LocalModels, build_llm, build_stt, build_tts, build_vad
+from agent.providers import LocalModels, build_llm, build_stt, build_tts
 from agent.session import PIPELINE_RATE, CallSession, CallSetup
 from agent.settings import Settings
 from agent.transport import LeadPacedWebsocketTransport
 from agent.turns import PhraseAwareTurnStopStrategy
+from agent.vad import build_call_vad
 from telephony.serializer import CallEventFrame, MediaSerializer
 
 
@@ -327,14 +328,11 @@ def call_services(
         ),
     )
     hotwords = " ".join([business.name, *(s.name for s in business.services)])
-    vad_params = VADParams(
-        confidence=0.7, start_secs=0.2, stop_secs=settings.vad_stop_secs, min_volume=0.5
-    )
     return CallServices(
         stt=build_stt(settings, resources.models, hotwords=hotwords),
         llm=build_llm(settings, resources.brain, setup.system_prompt),
         tts=build_tts(settings, resources.models),
-        vad=build_vad(resources.models, rate, vad_params),
+        vad=build_call_vad(resources.models, rate, settings),
         transport=transport,
         clips=resources.models.clips,
         events=bool(getattr(serializer, "wants_events", False)),

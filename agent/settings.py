@@ -11,6 +11,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 
 class Secret:
@@ -72,6 +73,35 @@ def _float(name: str, raw: str, minimum: float = 0.0) -> float:
     return value
 
 
+def _fraction(name: str, raw: str) -> float:
+    value = _float(name, raw)
+    if value > 1.0:
+        raise SettingsError(f"{name} must be between 0 and 1, got {value}")
+    return value
+
+
+def _vad(env: Mapping[str, str]) -> dict[str, Any]:
+    """The VAD's start settings (FRONTDESK_VAD_*; the stop time is read with the turn's)."""
+    get = env.get
+    return {
+        "vad_start_secs": _float(
+            "FRONTDESK_VAD_START_SECS", get("FRONTDESK_VAD_START_SECS", "0.1")
+        ),
+        "vad_confidence": _fraction(
+            "FRONTDESK_VAD_CONFIDENCE", get("FRONTDESK_VAD_CONFIDENCE", "0.7")
+        ),
+        "vad_start_confidence": _fraction(
+            "FRONTDESK_VAD_START_CONFIDENCE", get("FRONTDESK_VAD_START_CONFIDENCE", "0.8")
+        ),
+        "vad_min_volume": _fraction(
+            "FRONTDESK_VAD_MIN_VOLUME", get("FRONTDESK_VAD_MIN_VOLUME", "0.5")
+        ),
+        "vad_fast_volume": _bool(
+            "FRONTDESK_VAD_FAST_VOLUME", get("FRONTDESK_VAD_FAST_VOLUME", "1")
+        ),
+    }
+
+
 def _secret(env: Mapping[str, str], name: str) -> Secret | None:
     raw = env.get(name, "").strip()
     return Secret(raw) if raw else None
@@ -102,6 +132,12 @@ class Settings:
     caller_idle_secs: float = 8.0
     caller_idle_prompts: int = 2
     vad_stop_secs: float = 0.2
+    # Barge-in: speech this long (counted in 32 ms windows) starts the caller's turn...
+    vad_start_secs: float = 0.1
+    vad_confidence: float = 0.7  # ...a window is speech at this Silero confidence...
+    vad_start_confidence: float = 0.8  # ...and counts toward a start only at this one...
+    vad_min_volume: float = 0.5  # ...and this volume (0-1: -110 to -10 dBFS)...
+    vad_fast_volume: bool = True  # ...measured per window, rising at once (else pipecat's 0.4 s)
     turn_pause_secs: float = 0.35  # extra wait after a complete-sounding sentence
     turn_pause_incomplete_secs: float = 2.5  # wait when the words so far sound unfinished
 
@@ -162,6 +198,7 @@ class Settings:
                 "FRONTDESK_CALLER_IDLE_SECS", get("FRONTDESK_CALLER_IDLE_SECS", "8"), 1
             ),
             vad_stop_secs=_float("FRONTDESK_VAD_STOP_SECS", get("FRONTDESK_VAD_STOP_SECS", "0.2")),
+            **_vad(env),
             turn_pause_secs=_float(
                 "FRONTDESK_TURN_PAUSE_SECS", get("FRONTDESK_TURN_PAUSE_SECS", "0.35")
             ),

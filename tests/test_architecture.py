@@ -39,6 +39,7 @@ PIPECAT_ALLOWED = frozenset(
         "agent.turns",
         "agent.hibari",
         "agent.clauses",
+        "agent.vad",
         "telephony.serializer",
         "telephony.browser_serializer",
     }

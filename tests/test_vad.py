@@ -1,13 +1,19 @@
-"""The shared-session Silero VAD decides exactly as pipecat's own, with fewer thread hops."""
+"""The shared-session Silero VAD decides exactly as pipecat's own, with fewer thread hops; the
+call's VAD (agent.vad) hears a caller cutting in sooner, and still takes no noise for speech."""
 
 from __future__ import annotations
 
 from typing import Any
 
+import pytest
 from pipecat.audio.vad.silero import SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADParams
 
-from agent.providers import SharedSileroVADAnalyzer
+from agent.providers import LocalModels, SharedSileroVADAnalyzer
+from agent.settings import Settings, SettingsError
+from agent.vad import build_call_vad, vad_params
+from bench import noise
+from bench.noise import OLD_VAD, on_the_line
 from telephony.audio import resample_pcm16
 from tests.caller_audio import RATE, call_audio
 
@@ -47,3 +53,71 @@ async def test_shared_vad_matches_pipecat_and_skips_most_thread_hops() -> None:
     # One model window (256 samples) per 1.6 frames: only frames that complete one hop.
     assert submitted <= frames * 0.7
     assert submitted >= frames * 0.55
+
+
+def test_vad_settings_are_read_with_barge_in_defaults() -> None:
+    default = Settings.from_env({})
+    assert (default.vad_start_secs, default.vad_confidence, default.vad_start_confidence) == (
+        0.1,
+        0.7,
+        0.8,
+    )
+    assert default.vad_min_volume == 0.5 and default.vad_fast_volume
+    settings = Settings.from_env(
+        {
+            "FRONTDESK_VAD_START_SECS": "0.25",
+            "FRONTDESK_VAD_CONFIDENCE": "0.6",
+            "FRONTDESK_VAD_START_CONFIDENCE": "0.9",
+            "FRONTDESK_VAD_MIN_VOLUME": "0.4",
+            "FRONTDESK_VAD_FAST_VOLUME": "0",
+            "FRONTDESK_VAD_STOP_SECS": "0.3",
+        }
+    )
+    assert vad_params(settings) == VADParams(
+        confidence=0.6, start_secs=0.25, stop_secs=0.3, min_volume=0.4
+    )
+    assert (settings.vad_start_confidence, settings.vad_fast_volume) == (0.9, False)
+    for name, bad in (
+        ("FRONTDESK_VAD_CONFIDENCE", "1.5"),
+        ("FRONTDESK_VAD_START_SECS", "-0.1"),
+        ("FRONTDESK_VAD_FAST_VOLUME", "maybe"),
+    ):
+        with pytest.raises(SettingsError, match=name):
+            Settings.from_env({name: bad})
+
+
+SHARED = LocalModels(vad_session=SileroVADAnalyzer(sample_rate=8000)._model.session)
+
+
+def _call_vad(env: dict[str, str]) -> Any:
+    return build_call_vad(SHARED, 8000, Settings.from_env(env))
+
+
+async def test_with_the_old_settings_the_call_vad_decides_as_pipecat() -> None:
+    pcm = resample_pcm16(
+        call_audio("Hello, I'd like to book a haircut.", 0.8, "Friday at two, please."), RATE, 8000
+    )
+    reference = SileroVADAnalyzer(sample_rate=8000, params=PARAMS)
+    old = _call_vad(OLD_VAD)
+    assert await states(old, pcm) == await states(reference, pcm)
+
+
+def _first(name: str, got: list[Any]) -> int:
+    return next(i for i, s in enumerate(got) if s.name == name)
+
+
+async def test_the_new_settings_hear_a_cut_in_sooner() -> None:
+    for text in ("Sorry, actually, just tell me your hours.", "Wait, stop.", "Excuse me."):
+        line = on_the_line(call_audio(text))
+        old = _first("SPEAKING", await states(_call_vad(OLD_VAD), line))
+        new = _first("SPEAKING", await states(_call_vad({}), line))
+        assert new <= old - 5, f"{text!r}: speaking from frame {new}, was {old} (20 ms frames)"
+
+
+@pytest.mark.parametrize("kind", list(noise.KINDS))
+async def test_noise_never_starts_speech(kind: str) -> None:
+    quiet = bytes(RATE * 2)
+    for seed in range(3):
+        line = on_the_line(quiet + noise.clip(kind, 2.0, seed) + quiet)
+        got = await states(_call_vad({}), line)
+        assert "SPEAKING" not in {s.name for s in got}, f"{kind} (seed {seed}) taken for speech"
