@@ -10,7 +10,8 @@ back, and say nothing when the model thinks there is no speech. The padded faste
 transcription stays as :meth:`WhisperRecognizer.transcribe_padded`, the reference the bench
 and the tests compare with.
 
-:class:`LocalWhisperSTTService` transcribes each VAD segment with it.
+:class:`LocalWhisperSTTService` streams with it: interim transcripts while the caller speaks,
+the final one at the VAD stop, usually from a pass already under way.
 """
 
 from __future__ import annotations
@@ -19,7 +20,9 @@ import asyncio
 import re
 import threading
 import time
+from collections import deque
 from collections.abc import AsyncGenerator
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -28,8 +31,13 @@ from loguru import logger
 from pipecat.frames.frames import (
     ErrorFrame,
     Frame,
+    InputAudioRawFrame,
+    InterimTranscriptionFrame,
     TranscriptionFrame,
+    VADUserStartedSpeakingFrame,
+    VADUserStoppedSpeakingFrame,
 )
+from pipecat.processors.frame_processor import FrameDirection
 from pipecat.services.settings import STTSettings
 from pipecat.services.stt_service import SegmentedSTTService
 from pipecat.transcriptions.language import Language
@@ -45,6 +53,10 @@ SHORT_WINDOW_MAX_AUDIO_SECS = 9.0  # leave the model room after the last word
 NO_SPEECH_THRESHOLD = 0.6  # measured: speech <= 0.29, silence and line noise >= 0.94
 TOKENS_PER_SECOND = 8
 EXTRA_TOKENS = 16
+ONSET_SECS = 0.3  # the VAD reports speech this long after it began
+PAUSE_SECS = 0.1  # quiet this long after speech: transcribe, it may be the end
+COVER_MARGIN_SECS = 0.05  # a pass ending this long after the speech heard its last sound
+MAX_INTERIM_SECS = 28.0  # longer segments are only transcribed at their end
 
 # Whisper's favourite inventions on silence, breath and line noise.
 _HALLUCINATIONS = re.compile(
@@ -198,11 +210,64 @@ class WhisperRecognizer:
         self.transcribe(np.concatenate([noise] * 10))
 
 
-class LocalWhisperSTTService(SegmentedSTTService):
-    """Transcribes each VAD segment with a shared Whisper model (short window).
+class PauseDetector:
+    """Measures, chunk by chunk, how much quiet audio ends the segment so far: chunks below
+    both the segment's loudest chunk - 25 dB and the background level before it + 6 dB, after
+    the first chunk that is not (quiet before any speech does not count).
 
-    Resamples the whole segment to 16 kHz in one shot (Whisper's rate), so the pipeline can run
-    at the phone's 8 kHz without a streaming resampler in the audio path.
+    Pure arithmetic on 16-bit PCM levels; the STT uses it to transcribe at the likely end of
+    speech, before the VAD has waited out its stop time."""
+
+    def __init__(self) -> None:
+        self._floor = -120.0
+        self._peak = -120.0
+        self._quiet = 0
+        self._spoken = False
+
+    def start(self, before: bytes) -> None:
+        """A segment starts; ``before`` is audio from ahead of the speech (the background)."""
+        step = max(2, len(before) // 10 // 2 * 2)
+        levels = [rms_dbfs(before[i : i + step]) for i in range(0, len(before) - step + 1, step)]
+        self._floor = min(levels, default=-120.0)
+        self._peak = -120.0
+        self._quiet = 0
+        self._spoken = False
+
+    def add(self, chunk: bytes) -> int:
+        """Take the next chunk; return how many bytes of quiet audio now end the segment."""
+        level = rms_dbfs(chunk)
+        self._peak = max(self._peak, level)
+        if level >= max(self._floor + 6.0, self._peak - 25.0):
+            self._quiet = 0
+            self._spoken = True
+        elif self._spoken:
+            self._quiet += len(chunk)
+        return self._quiet
+
+
+@dataclass
+class _Pass:
+    """One transcription of a segment's first ``end`` bytes; its result is None on failure."""
+
+    task: asyncio.Task[str | None]
+    end: int
+    segment: int
+
+
+class LocalWhisperSTTService(SegmentedSTTService):
+    """Streaming recognition with a shared Whisper model.
+
+    While the caller speaks (between the VAD's start and stop) the growing segment is
+    transcribed every ``interim_every_secs`` of new audio, and as soon as it goes quiet, in a
+    worker thread; each pass pushes an ``InterimTranscriptionFrame`` with the segment's text so
+    far. No pass starts while another is running. At the VAD stop the final
+    ``TranscriptionFrame`` (finalized) is pushed, then a ``SegmentTranscribedFrame``, once per
+    segment and in order: the result of the latest pass when that pass covers all the speech
+    (it began after speech ended), else a fresh pass over the whole segment, started at once.
+    ``streaming=False`` makes no interim passes (one pass per segment, at its VAD stop).
+
+    Resamples to 16 kHz per pass (Whisper's rate), so the pipeline can run at the phone's 8 kHz
+    without a streaming resampler in the audio path.
     """
 
     def __init__(
@@ -211,15 +276,24 @@ class LocalWhisperSTTService(SegmentedSTTService):
         model: Any,
         lock: threading.Semaphore | None = None,
         hotwords: str = "",
+        interim_every_secs: float = 0.5,
+        streaming: bool = True,
         **kwargs: Any,
     ) -> None:
         super().__init__(
             settings=STTSettings(model="whisper-tiny.en", language=Language.EN),
-            ttfs_p99_latency=3.0,  # segment transcription on a busy 2-core CPU
+            ttfs_p99_latency=1.0,  # a final pass on a busy 2-core CPU
             **kwargs,
         )
         self._recognizer = WhisperRecognizer(model, lock)
         self._hotwords = hotwords or None
+        self._every_secs = interim_every_secs
+        self._streaming = streaming  # off: one pass per segment, at its VAD stop
+        self._pause: PauseDetector | None = None
+        self._segment = 0
+        self._passed_to = 0  # bytes of the segment the latest pass started with
+        self._latest: _Pass | None = None
+        self._reuse: deque[_Pass | None] = deque()  # per queued segment, in order
 
     @property
     def wants_wav_segments(self) -> bool:
@@ -232,14 +306,84 @@ class LocalWhisperSTTService(SegmentedSTTService):
         """Blocking transcription of 16-bit mono PCM; runs in a worker thread."""
         return self._recognizer.transcribe(pcm_to_audio(pcm, rate), self._hotwords)
 
+    def _bytes(self, secs: float) -> int:
+        return int(self.sample_rate * secs) * 2
+
+    # --- while the caller speaks -------------------------------------------------------------
+
+    async def _handle_user_started_speaking(self, frame: VADUserStartedSpeakingFrame) -> None:
+        await super()._handle_user_started_speaking(frame)
+        self._segment += 1
+        if self._pause is None:
+            self._pause = PauseDetector()
+        onset = max(0, len(self._audio_buffer) - self._bytes(ONSET_SECS))
+        self._pause.start(bytes(self._audio_buffer[: max(0, onset - self._bytes(0.1))]))
+        self._passed_to = onset
+
+    async def process_audio_frame(self, frame: InputAudioRawFrame, direction: FrameDirection):
+        await super().process_audio_frame(frame, direction)
+        if not self._streaming or not self._user_speaking or self._pause is None:
+            return
+        quiet = self._pause.add(frame.audio)
+        end = len(self._audio_buffer)
+        # Quiet for a moment, and the latest pass did not hear the speech end: pass now, so the
+        # final transcript is ready about when the VAD stops.
+        paused = quiet >= self._bytes(PAUSE_SECS) and (
+            self._passed_to < end - quiet + self._bytes(COVER_MARGIN_SECS)
+        )
+        due = end - self._passed_to >= self._bytes(self._every_secs) or paused
+        busy = self._latest is not None and not self._latest.task.done()
+        if not due or busy or len(self._audio_buffer) > self._bytes(MAX_INTERIM_SECS):
+            return
+        pcm = bytes(self._audio_buffer)
+        self._passed_to = len(pcm)
+        task = self.create_task(self._interim(pcm, self._segment), name="whisper_interim")
+        self._latest = _Pass(task, len(pcm), self._segment)
+
+    async def _interim(self, pcm: bytes, segment: int) -> str | None:
+        try:
+            text = await asyncio.to_thread(self.transcribe_pcm, pcm, self.sample_rate)
+        except Exception as exc:
+            logger.warning(f"whisper: an interim pass failed: {exc}")
+            return None
+        if text and segment == self._segment and self._user_speaking:
+            await self.push_frame(
+                InterimTranscriptionFrame(text, self._user_id, time_now_iso8601(), Language.EN)
+            )
+        return text
+
+    # --- at the VAD stop ---------------------------------------------------------------------
+
+    async def _handle_user_stopped_speaking(self, frame: VADUserStoppedSpeakingFrame) -> None:
+        if self.is_usable:
+            # Speech ended stop_secs before the VAD said so; a pass begun a little after that
+            # heard all of it.
+            speech_end = len(self._audio_buffer) - self._bytes(frame.stop_secs)
+            latest = self._latest
+            covers = (
+                latest is not None
+                and latest.segment == self._segment
+                and latest.end >= speech_end + self._bytes(COVER_MARGIN_SECS)
+            )
+            self._reuse.append(latest if covers else None)
+        await super()._handle_user_stopped_speaking(frame)
+
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
+        """The final transcript of one segment (``audio``, queued at its VAD stop)."""
+        reuse = self._reuse.popleft() if self._reuse else None
         await self.start_processing_metrics()
         started = time.perf_counter()
+        text: str | None = None
         try:
-            text = await asyncio.to_thread(self.transcribe_pcm, audio, self.sample_rate)
+            if reuse is not None:
+                await asyncio.wait([reuse.task])
+                text = None if reuse.task.cancelled() else reuse.task.result()
+            if text is None:
+                text = await asyncio.to_thread(self.transcribe_pcm, audio, self.sample_rate)
             logger.debug(
-                f"whisper: {len(audio) / 2 / self.sample_rate:.2f}s of audio in "
-                f"{time.perf_counter() - started:.2f}s -> {text!r}"
+                f"whisper: final for {len(audio) / 2 / self.sample_rate:.2f}s of audio "
+                f"{'reused' if reuse else 'passed'} in {time.perf_counter() - started:.2f}s "
+                f"-> {text!r}"
             )
         except Exception as exc:
             yield ErrorFrame(f"local transcription failed: {exc}")
