@@ -311,7 +311,6 @@ def call_services(
 ) -> CallServices:
     """The configured providers and the websocket transport, for a real call."""
     settings = resources.settings
-    business = setup.business
     transport = LeadPacedWebsocketTransport(
         websocket,
         FastAPIWebsocketParams(
@@ -326,12 +325,11 @@ def call_services(
             session_timeout=settings.max_call_secs,
         ),
     )
-    hotwords = " ".join([business.name, *(s.name for s in business.services)])
     vad_params = VADParams(
         confidence=0.7, start_secs=0.2, stop_secs=settings.vad_stop_secs, min_volume=0.5
     )
     return CallServices(
-        stt=build_stt(settings, resources.models, hotwords=hotwords),
+        stt=build_stt(settings, resources.models),
         llm=build_llm(settings, resources.brain, setup.system_prompt),
         tts=build_tts(settings, resources.models),
         vad=build_vad(resources.models, rate, vad_params),

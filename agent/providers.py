@@ -226,7 +226,7 @@ class HibariTTSService(TTSService):
             )
 
 
-def build_stt(settings: Settings, models: LocalModels, hotwords: str = "") -> STTService:
+def build_stt(settings: Settings, models: LocalModels) -> STTService:
     if settings.deepgram_api_key:
         from pipecat.services.deepgram.stt import DeepgramSTTService
 
@@ -236,7 +236,7 @@ def build_stt(settings: Settings, models: LocalModels, hotwords: str = "") -> ST
         return DeepgramSTTService(**kwargs)
     if models.whisper is None:
         raise ValueError("Whisper model not loaded")
-    return LocalWhisperSTTService(model=models.whisper, lock=models.whisper_lock, hotwords=hotwords)
+    return LocalWhisperSTTService(model=models.whisper, lock=models.whisper_lock)
 
 
 def build_llm(

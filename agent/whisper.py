@@ -275,7 +275,6 @@ class LocalWhisperSTTService(SegmentedSTTService):
         *,
         model: Any,
         lock: threading.Semaphore | None = None,
-        hotwords: str = "",
         interim_every_secs: float = 0.5,
         streaming: bool = True,
         **kwargs: Any,
@@ -286,7 +285,6 @@ class LocalWhisperSTTService(SegmentedSTTService):
             **kwargs,
         )
         self._recognizer = WhisperRecognizer(model, lock)
-        self._hotwords = hotwords or None
         self._every_secs = interim_every_secs
         self._streaming = streaming  # off: one pass per segment, at its VAD stop
         self._pause: PauseDetector | None = None
@@ -304,7 +302,8 @@ class LocalWhisperSTTService(SegmentedSTTService):
 
     def transcribe_pcm(self, pcm: bytes, rate: int) -> str:
         """Blocking transcription of 16-bit mono PCM; runs in a worker thread."""
-        return self._recognizer.transcribe(pcm_to_audio(pcm, rate), self._hotwords)
+        # No hotwords: the business's names as a prompt made WER worse (bench.stt).
+        return self._recognizer.transcribe(pcm_to_audio(pcm, rate))
 
     def _bytes(self, secs: float) -> int:
         return int(self.sample_rate * secs) * 2

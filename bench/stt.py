@@ -21,12 +21,14 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import threading
 import time
 from pathlib import Path
 from typing import Any
 
 import yaml
+from loguru import logger
 
 from bench.harness import fmt, machine, print_machine, summary, write_results
 
@@ -156,6 +158,8 @@ def main() -> None:
     parser.add_argument("--snr", type=float, default=12.0, help="noise level, dB SNR")
     parser.add_argument("--no-compare", action="store_true", help="stream with streaming on only")
     args = parser.parse_args()
+    logger.remove()  # pipecat's per-frame debug lines would drown the figures
+    logger.add(sys.stderr, level="WARNING")
 
     info = machine()
     print_machine(info)
