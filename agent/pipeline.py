@@ -312,7 +312,6 @@ def call_services(
 ) -> CallServices:
     """The configured providers and the websocket transport, for a real call."""
     settings = resources.settings
-    business = setup.business
     transport = LeadPacedWebsocketTransport(
         websocket,
         FastAPIWebsocketParams(
@@ -327,9 +326,8 @@ def call_services(
             session_timeout=settings.max_call_secs,
         ),
     )
-    hotwords = " ".join([business.name, *(s.name for s in business.services)])
     return CallServices(
-        stt=build_stt(settings, resources.models, hotwords=hotwords),
+        stt=build_stt(settings, resources.models),
         llm=build_llm(settings, resources.brain, setup.system_prompt),
         tts=build_tts(settings, resources.models),
         vad=build_call_vad(resources.models, rate, settings),

@@ -13,6 +13,7 @@ from pipecat.frames.frames import (
     BotStoppedSpeakingFrame,
     Frame,
     FunctionCallsStartedFrame,
+    InterimTranscriptionFrame,
     InterruptionFrame,
     LLMContextFrame,
     LLMFullResponseEndFrame,
@@ -68,9 +69,8 @@ class CallObserver(BaseObserver):
             timings.mark("speech_start", overwrite=True)
         elif isinstance(frame, VADUserStoppedSpeakingFrame):
             timings.mark("speech_end", frame.timestamp - frame.stop_secs, overwrite=True)
-        elif isinstance(frame, TranscriptionFrame):
-            timings.mark("stt_done", overwrite=True)
-            self._session.emit("transcript", text=frame.text)
+        elif isinstance(frame, (TranscriptionFrame, InterimTranscriptionFrame)):
+            self._heard(frame)
         elif isinstance(frame, UserStoppedSpeakingFrame):
             timings.mark("turn_end", overwrite=True)
         elif isinstance(frame, LLMFullResponseStartFrame):
@@ -84,6 +84,14 @@ class CallObserver(BaseObserver):
             timings.mark("tts_first_audio")
         elif isinstance(frame, (BotStoppedSpeakingFrame, InterruptionFrame)):
             self._session.bot_speaking = False
+
+    def _heard(self, frame: TranscriptionFrame | InterimTranscriptionFrame) -> None:
+        """The caller's words: final ones mark the transcript stage; both go to the client."""
+        if isinstance(frame, TranscriptionFrame):
+            self._session.timings.mark("stt_done", overwrite=True)
+            self._session.emit("transcript", text=frame.text)
+        else:
+            self._session.emit("interim", text=frame.text)
 
 
 class PlaybackMarker(FrameProcessor):

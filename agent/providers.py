@@ -8,41 +8,26 @@ local stand-ins that speak the vendor's protocol.
 
 from __future__ import annotations
 
-import asyncio
-import re
 import threading
 import time
-from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 from loguru import logger
 from pipecat.audio.vad.silero import SileroOnnxModel, SileroVADAnalyzer
 from pipecat.audio.vad.vad_analyzer import VADAnalyzer, VADParams, VADState
-from pipecat.frames.frames import ErrorFrame, Frame, TranscriptionFrame
 from pipecat.services.llm_service import LLMService
-from pipecat.services.settings import STTSettings
-from pipecat.services.stt_service import SegmentedSTTService, STTService
+from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
-from pipecat.transcriptions.language import Language
-from pipecat.utils.time import time_now_iso8601
 
 from agent.brain.policy import LineSource
 from agent.brain.service import LocalLLMService
 from agent.faults import LOCAL_TIMEOUT_FLOOR_SECS
 from agent.hibari import HIBARI_GAIN, HibariTTSService, trim_silence
 from agent.settings import Settings
-from agent.turns import SegmentTranscribedFrame
-from telephony.audio import float_to_pcm16, resample_pcm16, rms_dbfs
+from agent.whisper import LocalWhisperSTTService, WhisperRecognizer
+from telephony.audio import float_to_pcm16, resample_pcm16
 from tools.domain.speech import spoken_text
-
-WHISPER_RATE = 16000
-
-# Whisper's favourite inventions on silence, breath and line noise.
-_HALLUCINATIONS = re.compile(
-    r"^\s*(thank you\.?|thanks for watching!?\.?|you\.?|bye\.?|\.+|\[.*\]|\(.*\)|♪+.*)\s*$", re.I
-)
 
 
 @dataclass
@@ -75,8 +60,7 @@ class LocalModels:
             )
             models.whisper_lock = threading.Semaphore(2)
             # The first inference allocates CTranslate2's buffers; pay for it now, not on a call.
-            noise = (np.random.default_rng(0).normal(0, 0.01, WHISPER_RATE)).astype(np.float32)
-            list(models.whisper.transcribe(noise, language="en", beam_size=1)[0])
+            WhisperRecognizer(models.whisper, models.whisper_lock).warm_up()
             logger.info(f"loaded Whisper from {path} in {time.perf_counter() - started:.1f}s")
         if not settings.elevenlabs_api_key:
             from hibari import Hibari
@@ -161,89 +145,7 @@ def build_vad(models: LocalModels, sample_rate: int, params: VADParams) -> VADAn
     )
 
 
-class LocalWhisperSTTService(SegmentedSTTService):
-    """Transcribes each VAD segment with a shared faster-whisper model.
-
-    Resamples the whole segment to 16 kHz in one shot (Whisper's rate), so the pipeline can run
-    at the phone's 8 kHz without a streaming resampler in the audio path.
-    """
-
-    def __init__(self, *, models: LocalModels, hotwords: str = "", **kwargs: Any) -> None:
-        super().__init__(
-            settings=STTSettings(model="whisper-tiny.en", language=Language.EN),
-            ttfs_p99_latency=3.0,  # segment transcription on a busy 2-core CPU
-            **kwargs,
-        )
-        if models.whisper is None:
-            raise ValueError("Whisper model not loaded")
-        self._models = models
-        self._hotwords = hotwords or None
-
-    @property
-    def wants_wav_segments(self) -> bool:
-        return False
-
-    def can_generate_metrics(self) -> bool:
-        return True
-
-    def transcribe_pcm(self, pcm: bytes, rate: int) -> str:
-        """Blocking transcription of 16-bit mono PCM; runs in a worker thread."""
-        pcm16k = resample_pcm16(pcm, rate, WHISPER_RATE)
-        audio = np.frombuffer(pcm16k, dtype="<i2").astype(np.float32) / 32768.0
-        assert self._models.whisper is not None and self._models.whisper_lock is not None
-        with self._models.whisper_lock:
-            segments, _info = self._models.whisper.transcribe(
-                audio,
-                language="en",
-                beam_size=1,
-                best_of=1,
-                temperature=0.0,
-                condition_on_previous_text=False,
-                without_timestamps=True,
-                vad_filter=False,
-                hotwords=self._hotwords,
-            )
-            segments = list(segments)
-        # Whisper's own rule: a segment is silence when it is both likely no-speech and
-        # improbable; a very repetitive one is a hallucination loop.
-        kept = [
-            s
-            for s in segments
-            if not (s.no_speech_prob > 0.6 and s.avg_logprob < -1.0) and s.compression_ratio < 2.4
-        ]
-        text = " ".join(s.text.strip() for s in kept).strip()
-        if text and _HALLUCINATIONS.match(text):
-            # "Thank you." and friends are real words on a phone call, unless the audio was
-            # too quiet to hold them or the model itself doubted there was speech.
-            quiet = rms_dbfs(pcm16k) < -45.0
-            doubtful = max(s.no_speech_prob for s in kept) > 0.3
-            if quiet or doubtful:
-                logger.debug(f"whisper: dropped {text!r} as a likely hallucination")
-                return ""
-        return text
-
-    async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
-        await self.start_processing_metrics()
-        started = time.perf_counter()
-        try:
-            text = await asyncio.to_thread(self.transcribe_pcm, audio, self.sample_rate)
-            logger.debug(
-                f"whisper: {len(audio) / 2 / self.sample_rate:.2f}s of audio in "
-                f"{time.perf_counter() - started:.2f}s -> {text!r}"
-            )
-        except Exception as exc:
-            yield ErrorFrame(f"local transcription failed: {exc}")
-            return
-        finally:
-            await self.stop_processing_metrics()
-        if text:
-            yield TranscriptionFrame(
-                text, self._user_id, time_now_iso8601(), Language.EN, finalized=True
-            )
-        yield SegmentTranscribedFrame()
-
-
-def build_stt(settings: Settings, models: LocalModels, hotwords: str = "") -> STTService:
+def build_stt(settings: Settings, models: LocalModels) -> STTService:
     if settings.deepgram_api_key:
         from pipecat.services.deepgram.stt import DeepgramSTTService
 
@@ -251,7 +153,9 @@ def build_stt(settings: Settings, models: LocalModels, hotwords: str = "") -> ST
         if settings.deepgram_base_url:
             kwargs["base_url"] = settings.deepgram_base_url
         return DeepgramSTTService(**kwargs)
-    return LocalWhisperSTTService(models=models, hotwords=hotwords)
+    if models.whisper is None:
+        raise ValueError("Whisper model not loaded")
+    return LocalWhisperSTTService(model=models.whisper, lock=models.whisper_lock)
 
 
 def build_llm(

@@ -45,7 +45,12 @@ from tools.store.db import Database
 
 PIPELINE_RATE = 8000  # phone calls; a browser call runs at its own (16 kHz) rate
 #: Records and observations a live client is told about, under these event names.
-_EVENT_KINDS = {"add_turn": "turn", "add_tool_call": "tool_call", "transcript": "transcript"}
+_EVENT_KINDS = {
+    "add_turn": "turn",
+    "add_tool_call": "tool_call",
+    "transcript": "transcript",
+    "interim": "interim",  # the caller's words so far, while they speak
+}
 
 
 class Outcome(StrEnum):

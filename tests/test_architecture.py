@@ -40,6 +40,7 @@ PIPECAT_ALLOWED = frozenset(
         "agent.hibari",
         "agent.clauses",
         "agent.vad",
+        "agent.whisper",
         "telephony.serializer",
         "telephony.browser_serializer",
     }

@@ -163,6 +163,9 @@ async def test_a_conversation_in_chromium(
         assert stats["outputPeak"] > 0.05, "bot audio never reached the audio output"
         assert stats["micFramesSent"] > 100
         assert stats["marksAcked"] >= 2
+        # The caller's words were shown as they were recognised, then replaced by the final ones.
+        assert stats["interims"] >= 1
+        assert await page.locator(".turn.caller .interim").count() == 0
         await screenshot(page, "browser-demo-conversation.png")
 
         await page.get_by_role("button", name="Hang up").click()

@@ -21,7 +21,7 @@
 
   const stats = {
     audioChunksReceived: 0, audioChunksPlayed: 0, samplesPlayed: 0, marksReceived: 0,
-    marksAcked: 0, clears: 0, chunksCancelled: 0, outputPeak: 0, micFramesSent: 0,
+    marksAcked: 0, clears: 0, chunksCancelled: 0, outputPeak: 0, micFramesSent: 0, interims: 0,
   };
   const demo = { status: "idle", errorCode: "", callSid: "", sampleRate: 0, stats };
   window.frontdeskDemo = demo;
@@ -105,20 +105,42 @@
     li.appendChild(div);
   }
 
-  function callerHeard(text) {
-    // A segment of the caller's speech was transcribed (the turn may not be over yet).
-    if (!text.trim()) return;
+  function pendingCaller() {
     botBubble = null;
     if (!callerBubble) {
       callerBubble = bubble("caller");
       callerBubble.classList.add("pending");
     }
-    const el = callerBubble.querySelector(".text");
+    return callerBubble;
+  }
+
+  function callerHearing(text) {
+    // What the caller is saying right now, as recognised so far: replaced by the next interim
+    // transcript, removed when the words are final.
+    if (!text.trim()) return;
+    const li = pendingCaller();
+    let el = li.querySelector(".interim");
+    if (!el) {
+      el = document.createElement("div");
+      el.className = "interim";
+      li.querySelector(".text").after(el);
+    }
+    el.textContent = text.trim();
+    stats.interims++;
+  }
+
+  function callerHeard(text) {
+    // A segment of the caller's speech was transcribed (the turn may not be over yet).
+    if (!text.trim()) return;
+    const li = pendingCaller();
+    li.querySelector(".interim")?.remove();
+    const el = li.querySelector(".text");
     el.textContent = `${el.textContent} ${text.trim()}`.trim();
   }
 
   function callerTurn(event) {
     if (!callerBubble) callerBubble = bubble("caller");
+    callerBubble.querySelector(".interim")?.remove();
     callerBubble.classList.remove("pending");
     callerBubble.querySelector(".text").textContent = event.text || "";
     callerBubble = null;
@@ -376,6 +398,7 @@
 
     onEvent(event) {
       if (event.kind === "transcript") callerHeard(event.text || "");
+      else if (event.kind === "interim") callerHearing(event.text || "");
       else if (event.kind === "turn" && event.role === "caller") callerTurn(event);
       else if (event.kind === "turn" && event.role === "bot") botTurn(event);
       else if (event.kind === "tool_call") toolCall(event);
