@@ -73,6 +73,10 @@ def pcm_to_audio(pcm: bytes, rate: int) -> Audio:
     return np.frombuffer(usable, dtype="<i2").astype(np.float32) / 32768.0
 
 
+def _bare(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9']+", text.lower()))
+
+
 def _audio_dbfs(audio: Audio) -> float:
     return rms_dbfs((np.clip(audio, -1.0, 1.0) * 32767).astype("<i2").tobytes())
 
@@ -148,11 +152,11 @@ class WhisperRecognizer:
         return [self._tokenizer.sot_prev, *words, *self._prompt]
 
     def _text(self, tokens: list[int], secs: float) -> str:
-        """The text tokens of the segments that lie inside the audio, in order: decoding stops
-        at a segment starting after the audio's end or before the previous one's end (the
-        model inventing more on the padding)."""
+        """The words of the segments that lie inside the audio, in order. Decoding stops at a
+        segment starting after the audio's end or before the previous one's end, or one that
+        only repeats the start of an earlier one (the model inventing more on the padding)."""
         begin = self._tokenizer.timestamp_begin
-        kept: list[int] = []
+        said: list[str] = []
         pending: list[int] = []
         start: float | None = None
         last_end = 0.0
@@ -166,13 +170,23 @@ class WhisperRecognizer:
                     break
                 start = at
             else:  # a segment closes
-                kept.extend(pending)
-                last_end = at
-                start = None
+                if not self._keep(said, pending):
+                    break
+                last_end, start = at, None
             pending = []
-        if start is not None and pending:
-            kept.extend(pending)  # the cap cut the last segment short: keep its words
-        return self._tokenizer.decode(kept).strip()
+        if start is not None:
+            self._keep(said, pending)  # the cap cut the last segment short: keep its words
+        return " ".join(said).strip()
+
+    def _keep(self, said: list[str], tokens: list[int]) -> bool:
+        """Add a segment's text to ``said`` unless it repeats the start of one already there."""
+        text = self._tokenizer.decode(tokens).strip()
+        bare = _bare(text)
+        if bare and any(_bare(earlier).startswith(bare) for earlier in said):
+            return False
+        if text:
+            said.append(text)
+        return True
 
     def transcribe_padded(self, audio: Audio, hotwords: str | None = None) -> str:
         """faster-whisper's own transcription (every call padded to 30 s): the reference."""
