@@ -55,7 +55,7 @@ TOKENS_PER_SECOND = 8
 EXTRA_TOKENS = 16
 ONSET_SECS = 0.3  # the VAD reports speech this long after it began
 PAUSE_SECS = 0.1  # quiet this long after speech: transcribe, it may be the end
-COVER_MARGIN_SECS = 0.05  # a pass ending this long after the speech heard its last sound
+COVER_MARGIN_SECS = 0.05  # a pass ending this long after the VAD's speech end heard all of it
 MAX_INTERIM_SECS = 28.0  # longer segments are only transcribed at their end
 
 # Whisper's favourite inventions on silence, breath and line noise.
@@ -261,11 +261,13 @@ class PauseDetector:
 
 @dataclass
 class _Pass:
-    """One transcription of a segment's first ``end`` bytes; its result is None on failure."""
+    """One transcription of a segment's first ``end`` bytes; its result is None on failure.
+    ``quiet_tail``: how many bytes of quiet audio that ended with."""
 
     task: asyncio.Task[str | None]
     end: int
     segment: int
+    quiet_tail: int
 
 
 class LocalWhisperSTTService(SegmentedSTTService):
@@ -276,8 +278,9 @@ class LocalWhisperSTTService(SegmentedSTTService):
     worker thread; each pass pushes an ``InterimTranscriptionFrame`` with the segment's text so
     far. No pass starts while another is running. At the VAD stop the final
     ``TranscriptionFrame`` (finalized) is pushed, then a ``SegmentTranscribedFrame``, once per
-    segment and in order: the result of the latest pass when that pass covers all the speech
-    (it began after speech ended), else a fresh pass over the whole segment, started at once.
+    segment and in order: the result of the latest pass when that pass heard all the speech
+    (it began in the pause after the last sound), else a fresh pass over the whole segment,
+    started at once.
     ``streaming=False`` makes no interim passes (one pass per segment, at its VAD stop).
 
     Resamples to 16 kHz per pass (Whisper's rate), so the pipeline can run at the phone's 8 kHz
@@ -295,7 +298,7 @@ class LocalWhisperSTTService(SegmentedSTTService):
     ) -> None:
         super().__init__(
             settings=STTSettings(model="whisper-tiny.en", language=Language.EN),
-            ttfs_p99_latency=1.0,  # a final pass on a busy 2-core CPU
+            ttfs_p99_latency=3.0,  # a final pass on a busy 2-core CPU (turns.py waits for it)
             **kwargs,
         )
         self._recognizer = WhisperRecognizer(model, lock)
@@ -304,6 +307,7 @@ class LocalWhisperSTTService(SegmentedSTTService):
         self._pause: PauseDetector | None = None
         self._segment = 0
         self._passed_to = 0  # bytes of the segment the latest pass started with
+        self._spoken_since = False  # sound (not quiet) came after the latest pass's audio
         self._latest: _Pass | None = None
         self._reuse: deque[_Pass | None] = deque()  # per queued segment, in order
 
@@ -332,26 +336,26 @@ class LocalWhisperSTTService(SegmentedSTTService):
         onset = max(0, len(self._audio_buffer) - self._bytes(ONSET_SECS))
         self._pause.start(bytes(self._audio_buffer[: max(0, onset - self._bytes(0.1))]))
         self._passed_to = onset
+        self._spoken_since = True
 
     async def process_audio_frame(self, frame: InputAudioRawFrame, direction: FrameDirection):
         await super().process_audio_frame(frame, direction)
         if not self._streaming or not self._user_speaking or self._pause is None:
             return
         quiet = self._pause.add(frame.audio)
-        end = len(self._audio_buffer)
-        # Quiet for a moment, and the latest pass did not hear the speech end: pass now, so the
-        # final transcript is ready about when the VAD stops.
-        paused = quiet >= self._bytes(PAUSE_SECS) and (
-            self._passed_to < end - quiet + self._bytes(COVER_MARGIN_SECS)
-        )
-        due = end - self._passed_to >= self._bytes(self._every_secs) or paused
+        self._spoken_since = self._spoken_since or quiet == 0
+        # Quiet for a moment and no pass has heard the end of the words: pass now, so the final
+        # transcript is ready about when the VAD stops.
+        paused = quiet >= self._bytes(PAUSE_SECS) and not self._heard_end(self._latest)
+        due = len(self._audio_buffer) - self._passed_to >= self._bytes(self._every_secs) or paused
         busy = self._latest is not None and not self._latest.task.done()
         if not due or busy or len(self._audio_buffer) > self._bytes(MAX_INTERIM_SECS):
             return
         pcm = bytes(self._audio_buffer)
         self._passed_to = len(pcm)
+        self._spoken_since = False
         task = self.create_task(self._interim(pcm, self._segment), name="whisper_interim")
-        self._latest = _Pass(task, len(pcm), self._segment)
+        self._latest = _Pass(task, len(pcm), self._segment, quiet_tail=quiet)
 
     async def _interim(self, pcm: bytes, segment: int) -> str | None:
         try:
@@ -369,17 +373,28 @@ class LocalWhisperSTTService(SegmentedSTTService):
 
     async def _handle_user_stopped_speaking(self, frame: VADUserStoppedSpeakingFrame) -> None:
         if self.is_usable:
-            # Speech ended stop_secs before the VAD said so; a pass begun a little after that
-            # heard all of it.
-            speech_end = len(self._audio_buffer) - self._bytes(frame.stop_secs)
             latest = self._latest
-            covers = (
-                latest is not None
-                and latest.segment == self._segment
-                and latest.end >= speech_end + self._bytes(COVER_MARGIN_SECS)
-            )
-            self._reuse.append(latest if covers else None)
+            self._reuse.append(latest if latest and self._heard_all(latest, frame) else None)
         await super()._handle_user_stopped_speaking(frame)
+
+    def _heard_end(self, latest: _Pass | None) -> bool:
+        """Whether ``latest`` began in the pause after this segment's last sound."""
+        return (
+            latest is not None
+            and latest.segment == self._segment
+            and latest.quiet_tail >= self._bytes(PAUSE_SECS)
+            and not self._spoken_since
+        )
+
+    def _heard_all(self, latest: _Pass, frame: VADUserStoppedSpeakingFrame) -> bool:
+        """Whether ``latest`` heard all of this segment's speech: it began in the pause after the
+        last sound, or after the speech end the VAD reports (stop_secs before its stop)."""
+        if latest.segment != self._segment:
+            return False
+        if self._heard_end(latest):
+            return True
+        speech_end = len(self._audio_buffer) - self._bytes(frame.stop_secs)
+        return latest.end >= speech_end + self._bytes(COVER_MARGIN_SECS)
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
         """The final transcript of one segment (``audio``, queued at its VAD stop)."""
