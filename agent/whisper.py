@@ -5,13 +5,13 @@ STT service over it.
 model directly on a short window (10 s; 30 s only for audio over ~9 s) instead of the 30 s
 window faster-whisper pads every call to, which costs a quarter of the time. A short window
 needs care (measured, see the README's Offline models): decode with timestamps, cap the output
-at ~8 tokens per second of audio, stop at a segment that starts after the audio ends or jumps
-back, and say nothing when the model thinks there is no speech. The padded faster-whisper
-transcription stays as :meth:`WhisperRecognizer.transcribe_padded`, the reference the bench
-and the tests compare with.
+at ~8 tokens per second of audio, stop at a segment that starts after the audio ends, jumps
+back or repeats an earlier one, and say nothing when the model thinks there is no speech.
+The padded faster-whisper transcription stays as :meth:`WhisperRecognizer.transcribe_padded`,
+the reference the bench and the tests compare with.
 
 :class:`LocalWhisperSTTService` streams with it: interim transcripts while the caller speaks,
-the final one at the VAD stop, usually from a pass already under way.
+the final one at the VAD stop, usually from a pass that began in the pause after the last word.
 """
 
 from __future__ import annotations
