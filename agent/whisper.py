@@ -5,13 +5,13 @@ STT service over it.
 model directly on a short window (10 s; 30 s only for audio over ~9 s) instead of the 30 s
 window faster-whisper pads every call to, which costs a quarter of the time. A short window
 needs care (measured, see the README's Offline models): decode with timestamps, cap the output
-at ~8 tokens per second of audio, stop at a segment that starts after the audio ends or jumps
-back, and say nothing when the model thinks there is no speech. The padded faster-whisper
-transcription stays as :meth:`WhisperRecognizer.transcribe_padded`, the reference the bench
-and the tests compare with.
+at ~8 tokens per second of audio, stop at a segment that starts after the audio ends, jumps
+back or repeats an earlier one, and say nothing when the model thinks there is no speech.
+The padded faster-whisper transcription stays as :meth:`WhisperRecognizer.transcribe_padded`,
+the reference the bench and the tests compare with.
 
 :class:`LocalWhisperSTTService` streams with it: interim transcripts while the caller speaks,
-the final one at the VAD stop, usually from a pass already under way.
+the final one at the VAD stop, usually from a pass that began in the pause after the last word.
 """
 
 from __future__ import annotations
@@ -55,7 +55,7 @@ TOKENS_PER_SECOND = 8
 EXTRA_TOKENS = 16
 ONSET_SECS = 0.3  # the VAD reports speech this long after it began
 PAUSE_SECS = 0.1  # quiet this long after speech: transcribe, it may be the end
-COVER_MARGIN_SECS = 0.05  # a pass ending this long after the speech heard its last sound
+COVER_MARGIN_SECS = 0.05  # a pass ending this long after the VAD's speech end heard all of it
 MAX_INTERIM_SECS = 28.0  # longer segments are only transcribed at their end
 
 # Whisper's favourite inventions on silence, breath and line noise.
@@ -71,6 +71,10 @@ def pcm_to_audio(pcm: bytes, rate: int) -> Audio:
     pcm16k = resample_pcm16(pcm, rate, WHISPER_RATE)
     usable = pcm16k[: len(pcm16k) - len(pcm16k) % 2]
     return np.frombuffer(usable, dtype="<i2").astype(np.float32) / 32768.0
+
+
+def _bare(text: str) -> str:
+    return " ".join(re.findall(r"[a-z0-9']+", text.lower()))
 
 
 def _audio_dbfs(audio: Audio) -> float:
@@ -148,11 +152,11 @@ class WhisperRecognizer:
         return [self._tokenizer.sot_prev, *words, *self._prompt]
 
     def _text(self, tokens: list[int], secs: float) -> str:
-        """The text tokens of the segments that lie inside the audio, in order: decoding stops
-        at a segment starting after the audio's end or before the previous one's end (the
-        model inventing more on the padding)."""
+        """The words of the segments that lie inside the audio, in order. Decoding stops at a
+        segment starting after the audio's end or before the previous one's end, or one that
+        only repeats the start of an earlier one (the model inventing more on the padding)."""
         begin = self._tokenizer.timestamp_begin
-        kept: list[int] = []
+        said: list[str] = []
         pending: list[int] = []
         start: float | None = None
         last_end = 0.0
@@ -166,13 +170,23 @@ class WhisperRecognizer:
                     break
                 start = at
             else:  # a segment closes
-                kept.extend(pending)
-                last_end = at
-                start = None
+                if not self._keep(said, pending):
+                    break
+                last_end, start = at, None
             pending = []
-        if start is not None and pending:
-            kept.extend(pending)  # the cap cut the last segment short: keep its words
-        return self._tokenizer.decode(kept).strip()
+        if start is not None:
+            self._keep(said, pending)  # the cap cut the last segment short: keep its words
+        return " ".join(said).strip()
+
+    def _keep(self, said: list[str], tokens: list[int]) -> bool:
+        """Add a segment's text to ``said`` unless it repeats the start of one already there."""
+        text = self._tokenizer.decode(tokens).strip()
+        bare = _bare(text)
+        if bare and any(_bare(earlier).startswith(bare) for earlier in said):
+            return False
+        if text:
+            said.append(text)
+        return True
 
     def transcribe_padded(self, audio: Audio, hotwords: str | None = None) -> str:
         """faster-whisper's own transcription (every call padded to 30 s): the reference."""
@@ -247,11 +261,13 @@ class PauseDetector:
 
 @dataclass
 class _Pass:
-    """One transcription of a segment's first ``end`` bytes; its result is None on failure."""
+    """One transcription of a segment's first ``end`` bytes; its result is None on failure.
+    ``quiet_tail``: how many bytes of quiet audio that ended with."""
 
     task: asyncio.Task[str | None]
     end: int
     segment: int
+    quiet_tail: int
 
 
 class LocalWhisperSTTService(SegmentedSTTService):
@@ -262,8 +278,9 @@ class LocalWhisperSTTService(SegmentedSTTService):
     worker thread; each pass pushes an ``InterimTranscriptionFrame`` with the segment's text so
     far. No pass starts while another is running. At the VAD stop the final
     ``TranscriptionFrame`` (finalized) is pushed, then a ``SegmentTranscribedFrame``, once per
-    segment and in order: the result of the latest pass when that pass covers all the speech
-    (it began after speech ended), else a fresh pass over the whole segment, started at once.
+    segment and in order: the result of the latest pass when that pass heard all the speech
+    (it began in the pause after the last sound), else a fresh pass over the whole segment,
+    started at once.
     ``streaming=False`` makes no interim passes (one pass per segment, at its VAD stop).
 
     Resamples to 16 kHz per pass (Whisper's rate), so the pipeline can run at the phone's 8 kHz
@@ -281,7 +298,7 @@ class LocalWhisperSTTService(SegmentedSTTService):
     ) -> None:
         super().__init__(
             settings=STTSettings(model="whisper-tiny.en", language=Language.EN),
-            ttfs_p99_latency=1.0,  # a final pass on a busy 2-core CPU
+            ttfs_p99_latency=3.0,  # a final pass on a busy 2-core CPU (turns.py waits for it)
             **kwargs,
         )
         self._recognizer = WhisperRecognizer(model, lock)
@@ -290,6 +307,7 @@ class LocalWhisperSTTService(SegmentedSTTService):
         self._pause: PauseDetector | None = None
         self._segment = 0
         self._passed_to = 0  # bytes of the segment the latest pass started with
+        self._spoken_since = False  # sound (not quiet) came after the latest pass's audio
         self._latest: _Pass | None = None
         self._reuse: deque[_Pass | None] = deque()  # per queued segment, in order
 
@@ -318,26 +336,26 @@ class LocalWhisperSTTService(SegmentedSTTService):
         onset = max(0, len(self._audio_buffer) - self._bytes(ONSET_SECS))
         self._pause.start(bytes(self._audio_buffer[: max(0, onset - self._bytes(0.1))]))
         self._passed_to = onset
+        self._spoken_since = True
 
     async def process_audio_frame(self, frame: InputAudioRawFrame, direction: FrameDirection):
         await super().process_audio_frame(frame, direction)
         if not self._streaming or not self._user_speaking or self._pause is None:
             return
         quiet = self._pause.add(frame.audio)
-        end = len(self._audio_buffer)
-        # Quiet for a moment, and the latest pass did not hear the speech end: pass now, so the
-        # final transcript is ready about when the VAD stops.
-        paused = quiet >= self._bytes(PAUSE_SECS) and (
-            self._passed_to < end - quiet + self._bytes(COVER_MARGIN_SECS)
-        )
-        due = end - self._passed_to >= self._bytes(self._every_secs) or paused
+        self._spoken_since = self._spoken_since or quiet == 0
+        # Quiet for a moment and no pass has heard the end of the words: pass now, so the final
+        # transcript is ready about when the VAD stops.
+        paused = quiet >= self._bytes(PAUSE_SECS) and not self._heard_end(self._latest)
+        due = len(self._audio_buffer) - self._passed_to >= self._bytes(self._every_secs) or paused
         busy = self._latest is not None and not self._latest.task.done()
         if not due or busy or len(self._audio_buffer) > self._bytes(MAX_INTERIM_SECS):
             return
         pcm = bytes(self._audio_buffer)
         self._passed_to = len(pcm)
+        self._spoken_since = False
         task = self.create_task(self._interim(pcm, self._segment), name="whisper_interim")
-        self._latest = _Pass(task, len(pcm), self._segment)
+        self._latest = _Pass(task, len(pcm), self._segment, quiet_tail=quiet)
 
     async def _interim(self, pcm: bytes, segment: int) -> str | None:
         try:
@@ -355,17 +373,28 @@ class LocalWhisperSTTService(SegmentedSTTService):
 
     async def _handle_user_stopped_speaking(self, frame: VADUserStoppedSpeakingFrame) -> None:
         if self.is_usable:
-            # Speech ended stop_secs before the VAD said so; a pass begun a little after that
-            # heard all of it.
-            speech_end = len(self._audio_buffer) - self._bytes(frame.stop_secs)
             latest = self._latest
-            covers = (
-                latest is not None
-                and latest.segment == self._segment
-                and latest.end >= speech_end + self._bytes(COVER_MARGIN_SECS)
-            )
-            self._reuse.append(latest if covers else None)
+            self._reuse.append(latest if latest and self._heard_all(latest, frame) else None)
         await super()._handle_user_stopped_speaking(frame)
+
+    def _heard_end(self, latest: _Pass | None) -> bool:
+        """Whether ``latest`` began in the pause after this segment's last sound."""
+        return (
+            latest is not None
+            and latest.segment == self._segment
+            and latest.quiet_tail >= self._bytes(PAUSE_SECS)
+            and not self._spoken_since
+        )
+
+    def _heard_all(self, latest: _Pass, frame: VADUserStoppedSpeakingFrame) -> bool:
+        """Whether ``latest`` heard all of this segment's speech: it began in the pause after the
+        last sound, or after the speech end the VAD reports (stop_secs before its stop)."""
+        if latest.segment != self._segment:
+            return False
+        if self._heard_end(latest):
+            return True
+        speech_end = len(self._audio_buffer) - self._bytes(frame.stop_secs)
+        return latest.end >= speech_end + self._bytes(COVER_MARGIN_SECS)
 
     async def run_stt(self, audio: bytes) -> AsyncGenerator[Frame, None]:
         """The final transcript of one segment (``audio``, queued at its VAD stop)."""

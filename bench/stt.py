@@ -115,16 +115,17 @@ def passes(model: Any, clips: list[tuple[str, bytes, bytes]], hotwords: str) -> 
 
 
 async def stream(
-    model: Any, clips: list[tuple[str, bytes, bytes]], streaming: bool
+    model: Any, clips: list[tuple[str, bytes, bytes]], modes: tuple[bool, ...]
 ) -> dict[str, Any]:
-    """Play the clean clips in real time through the VAD into the service."""
+    """Play the clean clips in real time through the VAD into the service, once per mode
+    (streaming on / off), the modes interleaved clip by clip."""
     from pipecat.audio.vad.silero import SileroVADAnalyzer
     from pipecat.audio.vad.vad_analyzer import VADParams
 
     from agent.providers import LocalModels, build_vad
     from agent.settings import Settings
     from agent.whisper import LocalWhisperSTTService
-    from tests.listening import listen, word_error_rate
+    from tests.listening import listen
 
     settings = Settings()
     models = LocalModels()
@@ -133,27 +134,39 @@ async def stream(
         confidence=0.7, start_secs=0.2, stop_secs=settings.vad_stop_secs, min_volume=0.5
     )
     lock = threading.Semaphore(2)
-    after: list[float] = []
-    interims: list[int] = []
-    pairs: list[tuple[str, str]] = []
+    runs: dict[bool, dict[str, list[Any]]] = {
+        mode: {"after": [], "interims": [], "pairs": []} for mode in modes
+    }
     for n, (text, clean, _noisy) in enumerate(clips, 1):
-        stt = LocalWhisperSTTService(model=model, lock=lock, streaming=streaming)
-        heard = await listen(stt, build_vad(models, RATE, params), clean, RATE)
-        after.extend(heard.final_after_stop_ms)
-        interims.append(len(heard.interims))
-        pairs.append((text, heard.text))
-        print(f"\r  stream ({'on' if streaming else 'off'}): {n}/{len(clips)}", end="", flush=True)
+        for mode in modes:
+            stt = LocalWhisperSTTService(model=model, lock=lock, streaming=mode)
+            heard = await listen(stt, build_vad(models, RATE, params), clean, RATE)
+            runs[mode]["after"].extend(heard.final_after_stop_ms)
+            runs[mode]["interims"].append(float(len(heard.interims)))
+            runs[mode]["pairs"].append((text, heard.text))
+        print(f"\r  stream: {n}/{len(clips)}", end="", flush=True)
     print()
     return {
-        "final_after_vad_stop_ms": summary(after),
-        "interims_per_utterance": summary([float(i) for i in interims]),
-        "wer_clean": round(word_error_rate(pairs), 2),
+        "streaming" if mode else "at VAD stop only": _stream_figures(run)
+        for mode, run in runs.items()
+    }
+
+
+def _stream_figures(run: dict[str, list[Any]]) -> dict[str, Any]:
+    from tests.listening import word_error_rate
+
+    return {
+        "final_after_vad_stop_ms": summary(run["after"]),
+        "interims_per_utterance": summary(run["interims"]),
+        "wer_clean": round(word_error_rate(run["pairs"]), 2),
     }
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--limit", type=int, default=0, help="utterances for passes (0: all)")
+    parser.add_argument(
+        "--limit", type=int, default=0, help="utterances for passes (0: all, -1: none)"
+    )
     parser.add_argument("--stream", type=int, default=40, help="utterances played in real time")
     parser.add_argument("--snr", type=float, default=12.0, help="noise level, dB SNR")
     parser.add_argument("--no-compare", action="store_true", help="stream with streaming on only")
@@ -182,11 +195,8 @@ def main() -> None:
             )
     if args.stream:
         chosen = clips[: args.stream]
-        results["stream"] = {}
-        for streaming in (True,) if args.no_compare else (True, False):
-            label = "streaming" if streaming else "at VAD stop only"
-            r = asyncio.run(stream(model, chosen, streaming))
-            results["stream"][label] = r
+        modes = (True,) if args.no_compare else (True, False)
+        results["stream"] = asyncio.run(stream(model, chosen, modes))
         print(f"\nfinal transcript after the VAD stop, {len(chosen)} utterances in real time:")
         for label, r in results["stream"].items():
             print(

@@ -48,8 +48,11 @@ _SAME = {"ok": "okay", "alright": "all right", "haircut": "hair cut", "colour": 
 
 def words(text: str) -> list[str]:
     """Lower case, no punctuation, digits one by one and as digits ("four one three" and
-    "413" agree), a few spellings merged; what both recognisers are scored on."""
+    "413" agree), "2pm" as "2 p.m.", "20th" as "20", a few spellings merged; what both
+    recognisers are scored on."""
     text = text.lower().replace("-", " ").replace("’", "'")
+    text = re.sub(r"(?<![a-z])([ap])\.? ?m\b\.?", r" \1m", text)  # "2 p.m.", "2pm" -> "2 pm"
+    text = re.sub(r"(\d)(st|nd|rd|th)\b", r"\1", text)  # "20th" -> "20"
     for same, canonical in _SAME.items():
         text = re.sub(rf"\b{same}\b", canonical, text)
     out: list[str] = []
