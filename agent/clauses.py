@@ -8,7 +8,8 @@ enough to sound natural on its own, and everything after it sentence by sentence
 - at a comma, colon, semicolon or dash followed by a space, once the clause has at least
   :data:`MIN_CLAUSE_WORDS` words ("Sure, Maria," stays; "We are open today until six," goes);
 - before a linking word ("and", "but", "so", ...) once the clause has at least
-  :data:`MIN_LINKED_WORDS` words, unless an amount comes just before it ("an hour and a half").
+  :data:`MIN_LINKED_WORDS` words, judged when the word after it is complete: not inside an
+  amount ("two and a half", "an hour and a half", "forty dollars and fifty cents").
 
 Punctuation inside a token never cuts: "3,500", "2:30", "$40.50", "follow-up", "a.m." and
 "555-0142" are whole, so the words-for-numbers rewriting before hibari sees them whole.
@@ -28,13 +29,14 @@ LINKING_WORDS = frozenset(
     "and but so or because then which while although though since unless until".split()
 )
 _CLAUSE_END = re.compile(r"(?:[,;:]|\s[-–—]|[–—])$")
-# A number or a unit of one: "and" after it joins the amount ("forty dollars and fifty cents").
-_AMOUNT = re.compile(
+# "and" after a number, or between a unit and a number, joins an amount, not two clauses.
+_NUMBER = re.compile(
     r"^(?:\$?\d[\d,.:]*|zero|one|two|three|four|five|six|seven|eight|nine|ten|eleven|twelve|"
     r"\w+teen|twenty|thirty|forty|fifty|sixty|seventy|eighty|ninety|hundred|thousand|million|"
-    r"half|quarter|dozen|hours?|minutes?|dollars?|cents?)$",
+    r"half|a)$",
     re.I,
 )
+_UNITS = frozenset("hour hours minute minutes dollar dollars cent cents".split())
 
 
 def first_clause_end(text: str) -> int | None:
@@ -51,10 +53,13 @@ def first_clause_end(text: str) -> int | None:
     if _CLAUSE_END.search(body):
         return _long_enough(text, len(body), MIN_CLAUSE_WORDS)
     words = body.split()
-    if len(words) > MIN_LINKED_WORDS and words[-1].lower() in LINKING_WORDS:
-        if _AMOUNT.match(words[-2].strip(",.")):
-            return None  # "two and a half", "one hour and fifteen minutes"
-        return len(body) - len(words[-1])
+    # A linking word is judged once the word after it is complete.
+    if len(words) >= MIN_LINKED_WORDS + 2 and words[-2].lower() in LINKING_WORDS:
+        before, after = words[-3].strip(",.").lower(), words[-1].strip(",.")
+        if _NUMBER.match(before) or (before in _UNITS and _NUMBER.match(after)):
+            return None  # "two and a half", "forty dollars and fifty cents"
+        linking = re.search(r"\S+\s+\S+$", body)
+        return linking.start() if linking else None
     return None
 
 

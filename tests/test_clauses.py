@@ -56,6 +56,10 @@ async def pieces(reply: str, aggregator: FirstClauseAggregator | None = None) ->
             ["I can book you in with James on Friday", "but Maria is off."],
         ),
         ("I can book you in and send a text.", ["I can book you in and send a text."]),
+        (
+            "A haircut with Maria is forty dollars and takes about thirty minutes.",
+            ["A haircut with Maria is forty dollars", "and takes about thirty minutes."],
+        ),
     ],
 )
 async def test_first_clause_then_sentences(reply: str, expected: list[str]) -> None:
@@ -70,7 +74,9 @@ async def test_first_clause_then_sentences(reply: str, expected: list[str]) -> N
         "A full coloring with the wash costs $95.50 on weekdays.",  # a price
         "Please call our front desk on 555-0142 for a follow-up visit.",  # a phone number
         "The treatment takes one hour and fifteen minutes in total.",  # an amount with "and"
-        "Coloring costs ninety five dollars and fifty cents with Maria.",
+        "Coloring with Maria costs ninety five dollars and fifty cents.",
+        "Coloring with Maria usually takes about an hour and a half.",
+        "Coloring with Maria usually takes about two and a half hours.",
     ],
 )
 async def test_numbers_times_and_prices_are_never_cut(reply: str) -> None:
