@@ -12,6 +12,8 @@ bench/results/cache/brain-calls) and prints:
   only the conversation primed (as after the bot's reply) and with the caller's words but the
   last two primed too (as interim transcripts do): prompt tokens left at request time, ms to the
   route (first piece: "say:" or "call") and to the first word of a reply;
+- the reply's start guessed: the same requests with "say:" evaluated in the prompt's last pass
+  (the default) and without (one more pass before a reply's first word);
 - two calls: the same requests when another call used the model in between (its state parked,
   this call's restored) against back to back.
 
@@ -173,6 +175,30 @@ def time_interim(brain: LocalBrain, rounds: int) -> dict[str, Any]:
     return out
 
 
+def time_guess(brain: LocalBrain, rounds: int) -> dict[str, Any]:
+    rows: dict[str, list[dict[str, float]]] = {"guessed": [], "not guessed": []}
+    conversation = [FACTS, GREETING]
+    said = turns()[:rounds]
+    for i, words in enumerate(said):
+        asked = [*conversation, {"role": "user", "content": words}]
+        order = ("guessed", "not guessed") if i % 2 else ("not guessed", "guessed")
+        for label in order:
+            brain.prime(conversation, TOOLS, call="bench")
+            brain.guess_reply = label == "guessed"
+            rows[label].append(request(brain, asked, "bench"))
+    brain.guess_reply = True
+    print(f"the reply's start guessed in the prompt's last pass ({len(said)} caller turns):")
+    out = {
+        label: {
+            "route": _line(f"{label}: route", [r["route"] for r in rows[label]]),
+            "word": _line(f"{label}: first word", [r["word"] for r in rows[label]]),
+        }
+        for label in ("not guessed", "guessed")
+    }
+    brain.forget("bench")
+    return out
+
+
 def time_two_calls(brain: LocalBrain, rounds: int) -> dict[str, Any]:
     rows: dict[str, list[dict[str, float]]] = {"alone": [], "switched": []}
     said = turns()[:rounds]
@@ -208,6 +234,7 @@ def main() -> None:
         "stop": time_stop,
         "state": time_state,
         "interim": time_interim,
+        "guess": time_guess,
         "two_calls": time_two_calls,
     }
     results = {name: run(brain, args.rounds) for name, run in figures.items()}

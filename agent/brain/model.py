@@ -32,7 +32,7 @@ from llama_cpp import Llama, llama_cpp
 from loguru import logger
 
 from agent import install
-from agent.brain.decoding import Decoder, Model, Vocabulary, decode_line
+from agent.brain.decoding import REPLY_ROUTE, Decoder, Model, Vocabulary, decode_line
 from agent.brain.prompt import Message, Tool, build_prompt, interim_prompt, priming_prompt
 from agent.settings import Settings
 
@@ -66,6 +66,10 @@ class CachingModel(Model, Protocol):
         tokens were evaluated. With ``fresh_logits`` the last token is evaluated even when
         cached, so the next-token logits are its. Raises :class:`StoppedError` if ``stop`` is
         set before the context is complete."""
+        ...
+
+    def cached(self) -> list[int]:
+        """The tokens in the context now."""
         ...
 
     def abort(self) -> None:
@@ -104,6 +108,23 @@ def eval_in_chunks(model: Model, tokens: list[int], stop: threading.Event) -> No
         if stop.is_set():
             raise StoppedError(f"stopped with {len(tokens) - start} prompt tokens left")
         model.eval(tokens[start : start + EVAL_CHUNK_TOKENS])
+
+
+def sync_with_guess(
+    model: CachingModel, tokens: list[int], guess: list[int], stop: threading.Event
+) -> tuple[int, list[np.ndarray]]:
+    """Make the context ``tokens`` + ``guess``, the guess evaluated in the prompt's last pass.
+
+    Returns how many prompt tokens were evaluated, and the logits after the prompt and after
+    each guessed token (for :meth:`~agent.brain.decoding.Decoder.assume`)."""
+    start = reuse_from(model.cached(), tokens, fresh_logits=True)
+    last = start + (len(tokens) - 1 - start) // EVAL_CHUNK_TOKENS * EVAL_CHUNK_TOKENS
+    model.sync(tokens[:last], fresh_logits=False, stop=stop)  # whole chunks before the last
+    model.rewind(len(model.cached()) - last)
+    if stop.is_set():
+        raise StoppedError("stopped before the prompt's last pass")
+    logits = model.eval_outputs([*tokens[last:], *guess], len(guess) + 1)
+    return len(tokens) - start, logits
 
 
 def save_npz(state: ContextState, path: Path) -> None:
@@ -173,6 +194,33 @@ class LlamaModel:
                 self.aborted += 1
                 raise StoppedError("forward pass aborted") from exc
             raise
+
+    def eval_outputs(self, tokens: list[int], outputs: int) -> list[np.ndarray]:
+        llama = self.llama
+        if self.switch.is_set():
+            raise StoppedError("stopped before a forward pass")
+        llama._ctx.kv_cache_seq_rm(-1, llama.n_tokens, -1)
+        n_past, count = llama.n_tokens, len(tokens)
+        llama._batch.set_batch(batch=tokens, n_past=n_past, logits_all=False)
+        for i in range(count - outputs, count):
+            llama._batch.batch.logits[i] = True
+        try:
+            llama._ctx.decode(llama._batch)
+        except RuntimeError as exc:
+            if "returned 2" in str(exc):
+                self.aborted += 1
+                raise StoppedError("forward pass aborted") from exc
+            raise
+        llama.input_ids[n_past : n_past + count] = tokens
+        llama.n_tokens += count
+        ctx, vocab = llama._ctx.ctx, llama.n_vocab()
+        return [
+            np.ctypeslib.as_array(llama_cpp.llama_get_logits_ith(ctx, i), shape=(vocab,)).copy()
+            for i in range(count - outputs, count)
+        ]
+
+    def rewind(self, count: int) -> None:
+        self.llama.n_tokens -= count
 
     def abort(self) -> None:
         self.switch.set(True)
@@ -284,6 +332,10 @@ class LocalBrain:
     priming waits until the request has the model. :meth:`close` stops background priming and
     waits for it; a closed brain primes no more.
     """
+
+    #: Guess that a line is a reply (:data:`~agent.brain.decoding.REPLY_ROUTE`) in the prompt's
+    #: last pass; off only to measure what it saves (bench.brain_calls).
+    guess_reply = True
 
     def __init__(self, model: CachingModel) -> None:
         self.model = model
@@ -554,7 +606,9 @@ class LocalBrain:
         with self._holding(stop, call, request=True):
             started = time.perf_counter()
             decoder = self._decoder()
-            evaluated = self.model.sync(tokens, fresh_logits=True, stop=stop)
+            guess = self.model.tokenize(REPLY_ROUTE) if self.guess_reply else []
+            evaluated, logits = sync_with_guess(self.model, tokens, guess, stop)
+            decoder.assume(guess, logits)
             synced = time.perf_counter()
             confidences: list[float] = []
             line, first = "", 0.0

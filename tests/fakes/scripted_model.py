@@ -62,15 +62,41 @@ class ScriptedModel:
     def written(self) -> str:
         return "".join(self.vocab[t] for t in self.context[self.prompt_len :])
 
-    def eval(self, tokens: list[int]) -> None:
-        assert tokens, "eval of nothing"
+    def _pass(self) -> None:
+        """One forward pass's time (and failure, or abort)."""
         if self.failure is not None:
             raise self.failure
         if self._abort.wait(self.prompt_pass_secs if self._in_prompt else self.pass_secs):
             self.aborted += 1
             raise StoppedError("forward pass aborted")
         self.passes += 1
+
+    def eval(self, tokens: list[int]) -> None:
+        assert tokens, "eval of nothing"
+        self._pass()
         self.context.extend(tokens)
+
+    def eval_outputs(self, tokens: list[int], outputs: int) -> list[np.ndarray]:
+        """One pass, timed as a prompt's: the brain sends a prompt's last tokens and a guess
+        at the line's start (``outputs - 1`` tokens), so the prompt ends before the guess."""
+        self._in_prompt = True
+        try:
+            self._pass()
+        finally:
+            self._in_prompt = False
+        self.context.extend(tokens[: len(tokens) - outputs])
+        self.prompt_len = len(self.context) + 1
+        out = []
+        for token in tokens[len(tokens) - outputs :]:
+            self.context.append(token)
+            out.append(self.logits())
+        return out
+
+    def rewind(self, count: int) -> None:
+        del self.context[len(self.context) - count :]
+
+    def cached(self) -> list[int]:
+        return list(self.context)
 
     def abort(self) -> None:
         self._abort.set()
