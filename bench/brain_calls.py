@@ -11,7 +11,8 @@ bench/results/cache/brain-calls) and prints:
 - interim priming: for each caller turn of bench/calls.yaml, the request at the turn's end with
   only the conversation primed (as after the bot's reply) and with the caller's words but the
   last two primed too (as interim transcripts do): prompt tokens left at request time, ms to the
-  route (first piece: "say:" or "call") and to the first word of a reply;
+  route (first piece: "say:" or "call") and to the next piece (a reply's first word, or the
+  tool's name);
 - the reply's start guessed: the same requests with "say:" evaluated in the prompt's last pass
   (the default) and without (one more pass before a reply's first word);
 - two calls: the same requests when another call used the model in between (its state parked,
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.brain.model import LlamaModel, LocalBrain, StoppedError, reuse_from
-from agent.brain.prompt import Message, build_prompt, interim_prompt
+from agent.brain.prompt import Message, build_prompt, interim_prompt, priming_prompt
 from agent.settings import Settings
 from bench import harness
 from tools.catalog import tool_registry
@@ -139,6 +140,17 @@ def request(brain: LocalBrain, messages: list[Message], call: str | None) -> dic
     return {"tokens": float(left), "route": times[0], "word": times[-1]}
 
 
+def prime_exactly(brain: LocalBrain, prompt: str, call: str) -> None:
+    """Make ``call``'s context ``prompt`` and nothing more (an earlier round's request for the
+    same words would otherwise still be cached beyond it)."""
+    brain._prime_text(prompt, call, brain._closed)
+    tokens = brain.model.tokenize(prompt)
+    with brain._lock:
+        model = brain.model
+        assert isinstance(model, LlamaModel)
+        model.rewind(len(model.cached()) - len(tokens))
+
+
 def turns() -> list[str]:
     calls, _barge = harness.load_calls()
     return [t.say for c in calls for t in c.turns]
@@ -151,13 +163,12 @@ def time_interim(brain: LocalBrain, rounds: int) -> dict[str, Any]:
     for i, words in enumerate(said):
         asked = [*conversation, {"role": "user", "content": words}]
         order = ("with", "without") if i % 2 else ("without", "with")
+        heard = " ".join(words.split()[:-2])
         for label in order:
-            brain.prime(conversation, TOOLS, call="bench")
             if label == "with":
-                heard = " ".join(words.split()[:-2])
-                brain._prime_text(
-                    interim_prompt(conversation, TOOLS, heard), "bench", brain._closed
-                )
+                prime_exactly(brain, interim_prompt(conversation, TOOLS, heard), "bench")
+            else:
+                prime_exactly(brain, priming_prompt(conversation, TOOLS), "bench")
             rows[label].append(request(brain, asked, "bench"))
     out: dict[str, Any] = {}
     print(f"request at the turn's end ({len(said)} caller turns):")
@@ -183,7 +194,7 @@ def time_guess(brain: LocalBrain, rounds: int) -> dict[str, Any]:
         asked = [*conversation, {"role": "user", "content": words}]
         order = ("guessed", "not guessed") if i % 2 else ("not guessed", "guessed")
         for label in order:
-            brain.prime(conversation, TOOLS, call="bench")
+            prime_exactly(brain, priming_prompt(conversation, TOOLS), "bench")
             brain.guess_reply = label == "guessed"
             rows[label].append(request(brain, asked, "bench"))
     brain.guess_reply = True
@@ -207,7 +218,7 @@ def time_two_calls(brain: LocalBrain, rounds: int) -> dict[str, Any]:
         mine = [FACTS, GREETING, {"role": "user", "content": words}]
         order = ("switched", "alone") if i % 2 else ("alone", "switched")
         for label in order:
-            brain.prime(mine[:-1], TOOLS, call="mine")
+            prime_exactly(brain, priming_prompt(mine[:-1], TOOLS), "mine")
             if label == "switched":
                 brain.prime(other, TOOLS, call="other")  # "mine" parked meanwhile
             rows[label].append(request(brain, mine, "mine"))
