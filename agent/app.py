@@ -74,10 +74,10 @@ class Frontdesk:
     # --- telephony.host.CallSlots ---------------------------------------------------------
 
     def has_room(self) -> bool:
-        return self.accepting and self.active_calls < self.settings.max_concurrent_calls
+        return self.accepting and self.active_calls < self.settings.call_limit
 
     def take_slot(self, *, answered: bool = False) -> bool:
-        full = self.active_calls >= self.settings.max_concurrent_calls
+        full = self.active_calls >= self.settings.call_limit
         if full or not (answered or self.accepting):
             return False
         self.active_calls += 1

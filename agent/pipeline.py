@@ -62,6 +62,7 @@ from pipecat.workers.runner import WorkerRunner
 from starlette.websockets import WebSocket
 
 from agent.brain.model import LocalBrain
+from agent.brain.service import interim_primers
 from agent.faults import ClipPlayer, FaultHandler
 from agent.processors import (
     CallObserver,
@@ -171,6 +172,7 @@ class CallPipeline:
                 # through, and the start of the utterance would already be gone.
                 VADProcessor(vad_analyzer=services.vad),
                 services.stt,
+                *interim_primers(services.llm, self.context),
                 user,
                 HeardTextCorrector(session),
                 EscalationGate(escalation),
@@ -328,7 +330,11 @@ def call_services(
     )
     return CallServices(
         stt=build_stt(settings, resources.models),
-        llm=build_llm(settings, resources.brain, setup.system_prompt),
+        llm=build_llm(
+            settings,
+            resources.brain.for_call(setup.tools.call_sid) if resources.brain else None,
+            setup.system_prompt,
+        ),
         tts=build_tts(settings, resources.models),
         vad=build_call_vad(resources.models, rate, settings),
         transport=transport,
@@ -356,10 +362,13 @@ async def run_call(
                 *setup.earlier,
                 {"role": "assistant", "content": setup.greeting},
             ]
-            resources.brain.prime_later(list(opening), session.registry.openai_tools())
+            brain = resources.brain.for_call(setup.tools.call_sid)
+            brain.prime_later(list(opening), session.registry.openai_tools())
         try:
             await CallPipeline(session, setup, services, resources.settings).run()
         finally:
+            if resources.brain is not None:
+                resources.brain.forget(setup.tools.call_sid)  # its KV state, kept meanwhile
             if serializer.frame_errors.count:
                 session.add_fault(f"media stream: {serializer.frame_errors}")
 

@@ -126,6 +126,7 @@ class Settings:
     # Call behaviour.
     stream_token_ttl_secs: float = 30.0
     max_concurrent_calls: int = 20
+    local_max_calls: int = 2  # concurrent calls while the LLM is the local one (see call_limit)
     max_call_secs: int = 1800
     shutdown_grace_secs: float = 30.0  # on SIGTERM, how long active calls may go on
     provider_timeout_secs: float = 8.0  # a cloud STT/LLM/TTS silent this long has failed
@@ -185,6 +186,9 @@ class Settings:
             max_concurrent_calls=_int(
                 "FRONTDESK_MAX_CALLS", get("FRONTDESK_MAX_CALLS", "20"), minimum=1
             ),
+            local_max_calls=_int(
+                "FRONTDESK_LOCAL_MAX_CALLS", get("FRONTDESK_LOCAL_MAX_CALLS", "2"), minimum=1
+            ),
             max_call_secs=_int(
                 "FRONTDESK_MAX_CALL_SECS", get("FRONTDESK_MAX_CALL_SECS", "1800"), minimum=10
             ),
@@ -235,6 +239,14 @@ class Settings:
     @property
     def uses_remote_llm(self) -> bool:
         return bool(self.openai_api_key or self.openai_base_url)
+
+    @property
+    def call_limit(self) -> int:
+        """Calls taken at once: FRONTDESK_MAX_CALLS, and with the local LLM (one model on the
+        machine's cores, shared by every call) at most FRONTDESK_LOCAL_MAX_CALLS."""
+        if self.uses_remote_llm:
+            return self.max_concurrent_calls
+        return min(self.max_concurrent_calls, self.local_max_calls)
 
     def provider_names(self) -> dict[str, str]:
         """Which provider serves each stage, for logs and the admin view."""

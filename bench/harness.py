@@ -39,6 +39,7 @@ DUMMY_KEY = "bench-dummy-vendor-key"
 STAGES = (
     "stt_done",
     "turn_end",
+    "llm_start",
     "llm_first_token",
     "first_sentence",
     "tts_first_audio",
@@ -412,6 +413,7 @@ def print_stages(rows: list[dict[str, Any]]) -> dict[str, Any]:
 def _print_stages(rows: list[dict[str, Any]], indent: str) -> dict[str, Any]:
     labels = {
         "turn_end": "turn end (VAD stop + turn pause)",
+        "llm_start": "LLM request starts",
         "stt_done": "STT final",
         "llm_first_token": "LLM first token",
         "first_sentence": "first sentence to TTS",

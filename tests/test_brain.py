@@ -315,7 +315,7 @@ async def test_the_service_says_the_filler_then_runs_the_tool_call():
 
 
 async def test_a_stalled_model_is_reported_as_an_error_and_stops():
-    model = ScriptedModel("say: " + "la " * 80, pass_secs=0.3)
+    model = ScriptedModel("say: " + "la " * 80, pass_secs=1.0)  # a pass outlasts the stall
     brain, llm = _service(model, stall_secs=0.5)
     down, up = await run_test(
         llm, frames_to_send=[LLMContextFrame(_context("hi")), SleepFrame(2.0)]

@@ -133,7 +133,7 @@ def providers_view(settings: Settings) -> dict[str, Any]:
         "tts": names["tts"],
         "telephony": "twilio" if settings.twilio_auth_token else "not configured",
         "public_url": settings.public_url or "(derived from each request)",
-        "max_concurrent_calls": settings.max_concurrent_calls,
+        "max_concurrent_calls": settings.call_limit,
         "note": "Providers are chosen by environment variables; see README, Configuration.",
     }
 

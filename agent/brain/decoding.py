@@ -34,6 +34,9 @@ MAX_VALUE_TOKENS = 40  # a value is a few words; 40 tokens means the model is ra
 # while small talk scores P(say) 0.65 and up. 0.4 moves the line to P(say) 0.6. A wrong call is
 # answered by the tool itself; a wrong reply may state made-up facts.
 CALL_BIAS = 0.4
+#: How a reply line starts; the brain guesses it in the prompt's last pass (one pass fewer
+#: before the first word of a reply; a tool call rewinds it).
+REPLY_ROUTE = "say:"
 
 
 class Model(Protocol):
@@ -43,6 +46,13 @@ class Model(Protocol):
 
     def eval(self, tokens: list[int]) -> None:
         """Append tokens to the context (one forward pass for the batch)."""
+
+    def eval_outputs(self, tokens: list[int], outputs: int) -> list[np.ndarray]:
+        """Append tokens in one forward pass; the next-token logits after each of the last
+        ``outputs`` of them."""
+
+    def rewind(self, count: int) -> None:
+        """Drop the last ``count`` tokens from the context."""
 
     def logits(self) -> np.ndarray:
         """Next-token logits after the last evaluated token."""
@@ -83,8 +93,34 @@ class Decoder:
         self.vocab = vocabulary
         self._token_cache: dict[str, list[int]] = {}
         self._pending: list[int] = []  # decided tokens, evaluated when logits are next needed
+        # Guessed tokens already in the context beyond what was decided, and the logits before
+        # each of them and after the last (len(_ahead) + 1 rows).
+        self._ahead: list[int] = []
+        self._ahead_logits: list[np.ndarray] = []
+
+    def assume(self, guess: list[int], logits: list[np.ndarray]) -> None:
+        """The context already holds ``guess`` beyond what was decided, with ``logits`` before
+        each guessed token and after the last (from one pass, :meth:`Model.eval_outputs`).
+        Decisions that follow the guess use them without a pass; one that leaves it rewinds."""
+        if len(logits) != len(guess) + 1:
+            raise ValueError(f"{len(guess)} guessed tokens need {len(guess) + 1} logits")
+        self._ahead, self._ahead_logits = list(guess), list(logits)
 
     def _logits(self) -> np.ndarray:
+        if self._ahead_logits:
+            n = min(len(self._pending), len(self._ahead))
+            if self._pending[:n] == self._ahead[:n]:  # decided as guessed (so far)
+                self._pending = self._pending[n:]
+                self._ahead, self._ahead_logits = self._ahead[n:], self._ahead_logits[n:]
+                if not self._pending:
+                    logits = self._ahead_logits[0]
+                    if not self._ahead:
+                        self._ahead_logits = []
+                    return logits
+                self._ahead_logits = []  # decided past the guess: the rest is evaluated
+            else:
+                self.model.rewind(len(self._ahead))
+                self._ahead, self._ahead_logits = [], []
         if self._pending:
             self.model.eval(self._pending)
             self._pending = []
@@ -188,12 +224,12 @@ def decode_line(
     """
     names = [t["function"]["name"] for t in tools]
     route, confidence = decoder.choose(
-        ["say:", "call"] if names else ["say:"], [0.0, CALL_BIAS] if names else None
+        [REPLY_ROUTE, "call"] if names else [REPLY_ROUTE], [0.0, CALL_BIAS] if names else None
     )
     if confidences is not None:
         confidences.append(confidence)
     if route == 0:
-        yield "say:"
+        yield REPLY_ROUTE
         yield from decoder.free_text(decoder.vocab.reply_ok, _newline, MAX_REPLY_TOKENS)
         return
     yield "call"

@@ -61,6 +61,10 @@ class LineSource(Protocol):
     def prime_later(self, messages: list[Message], tools: list[Tool]) -> None:
         """Evaluate ``messages`` into the cache in the background."""
 
+    def prime_interim(self, messages: list[Message], tools: list[Tool], words: str) -> None:
+        """Evaluate ``messages`` and the caller's words so far (``words``, the turn not over)
+        into the cache in the background."""
+
 
 def routable_tools(messages: list[Message], tools: list[Tool]) -> list[Tool]:
     """The tools the model may choose now: those whose prerequisite ran earlier in the call.

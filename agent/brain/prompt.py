@@ -131,3 +131,10 @@ def priming_prompt(messages: list[Message], tools: list[Tool]) -> str:
     if messages and messages[-1].get("role") == "assistant":
         prompt += f"{IM_START}user\n"  # the caller speaks next
     return prompt
+
+
+def interim_prompt(messages: list[Message], tools: list[Tool], words: str) -> str:
+    """The conversation so far with the caller's turn opened on ``words`` (an interim
+    transcript, the turn not over): the request at the turn's end extends it with the last
+    words and the turn's close."""
+    return build_prompt(messages, tools, open_reply=False) + f"{IM_START}user\n{words.strip()}"

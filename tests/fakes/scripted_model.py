@@ -5,18 +5,18 @@ character plus a few multi-character pieces like Qwen's ``{"`` and ``",``). Its 
 the longest token that continues ``target`` from what has been evaluated since the prompt; once
 the target is written (or the text has left it) it favours the end token. It counts forward
 passes; ``pass_secs`` makes each decoding pass take that long (``prompt_pass_secs`` each pass
-over a prompt), and ``failure`` makes them raise.
+over a prompt), and ``failure`` makes them raise. :meth:`abort` cuts a pass short the way
+llama.cpp's abort callback does: the pass raises StoppedError and its tokens are not kept.
 """
 
 from __future__ import annotations
 
 import threading
-import time
 from pathlib import Path
 
 import numpy as np
 
-from agent.brain.model import eval_in_chunks, reuse_from
+from agent.brain.model import ContextState, StoppedError, eval_in_chunks, reuse_from
 
 END = "<|im_end|>"
 MULTI = ["say", "call", "hair", "cut", ' {"', '":', ' "', '",', '"}', " {}", "_av", "ailability"]
@@ -40,6 +40,8 @@ class ScriptedModel:
         self.failure: Exception | None = None
         self.context: list[int] = []
         self.passes = 0
+        self.aborted = 0
+        self._abort = threading.Event()
         self.prompt_len = len(self.tokenize(prompt))
         self.eval(self.tokenize(prompt))
         self.passes = 0
@@ -60,13 +62,53 @@ class ScriptedModel:
     def written(self) -> str:
         return "".join(self.vocab[t] for t in self.context[self.prompt_len :])
 
-    def eval(self, tokens: list[int]) -> None:
-        assert tokens, "eval of nothing"
+    def _pass(self) -> None:
+        """One forward pass's time (and failure, or abort)."""
         if self.failure is not None:
             raise self.failure
-        time.sleep(self.prompt_pass_secs if self._in_prompt else self.pass_secs)
+        if self._abort.wait(self.prompt_pass_secs if self._in_prompt else self.pass_secs):
+            self.aborted += 1
+            raise StoppedError("forward pass aborted")
         self.passes += 1
+
+    def eval(self, tokens: list[int]) -> None:
+        assert tokens, "eval of nothing"
+        self._pass()
         self.context.extend(tokens)
+
+    def eval_outputs(self, tokens: list[int], outputs: int) -> list[np.ndarray]:
+        """One pass, timed as a prompt's: the brain sends a prompt's last tokens and a guess
+        at the line's start (``outputs - 1`` tokens), so the prompt ends before the guess."""
+        self._in_prompt = True
+        try:
+            self._pass()
+        finally:
+            self._in_prompt = False
+        self.context.extend(tokens[: len(tokens) - outputs])
+        self.prompt_len = len(self.context) + 1
+        out = []
+        for token in tokens[len(tokens) - outputs :]:
+            self.context.append(token)
+            out.append(self.logits())
+        return out
+
+    def rewind(self, count: int) -> None:
+        del self.context[len(self.context) - count :]
+
+    def cached(self) -> list[int]:
+        return list(self.context)
+
+    def abort(self) -> None:
+        self._abort.set()
+
+    def resume(self) -> None:
+        self._abort.clear()
+
+    def snapshot(self) -> ContextState:
+        return ContextState(list(self.context), b"")
+
+    def restore(self, state: ContextState) -> None:
+        self.context = list(state.tokens)
 
     def logits(self) -> np.ndarray:
         logits = np.zeros(len(self.vocab), dtype=np.float32)
