@@ -32,7 +32,8 @@ from agent.brain.policy import LineSource
 from agent.brain.service import LocalLLMService
 from agent.faults import LOCAL_TIMEOUT_FLOOR_SECS
 from agent.settings import Settings
-from agent.turns import SegmentTranscribedFrame
+from agent.turn_audio import TurnAudioModel
+from agent.turns import SegmentTranscribedFrame, ToolCallsAfterTurn
 from telephony.audio import float_to_pcm16, resample_pcm16, rms_dbfs
 from tools.domain.speech import spoken_text
 
@@ -54,6 +55,7 @@ class LocalModels:
     whisper_lock: threading.Semaphore | None = None
     tts_lock: threading.Lock | None = None
     vad_session: Any | None = None
+    turn_model: TurnAudioModel | None = None  # smart-turn, shared like the VAD session
     clips: dict[str, bytes] = field(default_factory=dict)  # phrase name -> 8 kHz PCM
 
     @classmethod
@@ -61,6 +63,8 @@ class LocalModels:
         models = cls()
         # One Silero ONNX session for all calls (each call keeps its own recurrent state).
         models.vad_session = SileroVADAnalyzer(sample_rate=8000)._model.session
+        if settings.turn_audio_threshold > 0:
+            models.turn_model = TurnAudioModel.load()
         if not settings.deepgram_api_key:
             from faster_whisper import WhisperModel
 
@@ -351,7 +355,7 @@ def build_llm(
     import httpx
     from pipecat.services.openai.llm import OpenAILLMService
 
-    class FaultAwareOpenAILLMService(OpenAILLMService):
+    class FaultAwareOpenAILLMService(ToolCallsAfterTurn, OpenAILLMService):
         def create_client(self, *args: Any, **kwargs: Any) -> Any:
             client = super().create_client(*args, **kwargs)
             return client.with_options(

@@ -37,6 +37,7 @@ PIPECAT_ALLOWED = frozenset(
         "agent.faults",
         "agent.transport",
         "agent.turns",
+        "agent.turn_audio",
         "telephony.serializer",
         "telephony.browser_serializer",
     }
