@@ -50,13 +50,26 @@ _TRAILING_INCOMPLETE = {
     "um", "uh", "er", "erm", "hmm", "like", "maybe", "around", "about", "by", "next", "this",
     "that", "if", "i", "i'm", "i'd", "we", "name's", "number's", "want", "need", "would",
     "could", "can", "just", "also", "actually", "let", "lets", "let's", "book", "um,",
+    "under", "into", "than", "as", "via", "until", "till", "between", "regarding", "thinking",
+    "wondering",
 }  # fmt: skip
 # "me" alone ends finished sentences ("works for me."); after these verbs more is coming.
-_TRAILING_PAIRS = {"let me", "give me", "tell me", "show me"}
+# "you" too ("thank you"), but not after a question's auxiliary ("what time do you").
+_TRAILING_PAIRS = {
+    "let me", "give me", "tell me", "show me", "me see", "me think", "hang on", "hold on",
+    "do you", "can you", "could you", "would you", "will you", "are you", "did you", "have you",
+    "do we", "can we", "is there", "are there",
+}  # fmt: skip
 _LEAD_INS = re.compile(
-    r"\b(my (phone |cell |mobile )?(number|name|email)( is|'s)?|it'?s|call me( at| on)?|"
-    r"spelled|that'?s)\s*$"
+    r"\b((my|the) (phone |cell |mobile |first |last |full )?(number|name|email)( is|'s)?|"
+    r"it'?s|call me( at| on)?|spelled|that'?s)\s*$"
 )
+_AUXILIARIES = {"is", "are", "do", "does", "can", "could", "will", "would", "did", "have", "has"}
+# A name given after a lead-in ("my name is Maria", "it's Anna"): a surname or a spelling may
+# follow, or nothing. Letters spelled out ("K O W"): more letters may follow, or none.
+_NAME_GIVEN = re.compile(r"\b((my|the) (first |last |full )?name( is|'s)|it'?s) [a-z']+$")
+_LETTERS = re.compile(r"(\b[a-z]\b\W*){3,}$")
+_EMAIL_TOPIC = re.compile(r"\be-?mail\b")
 
 
 def _digit_run(words: list[str]) -> int:
@@ -113,7 +126,26 @@ def sounds_unfinished(text: str) -> bool:
     trailing = words[-1] in _TRAILING_INCOMPLETE or " ".join(words[-2:]) in _TRAILING_PAIRS
     if trailing and not cleaned.endswith("?"):
         return True
-    return bool(_LEAD_INS.search(bare))
+    if len(words) <= 2 and words[0] in _AUXILIARIES and not cleaned.endswith("?"):
+        return True  # "Is Maria ...": a question with no verb yet
+    return bool(_LEAD_INS.search(bare)) or _email_unfinished(bare)
+
+
+def _email_unfinished(bare: str) -> bool:
+    """An email address being given has no "at" or no "dot" yet."""
+    topic = list(_EMAIL_TOPIC.finditer(bare))
+    if not topic:
+        return False
+    tail = bare[topic[-1].end() :]
+    return not (re.search(r"\bat\b|@", tail) and re.search(r"\bdot\b|\.\w", tail))
+
+
+def might_go_on(text: str) -> bool:
+    """True when the words may be finished but often are not: a one-word name after a lead-in
+    ("my name is Maria"), letters being spelled ("K O W"). Worth a longer wait than a plain
+    sentence, shorter than :func:`sounds_unfinished`'s."""
+    bare = text.strip().lower().rstrip(".!?,")
+    return bool(_NAME_GIVEN.search(bare) or _LETTERS.search(bare))
 
 
 class SegmentTranscribedFrame(DataFrame):
@@ -128,7 +160,8 @@ class PhraseAwareTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):
 
     - After a finished-sounding sentence it waits ``pause_secs`` from the end of speech; after
       words that sound unfinished (:func:`sounds_unfinished`) ``unfinished_pause_secs``, so a
-      caller who pauses inside a number or a name is not cut off.
+      caller who pauses inside a number or a name is not cut off; after words that often go on
+      (:func:`might_go_on`: a one-word name, letters spelled) ``audio_pause_secs``.
     - With ``audio_model`` (smart-turn) the caller's audio this turn is scored once per VAD stop,
       off the event loop. A score under ``audio_threshold`` stretches a finished-sounding wait
       to ``audio_pause_secs``: the voice can only make it wait longer, never end a turn. A score
@@ -253,10 +286,12 @@ class PhraseAwareTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):
         verdict is in."""
         if self._text and sounds_unfinished(self._text):
             return self._unfinished_pause_secs
+        if self._text and might_go_on(self._text):
+            return max(self._pause_secs, self._audio_pause_secs)
         if self._audio_task is not None and since_stop < self._max_audio_wait:
             return None
         if self.audio_score is not None and self.audio_score < self._audio_threshold:
-            return self._audio_pause_secs
+            return max(self._pause_secs, self._audio_pause_secs)
         return self._pause_secs
 
     async def _maybe_trigger_user_turn_stopped(self) -> None:
