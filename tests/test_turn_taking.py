@@ -149,10 +149,10 @@ def _longest_gap(pcm: bytes) -> int:
 
 
 @lru_cache(maxsize=1)
-def _anna() -> tuple[bytes, bytes]:
-    """'My name is Anna, Anna Lee.' as the local voice says it: the words before the comma
-    (voiced as unfinished) and the whole, each with the VAD's 0.2 s of silence after it."""
-    whole = speech("My name is Anna, Anna Lee.")
+def _two_people() -> tuple[bytes, bytes]:
+    """The local voice saying "It's for two people, me and my daughter.": the words before
+    the comma (voiced as unfinished) and the whole, each with the VAD's 0.2 s of silence."""
+    whole = speech("It's for two people, me and my daughter.")
     cut = _longest_gap(whole)
     return whole[: cut * 2] + silence(0.2), whole + silence(0.2)
 
@@ -163,11 +163,10 @@ def turn_model() -> TurnAudioModel:
 
 
 def test_smart_turn_hears_an_unfinished_voice_on_phone_audio(turn_model: TurnAudioModel) -> None:
-    """The words "My name is Anna" read as finished, the voice does not; on 8 kHz phone audio
-    (resampled to the model's 16 kHz) smart-turn hears that as on the wideband original. Fed at
-    8 kHz as if it were 16 kHz (pipecat issue 3844) it misjudges it as finished."""
-    partial, whole = _anna()
-    assert turn_model.completion(partial, SPEECH_RATE) < 0.5
+    """The words "It's for two people" read as finished, the voice does not: on 8 kHz phone
+    audio (resampled to the model's 16 kHz) smart-turn hears it, and hears the whole sentence
+    as finished. Fed at 8 kHz as if it were 16 kHz (pipecat issue 3844) it misjudges it."""
+    partial, whole = _two_people()
     assert turn_model.completion(_phone(partial), RATE) < 0.5
     assert turn_model.completion(_phone(whole), RATE) > 0.7
     assert turn_model.completion(_phone(partial), SPEECH_RATE) > 0.7  # the rate mistake
@@ -185,25 +184,26 @@ def _audio_frames(pcm: bytes) -> list[Frame]:
 async def test_the_voice_keeps_a_turn_open_that_the_words_would_end(
     db: Database, tmp_path: Path, turn_model: TurnAudioModel, veto: bool
 ) -> None:
-    """A caller pauses 1.3 s after "My name is Anna": the words sound finished (the wait would
-    be 0.2 s), the voice does not, so the wait is the audio pause (2.2 s here) and the caller's
-    "Anna Lee" is the same turn. Without smart-turn the turn ends in the pause. (A verdict
-    still being computed holds the turn for at most 1 s: the pause is longer.)"""
-    partial, _whole = _anna()
+    """A caller pauses 1.3 s after "It's for two people": the words sound finished (the wait
+    would be 0.2 s), the voice does not, so the wait is the audio pause (2.2 s here) and the
+    caller's "me and my daughter" is the same turn. Without smart-turn the turn ends in the
+    pause. (A verdict still being computed holds the turn for at most 1 s: the pause is
+    longer.)"""
+    partial, _whole = _two_people()
     settings = Settings(turn_pause_audio_secs=2.2)
     heard = [
         VADUserStartedSpeakingFrame(),
         *_audio_frames(_phone(partial)),
-        *caller_says("My name is Anna.")[2:],  # the VAD stops, the words come
+        *caller_says("It's for two people.")[2:],  # the VAD stops, the words come
         SleepFrame(1.3),
-        *caller_says("Anna Lee."),
+        *caller_says("Me and my daughter."),
     ]
-    llm = ScriptedLLM({"lee": "Thanks, Anna Lee.", "anna": "Thanks, Anna."})
+    llm = ScriptedLLM({"daughter": "For you and your daughter.", "two": "For two, sure."})
     _session, record = await frame_call(
         db, tmp_path, llm, heard, settings=settings, turn_model=turn_model if veto else None
     )
     if veto:
-        assert turns(record, "caller") == ["My name is Anna. Anna Lee."]
-        assert "Thanks, Anna." not in turns(record, "bot")
+        assert turns(record, "caller") == ["It's for two people. Me and my daughter."]
+        assert "For two, sure." not in turns(record, "bot")
     else:
-        assert turns(record, "caller") == ["My name is Anna.", "Anna Lee."]
+        assert turns(record, "caller") == ["It's for two people.", "Me and my daughter."]
