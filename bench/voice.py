@@ -1,6 +1,6 @@
 """Voice-to-voice on the embedded default: local Whisper, local LLM, hibari, nothing remote.
 
-    nice -n 5 .venv/bin/python -m bench.voice [--calls N] [-v]
+    nice -n 5 .venv/bin/python -m bench.voice [--calls N] [--env FRONTDESK_X=Y] [-v]
 
 Starts the real server (``run.py serve``) with the local models, replays the calls of
 bench/calls.yaml one after another with a turn-taking caller (each turn spoken when the bot has
@@ -27,7 +27,7 @@ async def main_async(args: argparse.Namespace) -> None:
     before = harness.machine()
     harness.print_machine(before, "machine at start")
     started = time.perf_counter()
-    with harness.server({}, name="voice") as srv:
+    with harness.server(dict(args.env), name="voice") as srv:
         print(f"server ready in {time.perf_counter() - started:.0f}s (models loaded, prompt kept)")
         turns, stages, reports = await harness.sequential_calls(
             srv, calls, verbose=args.verbose, max_wait_secs=args.max_wait
@@ -67,6 +67,13 @@ def main() -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="print each call")
     parser.add_argument(
         "--max-wait", type=float, default=90.0, help="seconds a caller waits for an answer"
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        type=lambda s: tuple(s.split("=", 1)),
+        help="KEY=VALUE for the server (e.g. FRONTDESK_TURN_SPECULATE=0), repeatable",
     )
     harness.run(main_async(parser.parse_args()))
 
