@@ -28,7 +28,7 @@ class TurnTimings:
             self.values[key] = at if at is not None else time.time()
 
     def caller_part(self) -> dict[str, float]:
-        keys = ("speech_start", "speech_end", "stt_done", "turn_end")
+        keys = ("speech_start", "speech_end", "stt_done", "llm_request", "turn_end")
         return {k: round(v, 3) for k, v in self.values.items() if k in keys}
 
     def bot_part(self) -> dict[str, float]:

@@ -76,7 +76,8 @@ from agent.providers import LocalModels, build_llm, build_stt, build_tts
 from agent.session import PIPELINE_RATE, CallSession, CallSetup
 from agent.settings import Settings
 from agent.transport import LeadPacedWebsocketTransport
-from agent.turns import PhraseAwareTurnStopStrategy
+from agent.turn_audio import TurnAudioModel
+from agent.turns import stop_strategy
 from agent.vad import build_call_vad
 from telephony.serializer import CallEventFrame, MediaSerializer
 
@@ -93,6 +94,7 @@ class CallServices:
     transport: LeadPacedWebsocketTransport | None = None
     clips: dict[str, bytes] = field(default_factory=dict)
     events: bool = False  # the client shows the call live (the browser demo)
+    turn_model: TurnAudioModel | None = None  # smart-turn, the voice's veto on ending a turn
 
 
 class CallResources(Protocol):
@@ -141,22 +143,7 @@ class CallPipeline:
             local_tts=not settings.elevenlabs_api_key,
         )
         aggregators = LLMContextAggregatorPair(
-            self.context,
-            user_params=LLMUserAggregatorParams(
-                user_turn_strategies=UserTurnStrategies(
-                    start=[VADUserTurnStartStrategy()],
-                    stop=[
-                        PhraseAwareTurnStopStrategy(
-                            pause_secs=settings.turn_pause_secs,
-                            unfinished_pause_secs=settings.turn_pause_incomplete_secs,
-                            segmented_stt=not settings.deepgram_api_key,
-                        )
-                    ],
-                ),
-                user_idle_timeout=settings.caller_idle_secs,
-                # Local transcription can take seconds on a busy CPU; don't give up on it early.
-                user_turn_stop_timeout=10.0,
-            ),
+            self.context, user_params=user_turn_params(settings, services.turn_model)
         )
         user, assistant = aggregators.user(), aggregators.assistant()
         self._inlet = Inlet()
@@ -305,6 +292,25 @@ class CallPipeline:
         task.add_done_callback(self._tasks.discard)
 
 
+def user_turn_params(
+    settings: Settings, turn_model: TurnAudioModel | None
+) -> LLMUserAggregatorParams:
+    """How a call decides the caller's turn (start, end, idle): agent.turns' strategy."""
+    return LLMUserAggregatorParams(
+        user_turn_strategies=UserTurnStrategies(
+            start=[VADUserTurnStartStrategy()],
+            stop=[
+                stop_strategy(
+                    settings, audio_model=turn_model, segmented_stt=not settings.deepgram_api_key
+                )
+            ],
+        ),
+        user_idle_timeout=settings.caller_idle_secs,
+        # Local transcription can take seconds on a busy CPU; don't give up on it early.
+        user_turn_stop_timeout=10.0,
+    )
+
+
 def call_services(
     resources: CallResources,
     setup: CallSetup,
@@ -340,6 +346,7 @@ def call_services(
         transport=transport,
         clips=resources.models.clips,
         events=bool(getattr(serializer, "wants_events", False)),
+        turn_model=resources.models.turn_model,
     )
 
 

@@ -37,6 +37,8 @@ from agent.session import CallSession, Escalating, record_heard_reply
 from telephony.playback import PlaybackLedger
 from telephony.serializer import MarkFrame
 
+DOWNSTREAM = FrameDirection.DOWNSTREAM
+
 
 class Inlet(FrameProcessor):
     """Passes every frame on; what the session says or asks of the pipeline is queued here
@@ -61,6 +63,9 @@ class CallObserver(BaseObserver):
             await self._faults.on_frame(data)
         if data.first_push:
             self._observe(data.frame)
+            if isinstance(data.frame, LLMContextFrame) and data.direction is DOWNSTREAM:
+                # The request answering the caller: early (speculative) or at the turn's end.
+                self._session.timings.mark("llm_request", overwrite=True)
 
     def _observe(self, frame: Frame) -> None:
         """A frame's first push: the stage it marks, and whether the bot is speaking now."""
@@ -115,7 +120,10 @@ class PlaybackMarker(FrameProcessor):
 
 
 class HeardTextCorrector(FrameProcessor):
-    """Before the LLM: the context records only what the caller heard of an interrupted reply."""
+    """Before the LLM: the context records only what the caller heard of an interrupted reply.
+
+    A reply started before the turn ended runs on a copy of the context: the copy is corrected,
+    and the call's own context at its next request."""
 
     def __init__(self, session: CallSession) -> None:
         super().__init__()
@@ -125,7 +133,8 @@ class HeardTextCorrector(FrameProcessor):
         await super().process_frame(frame, direction)
         if isinstance(frame, LLMContextFrame) and self._session.heard_correction is not None:
             heard, callers_before = self._session.heard_correction
-            self._session.heard_correction = None
+            if not frame.speculation:
+                self._session.heard_correction = None
             messages = list(frame.context.get_messages())
             frame.context.set_messages(record_heard_reply(messages, heard, callers_before))  # type: ignore[arg-type]
         await self.push_frame(frame, direction)

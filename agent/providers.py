@@ -25,6 +25,8 @@ from agent.brain.service import LocalLLMService
 from agent.faults import LOCAL_TIMEOUT_FLOOR_SECS
 from agent.hibari import HIBARI_GAIN, HibariTTSService, trim_silence
 from agent.settings import Settings
+from agent.turn_audio import TurnAudioModel
+from agent.turns import ToolCallsAfterTurn
 from agent.whisper import LocalWhisperSTTService, WhisperRecognizer
 from telephony.audio import float_to_pcm16, resample_pcm16
 from tools.domain.speech import spoken_text
@@ -39,6 +41,7 @@ class LocalModels:
     whisper_lock: threading.Semaphore | None = None
     tts_lock: threading.Lock | None = None
     vad_session: Any | None = None
+    turn_model: TurnAudioModel | None = None  # smart-turn, shared like the VAD session
     clips: dict[str, bytes] = field(default_factory=dict)  # phrase name -> 8 kHz PCM
 
     @classmethod
@@ -46,6 +49,8 @@ class LocalModels:
         models = cls()
         # One Silero ONNX session for all calls (each call keeps its own recurrent state).
         models.vad_session = SileroVADAnalyzer(sample_rate=8000)._model.session
+        if settings.turn_audio_threshold > 0:
+            models.turn_model = TurnAudioModel.load()
         if not settings.deepgram_api_key:
             from faster_whisper import WhisperModel
 
@@ -181,7 +186,7 @@ def build_llm(
     import httpx
     from pipecat.services.openai.llm import OpenAILLMService
 
-    class FaultAwareOpenAILLMService(OpenAILLMService):
+    class FaultAwareOpenAILLMService(ToolCallsAfterTurn, OpenAILLMService):
         def create_client(self, *args: Any, **kwargs: Any) -> Any:
             client = super().create_client(*args, **kwargs)
             return client.with_options(

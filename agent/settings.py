@@ -141,6 +141,9 @@ class Settings:
     vad_fast_volume: bool = True  # ...measured per window, rising at once (else pipecat's 0.4 s)
     turn_pause_secs: float = 0.35  # extra wait after a complete-sounding sentence
     turn_pause_incomplete_secs: float = 2.5  # wait when the words so far sound unfinished
+    turn_audio_threshold: float = 0.7  # smart-turn score under which the voice vetoes; 0: off
+    turn_pause_audio_secs: float = 1.0  # wait when the words sound finished but the voice not
+    turn_speculate: bool = True  # start the reply while the end-of-turn wait runs
 
     # Local models.
     whisper_model_dir: str = ""  # "" means the packaged tiny.en
@@ -210,6 +213,13 @@ class Settings:
                 "FRONTDESK_TURN_PAUSE_INCOMPLETE_SECS",
                 get("FRONTDESK_TURN_PAUSE_INCOMPLETE_SECS", "2.5"),
             ),
+            turn_audio_threshold=_float(
+                "FRONTDESK_TURN_AUDIO_THRESHOLD", get("FRONTDESK_TURN_AUDIO_THRESHOLD", "0.7")
+            ),
+            turn_pause_audio_secs=_float(
+                "FRONTDESK_TURN_PAUSE_AUDIO_SECS", get("FRONTDESK_TURN_PAUSE_AUDIO_SECS", "1.0")
+            ),
+            turn_speculate=_bool("FRONTDESK_TURN_SPECULATE", get("FRONTDESK_TURN_SPECULATE", "1")),
             whisper_model_dir=get("FRONTDESK_WHISPER_MODEL_DIR", ""),
             llm_threads=_int("FRONTDESK_LLM_THREADS", get("FRONTDESK_LLM_THREADS", "2"), 1),
             llm_context_tokens=_int(

@@ -38,6 +38,7 @@ ADMIN_TOKEN = "bench-admin-token-0123456789"
 DUMMY_KEY = "bench-dummy-vendor-key"
 STAGES = (
     "stt_done",
+    "llm_request",  # the reply's request: before turn_end when it was started early
     "turn_end",
     "llm_start",
     "llm_first_token",

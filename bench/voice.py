@@ -2,6 +2,7 @@
 
     nice -n 5 .venv/bin/python -m bench.voice [--calls N] [-v]
     nice -n 5 .venv/bin/python -m bench.voice --concurrent 2 [--calls N]
+    nice -n 5 .venv/bin/python -m bench.voice [--calls N] [--env FRONTDESK_X=Y] [-v]
 
 Starts the real server (``run.py serve``) with the local models, replays the calls of
 bench/calls.yaml one after another with a turn-taking caller (each turn spoken when the bot has
@@ -36,7 +37,7 @@ async def main_async(args: argparse.Namespace) -> None:
     started = time.perf_counter()
     lanes = max(1, args.concurrent)
     # One slot more than callers: a call's slot is given back a moment after its caller hangs up.
-    env = {"FRONTDESK_LOCAL_MAX_CALLS": str(lanes + 1)}
+    env = {"FRONTDESK_LOCAL_MAX_CALLS": str(lanes + 1), **dict(args.env)}
     with harness.server(env, name="voice") as srv:
         print(f"server ready in {time.perf_counter() - started:.0f}s (models loaded, prompt kept)")
         per_lane = await asyncio.gather(
@@ -96,6 +97,13 @@ def main() -> None:
     parser.add_argument("-v", "--verbose", action="store_true", help="print each call")
     parser.add_argument(
         "--max-wait", type=float, default=90.0, help="seconds a caller waits for an answer"
+    )
+    parser.add_argument(
+        "--env",
+        action="append",
+        default=[],
+        type=lambda s: tuple(s.split("=", 1)),
+        help="KEY=VALUE for the server (e.g. FRONTDESK_TURN_SPECULATE=0), repeatable",
     )
     harness.run(main_async(parser.parse_args()))
 

@@ -65,7 +65,8 @@ from agent.pipeline import CallPipeline, CallServices
 from agent.processors import PlaybackMarker
 from agent.session import CallInfo, CallSession
 from agent.settings import Settings
-from agent.turns import SegmentTranscribedFrame
+from agent.turn_audio import TurnAudioModel
+from agent.turns import SegmentTranscribedFrame, ToolCallsAfterTurn
 from telephony import codec
 from telephony.replay import SimulatedPhone
 from telephony.serializer import MarkFrame, TwilioMediaSerializer
@@ -93,7 +94,7 @@ class TranscriptsGiven(FrameProcessor):
         await self.push_frame(frame, direction)
 
 
-class ScriptedLLM(LLMService):
+class ScriptedLLM(ToolCallsAfterTurn):
     """Answers the caller's last words by ``script`` (a substring -> a reply, or a tool call
     as ``(name, arguments)``); after a tool result it says ``after_tool``."""
 
@@ -390,6 +391,7 @@ async def frame_call(
     vad: VADAnalyzer | None = None,
     handset: Handset | None = None,
     watch: CallWatch | None = None,
+    turn_model: TurnAudioModel | None = None,
 ) -> tuple[CallSession, dict[str, Any]]:
     """Run one call (greeting first) through the real assembly; returns its session and record.
 
@@ -398,7 +400,8 @@ async def frame_call(
     when the session ends it or, unless the caller-idle prompts are short enough to end it
     (``caller_idle_secs`` under 5), once it is quiet after the frames and ``during``: no frame
     moving, nothing playing. ``handset`` is Twilio's side (default: plays everything at once),
-    ``watch`` what the call did; ``stt``, ``tts`` and ``vad`` replace the scripted ones.
+    ``watch`` what the call did; ``stt``, ``tts`` and ``vad`` replace the scripted ones;
+    ``turn_model`` is the voice's veto on ending a turn (smart-turn).
     """
     settings = replace(settings or Settings(), data_dir=data_dir, turn_pause_secs=0.2)
     store = CallStore(db)
@@ -419,7 +422,11 @@ async def frame_call(
         seen.listen(session)
         setup = await session.prepare()
         services = CallServices(
-            stt=stt or TranscriptsGiven(), llm=llm, tts=tts or ScriptedTTS(), vad=vad or SilentVAD()
+            stt=stt or TranscriptsGiven(),
+            llm=llm,
+            tts=tts or ScriptedTTS(),
+            vad=vad or SilentVAD(),
+            turn_model=turn_model,
         )
         call = CallPipeline(session, setup, services, settings)
         line.connect(session)

@@ -41,6 +41,7 @@ PIPECAT_ALLOWED = frozenset(
         "agent.clauses",
         "agent.vad",
         "agent.whisper",
+        "agent.turn_audio",
         "telephony.serializer",
         "telephony.browser_serializer",
     }

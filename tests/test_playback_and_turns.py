@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from agent.turns import sounds_unfinished
+from agent.turns import might_go_on, sounds_unfinished
 from telephony.audio import CallRecording
 from telephony.playback import PlaybackLedger
 from tests.conftest import Clock
@@ -60,10 +60,33 @@ def test_recording_drops_unplayed_bot_audio_on_clear():
         "My phone number is 413. Sci-Fi 5",  # a mis-heard digit inside a number
         "Okay, let me",
         "Could you give me",
+        "What time do you",
+        "Is Maria",
+        "The appointment is under",
+        "Let me see",
+        "My email is anna",
+        "I was wondering",
     ],
 )
 def test_unfinished_phrases_wait_longer(text):
     assert sounds_unfinished(text)
+
+
+@pytest.mark.parametrize(
+    ("text", "often_more"),
+    [
+        ("My name is Maria", True),
+        ("It's Anna.", True),
+        ("It's Kowalski K O W", True),
+        ("The name is Omar, O M A R", True),
+        ("My name is Anna Lee.", False),
+        ("What are your opening hours?", False),
+        ("Book me in at two.", False),
+    ],
+)
+def test_names_and_spelling_may_go_on(text, often_more):
+    assert might_go_on(text) is often_more
+    assert not sounds_unfinished(text)
 
 
 @pytest.mark.parametrize(
@@ -79,6 +102,9 @@ def test_unfinished_phrases_wait_longer(text):
         "Two o'clock works for me.",
         "Yes, that suits me",
         "Could you tell me?",
+        "Thank you.",
+        "Are you open?",
+        "My email is anna at example dot com.",
         "",
     ],
 )

@@ -29,18 +29,19 @@ from pipecat.frames.frames import (
 )
 from pipecat.processors.aggregators.llm_context import LLMContext
 from pipecat.processors.frame_processor import FrameDirection, FrameProcessor
-from pipecat.services.llm_service import LLMService
 from pipecat.services.settings import LLMSettings
 
 from agent.brain.policy import Call, LineSource, respond
 from agent.brain.prompt import Message, Tool
+from agent.turns import ToolCallsAfterTurn
 
 #: The model name the service reports (and the optional HTTP endpoint answers with).
 LOCAL_MODEL_NAME = "frontdesk-local"
 
 
-class LocalLLMService(LLMService):
-    """Answers each context with the local brain, in this process.
+class LocalLLMService(ToolCallsAfterTurn):
+    """Answers each context with the local brain, in this process; a reply started before the
+    caller's turn ended makes its tool call once the turn is confirmed (agent.turns).
 
     ``stall_timeout_secs`` is how long the brain may go without producing anything (a piece of
     reply, the filler, or the tool call) before the request is abandoned as a fault.
