@@ -52,9 +52,19 @@ def measure(report: Report) -> dict[str, Any]:
     return {
         "valid": True,
         "onset_ms": round(onset, 1),
+        "vad_ms": _vad_ms(report, onset),
         "clear_ms": round(clears[0] - onset, 1) if clears else None,
         "last_frame_ms": round(last - onset, 1),
     }
+
+
+def _vad_ms(report: Report, onset: float) -> float | None:
+    """Onset -> the server's VAD heard the barge-in (the call record's second caller turn)."""
+    callers = [t for t in (report.call_record or {}).get("turns", []) if t["role"] == "caller"]
+    start = (callers[1].get("timings") or {}).get("speech_start") if len(callers) > 1 else None
+    if not start:
+        return None
+    return round((start - report.started_at) * 1000.0 - onset, 1)
 
 
 async def noise_call(srv: harness.ServerProcess, call: harness.Call, kind: str, seed: int) -> int:
@@ -85,9 +95,15 @@ def summarize(label: str, trials: list[dict[str, Any]], false: dict[str, int], n
     valid = [t for t in trials if t["valid"]]
     clears = [t["clear_ms"] for t in valid if t["clear_ms"] is not None]
     lasts = [t["last_frame_ms"] for t in valid]
-    stats = {"clear": harness.summary(clears), "last_frame": harness.summary(lasts)}
+    vads = [t["vad_ms"] for t in valid if t.get("vad_ms") is not None]
+    stats = {
+        "vad": harness.summary(vads),
+        "clear": harness.summary(clears),
+        "last_frame": harness.summary(lasts),
+    }
     print(f"{label} VAD settings: trials {len(trials)}, valid {len(valid)}, no clear ", end="")
     print(len(valid) - len(clears))
+    print(f"  {'onset -> server VAD start':34s} {harness.fmt(stats['vad'])}")
     print(f"  {'onset -> clear':34s} {harness.fmt(stats['clear'])}")
     print(f"  {'onset -> last bot frame':34s} {harness.fmt(stats['last_frame'])}")
     if false:
