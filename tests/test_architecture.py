@@ -11,8 +11,9 @@ be a cycle with each of them.
 - telephony/ does not reach into agent/ or tools/ (the app hands it what it needs, through
   telephony.host's protocols);
 - pipecat is imported only where pipeline code lives: the pipeline assembly and its processors,
-  the pipecat service wrapping the local LLM, the provider factories, the fault handler, the
-  transport, the turn strategies, and the two serializers. The call session, the prompts, the
+  the pipecat service wrapping the local LLM, the provider factories, the local STT service
+  (agent.whisper), the fault handler, the transport, the turn strategies, and the two
+  serializers. The call session, the prompts, the
   app and the admin console stay pipecat-free, so they can be built and tested without it.
 """
 
