@@ -331,7 +331,8 @@ async def test_an_interruption_stops_the_generation_promptly():
     brain, llm = _service(model)
     down, up = await run_test(
         llm,
-        frames_to_send=[LLMContextFrame(_context("hi")), SleepFrame(0.5), InterruptionFrame()],
+        # Long enough for the first words on a busy machine; the whole line takes 12 s.
+        frames_to_send=[LLMContextFrame(_context("hi")), SleepFrame(1.5), InterruptionFrame()],
     )
     assert not _errors(up)
     assert 0 < sum(isinstance(f, LLMTextFrame) for f in down) < 60

@@ -135,7 +135,8 @@ def test_a_forgotten_call_primes_no_more():
     model = ScriptedModel("say: Hi.")
     brain = LocalBrain(model)
     call = brain.for_call("A")
-    call.forget()
+    assert brain.for_call("A") is call  # the pipeline's LLM and its priming share the view
+    brain.forget("A")  # the call ended
     passes = model.passes
     call.prime_later(_conversation("Hello?"), TOOLS)
     call.prime_interim(_conversation(), TOOLS, "Hello")

@@ -356,14 +356,20 @@ class LocalBrain:
         self._calls_guard = threading.Lock()
         self._owner: str | None = None
         self._parked: OrderedDict[str, ContextState] = OrderedDict()
+        self._views: dict[str, CallBrain] = {}
 
     @classmethod
     def load(cls, settings: Settings) -> LocalBrain:
         return cls(load_llama(settings))
 
     def for_call(self, call: str) -> CallBrain:
-        """The view of this brain for the call ``call`` (its own KV state and priming)."""
-        return CallBrain(self, call)
+        """The view of this brain for the call ``call`` (its own KV state and priming); the
+        same view until :meth:`forget`."""
+        with self._calls_guard:
+            view = self._views.get(call)
+            if view is None:
+                view = self._views[call] = CallBrain(self, call)
+            return view
 
     def _decoder(self) -> Decoder:
         if self._vocabulary is None:
@@ -432,8 +438,12 @@ class LocalBrain:
             self._owner = call
 
     def forget(self, call: str) -> None:
-        """The call ended: drop its parked state and its queued priming."""
+        """The call ended: drop its parked state and its queued priming; its view primes no
+        more."""
         with self._calls_guard:
+            view = self._views.pop(call, None)
+            if view is not None:
+                view.ended = True
             self._parked.pop(call, None)
             if self._owner == call:
                 self._owner = None  # what it left in the context is anybody's to reuse
@@ -673,7 +683,7 @@ class CallBrain:
     def __init__(self, brain: LocalBrain, call: str) -> None:
         self.brain = brain
         self.call = call
-        self._ended = False
+        self.ended = False
 
     def line(
         self, messages: list[Message], tools: list[Tool], excluded: frozenset[str]
@@ -681,13 +691,13 @@ class CallBrain:
         return self.brain.line(messages, tools, excluded, self.call)
 
     def prime_later(self, messages: list[Message], tools: list[Tool]) -> None:
-        if not self._ended:
+        if not self.ended:
             self.brain.prime_later(messages, tools, self.call)
 
     def prime_interim(self, messages: list[Message], tools: list[Tool], words: str) -> None:
-        if not self._ended:
+        if not self.ended:
             self.brain.prime_interim(messages, tools, words, self.call)
 
     def forget(self) -> None:
-        self._ended = True
+        self.ended = True
         self.brain.forget(self.call)
