@@ -142,7 +142,7 @@ class Settings:
     turn_pause_secs: float = 0.35  # extra wait after a complete-sounding sentence
     turn_pause_incomplete_secs: float = 2.5  # wait when the words so far sound unfinished
     turn_audio_threshold: float = 0.7  # smart-turn score under which the voice vetoes; 0: off
-    turn_pause_audio_secs: float = 1.0  # wait when the words sound finished but the voice not
+    turn_pause_audio_secs: float = 1.5  # wait when the words may go on (a name, or the voice)
     turn_speculate: bool = True  # start the reply while the end-of-turn wait runs
 
     # Local models.
@@ -217,7 +217,7 @@ class Settings:
                 "FRONTDESK_TURN_AUDIO_THRESHOLD", get("FRONTDESK_TURN_AUDIO_THRESHOLD", "0.7")
             ),
             turn_pause_audio_secs=_float(
-                "FRONTDESK_TURN_PAUSE_AUDIO_SECS", get("FRONTDESK_TURN_PAUSE_AUDIO_SECS", "1.0")
+                "FRONTDESK_TURN_PAUSE_AUDIO_SECS", get("FRONTDESK_TURN_PAUSE_AUDIO_SECS", "1.5")
             ),
             turn_speculate=_bool("FRONTDESK_TURN_SPECULATE", get("FRONTDESK_TURN_SPECULATE", "1")),
             whisper_model_dir=get("FRONTDESK_WHISPER_MODEL_DIR", ""),

@@ -186,7 +186,7 @@ class PhraseAwareTurnStopStrategy(SpeechTimeoutUserTurnStopStrategy):
         max_transcript_wait_secs: float = 4.0,
         audio_model: TurnAudioModel | None = None,
         audio_threshold: float = 0.7,
-        audio_pause_secs: float = 1.0,
+        audio_pause_secs: float = 1.5,
         max_audio_wait_secs: float = 1.0,
         speculate: bool = False,
     ) -> None:

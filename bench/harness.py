@@ -416,6 +416,7 @@ def _print_stages(rows: list[dict[str, Any]], indent: str) -> dict[str, Any]:
         "turn_end": "turn end (VAD stop + turn pause)",
         "llm_start": "LLM request starts",
         "stt_done": "STT final",
+        "llm_request": "reply requested (early: < turn end)",
         "llm_first_token": "LLM first token",
         "first_sentence": "first sentence to TTS",
         "tts_first_audio": "TTS first audio",
