@@ -7,17 +7,21 @@ Servers run in subprocesses (tests/test_process.py) load their own."""
 
 from __future__ import annotations
 
+import itertools
+import os
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import pytest
 
 from agent import install
 from agent.brain.model import LocalBrain
 from agent.settings import Settings
+from tests.postgres import Cluster, start_cluster
 from tools.catalog import tool_registry
 from tools.registry import ToolContext
 from tools.store.business import seed_business
@@ -98,11 +102,66 @@ class Clock:
         return self.now
 
 
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """One PostgreSQL cluster for the session (about a second to start); each test gets its own
+    database in it (:func:`pg_database`)."""
+    cluster = start_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+async def _admin_sql(cluster: Cluster, statement: str) -> None:
+    conn = await asyncpg.connect(cluster.url("postgres").replace("+asyncpg", ""))
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+_PG_DATABASES = itertools.count()
+_PG_TEMPLATES: set[Path] = set()  # clusters whose template_frontdesk is ready
+
+
+async def pg_database(cluster: Cluster, template: str = "template_frontdesk") -> str:
+    """A new database in ``cluster`` copied from ``template``; returns its URL. The default
+    template is migrated and seeded from tools/business.yaml once per cluster; ``template0``
+    gives an empty database."""
+    if template == "template_frontdesk" and cluster.root not in _PG_TEMPLATES:
+        await _admin_sql(cluster, "CREATE DATABASE template_frontdesk")
+        prepared = Database(cluster.url("template_frontdesk"))
+        await prepared.migrate()
+        await seed_business(prepared, BUSINESS_YAML)
+        await prepared.close()
+        _PG_TEMPLATES.add(cluster.root)
+    name = f"test_{os.getpid()}_{next(_PG_DATABASES)}"
+    await _admin_sql(cluster, f"CREATE DATABASE {name} TEMPLATE {template}")
+    return cluster.url(name)
+
+
+#: The store backends every test using ``db`` runs on. A module whose tests need only one sets
+#: ``pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)``.
+BACKENDS = ("sqlite", "postgresql")
+
+
+@pytest.fixture(params=BACKENDS)
+def backend(request: pytest.FixtureRequest) -> str:
+    return str(request.param)
+
+
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'test.db'}")
-    await database.migrate()
-    await seed_business(database, BUSINESS_YAML)
+async def db(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Database]:
+    """A migrated database seeded from tools/business.yaml, on each backend in turn."""
+    if backend == "postgresql":
+        database = Database(await pg_database(request.getfixturevalue("pg_cluster")))
+    else:
+        database = Database(f"sqlite+aiosqlite:///{tmp_path / 'test.db'}")
+        await database.migrate()
+        await seed_business(database, BUSINESS_YAML)
     yield database
     await database.close()
 
