@@ -141,14 +141,14 @@ async def pg_database(cluster: Cluster, template: str = "template_frontdesk") ->
     return cluster.url(name)
 
 
-#: The store backends every test using ``db`` runs on. A module whose tests need only one sets
-#: ``pytestmark = pytest.mark.parametrize("backend", ["sqlite"], indirect=True)``.
+#: The store backends every test using ``db`` runs on. A module whose calls only pass through
+#: the store (timing, faults) sets ``DB_BACKENDS = ("sqlite",)`` to keep the suite short.
 BACKENDS = ("sqlite", "postgresql")
 
 
-@pytest.fixture(params=BACKENDS)
-def backend(request: pytest.FixtureRequest) -> str:
-    return str(request.param)
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", getattr(metafunc.module, "DB_BACKENDS", BACKENDS))
 
 
 @pytest.fixture
