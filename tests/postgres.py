@@ -17,14 +17,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-BIN_DIRS = sorted(Path("/usr/lib/postgresql").glob("*/bin"), key=lambda p: int(p.parent.name))
+from agent.install import postgresql_bin
+
 SUPERUSER = "frontdesk"
-
-
-def bin_dir() -> Path | None:
-    """The newest installed PostgreSQL's bin directory, or None."""
-    found = [d for d in BIN_DIRS if (d / "initdb").exists() and (d / "pg_ctl").exists()]
-    return found[-1] if found else None
 
 
 def _free_port() -> int:
@@ -58,7 +53,7 @@ class Cluster:
 def start_cluster() -> Cluster:
     """initdb + pg_ctl start in a fresh temporary directory; raises RuntimeError naming what is
     missing or what PostgreSQL said."""
-    binaries = bin_dir()
+    binaries = postgresql_bin()
     if binaries is None:
         raise RuntimeError(
             "no PostgreSQL under /usr/lib/postgresql/*/bin: run `python3 run.py setup --dev` "
