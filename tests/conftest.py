@@ -7,6 +7,7 @@ Servers run in subprocesses (tests/test_process.py) load their own."""
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import os
 from collections.abc import AsyncIterator, Iterator
@@ -149,6 +150,9 @@ BACKENDS = ("sqlite", "postgresql")
 def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
     if "backend" in metafunc.fixturenames:
         metafunc.parametrize("backend", getattr(metafunc.module, "DB_BACKENDS", BACKENDS))
+    if "live_backend" in metafunc.fixturenames:
+        backends = getattr(metafunc.module, "LIVE_BACKENDS", ("sqlite",))
+        metafunc.parametrize("live_backend", backends, scope="module")
 
 
 @pytest.fixture
@@ -196,9 +200,7 @@ class LiveServer:
     data_dir: Path
     app: object
 
-    @property
-    def db_url(self) -> str:
-        return f"sqlite+aiosqlite:///{self.data_dir / 'frontdesk.db'}"
+    db_url: str
 
 
 def server_env(data_dir: Path, port: int, **extra: str) -> dict[str, str]:
@@ -243,16 +245,30 @@ SCRIPT_RULES = [
 
 
 @pytest.fixture(scope="module")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def live_server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest, live_backend: str
+) -> Iterator[LiveServer]:
+    """The app on a real port, on the module's ``live_backend`` (``LIVE_BACKENDS``, default
+    SQLite only): on PostgreSQL a fresh, empty database the app migrates and seeds itself."""
     from agent.app import create_app
     from agent.settings import Settings
 
     script = ScriptedLLM(rules=list(SCRIPT_RULES))
     data_dir = tmp_path_factory.mktemp("frontdesk")
+    db_url = f"sqlite+aiosqlite:///{data_dir / 'frontdesk.db'}"
+    if live_backend == "postgresql":
+        cluster = request.getfixturevalue("pg_cluster")
+        db_url = asyncio.run(pg_database(cluster, template="template0"))
     llm_port, port = free_port(), free_port()
     with ServerThread(build_app(script), llm_port):
-        env = server_env(data_dir, port, OPENAI_BASE_URL=f"http://127.0.0.1:{llm_port}/v1")
+        env = server_env(
+            data_dir,
+            port,
+            OPENAI_BASE_URL=f"http://127.0.0.1:{llm_port}/v1",
+            # The plain URL, as a user would write it; the store picks asyncpg itself.
+            FRONTDESK_DATABASE=db_url.replace("+asyncpg", "") if live_backend != "sqlite" else "",
+        )
         settings = Settings.from_env(env)
         app = create_app(settings, models=shared_models(settings))
         with ServerThread(app, port) as server:
-            yield LiveServer(server.url, script, data_dir, app)
+            yield LiveServer(server.url, script, data_dir, app, db_url)
