@@ -200,7 +200,11 @@ class LiveServer:
     data_dir: Path
     app: object
 
-    db_url: str
+    database: str = ""  # the FRONTDESK_DATABASE URL; "" for the SQLite file in data_dir
+
+    @property
+    def db_url(self) -> str:
+        return self.database or f"sqlite+aiosqlite:///{self.data_dir / 'frontdesk.db'}"
 
 
 def server_env(data_dir: Path, port: int, **extra: str) -> dict[str, str]:
@@ -255,7 +259,7 @@ def live_server(
 
     script = ScriptedLLM(rules=list(SCRIPT_RULES))
     data_dir = tmp_path_factory.mktemp("frontdesk")
-    db_url = f"sqlite+aiosqlite:///{data_dir / 'frontdesk.db'}"
+    db_url = ""
     if live_backend == "postgresql":
         cluster = request.getfixturevalue("pg_cluster")
         db_url = asyncio.run(pg_database(cluster, template="template0"))
@@ -266,7 +270,7 @@ def live_server(
             port,
             OPENAI_BASE_URL=f"http://127.0.0.1:{llm_port}/v1",
             # The plain URL, as a user would write it; the store picks asyncpg itself.
-            FRONTDESK_DATABASE=db_url.replace("+asyncpg", "") if live_backend != "sqlite" else "",
+            FRONTDESK_DATABASE=db_url.replace("+asyncpg", ""),
         )
         settings = Settings.from_env(env)
         app = create_app(settings, models=shared_models(settings))
