@@ -150,3 +150,22 @@ async def test_full_text_search_stems_ranks_and_follows_edits(workers: list[Data
             .values(body="Bicycles go in the rack by the door.")
         )
     assert (await search_articles(db, "bicycle rack"))[0]["title"] == "Parking"
+
+
+async def test_one_caller_booking_from_several_calls_at_once_is_one_customer(
+    workers: list[Database],
+):
+    # The first booking of a new number creates its customer; here every worker does at once.
+    times = ["Friday at 10am", "Friday at 11am", "Friday at noon", "Friday at 1pm"]
+    results = await asyncio.gather(
+        *(
+            book_appointment(make_ctx(workers[i % WORKERS]), "beard trim", when, "Anna Lee")
+            for i, when in enumerate(times)
+        ),
+        return_exceptions=True,
+    )
+    assert not [r for r in results if isinstance(r, BaseException)], results
+    async with workers[0].read() as conn:
+        customers = (await conn.execute(sa.select(schema.customers.c.phone))).all()
+    assert [c.phone for c in customers] == ["+14135550123"]
+    assert len(await booked(workers[0])) == 4
