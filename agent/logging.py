@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import sys
 from typing import Any
+from urllib.parse import urlsplit
 
 from loguru import logger
 
@@ -11,10 +12,14 @@ from agent.settings import Secret, Settings
 
 
 def secret_values(settings: Settings) -> list[str]:
+    """The settings' secrets worth scrubbing (6 characters or more), the database password too."""
     values = []
     for value in vars(settings).values():
         if isinstance(value, Secret) and len(value.reveal()) >= 6:
             values.append(value.reveal())
+    password = urlsplit(settings.database_url).password if settings.database_url else None
+    if password and len(password) >= 6:
+        values.append(password)
     return values
 
 

@@ -115,7 +115,7 @@ class Settings:
     port: int = 8080
     public_url: str = ""  # e.g. https://frontdesk.example.com; "" means derive from the request
     data_dir: Path = Path("data")
-    database_url: str = ""  # SQLAlchemy URL; "" means sqlite under data_dir
+    database_url: str = ""  # sqlite:// or postgresql:// URL; "" means SQLite under data_dir
     admin_token: Secret | None = None
     dev_mode: bool = False
     business_config: Path = Path("business.yaml")

@@ -7,17 +7,22 @@ Servers run in subprocesses (tests/test_process.py) load their own."""
 
 from __future__ import annotations
 
+import asyncio
+import itertools
+import os
 from collections.abc import AsyncIterator, Iterator
 from datetime import datetime
 from pathlib import Path
 from typing import TYPE_CHECKING
 from zoneinfo import ZoneInfo
 
+import asyncpg
 import pytest
 
 from agent import install
 from agent.brain.model import LocalBrain
 from agent.settings import Settings
+from tests.postgres import Cluster, start_cluster
 from tools.catalog import tool_registry
 from tools.registry import ToolContext
 from tools.store.business import seed_business
@@ -98,11 +103,69 @@ class Clock:
         return self.now
 
 
+@pytest.fixture(scope="session")
+def pg_cluster() -> Iterator[Cluster]:
+    """One PostgreSQL cluster for the session (about a second to start); each test gets its own
+    database in it (:func:`pg_database`)."""
+    cluster = start_cluster()
+    try:
+        yield cluster
+    finally:
+        cluster.stop()
+
+
+async def _admin_sql(cluster: Cluster, statement: str) -> None:
+    conn = await asyncpg.connect(cluster.url("postgres").replace("+asyncpg", ""))
+    try:
+        await conn.execute(statement)
+    finally:
+        await conn.close()
+
+
+_PG_DATABASES = itertools.count()
+_PG_TEMPLATES: set[Path] = set()  # clusters whose template_frontdesk is ready
+
+
+async def pg_database(cluster: Cluster, template: str = "template_frontdesk") -> str:
+    """A new database in ``cluster`` copied from ``template``; returns its URL. The default
+    template is migrated and seeded from tools/business.yaml once per cluster; ``template0``
+    gives an empty database."""
+    if template == "template_frontdesk" and cluster.root not in _PG_TEMPLATES:
+        await _admin_sql(cluster, "CREATE DATABASE template_frontdesk")
+        prepared = Database(cluster.url("template_frontdesk"))
+        await prepared.migrate()
+        await seed_business(prepared, BUSINESS_YAML)
+        await prepared.close()
+        _PG_TEMPLATES.add(cluster.root)
+    name = f"test_{os.getpid()}_{next(_PG_DATABASES)}"
+    await _admin_sql(cluster, f"CREATE DATABASE {name} TEMPLATE {template}")
+    return cluster.url(name)
+
+
+#: The store backends every test using ``db`` runs on. A module whose calls only pass through
+#: the store (timing, faults) sets ``DB_BACKENDS = ("sqlite",)`` to keep the suite short.
+BACKENDS = ("sqlite", "postgresql")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames:
+        metafunc.parametrize("backend", getattr(metafunc.module, "DB_BACKENDS", BACKENDS))
+    if "live_backend" in metafunc.fixturenames:
+        backends = getattr(metafunc.module, "LIVE_BACKENDS", ("sqlite",))
+        metafunc.parametrize("live_backend", backends, scope="module")
+
+
 @pytest.fixture
-async def db(tmp_path: Path) -> AsyncIterator[Database]:
-    database = Database(f"sqlite+aiosqlite:///{tmp_path / 'test.db'}")
-    await database.migrate()
-    await seed_business(database, BUSINESS_YAML)
+async def db(
+    backend: str, tmp_path: Path, request: pytest.FixtureRequest
+) -> AsyncIterator[Database]:
+    """A migrated database seeded from tools/business.yaml, on each backend in turn."""
+    if backend == "postgresql":
+        database = Database(await pg_database(request.getfixturevalue("pg_cluster")))
+    else:
+        database = Database(f"sqlite+aiosqlite:///{tmp_path / 'test.db'}")
+        await database.migrate()
+        await seed_business(database, BUSINESS_YAML)
     yield database
     await database.close()
 
@@ -137,9 +200,11 @@ class LiveServer:
     data_dir: Path
     app: object
 
+    database: str = ""  # the FRONTDESK_DATABASE URL; "" for the SQLite file in data_dir
+
     @property
     def db_url(self) -> str:
-        return f"sqlite+aiosqlite:///{self.data_dir / 'frontdesk.db'}"
+        return self.database or f"sqlite+aiosqlite:///{self.data_dir / 'frontdesk.db'}"
 
 
 def server_env(data_dir: Path, port: int, **extra: str) -> dict[str, str]:
@@ -184,16 +249,30 @@ SCRIPT_RULES = [
 
 
 @pytest.fixture(scope="module")
-def live_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
+def live_server(
+    tmp_path_factory: pytest.TempPathFactory, request: pytest.FixtureRequest, live_backend: str
+) -> Iterator[LiveServer]:
+    """The app on a real port, on the module's ``live_backend`` (``LIVE_BACKENDS``, default
+    SQLite only): on PostgreSQL a fresh, empty database the app migrates and seeds itself."""
     from agent.app import create_app
     from agent.settings import Settings
 
     script = ScriptedLLM(rules=list(SCRIPT_RULES))
     data_dir = tmp_path_factory.mktemp("frontdesk")
+    db_url = ""
+    if live_backend == "postgresql":
+        cluster = request.getfixturevalue("pg_cluster")
+        db_url = asyncio.run(pg_database(cluster, template="template0"))
     llm_port, port = free_port(), free_port()
     with ServerThread(build_app(script), llm_port):
-        env = server_env(data_dir, port, OPENAI_BASE_URL=f"http://127.0.0.1:{llm_port}/v1")
+        env = server_env(
+            data_dir,
+            port,
+            OPENAI_BASE_URL=f"http://127.0.0.1:{llm_port}/v1",
+            # The plain URL, as a user would write it; the store picks asyncpg itself.
+            FRONTDESK_DATABASE=db_url.replace("+asyncpg", ""),
+        )
         settings = Settings.from_env(env)
         app = create_app(settings, models=shared_models(settings))
         with ServerThread(app, port) as server:
-            yield LiveServer(server.url, script, data_dir, app)
+            yield LiveServer(server.url, script, data_dir, app, db_url)

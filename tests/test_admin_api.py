@@ -57,6 +57,10 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [
 ]
 
 
+#: The admin console's service (audit log, sessions, validation in one transaction) on both.
+LIVE_BACKENDS = ("sqlite", "postgresql")
+
+
 @pytest.fixture
 async def api(live_server):
     async with httpx.AsyncClient(base_url=live_server.url, headers=BEARER, timeout=30) as client:

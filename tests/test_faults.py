@@ -42,6 +42,7 @@ from tools.registry import ToolRegistry, ToolResult, ToolSpec
 from tools.store.db import Database
 
 PROVIDER_TIMEOUT = 1.0
+DB_BACKENDS = ("sqlite",)  # the store is exercised on both in test_tools, test_admin_api
 CLIP_SECS = 0.3  # each pre-synthesized phrase, as a tone
 #: The demo business is closed on Sundays and open on Monday mornings (tools/business.yaml).
 CLOSED = SUNDAY_MORNING

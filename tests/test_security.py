@@ -28,6 +28,7 @@ from tests.frames import phone_call
 from tools.store.db import Database
 
 PUBLIC = "https://frontdesk.example.com"
+DB_BACKENDS = ("sqlite",)  # the store is exercised on both in test_tools, test_admin_api
 TOKEN_TTL = 2
 
 

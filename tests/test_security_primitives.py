@@ -56,3 +56,12 @@ def test_phone_numbers_are_masked_for_logs():
     assert mask_phone("+14135550123") == "+1413***0123"
     assert mask_phone("+442079460958") == "+4420***0958"
     assert mask_phone("+12345") == mask_phone("") == "***"  # too short to show any of it
+
+
+def test_the_database_password_is_a_secret_for_the_logs():
+    from agent.logging import secret_values
+    from agent.settings import Settings
+
+    url = "postgresql://frontdesk:hunter2-long@db.example.com:5432/frontdesk"
+    assert "hunter2-long" in secret_values(Settings.from_env({"FRONTDESK_DATABASE": url}))
+    assert secret_values(Settings.from_env({})) == []

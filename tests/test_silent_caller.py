@@ -15,6 +15,8 @@ from agent.settings import Settings
 from tests.frames import ScriptedLLM, phone_call
 from tools.store.db import Database
 
+DB_BACKENDS = ("sqlite",)  # the store is exercised on both in test_tools, test_admin_api
+
 
 async def test_silence_gets_a_prompt_then_a_goodbye(db: Database, tmp_path: Path) -> None:
     settings = Settings(caller_idle_secs=0.4, caller_idle_prompts=2)

@@ -230,6 +230,21 @@ async def test_two_calls_racing_for_one_slot_exactly_one_wins(db):
     assert await count(db, schema.appointments) == 1
 
 
+async def test_callers_racing_for_a_time_two_stylists_offer_book_both_of_them(db):
+    # Haircuts Maria and James both do: a caller who loses Maria to another call gets James.
+    results = await asyncio.gather(
+        *[
+            book_appointment(make_ctx(db, phone=f"+1413555020{i}"), "haircut", "Friday at 2pm")
+            for i in range(8)
+        ],
+        return_exceptions=True,
+    )
+    wins = [r for r in results if not isinstance(r, BaseException)]
+    assert sorted(w.data["staff"] for w in wins) == ["James", "Maria"], results
+    losses = [r for r in results if r not in wins]
+    assert all(isinstance(r, ToolError) and r.code == "slot_taken" for r in losses)
+
+
 async def test_crm_tools(db):
     ctx = make_ctx(db)
     assert (await find_customer(ctx)).data["found"] is False

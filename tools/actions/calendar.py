@@ -1,10 +1,13 @@
 """Calendar tools: check_availability, book_appointment, cancel_appointment,
-reschedule_appointment. Race-safe: a booking re-checks its slot inside the write transaction."""
+reschedule_appointment. Race-safe: a booking re-checks its slot inside the write transaction,
+and on PostgreSQL the database refuses an overlapping one (tools.store.appointments)."""
 
 from __future__ import annotations
 
 from datetime import date, datetime, timedelta
 from typing import Any
+
+from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tools.actions.crm import require_customer, save_caller
 from tools.domain.business import Business, Service
@@ -14,7 +17,10 @@ from tools.domain.when import When, resolve_when
 from tools.errors import ToolError
 from tools.registry import ToolContext, ToolResult
 from tools.store import appointments
-from tools.store.appointments import find_slots
+from tools.store.appointments import SlotTakenError, find_slots
+
+#: How often a booking looks its time up again after losing it to another transaction.
+CLAIM_ATTEMPTS = 3
 
 
 def _offer(slots: list[Slot], today: date) -> str:
@@ -123,22 +129,9 @@ async def book_appointment(
             data={"slots": [s.starts_at.isoformat() for s in slots]},
         )
     async with ctx.db.write() as conn:
-        exact = When(
-            day=target.date(), earliest=target.time(), latest=(target + timedelta(minutes=1)).time()
+        slot, customer, appointment_id = await _claim(
+            conn, ctx, (business, svc, window, target), customer_name, phone
         )
-        free = await find_slots(conn, business, svc, exact, now, limit=1)
-        if not free or free[0].starts_at != target:
-            alternatives = await find_slots(conn, business, svc, window, now)
-            offer = _offer(alternatives, today)
-            raise ToolError(
-                f"Sorry, {say_when(target, today)} is taken. "
-                + (f"{offer}. Would one of those work?" if offer else ""),
-                code="slot_taken",
-                data={"slots": [s.starts_at.isoformat() for s in alternatives]},
-            )
-        slot = free[0]
-        customer = await save_caller(conn, ctx, customer_name, phone)
-        appointment_id = await appointments.book(conn, customer["id"], svc, slot, ctx.call_sid)
     with_whom = f" with {slot.staff_name}" if slot.staff_name else ""
     name = f", {customer['name'].split()[0]}" if customer["name"] else ""
     return ToolResult(
@@ -153,6 +146,45 @@ async def book_appointment(
             "staff": slot.staff_name,
             "customer_id": customer["id"],
         },
+    )
+
+
+async def _claim(
+    conn: AsyncConnection,
+    ctx: ToolContext,
+    request: tuple[Business, Service, When, datetime],
+    customer_name: str,
+    phone: str,
+) -> tuple[Slot, dict[str, Any], int]:
+    """Book the exact time ``target`` of ``request`` (business, service, the caller's window,
+    target) in ``conn``'s write transaction: (slot, customer, appointment id). When another
+    transaction books the same staff member's slot first (PostgreSQL refuses the overlap), the
+    time is looked up again, since another staff member may still be free then; when nobody
+    is, raises the ``slot_taken`` ToolError with alternatives."""
+    business, svc, window, target = request
+    now = business.local(ctx.current_time())
+    exact = When(
+        day=target.date(), earliest=target.time(), latest=(target + timedelta(minutes=1)).time()
+    )
+    for _attempt in range(CLAIM_ATTEMPTS):
+        free = await find_slots(conn, business, svc, exact, now, limit=1)
+        if not free or free[0].starts_at != target:
+            break
+        customer = await save_caller(conn, ctx, customer_name, phone)
+        try:
+            booked = await appointments.book(conn, customer["id"], svc, free[0], ctx.call_sid)
+        except SlotTakenError:
+            continue
+        return free[0], customer, booked
+    alternatives = [
+        s for s in await find_slots(conn, business, svc, window, now) if s.starts_at != target
+    ]
+    offer = _offer(alternatives, now.date())
+    raise ToolError(
+        f"Sorry, {say_when(target, now.date())} is taken. "
+        + (f"{offer}. Would one of those work?" if offer else ""),
+        code="slot_taken",
+        data={"slots": [s.starts_at.isoformat() for s in alternatives]},
     )
 
 
@@ -272,7 +304,13 @@ async def reschedule_appointment(
                 code="slot_taken",
             )
         slot = free[0]
-        await appointments.move(conn, appointment["id"], svc, slot)
+        try:
+            await appointments.move(conn, appointment["id"], svc, slot)
+        except SlotTakenError:
+            raise ToolError(
+                f"Sorry, {say_when(target, today)} was just taken. What other time would suit?",
+                code="slot_taken",
+            ) from None
     return ToolResult(
         say=f"All set. Your {svc.name.lower()} is now {say_when(slot.starts_at, today)}.",
         data={"appointment_id": appointment["id"], "start": slot.starts_at.isoformat()},

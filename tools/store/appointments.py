@@ -1,11 +1,19 @@
 """Appointments as stored: free-slot search against bookings, booking, cancelling, moving, and
 the lists the tools and the admin console's review page read.
 
-Times are stored as UTC ISO-8601 strings; the slot rules themselves are in tools.domain.slots.
+Times are UTC ISO-8601 strings to the code (``timestamptz`` on PostgreSQL, see
+tools.store.schema.UtcTime); the slot rules themselves are in tools.domain.slots.
+
+No double booking: on SQLite a booking's re-check and insert share one serial write transaction;
+on PostgreSQL, where transactions run side by side, the exclusion constraint
+``ex_appointments_no_overlap`` refuses a second booked appointment overlapping the same staff
+member's, and :func:`book` and :func:`move` turn that refusal into :class:`SlotTakenError`.
 """
 
 from __future__ import annotations
 
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from datetime import UTC, datetime, timedelta
 from typing import Any, Literal
 
@@ -16,7 +24,36 @@ from tools.domain.business import Business, Service
 from tools.domain.slots import MAX_OFFERED, Busy, Slot, free_slots, search_days, search_window
 from tools.domain.when import When
 from tools.store import schema
-from tools.store.db import Database, new_id, utc_now
+from tools.store.db import (
+    DEADLOCK_DETECTED,
+    EXCLUSION_VIOLATION,
+    Database,
+    new_id,
+    sqlstate,
+    utc_now,
+)
+
+
+class SlotTakenError(Exception):
+    """Another transaction booked an overlapping appointment for the same staff member first."""
+
+
+@asynccontextmanager
+async def _claiming(conn: AsyncConnection) -> AsyncIterator[None]:
+    """Run a booking's write in a savepoint and turn the database's refusal of an overlap (or a
+    deadlock between two such writes, which PostgreSQL resolves by failing one of them) into
+    :class:`SlotTakenError`; the caller's transaction stays usable. On SQLite writes are serial
+    and no refusal can come, so nothing is added there."""
+    if conn.dialect.name != "postgresql":
+        yield
+        return
+    try:
+        async with conn.begin_nested():
+            yield
+    except sa.exc.DBAPIError as error:
+        if sqlstate(error) in (EXCLUSION_VIOLATION, DEADLOCK_DETECTED):
+            raise SlotTakenError(str(error.orig)) from error
+        raise
 
 
 async def qualified_staff(conn: AsyncConnection, service: Service) -> list[tuple[int, str]]:
@@ -67,22 +104,24 @@ async def find_slots(
 async def book(
     conn: AsyncConnection, customer_id: int, service: Service, slot: Slot, call_sid: str
 ) -> int:
-    """Insert a booked appointment for ``slot``; returns its id."""
+    """Insert a booked appointment for ``slot``; returns its id. Raises SlotTakenError when
+    another transaction took an overlapping slot of the same staff member first."""
     stamp = utc_now()
-    result = await conn.execute(
-        schema.appointments.insert().values(
-            customer_id=customer_id,
-            service_id=service.id,
-            staff_id=slot.staff_id,
-            starts_at=slot.starts_at.astimezone(UTC).isoformat(),
-            ends_at=(slot.starts_at + timedelta(minutes=service.duration_minutes))
-            .astimezone(UTC)
-            .isoformat(),
-            call_sid=call_sid,
-            created_at=stamp,
-            updated_at=stamp,
+    async with _claiming(conn):
+        result = await conn.execute(
+            schema.appointments.insert().values(
+                customer_id=customer_id,
+                service_id=service.id,
+                staff_id=slot.staff_id,
+                starts_at=slot.starts_at.astimezone(UTC).isoformat(),
+                ends_at=(slot.starts_at + timedelta(minutes=service.duration_minutes))
+                .astimezone(UTC)
+                .isoformat(),
+                call_sid=call_sid,
+                created_at=stamp,
+                updated_at=stamp,
+            )
         )
-    )
     return new_id(result)
 
 
@@ -95,19 +134,21 @@ async def cancel(conn: AsyncConnection, appointment_id: int) -> None:
 
 
 async def move(conn: AsyncConnection, appointment_id: int, service: Service, slot: Slot) -> None:
-    """Move an appointment to ``slot`` (its time and staff member)."""
-    await conn.execute(
-        schema.appointments.update()
-        .where(schema.appointments.c.id == appointment_id)
-        .values(
-            starts_at=slot.starts_at.astimezone(UTC).isoformat(),
-            ends_at=(slot.starts_at + timedelta(minutes=service.duration_minutes))
-            .astimezone(UTC)
-            .isoformat(),
-            staff_id=slot.staff_id,
-            updated_at=utc_now(),
+    """Move an appointment to ``slot`` (its time and staff member). Raises SlotTakenError as
+    :func:`book` does."""
+    async with _claiming(conn):
+        await conn.execute(
+            schema.appointments.update()
+            .where(schema.appointments.c.id == appointment_id)
+            .values(
+                starts_at=slot.starts_at.astimezone(UTC).isoformat(),
+                ends_at=(slot.starts_at + timedelta(minutes=service.duration_minutes))
+                .astimezone(UTC)
+                .isoformat(),
+                staff_id=slot.staff_id,
+                updated_at=utc_now(),
+            )
         )
-    )
 
 
 async def upcoming_for_customer(

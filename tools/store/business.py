@@ -89,13 +89,14 @@ async def load_business(db: Database) -> Business:
 
 
 async def seed_business(db: Database, path: Path) -> dict[str, int]:
-    """Insert what the config has and the database lacks. Never updates or duplicates rows.
+    """Insert what the config has and the database lacks. Never updates or duplicates rows,
+    also when several workers seed at once (the write is serial across processes).
 
     Returns how many rows of each kind were added.
     """
     config = read_config(path)
     now = utc_now()
-    async with db.write() as conn:
+    async with db.write(serial="seed") as conn:
         added = {"business": await _seed_profile(conn, config, now)}
         added["holidays"] = await _seed_holidays(conn, config)
         service_ids, added["services"] = await _seed_services(conn, config)

@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tools.store import schema
@@ -32,12 +33,12 @@ async def save_customer(conn: AsyncConnection, phone: str, name: str = "") -> di
     name = " ".join(name.split())[:200]
     stamp = utc_now()
     if customer is None:
-        result = await conn.execute(
-            schema.customers.insert().values(
-                phone=phone, name=name, email="", created_at=stamp, updated_at=stamp
-            )
-        )
-        return {"id": new_id(result), "phone": phone, "name": name, "email": ""}
+        new = await _insert_customer(conn, phone, name, stamp)
+        if new is not None:
+            return {"id": new, "phone": phone, "name": name, "email": ""}
+        customer = await lookup_customer(conn, phone)
+        if customer is None:
+            raise RuntimeError(f"customer {phone} neither inserted nor found")
     if name and name != customer["name"]:
         await conn.execute(
             schema.customers.update()
@@ -46,6 +47,23 @@ async def save_customer(conn: AsyncConnection, phone: str, name: str = "") -> di
         )
         customer["name"] = name
     return customer
+
+
+async def _insert_customer(conn: AsyncConnection, phone: str, name: str, stamp: str) -> int | None:
+    """Insert a customer; returns the new id, or None when another transaction inserted ``phone``
+    first (PostgreSQL, where writes run side by side; the caller then reads that row). On
+    SQLite writes are serial, so the plain insert cannot meet a competitor."""
+    values = {"phone": phone, "name": name, "email": "", "created_at": stamp, "updated_at": stamp}
+    if conn.dialect.name != "postgresql":
+        return new_id(await conn.execute(schema.customers.insert().values(**values)))
+    inserted = await conn.execute(
+        postgresql.insert(schema.customers)
+        .values(**values)
+        .on_conflict_do_nothing(index_elements=["phone"])
+        .returning(schema.customers.c.id)
+    )
+    found = inserted.scalar()
+    return None if found is None else int(found)
 
 
 async def set_email(conn: AsyncConnection, customer_id: int, email: str) -> None:
@@ -78,12 +96,16 @@ async def callback_customer(db: Database, number: str, name: str = "") -> int:
             )
         ).first()
         if row is None:
-            result = await conn.execute(
-                schema.customers.insert().values(
-                    phone=number, name=name, email="", created_at=stamp, updated_at=stamp
+            new = await _insert_customer(conn, number, name, stamp)
+            if new is not None:
+                return new
+            row = (
+                await conn.execute(
+                    sa.select(schema.customers.c.id, schema.customers.c.name).where(
+                        schema.customers.c.phone == number
+                    )
                 )
-            )
-            return new_id(result)
+            ).one()
         if name and not row.name:
             await conn.execute(
                 schema.customers.update()

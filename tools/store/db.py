@@ -1,13 +1,22 @@
-"""Database access: one async engine, Alembic migrations at start-up, one writer at a time.
+"""Database access: one async engine, Alembic migrations at start-up, two backends, one API.
 
-Reads run in parallel; writes go through :meth:`Database.write`, which serialises them inside
-the process (as datasette does) and, on SQLite, takes the write lock up front (BEGIN IMMEDIATE)
-so read-then-write transactions such as booking a slot cannot interleave.
+- **SQLite** (aiosqlite, the embedded default): reads run in parallel; writes go through
+  :meth:`Database.write`, which serialises them inside the process (as datasette does) and
+  takes SQLite's write lock up front (BEGIN IMMEDIATE), so read-then-write transactions such as
+  booking a slot cannot interleave.
+- **PostgreSQL** (asyncpg): no process lock at all, since several workers share the database.
+  Writes are plain READ COMMITTED transactions; what must not interleave is guarded by the
+  database itself (the appointments' exclusion constraint, unique keys) or by a transaction-level
+  advisory lock (``write(serial=...)``, migrations).
+
+Everything else (the SQL per record kind) is written once against SQLAlchemy Core and runs on
+both; the few places dialects differ ask :attr:`Database.is_sqlite` or the connection's dialect.
 """
 
 from __future__ import annotations
 
 import asyncio
+import zlib
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
@@ -19,6 +28,11 @@ from sqlalchemy import event
 from sqlalchemy.ext.asyncio import AsyncConnection, AsyncEngine, create_async_engine
 
 MIGRATIONS_DIR = Path(__file__).parent / "migrations"
+
+#: PostgreSQL error codes the store tells apart (``SQLSTATE``).
+EXCLUSION_VIOLATION = "23P01"
+UNIQUE_VIOLATION = "23505"
+DEADLOCK_DETECTED = "40P01"
 
 
 def new_id(result: sa.CursorResult[Any]) -> int:
@@ -33,19 +47,58 @@ def utc_now() -> str:
     return datetime.now(UTC).isoformat(timespec="milliseconds")
 
 
+def database_url(url: str) -> str:
+    """``url`` with the async driver named: ``postgresql://`` (or ``postgres://``) becomes
+    ``postgresql+asyncpg://``, ``sqlite://`` becomes ``sqlite+aiosqlite://``; URLs that name
+    a driver already are kept."""
+    for plain, driver in (
+        ("postgresql://", "postgresql+asyncpg://"),
+        ("postgres://", "postgresql+asyncpg://"),
+        ("sqlite://", "sqlite+aiosqlite://"),
+    ):
+        if url.startswith(plain):
+            return driver + url[len(plain) :]
+    return url
+
+
+def sqlstate(error: BaseException) -> str:
+    """The SQLSTATE of a failed statement (``""`` when the driver gives none, as SQLite's)."""
+    seen: BaseException | None = error
+    while seen is not None:
+        code = getattr(seen, "sqlstate", None) or getattr(seen, "pgcode", None)
+        if isinstance(code, str) and code:
+            return code
+        seen = getattr(seen, "orig", None) or seen.__cause__
+    return ""
+
+
+def advisory_key(name: str) -> int:
+    """A stable 32-bit key for ``pg_advisory_xact_lock`` from a readable name."""
+    return zlib.crc32(f"frontdesk:{name}".encode())
+
+
 class Database:
+    """The one handle on the database: ``read()`` and ``write()`` connections, ``migrate()``.
+
+    ``url`` is any SQLAlchemy URL of the two backends (see :func:`database_url`)."""
+
     def __init__(self, url: str) -> None:
-        self.url = url
-        self.is_sqlite = url.startswith("sqlite")
+        self.url = database_url(url)
+        self.is_sqlite = self.url.startswith("sqlite")
+        self.is_postgresql = self.url.startswith("postgresql")
+        if not (self.is_sqlite or self.is_postgresql):
+            raise ValueError(
+                f"FRONTDESK_DATABASE must be a sqlite:// or postgresql:// URL, not {url!r}"
+            )
         if self.is_sqlite:
-            self._ensure_sqlite_dir(url)
+            self._ensure_sqlite_dir(self.url)
             self.engine: AsyncEngine = create_async_engine(
-                url, connect_args={"timeout": 30}, pool_pre_ping=False
+                self.url, connect_args={"timeout": 30}, pool_pre_ping=False
             )
             event.listen(self.engine.sync_engine, "connect", self._on_sqlite_connect)
             event.listen(self.engine.sync_engine, "begin", self._on_sqlite_begin)
         else:
-            self.engine = create_async_engine(url, pool_pre_ping=True)
+            self.engine = create_async_engine(self.url, pool_pre_ping=True)
         self._write_lock = asyncio.Lock()
 
     @staticmethod
@@ -72,7 +125,9 @@ class Database:
         conn.exec_driver_sql("BEGIN IMMEDIATE" if immediate else "BEGIN")
 
     async def migrate(self) -> None:
-        """Apply Alembic migrations up to head (idempotent)."""
+        """Apply Alembic migrations up to head (idempotent). Several processes may call it at
+        once: on PostgreSQL the first takes an advisory lock and migrates, the others wait for
+        it and find nothing left to do."""
         from alembic import command
         from alembic.config import Config
 
@@ -82,7 +137,7 @@ class Database:
             config.attributes["connection"] = sync_connection
             command.upgrade(config, "head")
 
-        async with self._write_lock, self.engine.begin() as conn:
+        async with self.write(serial="migrate") as conn:
             await conn.run_sync(upgrade)
 
     @asynccontextmanager
@@ -91,12 +146,24 @@ class Database:
             yield conn
 
     @asynccontextmanager
-    async def write(self) -> AsyncIterator[AsyncConnection]:
-        """A write transaction: committed on normal exit, rolled back on any exception."""
-        async with self._write_lock, self.engine.connect() as conn:
-            conn = await conn.execution_options(frontdesk_write=True)
-            async with conn.begin():
-                yield conn
+    async def write(self, serial: str = "") -> AsyncIterator[AsyncConnection]:
+        """A write transaction: committed on normal exit, rolled back on any exception.
+
+        ``serial`` names work that must not run in two transactions at once, in any process
+        (seeding, migrating): on PostgreSQL the transaction first takes the advisory lock of
+        that name; on SQLite every write is serial already."""
+        if self.is_sqlite:
+            async with self._write_lock, self.engine.connect() as conn:
+                conn = await conn.execution_options(frontdesk_write=True)
+                async with conn.begin():
+                    yield conn
+            return
+        async with self.engine.connect() as conn, conn.begin():
+            if serial:
+                await conn.execute(
+                    sa.text("SELECT pg_advisory_xact_lock(:key)"), {"key": advisory_key(serial)}
+                )
+            yield conn
 
     async def ping(self) -> bool:
         try:

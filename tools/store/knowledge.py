@@ -1,7 +1,9 @@
-"""Knowledge-base search as stored: SQLite FTS5 with BM25 ranking, a LIKE fallback elsewhere.
+"""Knowledge-base search as stored: full-text search with ranking on both backends.
 
-One of the places SQL dialects differ (with tools.store.db and the FTS migration): on SQLite the
-``kb_fts`` index ranks; on other databases each query term found in a title or body counts one.
+One of the places SQL dialects differ (with tools.store.db and the FTS migrations): on SQLite the
+FTS5 index ``kb_fts`` ranks by BM25 (migration 0001); on PostgreSQL the weighted ``tsvector``
+column ``kb_articles.search`` (title A, tags B, body C; English stemming, migration 0005) ranks
+by ``ts_rank``. Either way every query term matches as a prefix and any term may match.
 """
 
 from __future__ import annotations
@@ -11,7 +13,6 @@ from typing import Any
 
 import sqlalchemy as sa
 
-from tools.store import schema
 from tools.store.db import Database
 
 _STOPWORDS = frozenset(
@@ -46,20 +47,14 @@ async def search_articles(db: Database, query: str, limit: int = 3) -> list[dict
                 {"id": r.id, "title": r.title, "body": r.body, "score": round(-r.score, 3)}
                 for r in rows
             ]
-        table = schema.kb_articles
-        matches = [
-            sa.case(
-                (sa.or_(table.c.title.ilike(f"%{t}%"), table.c.body.ilike(f"%{t}%")), 1), else_=0
-            )
-            for t in terms
-        ]
-        hits: sa.ColumnElement[int] = matches[0]
-        for term_hit in matches[1:]:
-            hits = hits + term_hit
         rows = await conn.execute(
-            sa.select(table.c.id, table.c.title, table.c.body, hits.label("score"))
-            .where(hits > 0)
-            .order_by(sa.desc("score"))
-            .limit(limit)
+            sa.text(
+                "SELECT a.id, a.title, a.body, ts_rank(a.search, q) AS score "
+                "FROM kb_articles a, to_tsquery('english', :query) q "
+                "WHERE a.search @@ q ORDER BY score DESC, a.id LIMIT :limit"
+            ),
+            {"query": " | ".join(f"{t}:*" for t in terms), "limit": limit},
         )
-        return [{"id": r.id, "title": r.title, "body": r.body, "score": r.score} for r in rows]
+        return [
+            {"id": r.id, "title": r.title, "body": r.body, "score": round(r.score, 3)} for r in rows
+        ]

@@ -1,12 +1,55 @@
 """Database schema (SQLAlchemy Core); the Alembic migrations in tools/store/migrations follow it.
 
-Times are stored as timezone-aware UTC ISO-8601 strings; money as integer cents; phone numbers
-in E.164.
+Times are timezone-aware UTC instants (:class:`UtcTime`): ISO-8601 strings on SQLite,
+``timestamptz`` on PostgreSQL, ISO-8601 strings to the code either way. Money is integer cents;
+phone numbers are E.164.
 """
 
 from __future__ import annotations
 
+from datetime import UTC, datetime
+from typing import Any
+
 import sqlalchemy as sa
+from sqlalchemy.dialects import postgresql
+from sqlalchemy.engine import Dialect
+
+
+def iso_utc(value: datetime) -> str:
+    """``value`` in UTC as ISO-8601, as the store writes it: whole seconds bare, else
+    milliseconds (or microseconds when there are any)."""
+    value = value.astimezone(UTC)
+    if value.microsecond and value.microsecond % 1000 == 0:
+        return value.isoformat(timespec="milliseconds")
+    return value.isoformat()
+
+
+class UtcTime(sa.TypeDecorator[str]):
+    """An instant, handed to and from the code as a UTC ISO-8601 string (``datetime`` values
+    are accepted too). SQLite keeps the string (ISO strings in one zone sort as time does);
+    PostgreSQL keeps a ``timestamptz``, compared and ordered as time. A naive value is UTC."""
+
+    impl = sa.String(40)
+    cache_ok = True
+
+    def load_dialect_impl(self, dialect: Dialect) -> sa.types.TypeEngine[Any]:
+        if dialect.name == "postgresql":
+            return dialect.type_descriptor(postgresql.TIMESTAMP(timezone=True))
+        return dialect.type_descriptor(sa.String(40))
+
+    def process_bind_param(self, value: Any, dialect: Dialect) -> Any:
+        if value is None:
+            return None
+        if dialect.name == "postgresql":
+            when = value if isinstance(value, datetime) else datetime.fromisoformat(value)
+            return when if when.tzinfo else when.replace(tzinfo=UTC)
+        return iso_utc(value) if isinstance(value, datetime) else value
+
+    def process_result_value(self, value: Any, dialect: Dialect) -> str | None:
+        if isinstance(value, datetime):
+            return iso_utc(value if value.tzinfo else value.replace(tzinfo=UTC))
+        return None if value is None else str(value)
+
 
 metadata = sa.MetaData(
     naming_convention={
@@ -35,7 +78,7 @@ business = sa.Table(
     sa.Column("slot_minutes", sa.Integer, nullable=False, server_default="15"),
     sa.Column("booking_horizon_days", sa.Integer, nullable=False, server_default="60"),
     sa.Column("disabled_tools", sa.Text, nullable=False, server_default=""),  # comma-separated
-    sa.Column("updated_at", sa.String(40), nullable=False),
+    sa.Column("updated_at", UtcTime, nullable=False),
 )
 
 opening_hours = sa.Table(
@@ -90,8 +133,8 @@ customers = sa.Table(
     sa.Column("phone", sa.String(20), nullable=False, unique=True),
     sa.Column("name", sa.String(200), nullable=False, server_default=""),
     sa.Column("email", sa.String(320), nullable=False, server_default=""),
-    sa.Column("created_at", sa.String(40), nullable=False),
-    sa.Column("updated_at", sa.String(40), nullable=False),
+    sa.Column("created_at", UtcTime, nullable=False),
+    sa.Column("updated_at", UtcTime, nullable=False),
 )
 
 customer_notes = sa.Table(
@@ -101,7 +144,7 @@ customer_notes = sa.Table(
     sa.Column("customer_id", sa.ForeignKey("customers.id", ondelete="CASCADE"), nullable=False),
     sa.Column("text", sa.Text, nullable=False),
     sa.Column("call_sid", sa.String(64), nullable=False, server_default=""),
-    sa.Column("created_at", sa.String(40), nullable=False),
+    sa.Column("created_at", UtcTime, nullable=False),
 )
 
 appointments = sa.Table(
@@ -111,12 +154,12 @@ appointments = sa.Table(
     sa.Column("customer_id", sa.ForeignKey("customers.id"), nullable=False),
     sa.Column("service_id", sa.ForeignKey("services.id"), nullable=False),
     sa.Column("staff_id", sa.ForeignKey("staff.id"), nullable=True),
-    sa.Column("starts_at", sa.String(40), nullable=False),
-    sa.Column("ends_at", sa.String(40), nullable=False),
+    sa.Column("starts_at", UtcTime, nullable=False),
+    sa.Column("ends_at", UtcTime, nullable=False),
     sa.Column("status", sa.String(20), nullable=False, server_default="booked"),
     sa.Column("call_sid", sa.String(64), nullable=False, server_default=""),
-    sa.Column("created_at", sa.String(40), nullable=False),
-    sa.Column("updated_at", sa.String(40), nullable=False),
+    sa.Column("created_at", UtcTime, nullable=False),
+    sa.Column("updated_at", UtcTime, nullable=False),
     sa.Index("ix_appointments_starts_at", "starts_at"),
     sa.Index("ix_appointments_customer", "customer_id"),
 )
@@ -128,7 +171,7 @@ kb_articles = sa.Table(
     sa.Column("title", sa.String(300), nullable=False, unique=True),
     sa.Column("body", sa.Text, nullable=False),
     sa.Column("tags", sa.String(300), nullable=False, server_default=""),
-    sa.Column("updated_at", sa.String(40), nullable=False),
+    sa.Column("updated_at", UtcTime, nullable=False),
 )
 
 calls = sa.Table(
@@ -141,8 +184,8 @@ calls = sa.Table(
     sa.Column("from_number", sa.String(32), nullable=False, server_default=""),
     sa.Column("to_number", sa.String(32), nullable=False, server_default=""),
     sa.Column("customer_id", sa.ForeignKey("customers.id"), nullable=True),
-    sa.Column("started_at", sa.String(40), nullable=False),
-    sa.Column("ended_at", sa.String(40), nullable=True),
+    sa.Column("started_at", UtcTime, nullable=False),
+    sa.Column("ended_at", UtcTime, nullable=True),
     sa.Column("outcome", sa.String(40), nullable=False, server_default="in_progress"),
     sa.Column("providers", sa.String(200), nullable=False, server_default=""),
     sa.Column("recording_path", sa.String(500), nullable=False, server_default=""),
@@ -160,7 +203,7 @@ turns = sa.Table(
     sa.Column("text", sa.Text, nullable=False),
     sa.Column("interrupted", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("timings", sa.JSON, nullable=False),  # named instants and durations, see records.py
-    sa.Column("created_at", sa.String(40), nullable=False),
+    sa.Column("created_at", UtcTime, nullable=False),
     sa.UniqueConstraint("call_id", "idx", name="uq_turns_call_idx"),
 )
 
@@ -175,7 +218,7 @@ tool_calls = sa.Table(
     sa.Column("ok", sa.Boolean, nullable=False),
     sa.Column("error", sa.Text, nullable=False, server_default=""),
     sa.Column("duration_ms", sa.Float, nullable=False),
-    sa.Column("created_at", sa.String(40), nullable=False),
+    sa.Column("created_at", UtcTime, nullable=False),
 )
 
 handoffs = sa.Table(
@@ -196,9 +239,9 @@ handoffs = sa.Table(
     # | rest_error; message: message_taken | callback_requested
     sa.Column("outcome", sa.String(40), nullable=False, server_default="requested"),
     sa.Column("detail", sa.Text, nullable=False, server_default=""),  # e.g. a Twilio error
-    sa.Column("callback_after", sa.String(40), nullable=True),  # promised callback (UTC ISO)
-    sa.Column("created_at", sa.String(40), nullable=False),
-    sa.Column("updated_at", sa.String(40), nullable=False),
+    sa.Column("callback_after", UtcTime, nullable=True),  # promised callback (UTC ISO)
+    sa.Column("created_at", UtcTime, nullable=False),
+    sa.Column("updated_at", UtcTime, nullable=False),
 )
 
 # --- Admin console (migration 0004) ------------------------------------------------------------
@@ -208,7 +251,7 @@ admin_auth = sa.Table(
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),  # one row: the admin password
     sa.Column("password_hash", sa.String(300), nullable=False),
-    sa.Column("updated_at", sa.String(40), nullable=False),
+    sa.Column("updated_at", UtcTime, nullable=False),
 )
 
 admin_sessions = sa.Table(
@@ -217,15 +260,15 @@ admin_sessions = sa.Table(
     sa.Column("id", sa.String(64), primary_key=True),  # sha256 of the cookie value
     sa.Column("actor", sa.String(200), nullable=False),
     sa.Column("csrf_token", sa.String(64), nullable=False),
-    sa.Column("created_at", sa.String(40), nullable=False),
-    sa.Column("expires_at", sa.String(40), nullable=False),
+    sa.Column("created_at", UtcTime, nullable=False),
+    sa.Column("expires_at", UtcTime, nullable=False),
 )
 
 audit_log = sa.Table(
     "audit_log",
     metadata,
     sa.Column("id", sa.Integer, primary_key=True),
-    sa.Column("at", sa.String(40), nullable=False),
+    sa.Column("at", UtcTime, nullable=False),
     sa.Column("actor", sa.String(200), nullable=False),
     sa.Column("action", sa.String(20), nullable=False),  # create | update | delete | login ...
     sa.Column("entity", sa.String(40), nullable=False),  # profile | hours | service | ...
