@@ -22,6 +22,7 @@ from loguru import logger
 from pipecat.frames.frames import (
     DataFrame,
     EagerEndOfTurnCancelFrame,
+    ErrorFrame,
     Frame,
     FunctionCallFromLLM,
     InputAudioRawFrame,
@@ -371,6 +372,12 @@ class ToolCallsAfterTurn(LLMService):
     async def push_frame(
         self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM
     ) -> None:
+        if isinstance(frame, ErrorFrame) and self._speculation_gate.is_speculating:
+            # An early reply failed: the fault is the confirmed turn's (its retry must see the
+            # caller's words in the context), or nobody's if the reply is withdrawn meanwhile
+            # (pipecat cancels the request, and this wait with it).
+            self._turn_over.clear()
+            await self._turn_over.wait()
         await super().push_frame(frame, direction)
         if not self._speculation_gate.is_speculating:
             self._turn_over.set()  # the turn ended, or the early reply was withdrawn

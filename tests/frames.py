@@ -46,8 +46,6 @@ from pipecat.frames.frames import (
     TTSStartedFrame,
     TTSStoppedFrame,
     TTSTextFrame,
-    UserStartedSpeakingFrame,
-    UserStoppedSpeakingFrame,
     VADUserStartedSpeakingFrame,
     VADUserStoppedSpeakingFrame,
 )
@@ -526,15 +524,14 @@ def caller_says_to_whisper(text: str) -> list[Frame]:
     """:func:`caller_says` as the default (segmented) STT, local Whisper, produces it: each VAD
     segment is transcribed after it ends, then reported done, so the turn ends at once
     (with :func:`caller_says` and no cloud STT key the turn waits for the transcription
-    timeouts)."""
+    timeouts). The turn's own start and stop frames come from the call's turn strategy, as on
+    a real call (a stop sent here would end the turn before an early reply is confirmed)."""
     return [
         VADUserStartedSpeakingFrame(),
-        UserStartedSpeakingFrame(),
         SleepFrame(0.1),
         VADUserStoppedSpeakingFrame(),
         TranscriptionFrame(text, "caller", time_now_iso8601(), finalized=True),
         SegmentTranscribedFrame(),
-        UserStoppedSpeakingFrame(),
     ]
 
 

@@ -156,7 +156,8 @@ async def test_kill_9_keeps_completed_turns_and_restart_marks_the_call_interrupt
     # Every turn that was complete at the kill is still there, in order.
     assert after["turns"][: len(before["turns"])] == before["turns"]
     assert [role for role, _ in before["turns"]] == ["bot", "caller", "bot"]
-    assert "hours" in after["turns"][1][1].lower() and after["turns"][2][1]
+    # "hour" or "hours": Whisper may drop a plural on phone audio; the turn is what counts.
+    assert "opening hour" in after["turns"][1][1].lower() and after["turns"][2][1]
 
     second = ServerProcess(tmp_path, llm)
     try:
