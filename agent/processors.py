@@ -64,8 +64,18 @@ class CallObserver(BaseObserver):
         if data.first_push:
             self._observe(data.frame)
             if isinstance(data.frame, LLMContextFrame) and data.direction is DOWNSTREAM:
-                # The request answering the caller: early (speculative) or at the turn's end.
-                self._session.timings.mark("llm_request", overwrite=True)
+                self._reply_requested()
+
+    def _reply_requested(self) -> None:
+        """Mark the request answering the caller: the latest early (speculative) one while the
+        turn is open, else the first one after it ended; not the requests after tool results."""
+        timings = self._session.timings
+        values = timings.values
+        started = values.get("speech_start", 0.0)
+        turn_open = values.get("turn_end", 0.0) < started
+        stale = values.get("llm_request", 0.0) < started  # the previous turn's, or none
+        if turn_open or stale:
+            timings.mark("llm_request", overwrite=True)
 
     def _observe(self, frame: Frame) -> None:
         """A frame's first push: the stage it marks, and whether the bot is speaking now."""
