@@ -139,7 +139,7 @@ class Settings:
     vad_start_confidence: float = 0.8  # ...and counts toward a start only at this one...
     vad_min_volume: float = 0.5  # ...and this volume (0-1: -110 to -10 dBFS)...
     vad_fast_volume: bool = True  # ...measured per window, rising at once (else pipecat's 0.4 s)
-    turn_pause_secs: float = 0.35  # extra wait after a complete-sounding sentence
+    turn_pause_secs: float = 0.6  # extra wait after a complete-sounding sentence (bench.cutoff)
     turn_pause_incomplete_secs: float = 2.5  # wait when the words so far sound unfinished
     turn_audio_threshold: float = 0.7  # smart-turn score under which the voice vetoes; 0: off
     turn_pause_audio_secs: float = 1.5  # wait when the words may go on (a name, or the voice)
@@ -207,7 +207,7 @@ class Settings:
             vad_stop_secs=_float("FRONTDESK_VAD_STOP_SECS", get("FRONTDESK_VAD_STOP_SECS", "0.2")),
             **_vad(env),
             turn_pause_secs=_float(
-                "FRONTDESK_TURN_PAUSE_SECS", get("FRONTDESK_TURN_PAUSE_SECS", "0.35")
+                "FRONTDESK_TURN_PAUSE_SECS", get("FRONTDESK_TURN_PAUSE_SECS", "0.6")
             ),
             turn_pause_incomplete_secs=_float(
                 "FRONTDESK_TURN_PAUSE_INCOMPLETE_SECS",

@@ -374,7 +374,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--stt", choices=("oracle", "whisper"), default="oracle")
     parser.add_argument("--stt-ms", type=float, default=120.0, help="oracle STT delay")
-    parser.add_argument("--pause", type=lambda s: [float(v) for v in s.split(",")], default=[0.35])
+    parser.add_argument("--pause", type=lambda s: [float(v) for v in s.split(",")], default=[0.6])
     parser.add_argument("--veto", type=lambda s: s.split(","), default=["off", "on"])
     parser.add_argument("--audio-pause", type=float, default=Settings().turn_pause_audio_secs)
     parser.add_argument("--parallel", type=int, default=3, help="utterances played at once")

@@ -74,7 +74,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--calls", type=int, default=10)
     parser.add_argument("--vad-stop", type=float, default=0.2, help="FRONTDESK_VAD_STOP_SECS")
-    parser.add_argument("--turn-pause", type=float, default=0.35, help="FRONTDESK_TURN_PAUSE_SECS")
+    parser.add_argument("--turn-pause", type=float, default=0.6, help="FRONTDESK_TURN_PAUSE_SECS")
     parser.add_argument("-v", "--verbose", action="store_true")
     harness.run(main_async(parser.parse_args()))
 
