@@ -5,7 +5,7 @@
 The server runs with Deepgram, OpenAI-compatible and ElevenLabs stand-ins (bench.standins,
 real protocols, zero latency: the transcript is ready at Finalize, the scripted reply and the
 audio come at once). What remains of voice-to-voice is the VAD's stop time, our turn-end pause
-after a finished sentence (both at their defaults, 200 + 350 ms), and what the pipeline itself
+after a finished sentence (both at their defaults, 200 + 600 ms), and what the pipeline itself
 adds. Prints voice-to-voice at the phone, the per-stage split, and
 the overhead = voice-to-voice - (VAD stop + turn pause), p50/p90. Writes
 bench/results/overhead-*.json.
