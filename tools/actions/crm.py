@@ -10,7 +10,8 @@ from typing import Any
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tools.domain.speech import join_words, say_when
-from tools.domain.validation import InvalidPhoneNumber, phone_e164
+from tools.domain.spoken_phone import phone_from_speech
+from tools.domain.validation import InvalidPhoneNumber
 from tools.errors import ToolError
 from tools.registry import ToolContext, ToolResult
 from tools.store import customers
@@ -27,9 +28,10 @@ def _spoken_email_to_address(text: str) -> str:
 
 
 def spoken_number(text: str) -> str:
-    """E.164 of a number the caller said, or ToolError asking them to repeat it."""
+    """E.164 of a number the caller said (words, digits or a recogniser's mix of both), or
+    ToolError asking them to repeat it."""
     try:
-        return phone_e164(text)
+        return phone_from_speech(text)
     except InvalidPhoneNumber:
         raise ToolError(
             "That doesn't sound like a full phone number. Could you repeat it?",
