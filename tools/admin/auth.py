@@ -3,9 +3,9 @@
 A session is stored under the SHA-256 of its cookie, with the CSRF token its page must send and
 an expiry; setting the password signs everyone out. Each of these is in the audit log.
 
-scrypt is slow on purpose (~50 ms of a core, 16 MiB): it runs in a worker thread, one at a time
-per process, so sign-in attempts (wrong ones included) never stall the event loop that carries
-live calls' audio, nor take more than one core from them.
+scrypt is slow on purpose (~70 ms of a core, 16 MiB): it runs in one worker thread of its own per
+process, one hash at a time and at a lower CPU priority (Linux), so sign-in attempts (wrong ones
+included) never stall the event loop that carries live calls' audio, nor take a core from it.
 """
 
 from __future__ import annotations
@@ -13,8 +13,11 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import hmac
+import os
 import secrets
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import TypeVar
@@ -30,6 +33,14 @@ T = TypeVar("T")
 
 SESSION_HOURS = 12
 _SCRYPT = {"n": 2**14, "r": 8, "p": 1}
+
+
+def _lower_priority() -> None:
+    """Make the calling thread yield the CPU to the event loop's (Linux: per-thread nice)."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+    except (AttributeError, OSError):
+        pass  # not Linux, or not allowed: one thread at normal priority is still off the loop
 
 
 def hash_password(password: str) -> str:
@@ -77,12 +88,11 @@ class AdminAuth:
 
     def __init__(self, db: Database) -> None:
         self.db = db
-        self._hashing = asyncio.Semaphore(1)
+        self._hashing = ThreadPoolExecutor(1, "scrypt", initializer=_lower_priority)
 
     async def _off_loop(self, work: Callable[[], T]) -> T:
-        """Run scrypt ``work`` in a thread, one at a time."""
-        async with self._hashing:
-            return await asyncio.to_thread(work)
+        """Run scrypt ``work`` in the hashing thread."""
+        return await asyncio.get_running_loop().run_in_executor(self._hashing, work)
 
     async def password_is_set(self) -> bool:
         async with self.db.read() as conn:
