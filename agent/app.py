@@ -24,6 +24,7 @@ from agent.logging import redact
 from agent.pipeline import run_call
 from agent.prompts import phrases
 from agent.providers import LocalModels
+from agent.retention import retention_loop
 from agent.session import PIPELINE_RATE, CallInfo, CallSession
 from agent.settings import Secret, Settings
 from telephony import browser_codec, codec
@@ -202,9 +203,11 @@ def create_app(
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await start_up(state, models, brain)
+        retention = asyncio.create_task(retention_loop(db, settings), name="retention")
         try:
             yield
         finally:
+            retention.cancel()
             await shut_down(state, owns_brain=brain is None)
 
     app = FastAPI(title="Frontdesk", version="0.1.0", lifespan=lifespan)

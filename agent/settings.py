@@ -122,6 +122,8 @@ class Settings:
     demo_enabled: bool = True
     demo_calls_per_minute: int = 10  # browser demo calls one client address may start a minute
     log_level: str = "INFO"
+    recording: bool = True  # stereo WAV of each call under data_dir/recordings
+    retention_days: int = 90  # transcripts and recordings older than this are deleted; 0: kept
 
     # Call behaviour.
     stream_token_ttl_secs: float = 30.0
@@ -183,6 +185,10 @@ class Settings:
                 "FRONTDESK_DEMO_CALLS_PER_MINUTE", get("FRONTDESK_DEMO_CALLS_PER_MINUTE", "10"), 1
             ),
             log_level=get("FRONTDESK_LOG_LEVEL", "INFO"),
+            recording=_bool("FRONTDESK_RECORDING", get("FRONTDESK_RECORDING", "1")),
+            retention_days=_int(
+                "FRONTDESK_RETENTION_DAYS", get("FRONTDESK_RETENTION_DAYS", "90"), minimum=0
+            ),
             stream_token_ttl_secs=_float(
                 "FRONTDESK_STREAM_TOKEN_TTL", get("FRONTDESK_STREAM_TOKEN_TTL", "30"), 1
             ),

@@ -52,6 +52,7 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("GET", "/api/admin/callbacks", None),
     ("PUT", "/api/admin/callbacks/1", {"outcome": "closed"}),
     ("GET", "/api/admin/audit", None),
+    ("POST", "/api/admin/forget", {"phone": "+14135550100"}),
     ("PUT", "/api/admin/password", {"password": "long enough password"}),
     ("DELETE", "/api/admin/session", None),
 ]

@@ -8,6 +8,7 @@
   tools, prompts, providers);
 - ``knowledge``: the knowledge-base articles;
 - ``review``: calls, recordings, appointments, callbacks, the audit log, and /api/calls;
+- ``privacy``: deleting one caller's data on request;
 - ``page``: the /admin page, its assets, and the errors as the page shows them;
 - ``applier``: what a config change sets off (cached values refreshed, the local LLM re-warmed).
 
@@ -31,6 +32,7 @@ from agent.admin.applier import AdminHost, ConfigApplier, local_prefix, warm_loc
 from agent.admin.configuration import build_config_router
 from agent.admin.knowledge import build_kb_router
 from agent.admin.page import install_error_handlers, install_page
+from agent.admin.privacy import build_privacy_router
 from agent.admin.review import build_records_router, build_review_router
 from agent.admin.sessions import build_session_router
 from tools.admin.auth import AdminAuth
@@ -59,6 +61,7 @@ def install_admin(app: FastAPI, state: AdminHost) -> ConfigApplier:
     app.include_router(build_config_router(access, service, views, applier, state))
     app.include_router(build_kb_router(access, service, views))
     app.include_router(build_review_router(access, service, AdminReview(state.db), state.settings))
+    app.include_router(build_privacy_router(access, state.db, state.settings))
     install_page(app)
     install_error_handlers(app)
     return applier

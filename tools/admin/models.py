@@ -533,3 +533,17 @@ class ArticleIn(BaseModel):
 
 class CallbackIn(BaseModel):
     outcome: CallbackOutcome
+
+
+class ForgetIn(BaseModel):
+    """A caller who asked for their data to be deleted, by the phone number they call from."""
+
+    phone: str = Field(description="Their phone number (any common format)")
+
+    @field_validator("phone")
+    @classmethod
+    def _valid_phone(cls, value: str) -> str:
+        number = _phone(value)
+        if not number:
+            _fail("enter the caller's phone number")
+        return number
