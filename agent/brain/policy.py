@@ -141,7 +141,9 @@ def parse_turn(raw: str, tools: list[Tool]) -> Turn:
             arguments = None
         if isinstance(arguments, dict):
             return Call(match.group(1), arguments)
-    logger.warning(f"local LLM produced an unusable line: {raw[:200]!r}")
+    # What the model wrote may repeat what the caller said: its text only at DEBUG.
+    logger.warning(f"local LLM produced an unusable line ({len(raw)} characters)")
+    logger.debug(f"unusable line: {raw[:200]!r}")
     return Say(phrases()["not_understood"])
 
 
@@ -262,7 +264,8 @@ async def _decide(
         if isinstance(turn, Say) or not (invented := ungrounded_arguments(turn, messages)):
             break
         # Choose again without that tool; the prompt, and so its cache, stay as they are.
-        logger.info(f"local LLM: {turn.tool} with {invented} nobody said; choosing again")
+        logger.info(f"local LLM: {turn.tool} with arguments nobody said; choosing again")
+        logger.debug(f"invented arguments: {invented}")
         excluded |= {turn.tool}
     if not isinstance(turn, Say):
         yield turn
