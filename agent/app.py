@@ -155,12 +155,13 @@ async def shut_down(state: Frontdesk, *, owns_brain: bool = True) -> None:
 
 
 def build_health_router(state: Frontdesk) -> APIRouter:
-    """/healthz (the process answers) and /readyz (models loaded, database up, accepting)."""
+    """/healthz (the process answers, and which: its pid, one per worker) and /readyz (models
+    loaded, database up, accepting)."""
     router = APIRouter()
 
     @router.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz() -> dict[str, str | int]:
+        return {"status": "ok", "pid": os.getpid()}
 
     @router.get("/readyz")
     async def readyz() -> JSONResponse:

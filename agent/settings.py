@@ -102,6 +102,21 @@ def _vad(env: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
+def _workers(env: Mapping[str, str]) -> int:
+    """FRONTDESK_WORKERS; above 1 only with a remote LLM, which the workers share."""
+    count = _int("FRONTDESK_WORKERS", env.get("FRONTDESK_WORKERS", "1"), minimum=1)
+    remote = env.get("OPENAI_API_KEY", "").strip() or env.get("OPENAI_BASE_URL", "").strip()
+    if count > 1 and not remote:
+        raise SettingsError(
+            f"FRONTDESK_WORKERS={count} needs a remote LLM: each worker would load its own copy "
+            "of the local model (1.1 GB, and the machine's cores serve about "
+            "FRONTDESK_LOCAL_MAX_CALLS calls with one). Serve a model once (llama.cpp's "
+            "llama-server, vLLM, Ollama) and set OPENAI_BASE_URL to it, or run one worker "
+            "(see README, Running several workers)"
+        )
+    return count
+
+
 def _secret(env: Mapping[str, str], name: str) -> Secret | None:
     raw = env.get(name, "").strip()
     return Secret(raw) if raw else None
@@ -122,6 +137,7 @@ class Settings:
     demo_enabled: bool = True
     demo_calls_per_minute: int = 10  # browser demo calls one client address may start a minute
     log_level: str = "INFO"
+    workers: int = 1  # processes serving the port (agent/workers.py); >1 needs a remote LLM
 
     # Call behaviour.
     stream_token_ttl_secs: float = 30.0
@@ -183,6 +199,7 @@ class Settings:
                 "FRONTDESK_DEMO_CALLS_PER_MINUTE", get("FRONTDESK_DEMO_CALLS_PER_MINUTE", "10"), 1
             ),
             log_level=get("FRONTDESK_LOG_LEVEL", "INFO"),
+            workers=_workers(env),
             stream_token_ttl_secs=_float(
                 "FRONTDESK_STREAM_TOKEN_TTL", get("FRONTDESK_STREAM_TOKEN_TTL", "30"), 1
             ),
