@@ -1,0 +1,341 @@
+"""Several workers: two real `run.py serve` processes on one PostgreSQL database behind this
+test's TCP proxy, which picks the backend of every connection from its request line; and the
+supervisor (`run.py serve --workers 2`) on one socket.
+
+The calls use the vendor stand-ins (Deepgram, an OpenAI-compatible script, ElevenLabs, Twilio
+REST), so they cost little: what runs for real is ours, in both workers.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import yaml
+
+from telephony.replay import Report, Turn, converse
+from tests.caller_audio import RATE, speech
+from tests.conftest import ADMIN_TOKEN, AUTH_TOKEN, BUSINESS_YAML, free_port, pg_database
+from tests.fakes.deepgram import DeepgramStandIn
+from tests.fakes.deepgram import build_app as deepgram_app
+from tests.fakes.elevenlabs import ElevenLabsStandIn
+from tests.fakes.elevenlabs import build_app as elevenlabs_app
+from tests.fakes.llm import Rule, ScriptedLLM, ServerThread
+from tests.fakes.llm import build_app as llm_app
+from tests.fakes.twilio_rest import FakeTwilio
+from tests.fakes.twilio_rest import build_app as twilio_app
+from tests.postgres import Cluster
+from tests.test_process import ServerProcess
+
+ACCOUNT_SID = "AC" + "7" * 32
+DESK = "+14135550199"
+HOURS = "What are your opening hours?"
+BYE = "That's all, thank you, bye."
+RULES = [
+    Rule(r"opening hours", reply="We are open every day, around the clock."),
+    Rule(r"real person", tool="transfer_to_human", arguments={"reason": "asked for a person"}),
+    Rule(
+        r"call me back",
+        tool="take_message",
+        arguments={"message": "please call back about my booking", "name": "Anna Lee"},
+    ),
+    Rule(r"\bbye\b", tool="end_call", arguments={"reason": "caller said goodbye"}),
+]
+
+
+# --- The proxy ------------------------------------------------------------------------------
+
+
+class Proxy:
+    """A TCP proxy on a loopback port, in its own thread. Each connection goes to the backend
+    ``route(path)`` names (default: alternating per connection), chosen from the request line
+    of its first request; every choice is kept in :attr:`routed`."""
+
+    def __init__(self, backends: list[int]) -> None:
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.backends = backends
+        self.route: Callable[[str], int] | None = None
+        self.routed: list[tuple[str, int]] = []
+        self._count = 0
+        self._loop = asyncio.new_event_loop()
+        self._started = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def __enter__(self) -> Proxy:
+        self._thread.start()
+        assert self._started.wait(10), "proxy did not start"
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(10)
+
+    def count(self, path: str) -> int:
+        return sum(p == path for p, _ in self.routed)
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(
+            asyncio.start_server(self._connection, "127.0.0.1", self.port)
+        )
+        self._started.set()
+        self._loop.run_forever()
+        server.close()
+
+    async def _connection(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        line = await reader.readline()
+        parts = line.split()
+        path = parts[1].decode(errors="replace").split("?")[0] if len(parts) > 1 else ""
+        index = self.route(path) if self.route else self._count % len(self.backends)
+        self._count += 1
+        self.routed.append((path, index))
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.backends[index])
+        except OSError:
+            writer.close()
+            return
+        up_writer.write(line)
+        await asyncio.gather(_pipe(reader, up_writer), _pipe(up_reader, writer))
+
+
+async def _pipe(source: asyncio.StreamReader, sink: asyncio.StreamWriter) -> None:
+    try:
+        while data := await source.read(65536):
+            sink.write(data)
+            await sink.drain()
+    except (ConnectionError, OSError):
+        pass
+    finally:
+        sink.close()
+
+
+# --- Two workers on one database --------------------------------------------------------------
+
+
+@dataclass
+class Site:
+    proxy: Proxy
+    workers: list[ServerProcess]
+    database: str
+    deepgram: DeepgramStandIn
+    llm: ScriptedLLM
+    twilio: FakeTwilio
+    data_dir: Path
+    env: dict[str, str] = field(default_factory=dict)
+
+    def worker_of(self, line: str, call_sid: str) -> list[int]:
+        """Which workers logged ``line`` (``{sid}`` replaced by ``call_sid``)."""
+        text = line.format(sid=call_sid)
+        return [i for i, w in enumerate(self.workers) if text in w.log()]
+
+
+def business_file(directory: Path) -> Path:
+    """The salon, open around the clock (so nothing depends on when the test runs), with a
+    short greeting and one escalation number."""
+    config = yaml.safe_load(BUSINESS_YAML.read_text())
+    days = ["monday", "tuesday", "wednesday", "thursday", "friday", "saturday", "sunday"]
+    config["hours"] = {day: "00:00-24:00" for day in days}
+    config["holidays"] = []
+    config["greeting"] = "Hello, {business_name}."
+    config["escalation_number"] = DESK
+    path = directory / "business.yaml"
+    path.write_text(yaml.safe_dump(config))
+    return path
+
+
+def worker_env(site_dir: Path, database: str, ports: dict[str, int], public: str) -> dict[str, str]:
+    return {
+        "FRONTDESK_DATABASE": database.replace("+asyncpg", ""),
+        "FRONTDESK_PUBLIC_URL": public,
+        "FRONTDESK_BUSINESS_CONFIG": str(business_file(site_dir)),
+        "FRONTDESK_TURN_AUDIO_THRESHOLD": "0",  # no smart-turn model: cheaper calls
+        "DEEPGRAM_API_KEY": "dg-test",
+        "DEEPGRAM_BASE_URL": f"ws://127.0.0.1:{ports['deepgram']}",
+        "ELEVENLABS_API_KEY": "el-test",
+        "ELEVENLABS_BASE_URL": f"ws://127.0.0.1:{ports['elevenlabs']}",
+        "TWILIO_ACCOUNT_SID": ACCOUNT_SID,
+        "TWILIO_API_BASE_URL": f"http://127.0.0.1:{ports['twilio']}",
+    }
+
+
+@pytest.fixture(scope="module")
+def site(tmp_path_factory: pytest.TempPathFactory, pg_cluster: Cluster) -> Iterator[Site]:
+    """Two workers sharing a fresh PostgreSQL database (they migrate and seed it at once) and a
+    data dir, behind the proxy that is their FRONTDESK_PUBLIC_URL."""
+    data_dir = tmp_path_factory.mktemp("workers")
+    database = asyncio.run(pg_database(pg_cluster, template="template0"))
+    deepgram = DeepgramStandIn(scripts=[[HOURS, BYE]], latency=0.05)
+    script = ScriptedLLM(rules=list(RULES))
+    fake = FakeTwilio(ACCOUNT_SID, AUTH_TOKEN)
+    ports = {name: free_port() for name in ("deepgram", "llm", "elevenlabs", "twilio")}
+    with (
+        ServerThread(deepgram_app(deepgram), ports["deepgram"]),
+        ServerThread(llm_app(script), ports["llm"]),
+        ServerThread(
+            elevenlabs_app(ElevenLabsStandIn(first_audio_latency=0.05)), ports["elevenlabs"]
+        ),
+        ServerThread(twilio_app(fake), ports["twilio"]),
+    ):
+        proxy = Proxy([])
+        env = worker_env(data_dir, database, ports, proxy.url)
+        llm_url = f"http://127.0.0.1:{ports['llm']}/v1"
+        workers = [ServerProcess(data_dir, llm_url, **env) for _ in range(2)]
+        proxy.backends = [w.port for w in workers]
+        try:
+            for worker in workers:
+                worker.wait_ready()
+            with proxy:
+                yield Site(proxy, workers, database, deepgram, script, fake, data_dir, env)
+        finally:
+            for worker in workers:
+                worker.stop()
+
+
+async def call(site: Site, *lines: str, **options: Any) -> Report:
+    """A turn-taking call through the proxy; the caller says ``lines`` (the Deepgram stand-in
+    must have them scripted)."""
+    turns = [Turn(speech(line)) for line in lines]
+    report, _ = await converse(
+        turns,
+        RATE,
+        site.proxy.url,
+        max_wait_secs=15.0,
+        auth_token=AUTH_TOKEN,
+        admin_token=ADMIN_TOKEN,
+        public_url=site.proxy.url,
+        **options,
+    )
+    return report
+
+
+async def test_calls_complete_when_webhook_and_stream_land_on_different_workers(
+    site: Site,
+) -> None:
+    site.deepgram.scripts[:] = [[HOURS, BYE]]
+    site.proxy.route = alternate_crossing()
+    calls = []
+    for n in range(20):  # one at a time into the proxy, so webhook n and stream n pair up
+        calls.append(asyncio.create_task(call(site, HOURS, BYE, from_number=f"+1413555{n:04d}")))
+        deadline = time.monotonic() + 30
+        # The proxy's thread counts; polling it every 20 ms costs nothing.
+        while site.proxy.count("/twilio/media") <= n and time.monotonic() < deadline:  # noqa: ASYNC110
+            await asyncio.sleep(0.02)
+    reports = await asyncio.wait_for(asyncio.gather(*calls), 240)
+    for n, report in enumerate(reports):
+        record = report.call_record
+        assert record is not None, report.call_sid
+        assert record["outcome"] == "completed" and record["ended_at"], record
+        caller = [t["text"] for t in record["turns"] if t["role"] == "caller"]
+        assert caller == [HOURS, BYE], record["turns"]
+        assert [c["name"] for c in record["tool_calls"]] == ["end_call"]
+        # The webhook was answered by one worker, the stream served by the other.
+        answered = site.worker_of("incoming call {sid}", report.call_sid)
+        streamed = site.worker_of("call {sid} streaming", report.call_sid)
+        assert answered == [n % 2] and streamed == [(n + 1) % 2], (n, answered, streamed)
+
+
+def alternate_crossing() -> Callable[[str], int]:
+    """Voice webhook n goes to worker n % 2, media stream n to the other one; anything else
+    alternates."""
+    counts: Counter[str] = Counter()
+
+    def route(path: str) -> int:
+        n = counts[path]
+        counts[path] += 1
+        return (n + 1) % 2 if path == "/twilio/media" else n % 2
+
+    return route
+
+
+# --- The supervisor ---------------------------------------------------------------------------
+
+
+async def test_supervisor_serves_with_two_workers_restarts_one_and_drains_on_sigterm(
+    tmp_path: Path, pg_cluster: Cluster
+) -> None:
+    database = await pg_database(pg_cluster)
+    llm_port = free_port()
+    with ServerThread(llm_app(ScriptedLLM(rules=[])), llm_port):
+        server = ServerProcess(
+            tmp_path,
+            f"http://127.0.0.1:{llm_port}/v1",
+            FRONTDESK_DATABASE=database,
+            FRONTDESK_WORKERS="2",
+            FRONTDESK_TURN_AUDIO_THRESHOLD="0",
+            DEEPGRAM_API_KEY="dg-test",
+            ELEVENLABS_API_KEY="el-test",
+        )
+        try:
+            await asyncio.to_thread(server.wait_ready)
+            first = await pids_answering(server.url, 2)
+            # kill -9 of one worker: the supervisor starts another in its place.
+            victim = sorted(first)[0]
+            os.kill(victim, signal.SIGKILL)
+            second = await pids_answering(server.url, 2, exclude=frozenset({victim}), timeout=180)
+            assert victim not in second and len(second & first) == 1
+            assert re.search(rf"worker \d \(pid {victim}\) died unexpectedly", server.log())
+            # SIGTERM: every worker drains (no calls) and the supervisor exits 0.
+            server.proc.send_signal(signal.SIGTERM)
+            assert await asyncio.to_thread(server.wait_exit, 60) == 0
+            assert all(_gone(pid) for pid in second)
+        finally:
+            server.stop()
+
+
+def _gone(pid: int) -> bool:
+    """The process has exited (a zombie waiting for its parent counts)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().split()[2] == "Z"
+    except OSError:
+        return True
+
+
+async def pids_answering(
+    url: str, count: int, exclude: frozenset[int] = frozenset(), timeout: float = 60
+) -> set[int]:
+    """The pids behind ``url`` seen over fresh connections, once ``count`` distinct ones (none
+    in ``exclude``) have answered /readyz and /healthz."""
+    seen: set[int] = set()
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        async with httpx.AsyncClient(base_url=url, timeout=5) as client:  # a new connection
+            try:
+                ready = await client.get("/readyz")
+                pid = (await client.get("/healthz")).json()["pid"]
+            except httpx.HTTPError:
+                await asyncio.sleep(0.2)
+                continue
+        if ready.status_code == 200 and pid not in exclude:
+            seen.add(pid)
+        if len(seen) >= count:
+            return seen
+        await asyncio.sleep(0.05)
+    raise AssertionError(f"only pids {seen} answered in {timeout}s")
+
+
+def test_more_than_one_worker_needs_a_remote_llm(tmp_path: Path) -> None:
+    done = subprocess.run(
+        [sys.executable, "run.py", "serve", "--workers", "3"],
+        env={"FRONTDESK_DATA_DIR": str(tmp_path), "FRONTDESK_DEV": "1", "PATH": "/usr/bin"},
+        cwd=str(BUSINESS_YAML.parent.parent),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert "FRONTDESK_WORKERS=3 needs a remote LLM" in done.stderr
+    assert "OPENAI_BASE_URL" in done.stderr
