@@ -19,13 +19,16 @@ import time
 from collections import Counter
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from datetime import date, timedelta
 from pathlib import Path
 from typing import Any
 
 import httpx
 import pytest
+import sqlalchemy as sa
 import yaml
 
+from agent.prompts import phrases
 from telephony.replay import Report, Turn, converse
 from tests.caller_audio import RATE, speech
 from tests.conftest import ADMIN_TOKEN, AUTH_TOKEN, BUSINESS_YAML, free_port, pg_database
@@ -39,6 +42,8 @@ from tests.fakes.twilio_rest import FakeTwilio
 from tests.fakes.twilio_rest import build_app as twilio_app
 from tests.postgres import Cluster
 from tests.test_process import ServerProcess
+from tools.store import schema
+from tools.store.db import Database
 
 ACCOUNT_SID = "AC" + "7" * 32
 DESK = "+14135550199"
@@ -205,10 +210,10 @@ def site(tmp_path_factory: pytest.TempPathFactory, pg_cluster: Cluster) -> Itera
                 worker.stop()
 
 
-async def call(site: Site, *lines: str, **options: Any) -> Report:
+async def call(site: Site, *lines: str, parts: int = 1, **options: Any) -> Report:
     """A turn-taking call through the proxy; the caller says ``lines`` (the Deepgram stand-in
-    must have them scripted)."""
-    turns = [Turn(speech(line)) for line in lines]
+    must have them scripted), each answered in ``parts`` stretches of speech."""
+    turns = [Turn(speech(line), answer_parts=parts) for line in lines]
     report, _ = await converse(
         turns,
         RATE,
@@ -237,7 +242,7 @@ async def test_calls_complete_when_webhook_and_stream_land_on_different_workers(
     reports = await asyncio.wait_for(asyncio.gather(*calls), 240)
     for n, report in enumerate(reports):
         record = report.call_record
-        assert record is not None, report.call_sid
+        assert record is not None, (report.call_sid, report.close_code)
         assert record["outcome"] == "completed" and record["ended_at"], record
         caller = [t["text"] for t in record["turns"] if t["role"] == "caller"]
         assert caller == [HOURS, BYE], record["turns"]
@@ -259,6 +264,86 @@ def alternate_crossing() -> Callable[[str], int]:
         return (n + 1) % 2 if path == "/twilio/media" else n % 2
 
     return route
+
+
+async def test_a_transfer_resumes_on_the_worker_that_took_the_dial_callback(site: Site) -> None:
+    table = {"/twilio/media": 1}  # the call runs on worker 1; webhooks go to worker 0
+    site.proxy.route = lambda path: table.get(path, 0)
+    site.deepgram.scripts[:] = [["Hi, I want to talk to a real person."]]
+    first = await call(site, "Hi, I want to talk to a real person.", from_number="+14135550166")
+    sid = first.call_sid
+    assert first.call_record is not None and first.call_record["outcome"] == "transferred"
+    [update] = site.twilio.updates(sid)
+    # Nobody answers: Twilio posts the Dial action, which worker 0 takes; the caller comes
+    # back to the agent on a new stream, which worker 0 runs too: all it knows of the call
+    # is in the shared database.
+    table["/twilio/media"] = 0
+    site.deepgram.scripts[:] = [["Please call me back about my booking."]]
+    dialled = await site.twilio.dial(
+        update.form["Twiml"],
+        call_sid=sid,
+        from_number="+14135550166",
+        to_number="+14135550100",
+        status="no-answer",
+    )
+    assert dialled.action_status == 200 and "<Stream" in dialled.action_twiml
+    back = await call(
+        site,
+        "Please call me back about my booking.",
+        call_sid=sid,
+        answer_twiml=dialled.action_twiml,
+        from_number="+14135550166",
+    )
+    assert [i for p, i in site.proxy.routed if p == "/twilio/dial-action"] == [0]
+    assert site.worker_of("call {sid} streaming", sid) == [0, 1]
+    record = back.call_record
+    assert record is not None and record["call_sid"] == sid
+    texts = [t["text"] for t in record["turns"]]
+    assert phrases()["transfer_connecting"] in texts and phrases()["transfer_no_answer"] in texts
+    handoffs = [(h["kind"], h["outcome"]) for h in record["handoffs"]]
+    assert handoffs == [("transfer", "no_answer"), ("message", "message_taken")]
+    # Worker 0's agent knew the conversation worker 1 had had.
+    asked = [r for r in site.llm.requests if "call me back" in str(r["messages"][-1])]
+    assert asked and "real person" in str(asked[0]["messages"])
+
+
+TIMES = ["10am", "11am", "noon", "1pm", "2pm"]
+
+
+async def test_fifty_callers_race_for_five_slots_and_exactly_five_are_booked(site: Site) -> None:
+    day = date.today() + timedelta(days=10)
+    lines = [f"Book me a beard trim at {t} please." for t in TIMES]
+    site.deepgram.scripts[:] = [[line] for line in lines]  # Deepgram connection k: TIMES[k % 5]
+    site.llm.rules[:0] = [
+        Rule(
+            rf"at {t}",
+            tool="book_appointment",
+            arguments={"service": "beard trim", "when": f"{day:%B} {day.day} at {t}"},
+        )
+        for t in TIMES
+    ]
+    site.proxy.route = None  # round robin
+    sids = [f"CArace{n:028d}" for n in range(50)]
+    calls = [
+        call(site, lines[0], parts=2, call_sid=sid, from_number=f"+1413666{n:04d}")
+        for n, sid in enumerate(sids)
+    ]
+    reports = await asyncio.wait_for(asyncio.gather(*calls), 300)
+    attempts = []
+    for report in reports:
+        assert report.call_record is not None, report.call_sid
+        attempts += [c for c in report.call_record["tool_calls"] if c["name"] == "book_appointment"]
+    assert len(attempts) == 50 and sum(c["ok"] for c in attempts) == 5, attempts
+    db = Database(site.database)
+    try:
+        async with db.read() as conn:
+            rows = (await conn.execute(sa.select(schema.appointments))).mappings().all()
+    finally:
+        await db.close()
+    assert len(rows) == 5 and len({r["starts_at"] for r in rows}) == 5
+    assert {r["call_sid"] for r in rows} <= set(sids)
+    streamed = [site.worker_of("call {sid} streaming", sid) for sid in sids]
+    assert Counter(w for ws in streamed for w in ws) == {0: 25, 1: 25}
 
 
 # --- The supervisor ---------------------------------------------------------------------------
