@@ -124,7 +124,16 @@ def _secret(env: Mapping[str, str], name: str) -> Secret | None:
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything configurable about a Frontdesk process. Build with :meth:`from_env`."""
+    """Everything configurable about a Frontdesk process. Build with :meth:`from_env`.
+
+    Several workers (processes, machines) behind one load balancer share one database and must
+    share these settings. ``stream_token_key`` (FRONTDESK_STREAM_TOKEN_KEY) signs the media
+    stream tokens, so any worker accepts a token another issued; unset, it is generated once
+    into DATA_DIR in dev mode, and otherwise derived from the admin token (HMAC-SHA256 over a
+    fixed label), so workers with the same admin token agree without another secret.
+    ``heartbeat_secs``: how often a worker marks itself alive; one silent for three beats is
+    dead, and another worker closes its calls (tools.store.instances).
+    """
 
     host: str = "127.0.0.1"
     port: int = 8080
@@ -141,6 +150,8 @@ class Settings:
 
     # Call behaviour.
     stream_token_ttl_secs: float = 30.0
+    stream_token_key: Secret | None = None
+    heartbeat_secs: float = 5.0
     max_concurrent_calls: int = 20
     local_max_calls: int = 2  # concurrent calls while the LLM is the local one (see call_limit)
     max_call_secs: int = 1800
@@ -202,6 +213,10 @@ class Settings:
             workers=_workers(env),
             stream_token_ttl_secs=_float(
                 "FRONTDESK_STREAM_TOKEN_TTL", get("FRONTDESK_STREAM_TOKEN_TTL", "30"), 1
+            ),
+            stream_token_key=_secret(env, "FRONTDESK_STREAM_TOKEN_KEY"),
+            heartbeat_secs=_float(
+                "FRONTDESK_HEARTBEAT_SECS", get("FRONTDESK_HEARTBEAT_SECS", "5"), 0.1
             ),
             max_concurrent_calls=_int(
                 "FRONTDESK_MAX_CALLS", get("FRONTDESK_MAX_CALLS", "20"), minimum=1

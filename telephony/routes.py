@@ -103,9 +103,10 @@ def build_voice_router(host: TwilioHost, config: TwilioRouteConfig) -> APIRouter
             f"incoming call {call_sid} from {mask_phone(form.get('From', ''))} "
             f"to {mask_phone(form.get('To', ''))}"
         )
-        if not host.has_room():
+        if not await host.has_room():
             logger.warning(f"call {call_sid}: over capacity or shutting down; apologising")
-            return xml(twiml.apologise_busy(config.busy_message, host.escalation_number))
+            number = await host.escalation_number()
+            return xml(twiml.apologise_busy(config.busy_message, number))
         token = host.tokens.issue(
             call_sid,
             {"from": form.get("From", ""), "to": form.get("To", ""), "base": request_base(request)},
@@ -139,7 +140,7 @@ def build_transfer_router(host: TwilioHost, config: TwilioRouteConfig) -> APIRou
         if isinstance(form, Response):
             return form
         handoff = handoff_id(request)
-        step = await host.handoff_desk.dial_finished(handoff, form, host.has_room())
+        step = await host.handoff_desk.dial_finished(handoff, form, await host.has_room())
         if step is None:
             return plain("unknown handoff", 404)
         if step.kind == "goodbye":
@@ -172,14 +173,15 @@ def build_media_router(host: TwilioHost, run_call: RunCall) -> APIRouter:
             await close_quietly(websocket, 1008, refusal.close_reason)
             return
         start = opened.start
-        if not host.take_slot(answered=True):
+        slot = await host.take_slot(answered=True)
+        if not slot:
             logger.warning(f"call {start.call_sid}: over capacity at stream start")
             await close_quietly(websocket, 1013, "over capacity")
             return
         try:
             await run_call(websocket, opened.parser, start, opened.details)
         finally:
-            host.release_slot()
+            await host.release_slot(slot)
             await close_quietly(websocket, 1000, "call ended")
 
     return router
@@ -218,7 +220,7 @@ async def open_media_stream(frames: FrameSource, tokens: StreamTokens) -> Opened
             f"media websocket refused before start: {reason}", "start event required"
         ) from None
     try:
-        details = tokens.consume(start.custom_parameters.get("token"), start.call_sid)
+        details = await tokens.consume(start.custom_parameters.get("token"), start.call_sid)
     except TokenError as exc:
         raise StreamRefused(
             f"media websocket for call {start.call_sid} refused: {exc}", "invalid token"
