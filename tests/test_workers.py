@@ -29,8 +29,8 @@ import sqlalchemy as sa
 import yaml
 
 from agent.prompts import phrases
-from telephony.replay import Report, Turn, converse
-from tests.caller_audio import RATE, speech
+from telephony.replay import Report, Turn, converse, replay
+from tests.caller_audio import RATE, silence, speech
 from tests.conftest import ADMIN_TOKEN, AUTH_TOKEN, BUSINESS_YAML, free_port, pg_database
 from tests.fakes.deepgram import DeepgramStandIn
 from tests.fakes.deepgram import build_app as deepgram_app
@@ -170,6 +170,7 @@ def worker_env(site_dir: Path, database: str, ports: dict[str, int], public: str
         "FRONTDESK_TURN_AUDIO_THRESHOLD": "0",  # no smart-turn model: cheaper calls
         "FRONTDESK_MAX_CALLS": "60",  # shared by the workers (the race has 50 at once)
         "FRONTDESK_PROVIDER_TIMEOUT_SECS": "60",  # the race holds the LLM's answers
+        "FRONTDESK_HEARTBEAT_SECS": "1",  # a dead worker is found within seconds
         "DEEPGRAM_API_KEY": "dg-test",
         "DEEPGRAM_BASE_URL": f"ws://127.0.0.1:{ports['deepgram']}",
         "ELEVENLABS_API_KEY": "el-test",
@@ -382,6 +383,60 @@ async def test_fifty_bookings_race_through_both_workers_for_five_slots(site: Sit
     assert {r["call_sid"] for r in rows} <= set(sids)
     streamed = [site.worker_of("call {sid} streaming", sid) for sid in sids]
     assert streamed == [[(n + 1) % 2] for n in range(10)]
+
+
+async def test_kill_9_of_a_worker_interrupts_its_call_and_spares_the_others(site: Site) -> None:
+    """Last in the module: worker 0 does not come back."""
+    table = {"/twilio/voice": 1, "/twilio/media": 0}
+    site.proxy.route = lambda path: table.get(path, 1)
+    site.deepgram.scripts[:] = [[HOURS, BYE]]
+    doomed_sid = "CAdoomed" + "0" * 26
+    doomed = asyncio.create_task(
+        replay(
+            silence(60.0),
+            RATE,
+            site.proxy.url,
+            auth_token=AUTH_TOKEN,
+            public_url=site.proxy.url,
+            from_number="+14135550177",
+            call_sid=doomed_sid,
+        )
+    )
+    await _routed(site.proxy, "/twilio/media", 1 + site.proxy.count("/twilio/media"))
+    table.update({"/twilio/voice": 0, "/twilio/media": 1})
+    spared = asyncio.create_task(call(site, HOURS, BYE, from_number="+14135550188"))
+    victim = site.workers[0]
+    await asyncio.to_thread(_wait_for, lambda: f"call {doomed_sid} streaming" in victim.log())
+    await asyncio.sleep(1.5)  # both calls under way
+    victim.proc.send_signal(signal.SIGKILL)
+    assert await asyncio.to_thread(victim.wait_exit, 30) == -signal.SIGKILL
+    report, _ = await asyncio.wait_for(doomed, 30)
+    assert report.closed_by_server
+    # The survivor's reaper closes the dead worker's call...
+    survivor = site.workers[1]
+    async with httpx.AsyncClient(base_url=survivor.url, timeout=10) as client:
+        headers = {"Authorization": f"Bearer {ADMIN_TOKEN}"}
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            record = (await client.get(f"/api/calls/{doomed_sid}", headers=headers)).json()
+            if record["outcome"] != "in_progress":
+                break
+            await asyncio.sleep(0.3)
+    assert record["outcome"] == "interrupted" and record["ended_at"], record
+    assert "marked interrupted" in survivor.log()
+    # ...and its own call goes on to the end.
+    spared_report = await asyncio.wait_for(spared, 120)
+    kept = spared_report.call_record
+    assert kept is not None and kept["outcome"] == "completed", kept
+    assert [t["text"] for t in kept["turns"] if t["role"] == "caller"] == [HOURS, BYE]
+    assert site.worker_of("call {sid} streaming", spared_report.call_sid) == [1]
+
+
+def _wait_for(condition: Callable[[], bool], timeout: float = 30.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, "condition not met in time"
+        time.sleep(0.1)
 
 
 # --- The supervisor ---------------------------------------------------------------------------
