@@ -66,6 +66,7 @@ class Frontdesk:
     active_calls: int = 0  # this process's calls (all workers': instances.slots_taken())
     slots: set[str] = field(default_factory=set)  # this process's call slots
     unreleased: set[str] = field(default_factory=set)  # slots to give back (a failed release)
+    releasing: set[asyncio.Future[None]] = field(default_factory=set)  # slots being given back
     phrases: dict[str, str] = field(default_factory=dict)
     sessions: dict[str, CallSession] = field(default_factory=dict)
 
@@ -101,6 +102,13 @@ class Frontdesk:
             return
         self.slots.discard(slot)
         self.active_calls -= 1
+        # Its own task: a request cancelled meanwhile (a server stopping) still gives it back.
+        task = asyncio.ensure_future(self._give_back(slot))
+        self.releasing.add(task)
+        task.add_done_callback(self.releasing.discard)
+        await asyncio.shield(task)
+
+    async def _give_back(self, slot: str) -> None:
         try:
             await self.instances.release_slot(slot)
         except Exception as exc:  # given back by the heartbeat (agent.liveness) instead
