@@ -15,6 +15,7 @@ from fastapi import APIRouter, FastAPI, WebSocket
 from fastapi.responses import JSONResponse
 from loguru import logger
 
+from agent import metrics
 from agent.admin import build_records_router, install_admin, warm_local_brain
 from agent.auth import require_bearer
 from agent.brain.http import build_brain_router
@@ -85,6 +86,11 @@ class Frontdesk:
 
     def release_slot(self) -> None:
         self.active_calls -= 1
+
+    def refused(self, reason: str) -> None:
+        if reason == "over_capacity" and not self.accepting:
+            reason = "shutting_down"
+        metrics.refused(reason)
 
 
 def resolve_admin_token(settings: Settings) -> Secret:
@@ -188,6 +194,7 @@ def create_app(
     closed here: at shutdown only its background priming is waited for."""
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     db = Database(settings.database)
+    db.on_retry = metrics.db_retried
     state = Frontdesk(
         settings=settings,
         db=db,
@@ -264,6 +271,9 @@ def create_app(
     app.include_router(build_demo_router(state, demo_config, run_browser_call, static_dir))
 
     app.include_router(build_health_router(state))
+    app.include_router(
+        metrics.build_metrics_router(settings.metrics_token, settings.metrics_multiprocess_dir)
+    )
     app.include_router(build_records_router(state.calls, state.admin_token))  # /api/calls
     app.state.admin = install_admin(app, state)  # /admin and /api/admin/...
 
