@@ -15,6 +15,7 @@ from fastapi import APIRouter, FastAPI, WebSocket
 from fastapi.responses import JSONResponse
 from loguru import logger
 
+from agent import metrics
 from agent.admin import build_records_router, install_admin, warm_local_brain
 from agent.auth import require_bearer
 from agent.brain.http import build_brain_router
@@ -117,6 +118,11 @@ class Frontdesk:
 
     async def escalation_number(self) -> str:
         return (await load_business(self.db)).escalation_number
+
+    def refused(self, reason: str) -> None:
+        if reason == "over_capacity" and not self.accepting:
+            reason = "shutting_down"
+        metrics.refused(reason)
 
 
 def resolve_admin_token(settings: Settings) -> Secret:
@@ -242,6 +248,7 @@ def create_app(
     admin_token = resolve_admin_token(settings)
     instances = Instances(db, Instance.here())
     nonces = StreamNonces(db)
+    db.on_retry = metrics.db_retried
     state = Frontdesk(
         settings=settings,
         db=db,
@@ -331,6 +338,9 @@ def create_app(
     )
 
     app.include_router(build_health_router(state))
+    app.include_router(
+        metrics.build_metrics_router(settings.metrics_token, settings.metrics_multiprocess_dir)
+    )
     app.include_router(build_records_router(state.calls, state.admin_token))  # /api/calls
     app.state.admin = install_admin(app, state)  # /admin and /api/admin/...
 

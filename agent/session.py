@@ -30,6 +30,7 @@ from typing import Any, Protocol
 
 from loguru import logger
 
+from agent import metrics
 from agent.call_record import RecordWriter, TurnTimings
 from agent.prompts import build_system_prompt, greeting, phrases
 from agent.settings import Settings
@@ -282,6 +283,7 @@ class CallSession:
             providers=self.settings.provider_names(),
         )
         self.records = RecordWriter(self.store, call_id, listener=self.emit)
+        metrics.call_started()
         try:
             await media()
         except Exception as exc:
@@ -297,6 +299,7 @@ class CallSession:
                 "finish_call", outcome=self.outcome.value, recording_path=recording_path
             )
             await self.records.close()
+            metrics.call_ended(self.outcome.value)
 
     async def prepare(self) -> CallSetup:
         """Load what the call starts with: the business config (kept for the whole call), the
@@ -380,13 +383,11 @@ class CallSession:
         if interrupted and heard:
             text = heard
         if text and self.records is not None:
+            timings = self.timings.bot_part()
             self.records.put(
-                "add_turn",
-                role="bot",
-                text=text,
-                timings=self.timings.bot_part(),
-                interrupted=interrupted,
+                "add_turn", role="bot", text=text, timings=timings, interrupted=interrupted
             )
+            metrics.turn_timed(timings)
 
     async def caller_idle(self) -> None:
         """The caller said nothing for a while: ask if they are there, then say goodbye."""
@@ -420,6 +421,9 @@ class CallSession:
             error=invocation.error,
             duration_ms=invocation.duration_ms,
         )
+        known = invocation.error != "unknown_tool"  # a name the model made up is no label
+        result = invocation.error.partition(":")[0] or "ok"
+        metrics.tool_called(invocation.name if known else "unknown", result)
         if self.facts.get("customer_id") and not (self._caller or {}).get("id"):
             self.records.put("set_customer", customer_id=self.facts["customer_id"])
         return invocation
@@ -439,6 +443,7 @@ class CallSession:
 
     def on_clear(self) -> None:
         self.clears += 1
+        metrics.barge_in()
         self.recording.clear_bot()
         heard, cut_off = self.ledger.interrupt()
         if not cut_off:

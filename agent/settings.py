@@ -80,6 +80,16 @@ def _fraction(name: str, raw: str) -> float:
     return value
 
 
+LOG_FORMATS = ("text", "json")
+
+
+def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    value = raw.strip().lower()
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return value
+
+
 def _vad(env: Mapping[str, str]) -> dict[str, Any]:
     """The VAD's start settings (FRONTDESK_VAD_*; the stop time is read with the turn's)."""
     get = env.get
@@ -147,6 +157,9 @@ class Settings:
     demo_calls_per_minute: int = 10  # browser demo calls one client address may start a minute
     log_level: str = "INFO"
     workers: int = 1  # processes serving the port (agent/workers.py); >1 needs a remote LLM
+    log_format: str = "text"  # text | json (one object a line, with the call's sid)
+    metrics_token: Secret | None = None  # GET /metrics: None means loopback peers only
+    metrics_multiprocess_dir: str = ""  # PROMETHEUS_MULTIPROC_DIR: workers' shared metrics
 
     # Call behaviour.
     stream_token_ttl_secs: float = 30.0
@@ -211,6 +224,11 @@ class Settings:
             ),
             log_level=get("FRONTDESK_LOG_LEVEL", "INFO"),
             workers=_workers(env),
+            log_format=_choice(
+                "FRONTDESK_LOG_FORMAT", get("FRONTDESK_LOG_FORMAT", "text"), LOG_FORMATS
+            ),
+            metrics_token=_secret(env, "FRONTDESK_METRICS_TOKEN"),
+            metrics_multiprocess_dir=get("PROMETHEUS_MULTIPROC_DIR", ""),
             stream_token_ttl_secs=_float(
                 "FRONTDESK_STREAM_TOKEN_TTL", get("FRONTDESK_STREAM_TOKEN_TTL", "30"), 1
             ),

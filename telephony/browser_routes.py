@@ -123,6 +123,7 @@ def build_socket_router(
         origin = websocket.headers.get("origin")
         if not origin_allowed(origin, websocket.headers.get("host"), config.public_url):
             logger.warning(f"demo socket refused: origin {origin!r} is not this server's")
+            slots.refused("bad_origin")
             await _deny(websocket, 403, "origin not allowed")
             return ""
         address = websocket.client.host if websocket.client else ""
@@ -131,6 +132,7 @@ def build_socket_router(
         if retry_after:
             seconds = math.ceil(retry_after)
             logger.warning(f"demo socket refused: rate limit for {client_key(address)}")
+            slots.refused("rate_limited")
             await _refuse(
                 websocket,
                 1008,
@@ -142,6 +144,7 @@ def build_socket_router(
         slot = await slots.take_slot()  # taken now, so a phone call can't take it meanwhile
         if not slot:
             logger.warning("demo socket refused: over capacity or shutting down")
+            slots.refused("over_capacity")
             busy = "All lines are busy right now. Please try again in a minute."
             await _refuse(websocket, 1013, "busy", busy)
         return slot

@@ -36,6 +36,12 @@ class CallSlots(Protocol):
         """Give back a slot that :meth:`take_slot` gave."""
         ...
 
+    def refused(self, reason: str) -> None:
+        """A request or call was turned away for ``reason`` (a fixed word: over_capacity,
+        bad_token, forged_signature, rate_limited ...), for the app's metrics. The host counts
+        ``over_capacity`` as ``shutting_down`` while it takes no new calls."""
+        ...
+
 
 class ClientLimit(Protocol):
     """A per-client rate limit (the app's is shared by all workers)."""
