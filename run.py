@@ -101,7 +101,10 @@ def serve(argv: list[str]) -> None:
             f"{settings.workers} workers; providers {settings.provider_names()}"
         )
         argv0 = [sys.executable, str(Path(__file__).resolve()), "serve"]
-        raise SystemExit(supervisor.supervise(settings.workers, sock, argv0, environment))
+        code = supervisor.supervise(
+            settings.workers, sock, argv0, environment, settings.metrics_multiprocess_dir
+        )
+        raise SystemExit(code)
     else:
         _serve_app(settings, None)
 

@@ -73,11 +73,6 @@ def launcher(argv: Sequence[str], env: Mapping[str, str], fd: int) -> Spawn:
     return spawn
 
 
-def metrics_dir() -> Path:
-    """A fresh directory for prometheus-client's multiprocess files, one per supervisor run."""
-    return Path(tempfile.mkdtemp(prefix="frontdesk-metrics-"))
-
-
 @dataclass
 class Slot:
     """One worker position: its current process and its restart bookkeeping."""
@@ -188,21 +183,28 @@ class Supervisor:
 
 
 def supervise(
-    count: int,
-    sock: socket.socket,
-    argv: Sequence[str],
-    env: Mapping[str, str],
-    on_exit: Callable[[int], None] | None = None,
+    count: int, sock: socket.socket, argv: Sequence[str], env: Mapping[str, str], metrics_dir: str
 ) -> int:
-    """Run ``count`` workers (``argv`` + ``--worker-fd FD``) on ``sock`` with their own metrics
-    directory; returns the exit code. The directory is removed afterwards."""
+    """Run ``count`` workers (``argv`` + ``--worker-fd FD``) on ``sock``; returns the exit code.
+
+    The workers share one PROMETHEUS_MULTIPROC_DIR, emptied first: ``metrics_dir`` when given
+    (kept afterwards), else a new temporary one (removed afterwards). A worker's live gauges
+    stop counting when it exits (agent.metrics.worker_exited)."""
+    from agent import metrics  # prometheus-client; only the supervisor needs it here
+
     fd = sock.fileno()
-    directory = metrics_dir()
+    if metrics_dir:
+        directory = metrics.prepare_multiprocess_dir(metrics_dir)
+    else:
+        directory = Path(tempfile.mkdtemp(prefix="frontdesk-metrics-"))
     worker_env = {**env, "PROMETHEUS_MULTIPROC_DIR": str(directory)}
     spawn = launcher([*argv, "--worker-fd", str(fd)], worker_env, fd)
     try:
-        return Supervisor(count, spawn, on_exit=on_exit).run()
+        return Supervisor(
+            count, spawn, on_exit=lambda pid: metrics.worker_exited(pid, directory)
+        ).run()
     finally:
         sock.close()
-        shutil.rmtree(directory, ignore_errors=True)
+        if not metrics_dir:
+            shutil.rmtree(directory, ignore_errors=True)
         logger.info(f"supervisor {os.getpid()} done")

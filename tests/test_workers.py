@@ -460,6 +460,10 @@ async def test_supervisor_serves_with_two_workers_restarts_one_and_drains_on_sig
         try:
             await asyncio.to_thread(server.wait_ready)
             first = await pids_answering(server.url, 2)
+            # The workers' metrics are one set (prometheus-client's multiprocess directory).
+            async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
+                scraped = await client.get("/metrics")
+            assert scraped.status_code == 200 and "# TYPE" in scraped.text
             # kill -9 of one worker: the supervisor starts another in its place.
             victim = sorted(first)[0]
             os.kill(victim, signal.SIGKILL)
