@@ -18,6 +18,8 @@ from agent.app import create_app
 from agent.settings import Settings
 from telephony import browser_routes, media_socket
 from tests.conftest import ADMIN_TOKEN, server_env
+from tools.store import schema
+from tools.store.business import seed_business
 from tools.store.db import Database
 from tools.store.instances import Instance, Instances
 
@@ -179,6 +181,22 @@ async def test_call_slots_the_routes_take(tmp_path):
         assert await slots.take_slot(answered=True) and slots.active_calls == 2
     finally:
         await slots.db.close()
+
+
+async def test_the_busy_number_is_read_when_needed_so_every_worker_sees_a_change(tmp_path):
+    settings = Settings.from_env(server_env(tmp_path, 8080))
+    await _migrate(settings.database)
+    state: Any = create_app(settings).state.frontdesk
+    admin = Database(settings.database)  # the worker that took the admin's change
+    try:
+        await seed_business(admin, settings.business_config)
+        assert await state.escalation_number() == "+14135550199"
+        async with admin.write() as conn:
+            await conn.execute(schema.business.update().values(escalation_number="+14135550198"))
+        assert await state.escalation_number() == "+14135550198"
+    finally:
+        await admin.close()
+        await state.db.close()
 
 
 def test_starting_calls_is_rate_limited_per_client(tmp_path):

@@ -134,3 +134,17 @@ def test_the_database_password_is_a_secret_for_the_logs():
     url = "postgresql://frontdesk:hunter2-long@db.example.com:5432/frontdesk"
     assert "hunter2-long" in secret_values(Settings.from_env({"FRONTDESK_DATABASE": url}))
     assert secret_values(Settings.from_env({})) == []
+
+
+def test_two_workers_with_the_same_settings_accept_each_others_tokens(tmp_path: Path):
+    from agent.app import create_app
+    from tests.conftest import server_env
+
+    settings = Settings.from_env(server_env(tmp_path, 8080))
+    one, two = (create_app(settings).state.frontdesk for _ in range(2))
+    assert one.instances.me.id != two.instances.me.id
+    token = one.tokens.issue("CA1", {"from": "+14135550123"})
+    assert two.tokens.verify(token, "CA1")[2] == {"from": "+14135550123"}
+    other = Settings.from_env(server_env(tmp_path, 8080, FRONTDESK_ADMIN_TOKEN="x" * 30))
+    with pytest.raises(TokenError, match="not issued"):
+        create_app(other).state.frontdesk.tokens.verify(token, "CA1")

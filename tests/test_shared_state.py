@@ -185,3 +185,20 @@ def test_instance_ids_name_their_process() -> None:
     one, two = Instance.here(), Instance.here()
     assert one.pid == os.getpid() and one.id.startswith(f"{one.host}-{one.pid}-")
     assert one.id != two.id
+
+
+async def test_failed_sign_ins_lock_a_client_out_of_every_worker(db: Database, second: Database):
+    from agent.admin.access import LoginLimiter
+
+    clock = Clock(1000.0)
+    here, there = LoginLimiter(db, 3, 600.0, clock), LoginLimiter(second, 3, 600.0, clock)
+    for limiter in (here, there, here):
+        assert not await limiter.blocked("203.0.113.9")
+        await limiter.failed("203.0.113.9")
+    assert await there.blocked("203.0.113.9") and await here.blocked("203.0.113.9")
+    assert not await there.blocked("198.51.100.1")  # that client only
+    clock.now += 601
+    assert not await there.blocked("203.0.113.9")  # the window slid past them
+    await here.failed("203.0.113.9")
+    await there.succeeded("203.0.113.9")  # a success anywhere forgives
+    assert await here._failures.count("203.0.113.9") == 0

@@ -194,6 +194,7 @@ calls = sa.Table(
     sa.Column("instance_id", sa.String(100), nullable=False, server_default=""),
     sa.Index("ix_calls_started_at", "started_at"),
     sa.Index("ix_calls_instance_id", "instance_id"),
+    sa.Index("ix_calls_ended_at", "ended_at"),  # the open calls (NULL), which the reaper reads
 )
 
 turns = sa.Table(

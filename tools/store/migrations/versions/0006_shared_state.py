@@ -25,6 +25,7 @@ def upgrade() -> None:
             sa.Column("instance_id", sa.String(length=100), server_default="", nullable=False)
         )
         batch.create_index("ix_calls_instance_id", ["instance_id"])
+        batch.create_index("ix_calls_ended_at", ["ended_at"])
     op.create_table(
         "instances",
         sa.Column("id", sa.String(length=100), nullable=False),
@@ -69,5 +70,6 @@ def downgrade() -> None:
     op.drop_table("call_slots")
     op.drop_table("instances")
     with op.batch_alter_table("calls") as batch:
+        batch.drop_index("ix_calls_ended_at")
         batch.drop_index("ix_calls_instance_id")
         batch.drop_column("instance_id")
