@@ -297,15 +297,17 @@ def create_app(
             public_base=details.get("base", ""),
             resume_handoff=int(details.get("resume", "0") or 0),
         )
-        logger.info(f"call {info.call_sid} streaming (from {mask_phone(info.from_number)})")
-        session = state.new_session(info)
-        state.sessions[info.call_sid] = session
-        try:
-            serializer = TwilioMediaSerializer(parser, session)
-            await run_call(state, session, websocket, serializer)
-        finally:
-            state.sessions.pop(info.call_sid, None)
-            logger.info(f"call {info.call_sid} ended: {session.outcome}")
+        # Every line logged while the call runs carries its sid (the pipeline's tasks inherit it).
+        with logger.contextualize(call_sid=info.call_sid):
+            logger.info(f"call {info.call_sid} streaming (from {mask_phone(info.from_number)})")
+            session = state.new_session(info)
+            state.sessions[info.call_sid] = session
+            try:
+                serializer = TwilioMediaSerializer(parser, session)
+                await run_call(state, session, websocket, serializer)
+            finally:
+                state.sessions.pop(info.call_sid, None)
+                logger.info(f"call {info.call_sid} ended: {session.outcome}")
 
     twilio_config = TwilioRouteConfig(
         auth_token=settings.twilio_auth_token.reveal() if settings.twilio_auth_token else "",
@@ -320,11 +322,12 @@ def create_app(
         info = CallInfo(call_sid=call_sid, stream_sid=call_sid, source="browser")
         session = state.new_session(info, rate=parser.sample_rate)
         state.sessions[call_sid] = session
-        try:
-            await run_call(state, session, websocket, BrowserMediaSerializer(parser, session))
-        finally:
-            state.sessions.pop(call_sid, None)
-            logger.info(f"browser call {call_sid} ended: {session.outcome}")
+        with logger.contextualize(call_sid=call_sid):
+            try:
+                await run_call(state, session, websocket, BrowserMediaSerializer(parser, session))
+            finally:
+                state.sessions.pop(call_sid, None)
+                logger.info(f"browser call {call_sid} ended: {session.outcome}")
 
     demo_config = DemoRouteConfig(
         enabled=settings.demo_enabled,

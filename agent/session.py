@@ -33,8 +33,9 @@ from loguru import logger
 from agent import metrics
 from agent.call_record import RecordWriter, TurnTimings
 from agent.prompts import build_system_prompt, greeting, phrases
+from agent.recording import RecordingWriter
 from agent.settings import Settings
-from telephony.audio import CallRecording, join_wavs
+from telephony.audio import CallRecording
 from telephony.playback import PlaybackLedger
 from tools.catalog import TOOL_NAMES, tool_registry
 from tools.domain.business import Business
@@ -45,6 +46,8 @@ from tools.store.customers import lookup_customer
 from tools.store.db import Database
 
 PIPELINE_RATE = 8000  # phone calls; a browser call runs at its own (16 kHz) rate
+#: The recording goes to its file in chunks of this much audio (the rest of the call is on disk).
+RECORDING_CHUNK_SECS = 1.0
 #: Records and observations a live client is told about, under these event names.
 _EVENT_KINDS = {
     "add_turn": "turn",
@@ -225,6 +228,7 @@ class CallSession:
         self.rate = rate
         self.ledger = PlaybackLedger()
         self.recording = CallRecording(rate)
+        self.recorder: RecordingWriter | None = None  # streams the recording to its file
         self.timings = TurnTimings()
         self.heard_correction: tuple[str, int] | None = None  # (heard words, caller turns before)
         self.registry: ToolRegistry = tool_registry()
@@ -283,6 +287,9 @@ class CallSession:
             providers=self.settings.provider_names(),
         )
         self.records = RecordWriter(self.store, call_id, listener=self.emit)
+        path = Path(self.settings.data_dir) / "recordings" / f"{self.info.call_sid}.wav"
+        # One call, one recording: a call back from a transfer goes on in the same file.
+        self.recorder = RecordingWriter(path, self.rate, resume=bool(self.info.resume_handoff))
         metrics.call_started()
         try:
             await media()
@@ -294,7 +301,7 @@ class CallSession:
             await self.escalation.settle()
             if self.faults is not None:
                 await self.faults.close()
-            recording_path = self._save_recording()
+            recording_path = await self._finish_recording()
             self.records.put(
                 "finish_call", outcome=self.outcome.value, recording_path=recording_path
             )
@@ -341,19 +348,12 @@ class CallSession:
             earlier=earlier,
         )
 
-    def _save_recording(self) -> str:
-        try:
-            directory = Path(self.settings.data_dir) / "recordings"
-            directory.mkdir(parents=True, exist_ok=True)
-            path = directory / f"{self.info.call_sid}.wav"
-            audio = self.recording.to_wav()
-            if self.info.resume_handoff and path.exists():  # one call, one recording
-                audio = join_wavs(path.read_bytes(), audio)
-            path.write_bytes(audio)
-            return str(path)
-        except Exception as exc:
-            logger.error(f"call {self.info.call_sid}: could not save recording: {exc}")
+    async def _finish_recording(self) -> str:
+        """Write the rest of the recording and finish its file: its path ("" if it failed)."""
+        if self.recorder is None:
             return ""
+        self.recorder.write(self.recording.take_rest())
+        return await self.recorder.close()
 
     # --- Driven by the pipeline ----------------------------------------------------------------
 
@@ -432,6 +432,9 @@ class CallSession:
 
     def on_caller_audio(self, pcm: bytes) -> None:
         self.recording.add_caller(pcm)
+        chunk = RECORDING_CHUNK_SECS * self.rate * 4  # stereo 16-bit
+        if self.recorder is not None and self.recording.ready_bytes >= chunk:
+            self.recorder.write(self.recording.take_ready())
 
     def on_bot_audio(self, pcm: bytes) -> None:
         self.recording.add_bot(pcm)
