@@ -15,11 +15,13 @@ from fastapi import APIRouter, FastAPI, WebSocket
 from fastapi.responses import JSONResponse
 from loguru import logger
 
+from agent import metrics
 from agent.admin import build_records_router, install_admin, warm_local_brain
 from agent.auth import require_bearer
 from agent.brain.http import build_brain_router
 from agent.brain.model import LocalBrain
 from agent.escalation import Escalation, HandoffDesk
+from agent.liveness import keep_alive, reap
 from agent.logging import redact
 from agent.pipeline import run_call
 from agent.prompts import phrases
@@ -34,17 +36,23 @@ from telephony.host import DemoRouteConfig, TwilioRouteConfig
 from telephony.privacy import mask_phone
 from telephony.routes import build_router
 from telephony.serializer import TwilioMediaSerializer
-from telephony.tokens import StreamTokens
+from telephony.tokens import StreamTokens, derive_key
 from tools.store.business import load_business, seed_business
 from tools.store.calls import CallStore
 from tools.store.db import Database
+from tools.store.instances import Instance, Instances
+from tools.store.limits import RateEvents
+from tools.store.nonces import StreamNonces
 
 
 @dataclass
 class Frontdesk:
     """The application's shared parts, built once in :func:`create_app` and passed down.
 
-    It satisfies telephony.host.TwilioHost (and so CallSlots) for the telephony routes."""
+    It satisfies telephony.host.TwilioHost (and so CallSlots) for the telephony routes. What
+    several workers must agree on lives in the database (call slots, used stream tokens, rate
+    limits, the business); what is kept here is this process's own: its running calls
+    (``sessions``, ``active_calls``, ``slots``), whether it accepts calls, its models."""
 
     settings: Settings
     db: Database
@@ -52,12 +60,15 @@ class Frontdesk:
     tokens: StreamTokens
     admin_token: Secret
     handoff_desk: HandoffDesk
+    instances: Instances  # this worker among the others (tools.store.instances)
     models: LocalModels = field(default_factory=LocalModels)
     brain: LocalBrain | None = None  # the local LLM, when no remote one is configured
     accepting: bool = True
     ready: bool = False
-    active_calls: int = 0
-    escalation_number: str = ""
+    active_calls: int = 0  # this process's calls (all workers': instances.slots_taken())
+    slots: set[str] = field(default_factory=set)  # this process's call slots
+    unreleased: set[str] = field(default_factory=set)  # slots to give back (a failed release)
+    releasing: set[asyncio.Future[None]] = field(default_factory=set)  # slots being given back
     phrases: dict[str, str] = field(default_factory=dict)
     sessions: dict[str, CallSession] = field(default_factory=dict)
 
@@ -72,20 +83,47 @@ class Frontdesk:
             rate=rate,
         )
 
-    # --- telephony.host.CallSlots ---------------------------------------------------------
+    # --- telephony.host.TwilioHost --------------------------------------------------------
 
-    def has_room(self) -> bool:
-        return self.accepting and self.active_calls < self.settings.call_limit
-
-    def take_slot(self, *, answered: bool = False) -> bool:
-        full = self.active_calls >= self.settings.call_limit
-        if full or not (answered or self.accepting):
+    async def has_room(self) -> bool:
+        if not self.accepting:
             return False
-        self.active_calls += 1
-        return True
+        return await self.instances.slots_taken() < self.settings.call_limit
 
-    def release_slot(self) -> None:
+    async def take_slot(self, *, answered: bool = False) -> str:
+        if not (answered or self.accepting):
+            return ""
+        slot = await self.instances.take_slot(self.settings.call_limit)
+        if slot:
+            self.slots.add(slot)
+            self.active_calls += 1
+        return slot
+
+    async def release_slot(self, slot: str) -> None:
+        if slot not in self.slots:
+            return
+        self.slots.discard(slot)
         self.active_calls -= 1
+        # Its own task: a request cancelled meanwhile (a server stopping) still gives it back.
+        task = asyncio.ensure_future(self._give_back(slot))
+        self.releasing.add(task)
+        task.add_done_callback(self.releasing.discard)
+        await asyncio.shield(task)
+
+    async def _give_back(self, slot: str) -> None:
+        try:
+            await self.instances.release_slot(slot)
+        except Exception as exc:  # given back by the heartbeat (agent.liveness) instead
+            logger.warning(f"giving back call slot failed ({type(exc).__name__}); retried soon")
+            self.unreleased.add(slot)
+
+    async def escalation_number(self) -> str:
+        return (await load_business(self.db)).escalation_number
+
+    def refused(self, reason: str) -> None:
+        if reason == "over_capacity" and not self.accepting:
+            reason = "shutting_down"
+        metrics.refused(reason)
 
 
 def resolve_admin_token(settings: Settings) -> Secret:
@@ -106,6 +144,22 @@ def resolve_admin_token(settings: Settings) -> Secret:
     return Secret(path.read_text().strip())
 
 
+def resolve_stream_token_key(settings: Settings, admin_token: Secret) -> bytes:
+    """The key signing media stream tokens, the same in every worker sharing the settings:
+    FRONTDESK_STREAM_TOKEN_KEY; else in dev mode one generated once and kept in DATA_DIR; else
+    derived from the admin token (see Settings)."""
+    if settings.stream_token_key:
+        return settings.stream_token_key.reveal().encode()
+    if not settings.dev_mode:
+        return derive_key(admin_token.reveal())
+    path = Path(settings.data_dir) / "stream_token_key"
+    if not path.exists():
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(secrets.token_urlsafe(32))
+        os.chmod(path, 0o600)
+    return path.read_text().strip().encode()
+
+
 async def start_up(
     state: Frontdesk, models: LocalModels | None = None, brain: LocalBrain | None = None
 ) -> None:
@@ -113,14 +167,12 @@ async def start_up(
     ready."""
     settings, db = state.settings, state.db
     await db.migrate()
-    closed = await state.calls.close_interrupted()
-    if closed:
-        logger.warning(f"{closed} call(s) left open by a previous run marked interrupted")
+    await state.instances.register()
+    await reap(state.instances, settings.heartbeat_secs)
     added = await seed_business(db, settings.business_config)
     if any(added.values()):
         logger.info(f"seeded business data from {settings.business_config}: {added}")
     business = await load_business(db)
-    state.escalation_number = business.escalation_number
     # Import the LLM client now, so no call pays for it (pipecat imports take seconds).
     await asyncio.to_thread(importlib.import_module, "pipecat.services.openai.llm")
     if models is None:
@@ -152,16 +204,21 @@ async def shut_down(state: Frontdesk, *, owns_brain: bool = True) -> None:
         await asyncio.to_thread(state.brain.close)
     elif state.brain is not None:
         await asyncio.to_thread(state.brain.wait_primed)
+    try:
+        await state.instances.remove()  # its calls are over (drained), its slots given back
+    except Exception as exc:  # the others' reaper removes it instead
+        logger.warning(f"leaving the worker list failed: {type(exc).__name__}: {exc}")
     await state.db.close()
 
 
 def build_health_router(state: Frontdesk) -> APIRouter:
-    """/healthz (the process answers) and /readyz (models loaded, database up, accepting)."""
+    """/healthz (the process answers, and which: its pid, one per worker) and /readyz (models
+    loaded, database up, accepting)."""
     router = APIRouter()
 
     @router.get("/healthz")
-    async def healthz() -> dict[str, str]:
-        return {"status": "ok"}
+    async def healthz() -> dict[str, str | int]:
+        return {"status": "ok", "pid": os.getpid()}
 
     @router.get("/readyz")
     async def readyz() -> JSONResponse:
@@ -189,13 +246,22 @@ def create_app(
     closed here: at shutdown only its background priming is waited for."""
     Path(settings.data_dir).mkdir(parents=True, exist_ok=True)
     db = Database(settings.database)
+    admin_token = resolve_admin_token(settings)
+    instances = Instances(db, Instance.here())
+    nonces = StreamNonces(db)
+    db.on_retry = metrics.db_retried
     state = Frontdesk(
         settings=settings,
         db=db,
-        calls=CallStore(db),
-        tokens=StreamTokens(settings.stream_token_ttl_secs),
-        admin_token=resolve_admin_token(settings),
+        calls=CallStore(db, instances.me.id),
+        tokens=StreamTokens(
+            settings.stream_token_ttl_secs,
+            key=resolve_stream_token_key(settings, admin_token),
+            nonces=nonces,
+        ),
+        admin_token=admin_token,
         handoff_desk=HandoffDesk(db, settings),
+        instances=instances,
         phrases=phrases(),
     )
     redact(state.admin_token.reveal())
@@ -204,10 +270,15 @@ def create_app(
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await start_up(state, models, brain)
         retention = asyncio.create_task(retention_loop(db, settings), name="retention")
+        beating = asyncio.create_task(
+            keep_alive(instances, nonces, settings.heartbeat_secs, state.unreleased)
+        )
         try:
             yield
         finally:
             retention.cancel()
+            beating.cancel()
+            await asyncio.gather(beating, retention, return_exceptions=True)
             await shut_down(state, owns_brain=brain is None)
 
     app = FastAPI(title="Frontdesk", version="0.1.0", lifespan=lifespan)
@@ -229,15 +300,17 @@ def create_app(
             public_base=details.get("base", ""),
             resume_handoff=int(details.get("resume", "0") or 0),
         )
-        logger.info(f"call {info.call_sid} streaming (from {mask_phone(info.from_number)})")
-        session = state.new_session(info)
-        state.sessions[info.call_sid] = session
-        try:
-            serializer = TwilioMediaSerializer(parser, session)
-            await run_call(state, session, websocket, serializer)
-        finally:
-            state.sessions.pop(info.call_sid, None)
-            logger.info(f"call {info.call_sid} ended: {session.outcome}")
+        # Every line logged while the call runs carries its sid (the pipeline's tasks inherit it).
+        with logger.contextualize(call_sid=info.call_sid):
+            logger.info(f"call {info.call_sid} streaming (from {mask_phone(info.from_number)})")
+            session = state.new_session(info)
+            state.sessions[info.call_sid] = session
+            try:
+                serializer = TwilioMediaSerializer(parser, session)
+                await run_call(state, session, websocket, serializer)
+            finally:
+                state.sessions.pop(info.call_sid, None)
+                logger.info(f"call {info.call_sid} ended: {session.outcome}")
 
     twilio_config = TwilioRouteConfig(
         auth_token=settings.twilio_auth_token.reveal() if settings.twilio_auth_token else "",
@@ -252,11 +325,12 @@ def create_app(
         info = CallInfo(call_sid=call_sid, stream_sid=call_sid, source="browser")
         session = state.new_session(info, rate=parser.sample_rate)
         state.sessions[call_sid] = session
-        try:
-            await run_call(state, session, websocket, BrowserMediaSerializer(parser, session))
-        finally:
-            state.sessions.pop(call_sid, None)
-            logger.info(f"browser call {call_sid} ended: {session.outcome}")
+        with logger.contextualize(call_sid=call_sid):
+            try:
+                await run_call(state, session, websocket, BrowserMediaSerializer(parser, session))
+            finally:
+                state.sessions.pop(call_sid, None)
+                logger.info(f"browser call {call_sid} ended: {session.outcome}")
 
     demo_config = DemoRouteConfig(
         enabled=settings.demo_enabled,
@@ -264,9 +338,15 @@ def create_app(
         public_url=settings.public_url,
     )
     static_dir = Path(__file__).resolve().parent / "static"
-    app.include_router(build_demo_router(state, demo_config, run_browser_call, static_dir))
+    demo_limit = RateEvents(db, "demo_call", limit=settings.demo_calls_per_minute, window_secs=60.0)
+    app.include_router(
+        build_demo_router(state, demo_limit, demo_config, run_browser_call, static_dir)
+    )
 
     app.include_router(build_health_router(state))
+    app.include_router(
+        metrics.build_metrics_router(settings.metrics_token, settings.metrics_multiprocess_dir)
+    )
     app.include_router(build_records_router(state.calls, state.admin_token))  # /api/calls
     app.state.admin = install_admin(app, state)  # /admin and /api/admin/...
 

@@ -11,6 +11,7 @@ from typing import Any
 
 from loguru import logger
 
+from agent import metrics
 from tools.store.calls import CallStore
 
 #: Told of every record as it is put: (kind, values), kind being a CallStore method name.
@@ -77,6 +78,7 @@ class RecordWriter:
                     break
                 except Exception as exc:
                     logger.error(f"call record write {kind} failed (attempt {attempt + 1}): {exc}")
+                    metrics.db_retried("call_record")
                     await asyncio.sleep(0.2 * (attempt + 1))
 
     async def close(self) -> None:

@@ -44,6 +44,7 @@ from pipecat.services.llm_service import LLMService
 from pipecat.services.stt_service import STTService
 from pipecat.services.tts_service import TTSService
 
+from agent import metrics
 from agent.prompts import phrases
 from agent.session import CallSession, Outcome
 from telephony.playback import PlaybackLedger
@@ -205,7 +206,8 @@ class FaultHandler:
                 continue
             text = self._tts_text.strip()
             self._disarm_tts()
-            await self.fault("tts", f"no audio within {self.tts_timeout:g}s", retry_text=text)
+            detail = f"no audio within {self.tts_timeout:g}s"
+            await self.fault("tts", detail, retry_text=text, timeout=True)
             return
 
     async def _on_error(self, frame: ErrorFrame) -> None:
@@ -223,11 +225,20 @@ class FaultHandler:
     # --- policy -----------------------------------------------------------------------------
 
     async def fault(
-        self, stage: str, detail: str, *, retryable: bool = True, retry_text: str = ""
+        self,
+        stage: str,
+        detail: str,
+        *,
+        retryable: bool = True,
+        retry_text: str = "",
+        timeout: bool = False,
     ) -> None:
-        """Record a provider fault and answer it according to the stage's strikes."""
+        """Record a provider fault and answer it according to the stage's strikes; ``timeout``:
+        the provider went silent (counted apart from errors in the metrics)."""
         self.faults += 1
         self._record(f"{stage}: {detail}")
+        said = detail.lower()  # the vendor clients' own words for a stall
+        metrics.provider_fault(stage, timeout=timeout or "timed out" in said or "timeout" in said)
         if stage == "tts":
             # It produced no audio: the bot is not speaking (a goodbye must not wait for it).
             self.session.bot_speaking = False

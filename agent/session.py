@@ -30,10 +30,12 @@ from typing import Any, Protocol
 
 from loguru import logger
 
+from agent import metrics
 from agent.call_record import RecordWriter, TurnTimings
 from agent.prompts import build_system_prompt, greeting, phrases
+from agent.recording import RecordingWriter
 from agent.settings import Settings
-from telephony.audio import CallRecording, join_wavs
+from telephony.audio import CallRecording
 from telephony.playback import PlaybackLedger
 from tools.catalog import TOOL_NAMES, tool_registry
 from tools.domain.business import Business
@@ -44,6 +46,8 @@ from tools.store.customers import lookup_customer
 from tools.store.db import Database
 
 PIPELINE_RATE = 8000  # phone calls; a browser call runs at its own (16 kHz) rate
+#: The recording goes to its file in chunks of this much audio (the rest of the call is on disk).
+RECORDING_CHUNK_SECS = 1.0
 #: Records and observations a live client is told about, under these event names.
 _EVENT_KINDS = {
     "add_turn": "turn",
@@ -224,6 +228,7 @@ class CallSession:
         self.rate = rate
         self.ledger = PlaybackLedger()
         self.recording = CallRecording(rate)
+        self.recorder: RecordingWriter | None = None  # streams the recording to its file
         self.timings = TurnTimings()
         self.heard_correction: tuple[str, int] | None = None  # (heard words, caller turns before)
         self.registry: ToolRegistry = tool_registry()
@@ -282,6 +287,10 @@ class CallSession:
             providers=self.settings.provider_names(),
         )
         self.records = RecordWriter(self.store, call_id, listener=self.emit)
+        path = Path(self.settings.data_dir) / "recordings" / f"{self.info.call_sid}.wav"
+        # One call, one recording: a call back from a transfer goes on in the same file.
+        self.recorder = RecordingWriter(path, self.rate, resume=bool(self.info.resume_handoff))
+        metrics.call_started()
         try:
             await media()
         except Exception as exc:
@@ -292,11 +301,12 @@ class CallSession:
             await self.escalation.settle()
             if self.faults is not None:
                 await self.faults.close()
-            recording_path = self._save_recording()
+            recording_path = await self._finish_recording()
             self.records.put(
                 "finish_call", outcome=self.outcome.value, recording_path=recording_path
             )
             await self.records.close()
+            metrics.call_ended(self.outcome.value)
 
     async def prepare(self) -> CallSetup:
         """Load what the call starts with: the business config (kept for the whole call), the
@@ -338,19 +348,12 @@ class CallSession:
             earlier=earlier,
         )
 
-    def _save_recording(self) -> str:
-        try:
-            directory = Path(self.settings.data_dir) / "recordings"
-            directory.mkdir(parents=True, exist_ok=True)
-            path = directory / f"{self.info.call_sid}.wav"
-            audio = self.recording.to_wav()
-            if self.info.resume_handoff and path.exists():  # one call, one recording
-                audio = join_wavs(path.read_bytes(), audio)
-            path.write_bytes(audio)
-            return str(path)
-        except Exception as exc:
-            logger.error(f"call {self.info.call_sid}: could not save recording: {exc}")
+    async def _finish_recording(self) -> str:
+        """Write the rest of the recording and finish its file: its path ("" if it failed)."""
+        if self.recorder is None:
             return ""
+        self.recorder.write(self.recording.take_rest())
+        return await self.recorder.close()
 
     # --- Driven by the pipeline ----------------------------------------------------------------
 
@@ -380,13 +383,11 @@ class CallSession:
         if interrupted and heard:
             text = heard
         if text and self.records is not None:
+            timings = self.timings.bot_part()
             self.records.put(
-                "add_turn",
-                role="bot",
-                text=text,
-                timings=self.timings.bot_part(),
-                interrupted=interrupted,
+                "add_turn", role="bot", text=text, timings=timings, interrupted=interrupted
             )
+            metrics.turn_timed(timings)
 
     async def caller_idle(self) -> None:
         """The caller said nothing for a while: ask if they are there, then say goodbye."""
@@ -420,6 +421,9 @@ class CallSession:
             error=invocation.error,
             duration_ms=invocation.duration_ms,
         )
+        known = invocation.error != "unknown_tool"  # a name the model made up is no label
+        result = invocation.error.partition(":")[0] or "ok"
+        metrics.tool_called(invocation.name if known else "unknown", result)
         if self.facts.get("customer_id") and not (self._caller or {}).get("id"):
             self.records.put("set_customer", customer_id=self.facts["customer_id"])
         return invocation
@@ -428,6 +432,9 @@ class CallSession:
 
     def on_caller_audio(self, pcm: bytes) -> None:
         self.recording.add_caller(pcm)
+        chunk = RECORDING_CHUNK_SECS * self.rate * 4  # stereo 16-bit
+        if self.recorder is not None and self.recording.ready_bytes >= chunk:
+            self.recorder.write(self.recording.take_ready())
 
     def on_bot_audio(self, pcm: bytes) -> None:
         self.recording.add_bot(pcm)
@@ -439,6 +446,7 @@ class CallSession:
 
     def on_clear(self) -> None:
         self.clears += 1
+        metrics.barge_in()
         self.recording.clear_bot()
         heard, cut_off = self.ledger.interrupt()
         if not cut_off:

@@ -80,6 +80,16 @@ def _fraction(name: str, raw: str) -> float:
     return value
 
 
+LOG_FORMATS = ("text", "json")
+
+
+def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
+    value = raw.strip().lower()
+    if value not in choices:
+        raise SettingsError(f"{name} must be one of {', '.join(choices)}, got {raw!r}")
+    return value
+
+
 def _vad(env: Mapping[str, str]) -> dict[str, Any]:
     """The VAD's start settings (FRONTDESK_VAD_*; the stop time is read with the turn's)."""
     get = env.get
@@ -102,6 +112,21 @@ def _vad(env: Mapping[str, str]) -> dict[str, Any]:
     }
 
 
+def _workers(env: Mapping[str, str]) -> int:
+    """FRONTDESK_WORKERS; above 1 only with a remote LLM, which the workers share."""
+    count = _int("FRONTDESK_WORKERS", env.get("FRONTDESK_WORKERS", "1"), minimum=1)
+    remote = env.get("OPENAI_API_KEY", "").strip() or env.get("OPENAI_BASE_URL", "").strip()
+    if count > 1 and not remote:
+        raise SettingsError(
+            f"FRONTDESK_WORKERS={count} needs a remote LLM: each worker would load its own copy "
+            "of the local model (1.1 GB, and the machine's cores serve about "
+            "FRONTDESK_LOCAL_MAX_CALLS calls with one). Serve a model once (llama.cpp's "
+            "llama-server, vLLM, Ollama) and set OPENAI_BASE_URL to it, or run one worker "
+            "(see README, Running several workers)"
+        )
+    return count
+
+
 def _secret(env: Mapping[str, str], name: str) -> Secret | None:
     raw = env.get(name, "").strip()
     return Secret(raw) if raw else None
@@ -109,7 +134,16 @@ def _secret(env: Mapping[str, str], name: str) -> Secret | None:
 
 @dataclass(frozen=True)
 class Settings:
-    """Everything configurable about a Frontdesk process. Build with :meth:`from_env`."""
+    """Everything configurable about a Frontdesk process. Build with :meth:`from_env`.
+
+    Several workers (processes, machines) behind one load balancer share one database and must
+    share these settings. ``stream_token_key`` (FRONTDESK_STREAM_TOKEN_KEY) signs the media
+    stream tokens, so any worker accepts a token another issued; unset, it is generated once
+    into DATA_DIR in dev mode, and otherwise derived from the admin token (HMAC-SHA256 over a
+    fixed label), so workers with the same admin token agree without another secret.
+    ``heartbeat_secs``: how often a worker marks itself alive; one silent for three beats is
+    dead, and another worker closes its calls (tools.store.instances).
+    """
 
     host: str = "127.0.0.1"
     port: int = 8080
@@ -124,9 +158,15 @@ class Settings:
     log_level: str = "INFO"
     recording: bool = True  # stereo WAV of each call under data_dir/recordings
     retention_days: int = 90  # transcripts and recordings older than this are deleted; 0: kept
+    workers: int = 1  # processes serving the port (agent/workers.py); >1 needs a remote LLM
+    log_format: str = "text"  # text | json (one object a line, with the call's sid)
+    metrics_token: Secret | None = None  # GET /metrics: None means loopback peers only
+    metrics_multiprocess_dir: str = ""  # PROMETHEUS_MULTIPROC_DIR: workers' shared metrics
 
     # Call behaviour.
     stream_token_ttl_secs: float = 30.0
+    stream_token_key: Secret | None = None
+    heartbeat_secs: float = 5.0
     max_concurrent_calls: int = 20
     local_max_calls: int = 2  # concurrent calls while the LLM is the local one (see call_limit)
     max_call_secs: int = 1800
@@ -189,8 +229,18 @@ class Settings:
             retention_days=_int(
                 "FRONTDESK_RETENTION_DAYS", get("FRONTDESK_RETENTION_DAYS", "90"), minimum=0
             ),
+            workers=_workers(env),
+            log_format=_choice(
+                "FRONTDESK_LOG_FORMAT", get("FRONTDESK_LOG_FORMAT", "text"), LOG_FORMATS
+            ),
+            metrics_token=_secret(env, "FRONTDESK_METRICS_TOKEN"),
+            metrics_multiprocess_dir=get("PROMETHEUS_MULTIPROC_DIR", ""),
             stream_token_ttl_secs=_float(
                 "FRONTDESK_STREAM_TOKEN_TTL", get("FRONTDESK_STREAM_TOKEN_TTL", "30"), 1
+            ),
+            stream_token_key=_secret(env, "FRONTDESK_STREAM_TOKEN_KEY"),
+            heartbeat_secs=_float(
+                "FRONTDESK_HEARTBEAT_SECS", get("FRONTDESK_HEARTBEAT_SECS", "5"), 0.1
             ),
             max_concurrent_calls=_int(
                 "FRONTDESK_MAX_CALLS", get("FRONTDESK_MAX_CALLS", "20"), minimum=1

@@ -62,31 +62,32 @@ def write_wav(pcm: bytes, rate: int, channels: int = 1) -> bytes:
     return buffer.getvalue()
 
 
-def join_wavs(first: bytes, second: bytes) -> bytes:
-    """Two WAVs of the same format, one after the other (a call resumed on a new stream)."""
-    with wave.open(io.BytesIO(first), "rb") as a, wave.open(io.BytesIO(second), "rb") as b:
-        if (a.getnchannels(), a.getsampwidth(), a.getframerate()) != (
-            b.getnchannels(),
-            b.getsampwidth(),
-            b.getframerate(),
-        ):
-            raise ValueError("cannot join WAVs of different formats")
-        frames = a.readframes(a.getnframes()) + b.readframes(b.getnframes())
-        return write_wav(frames, a.getframerate(), channels=a.getnchannels())
-
-
 class CallRecording:
     """Stereo recording of a call as the caller heard it: caller left, bot right.
 
     The caller track advances with every inbound frame (the stream clock). Bot audio is placed at
     the later of "now" on that clock and the end of the bot audio already queued, as a phone plays
     it; ``clear`` drops queued bot audio that had not been played yet.
+
+    Everything up to "now" is final (a clear only drops bot audio beyond it), so it can be taken
+    as it comes (:meth:`take_ready`) and written out: only what is beyond "now" (bot audio queued
+    ahead) and what was not taken yet stays in memory.
     """
 
     def __init__(self, rate: int = 8000) -> None:
         self.rate = rate
-        self._caller = bytearray()
+        self._caller = bytearray()  # both tracks from the first sample not taken yet
         self._bot = bytearray()
+
+    @property
+    def buffered_bytes(self) -> int:
+        """Audio held in memory, both tracks."""
+        return len(self._caller) + len(self._bot)
+
+    @property
+    def ready_bytes(self) -> int:
+        """Bytes of stereo audio :meth:`take_ready` would return now."""
+        return len(self._caller) * 2
 
     def add_caller(self, pcm: bytes) -> None:
         self._caller.extend(pcm)
@@ -103,11 +104,24 @@ class CallRecording:
         if len(self._bot) > now:
             del self._bot[now:]
 
-    def to_wav(self) -> bytes:
-        length = max(len(self._caller), len(self._bot))
+    def take_ready(self) -> bytes:
+        """The final audio up to now, as interleaved stereo PCM, dropped from memory."""
+        return self._take(len(self._caller))
+
+    def take_rest(self) -> bytes:
+        """Everything left (the call is over), as interleaved stereo PCM."""
+        return self._take(max(len(self._caller), len(self._bot)))
+
+    def _take(self, length: int) -> bytes:
+        length -= length % 2
         left = np.zeros(length // 2, dtype="<i2")
         right = np.zeros(length // 2, dtype="<i2")
-        left[: len(self._caller) // 2] = np.frombuffer(bytes(self._caller), dtype="<i2")
-        right[: len(self._bot) // 2] = np.frombuffer(bytes(self._bot), dtype="<i2")
-        stereo = np.column_stack([left, right]).astype("<i2").tobytes()
-        return write_wav(stereo, self.rate, channels=2)
+        caller, bot = bytes(self._caller[:length]), bytes(self._bot[:length])
+        left[: len(caller) // 2] = np.frombuffer(caller, dtype="<i2")
+        right[: len(bot) // 2] = np.frombuffer(bot, dtype="<i2")
+        del self._caller[:length], self._bot[:length]
+        return np.column_stack([left, right]).astype("<i2").tobytes()
+
+    def to_wav(self) -> bytes:
+        """What is still held, as a WAV (the whole call when nothing was taken)."""
+        return write_wav(self.take_rest(), self.rate, channels=2)

@@ -3,7 +3,8 @@
 The socket runs the same call pipeline as a phone call (see agent/app.py). It needs no Twilio
 credentials and no admin token, so it is guarded instead: the Origin must be this server's own
 (or ``FRONTDESK_PUBLIC_URL``), each client address may start only so many calls a minute, and
-calls take the app's call slots (:class:`telephony.host.CallSlots`) like phone calls. With
+calls take the app's call slots (:class:`telephony.host.CallSlots`) like phone calls. The limit
+and the slots are the app's (:class:`telephony.host.ClientLimit`), shared by all workers. With
 ``FRONTDESK_DEMO=0`` the page and the socket answer 404.
 """
 
@@ -20,9 +21,9 @@ from loguru import logger
 from starlette.websockets import WebSocketDisconnect
 
 from telephony import browser_codec
-from telephony.host import CallSlots, DemoRouteConfig
+from telephony.host import CallSlots, ClientLimit, DemoRouteConfig
 from telephony.media_socket import await_start, close_quietly, websocket_frames
-from telephony.ratelimit import RateLimiter, client_key
+from telephony.ratelimit import client_key
 from telephony.stream_codec import ProtocolError
 
 WS_PATH = "/demo/ws"
@@ -70,10 +71,14 @@ def origin_allowed(origin: str | None, host: str | None, public_url: str) -> boo
 
 
 def build_demo_router(
-    slots: CallSlots, config: DemoRouteConfig, run_call: RunBrowserCall, static_dir: Path
+    slots: CallSlots,
+    limiter: ClientLimit,
+    config: DemoRouteConfig,
+    run_call: RunBrowserCall,
+    static_dir: Path,
 ) -> APIRouter:
-    """The page, its assets and the call socket, taking the app's call slots; 404s when
-    disabled."""
+    """The page, its assets and the call socket, taking the app's call slots, each client's
+    calls counted by ``limiter`` (``config.calls_per_minute`` a minute); 404s when disabled."""
     router = APIRouter()
     if not config.enabled:
 
@@ -83,7 +88,7 @@ def build_demo_router(
 
         return router
     router.include_router(build_page_router(static_dir))
-    router.include_router(build_socket_router(slots, config, run_call))
+    router.include_router(build_socket_router(slots, limiter, config, run_call))
     return router
 
 
@@ -107,25 +112,27 @@ def build_page_router(static_dir: Path) -> APIRouter:
 
 
 def build_socket_router(
-    slots: CallSlots, config: DemoRouteConfig, run_call: RunBrowserCall
+    slots: CallSlots, limiter: ClientLimit, config: DemoRouteConfig, run_call: RunBrowserCall
 ) -> APIRouter:
     """The call socket: this server's origin only, rate-limited per client, one call slot."""
     router = APIRouter()
-    limiter = RateLimiter(config.calls_per_minute, 60.0)
 
-    async def admitted(websocket: WebSocket) -> bool:
-        """Accept the socket and take a call slot, or refuse it (saying why) and return False."""
+    async def admitted(websocket: WebSocket) -> str:
+        """Accept the socket and take a call slot (its id), or refuse it (saying why) and
+        return ""."""
         origin = websocket.headers.get("origin")
         if not origin_allowed(origin, websocket.headers.get("host"), config.public_url):
             logger.warning(f"demo socket refused: origin {origin!r} is not this server's")
+            slots.refused("bad_origin")
             await _deny(websocket, 403, "origin not allowed")
-            return False
+            return ""
         address = websocket.client.host if websocket.client else ""
         await websocket.accept()
-        retry_after = limiter.hit(client_key(address))
+        retry_after = await limiter.hit(client_key(address))
         if retry_after:
             seconds = math.ceil(retry_after)
             logger.warning(f"demo socket refused: rate limit for {client_key(address)}")
+            slots.refused("rate_limited")
             await _refuse(
                 websocket,
                 1008,
@@ -133,22 +140,24 @@ def build_socket_router(
                 f"You've started several calls in a short time. Please wait {seconds} seconds, "
                 "then try again.",
             )
-            return False
-        if not slots.take_slot():  # taken now, so a phone call can't take it meanwhile
+            return ""
+        slot = await slots.take_slot()  # taken now, so a phone call can't take it meanwhile
+        if not slot:
             logger.warning("demo socket refused: over capacity or shutting down")
+            slots.refused("over_capacity")
             busy = "All lines are busy right now. Please try again in a minute."
             await _refuse(websocket, 1013, "busy", busy)
-            return False
-        return True
+        return slot
 
     @router.websocket(WS_PATH)
     async def demo_socket(websocket: WebSocket) -> None:
-        if not await admitted(websocket):
+        slot = await admitted(websocket)
+        if not slot:
             return
         try:
             await _start_and_run(websocket, run_call)
         finally:
-            slots.release_slot()
+            await slots.release_slot(slot)
             await close_quietly(websocket, 1000, "call ended")
 
     return router

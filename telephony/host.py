@@ -5,7 +5,8 @@ The routes never see the application's own state. The Twilio routes get a :class
 :class:`TwilioRouteConfig`; the browser demo gets :class:`CallSlots` and a
 :class:`DemoRouteConfig`. The configs are fixed for the app's lifetime; the host's properties
 are read on every request, so live changes (the admin console's escalation number, shutdown)
-take effect at once.
+take effect at once. Everything the host answers is shared by all workers (the app keeps it in
+the database), so no request needs to reach the worker that handled an earlier one.
 """
 
 from __future__ import annotations
@@ -17,22 +18,37 @@ from telephony.tokens import StreamTokens
 
 
 class CallSlots(Protocol):
-    """The app's call capacity, shared by phone and browser calls."""
+    """The app's call capacity, shared by phone and browser calls and by all workers."""
 
-    def has_room(self) -> bool:
+    async def has_room(self) -> bool:
         """A new call would be taken now: calls are accepted (no shutdown) and a slot is free."""
         ...
 
-    def take_slot(self, *, answered: bool = False) -> bool:
-        """Take a slot; False (nothing taken) when refused.
+    async def take_slot(self, *, answered: bool = False) -> str:
+        """Take a slot: its id, or "" (nothing taken) when refused.
 
         A new call is refused unless :meth:`has_room`. ``answered``: the call was already
         answered by the voice webhook (its media stream is starting), so only a free slot counts.
         """
         ...
 
-    def release_slot(self) -> None:
+    async def release_slot(self, slot: str) -> None:
         """Give back a slot that :meth:`take_slot` gave."""
+        ...
+
+    def refused(self, reason: str) -> None:
+        """A request or call was turned away for ``reason`` (a fixed word: over_capacity,
+        bad_token, forged_signature, rate_limited ...), for the app's metrics. The host counts
+        ``over_capacity`` as ``shutting_down`` while it takes no new calls."""
+        ...
+
+
+class ClientLimit(Protocol):
+    """A per-client rate limit (the app's is shared by all workers)."""
+
+    async def hit(self, key: str) -> float:
+        """Record an attempt by client ``key``: 0.0 when allowed, else the seconds until one
+        would be (a refused attempt is not counted)."""
         ...
 
 
@@ -70,9 +86,9 @@ class TwilioHost(CallSlots, Protocol):
         """Issues a media stream's one-time token in the webhook, consumes it at stream start."""
         ...
 
-    @property
-    def escalation_number(self) -> str:
-        """Dialled after the busy message when over capacity ("" : hang up instead)."""
+    async def escalation_number(self) -> str:
+        """Dialled after the busy message when over capacity ("" : hang up instead); read when
+        needed, so an admin's change applies in every worker."""
         ...
 
     @property

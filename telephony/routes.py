@@ -15,7 +15,7 @@ from loguru import logger
 from starlette.websockets import WebSocketDisconnect
 
 from telephony import codec, twiml
-from telephony.host import TwilioHost, TwilioRouteConfig
+from telephony.host import CallSlots, TwilioHost, TwilioRouteConfig
 from telephony.media_socket import FrameSource, await_start, close_quietly, websocket_frames
 from telephony.privacy import mask_phone
 from telephony.signature import is_valid_twilio_request, public_request_url
@@ -50,10 +50,14 @@ def xml(body: str) -> Response:
     return Response(body, media_type="application/xml")
 
 
-async def validated_form(request: Request, config: TwilioRouteConfig) -> dict[str, str] | Response:
-    """The webhook's form fields if Twilio signed them, else the response refusing it."""
+async def validated_form(
+    request: Request, config: TwilioRouteConfig, host: CallSlots
+) -> dict[str, str] | Response:
+    """The webhook's form fields if Twilio signed them, else the response refusing it (the
+    refusal told to ``host``)."""
     if not config.auth_token:
         logger.error("Twilio webhook refused: TWILIO_AUTH_TOKEN is not configured")
+        host.refused("twilio_not_configured")
         return plain(
             "TWILIO_AUTH_TOKEN is not configured on this server, so Twilio requests cannot "
             "be validated. Set it to your Twilio auth token and restart.",
@@ -69,6 +73,7 @@ async def validated_form(request: Request, config: TwilioRouteConfig) -> dict[st
             f"Twilio webhook {request.url.path} refused: "
             f"{'missing' if not signature else 'invalid'} signature for {url}"
         )
+        host.refused("forged_signature")
         return plain("invalid Twilio signature", 403)
     return form
 
@@ -93,7 +98,7 @@ def build_voice_router(host: TwilioHost, config: TwilioRouteConfig) -> APIRouter
 
     @router.post("/twilio/voice")
     async def voice(request: Request) -> Response:
-        form = await validated_form(request, config)
+        form = await validated_form(request, config, host)
         if isinstance(form, Response):
             return form
         call_sid = form.get("CallSid", "")
@@ -103,9 +108,11 @@ def build_voice_router(host: TwilioHost, config: TwilioRouteConfig) -> APIRouter
             f"incoming call {call_sid} from {mask_phone(form.get('From', ''))} "
             f"to {mask_phone(form.get('To', ''))}"
         )
-        if not host.has_room():
+        if not await host.has_room():
             logger.warning(f"call {call_sid}: over capacity or shutting down; apologising")
-            return xml(twiml.apologise_busy(config.busy_message, host.escalation_number))
+            host.refused("over_capacity")
+            number = await host.escalation_number()
+            return xml(twiml.apologise_busy(config.busy_message, number))
         token = host.tokens.issue(
             call_sid,
             {"from": form.get("From", ""), "to": form.get("To", ""), "base": request_base(request)},
@@ -122,7 +129,7 @@ def build_transfer_router(host: TwilioHost, config: TwilioRouteConfig) -> APIRou
     @router.post("/twilio/whisper")
     async def whisper(request: Request) -> Response:
         """Warm transfer: Twilio fetches this when the person answers; they hear the summary."""
-        form = await validated_form(request, config)
+        form = await validated_form(request, config, host)
         if isinstance(form, Response):
             return form
         text = await host.handoff_desk.whisper_text(
@@ -135,11 +142,11 @@ def build_transfer_router(host: TwilioHost, config: TwilioRouteConfig) -> APIRou
     @router.post("/twilio/dial-action")
     async def dial_action(request: Request) -> Response:
         """The transfer's <Dial> ended: hang up after a conversation, else back to the agent."""
-        form = await validated_form(request, config)
+        form = await validated_form(request, config, host)
         if isinstance(form, Response):
             return form
         handoff = handoff_id(request)
-        step = await host.handoff_desk.dial_finished(handoff, form, host.has_room())
+        step = await host.handoff_desk.dial_finished(handoff, form, await host.has_room())
         if step is None:
             return plain("unknown handoff", 404)
         if step.kind == "goodbye":
@@ -169,17 +176,20 @@ def build_media_router(host: TwilioHost, run_call: RunCall) -> APIRouter:
             opened = await open_media_stream(websocket_frames(websocket), host.tokens)
         except StreamRefused as refusal:
             logger.warning(refusal.log_line)
+            host.refused(refusal.reason)
             await close_quietly(websocket, 1008, refusal.close_reason)
             return
         start = opened.start
-        if not host.take_slot(answered=True):
+        slot = await host.take_slot(answered=True)
+        if not slot:
             logger.warning(f"call {start.call_sid}: over capacity at stream start")
+            host.refused("over_capacity")
             await close_quietly(websocket, 1013, "over capacity")
             return
         try:
             await run_call(websocket, opened.parser, start, opened.details)
         finally:
-            host.release_slot()
+            await host.release_slot(slot)
             await close_quietly(websocket, 1000, "call ended")
 
     return router
@@ -195,12 +205,14 @@ class OpenedStream:
 
 
 class StreamRefused(Exception):
-    """A media stream refused before its call starts (the socket is closed with 1008)."""
+    """A media stream refused before its call starts (the socket is closed with 1008);
+    ``reason`` is the metrics' word for it."""
 
-    def __init__(self, log_line: str, close_reason: str) -> None:
+    def __init__(self, log_line: str, close_reason: str, reason: str) -> None:
         super().__init__(log_line)
         self.log_line = log_line
         self.close_reason = close_reason
+        self.reason = reason
 
 
 async def open_media_stream(frames: FrameSource, tokens: StreamTokens) -> OpenedStream:
@@ -215,12 +227,16 @@ async def open_media_stream(frames: FrameSource, tokens: StreamTokens) -> Opened
     except (WebSocketDisconnect, ProtocolError) as exc:
         reason = "disconnected" if isinstance(exc, WebSocketDisconnect) else str(exc)
         raise StreamRefused(
-            f"media websocket refused before start: {reason}", "start event required"
+            f"media websocket refused before start: {reason}",
+            "start event required",
+            "bad_handshake",
         ) from None
     try:
-        details = tokens.consume(start.custom_parameters.get("token"), start.call_sid)
+        details = await tokens.consume(start.custom_parameters.get("token"), start.call_sid)
     except TokenError as exc:
         raise StreamRefused(
-            f"media websocket for call {start.call_sid} refused: {exc}", "invalid token"
+            f"media websocket for call {start.call_sid} refused: {exc}",
+            "invalid token",
+            "bad_token",
         ) from None
     return OpenedStream(parser, start, details)

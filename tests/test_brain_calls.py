@@ -184,7 +184,7 @@ def test_only_the_local_brain_gets_an_interim_primer():
 # --- The local call limit ----------------------------------------------------------------------
 
 
-def test_local_calls_are_limited_and_beyond_it_the_app_has_no_room(tmp_path):
+async def test_local_calls_are_limited_and_beyond_it_the_app_has_no_room(tmp_path):
     local = Settings.from_env({"FRONTDESK_DATA_DIR": str(tmp_path), "FRONTDESK_DEV": "1"})
     assert local.call_limit == 2
     remote = Settings.from_env({"OPENAI_BASE_URL": "http://llm.test/v1"})
@@ -192,10 +192,15 @@ def test_local_calls_are_limited_and_beyond_it_the_app_has_no_room(tmp_path):
     fewer = Settings.from_env({"FRONTDESK_LOCAL_MAX_CALLS": "3", "FRONTDESK_MAX_CALLS": "1"})
     assert fewer.call_limit == 1
     state = create_app(local).state.frontdesk
-    assert state.take_slot() and state.take_slot()
-    assert not state.has_room() and not state.take_slot()  # the polite over-capacity answer
-    state.release_slot()
-    assert state.has_room()
+    await state.db.migrate()
+    try:
+        first = await state.take_slot()
+        assert first and await state.take_slot()
+        assert not await state.has_room() and not await state.take_slot()  # the polite answer
+        await state.release_slot(first)
+        assert await state.has_room()
+    finally:
+        await state.db.close()
 
 
 # --- The real model (slow: loaded once per session) --------------------------------------------

@@ -9,6 +9,7 @@ on a barge-in is a figure of bench/bargein.py.
 
 import base64
 import json
+import os
 import wave
 from typing import Any
 
@@ -209,5 +210,5 @@ async def test_call_records_need_the_admin_token(live_server: LiveServer) -> Non
         assert bad.status_code == 401
         good = await client.get("/api/calls", headers={"Authorization": f"Bearer {ADMIN_TOKEN}"})
         assert good.status_code == 200 and isinstance(good.json()["calls"], list)
-        assert (await client.get("/healthz")).json() == {"status": "ok"}
+        assert (await client.get("/healthz")).json() == {"status": "ok", "pid": os.getpid()}
         assert (await client.get("/readyz")).status_code == 200

@@ -1,10 +1,12 @@
 """The demo page and socket without a browser: refusals, protocol errors, demo off, capacity.
 
-The app runs in-process without its lifespan (no models are needed to refuse a call).
+The app runs in-process without its lifespan (no models are needed to refuse a call); its
+database is migrated beforehand, since the call slots and the rate limit live there.
 """
 
 from __future__ import annotations
 
+import asyncio
 import json
 from pathlib import Path
 from typing import Any
@@ -16,13 +18,33 @@ from agent.app import create_app
 from agent.settings import Settings
 from telephony import browser_routes, media_socket
 from tests.conftest import ADMIN_TOKEN, server_env
+from tools.store import schema
+from tools.store.business import seed_business
+from tools.store.db import Database
+from tools.store.instances import Instance, Instances
 
 ORIGIN = {"origin": "http://testserver"}
 
 
 def make_client(tmp_path: Path, **env: str) -> TestClient:
-    app = create_app(Settings.from_env(server_env(tmp_path, 8080, **env)))
-    return TestClient(app)
+    settings = Settings.from_env(server_env(tmp_path, 8080, **env))
+    asyncio.run(_migrate(settings.database))
+    return TestClient(create_app(settings))
+
+
+async def _migrate(url: str) -> None:
+    db = Database(url)
+    await db.migrate()
+    await db.close()
+
+
+async def _take_lines(url: str, count: int, limit: int) -> None:
+    """Another worker on the same database takes ``count`` of the ``limit`` lines."""
+    db = Database(url)
+    other = Instances(db, Instance("other-worker", "elsewhere", 1))
+    for _ in range(count):
+        assert await other.take_slot(limit)
+    await db.close()
 
 
 def state(client: TestClient) -> Any:
@@ -127,28 +149,54 @@ def test_a_silent_socket_is_dropped(tmp_path, monkeypatch):
     assert state(client).active_calls == 0
 
 
-def test_capacity_is_shared_with_phone_calls(tmp_path):
+def test_capacity_is_shared_with_phone_calls_of_every_worker(tmp_path):
     client = make_client(tmp_path, FRONTDESK_MAX_CALLS="2")
-    state(client).active_calls = 2  # two phone calls in progress
+    asyncio.run(_take_lines(state(client).settings.database, 2, 2))  # two calls elsewhere
     with client.websocket_connect("/demo/ws", headers=ORIGIN) as ws:
         error, code = refusal(ws)
     assert error["code"] == "busy" and "busy" in error["message"] and code == 1013
-    assert state(client).active_calls == 2  # nothing taken, nothing released twice
-    state(client).active_calls = 0
+    assert state(client).active_calls == 0 and not state(client).slots  # nothing taken
+
+    client = make_client(tmp_path / "b")
     state(client).accepting = False  # shutting down
     with client.websocket_connect("/demo/ws", headers=ORIGIN) as ws:
         error, _ = refusal(ws)
     assert error["code"] == "busy"
 
 
-def test_call_slots_the_routes_take(tmp_path):
-    slots = state(make_client(tmp_path, FRONTDESK_MAX_CALLS="2"))
-    assert slots.has_room() and slots.take_slot() and slots.take_slot(answered=True)
-    assert not slots.has_room() and not slots.take_slot(answered=True)  # both lines taken
-    slots.release_slot()
-    slots.accepting = False  # shutting down: no new call, but an answered one may still stream
-    assert not slots.has_room() and not slots.take_slot()
-    assert slots.take_slot(answered=True) and slots.active_calls == 2
+async def test_call_slots_the_routes_take(tmp_path):
+    settings = Settings.from_env(server_env(tmp_path, 8080, FRONTDESK_LOCAL_MAX_CALLS="3"))
+    await _migrate(settings.database)
+    slots: Any = create_app(settings).state.frontdesk
+    try:
+        await _take_lines(settings.database, 1, 3)  # another worker's call
+        first = await slots.take_slot()
+        assert await slots.has_room() and first and await slots.take_slot(answered=True)
+        assert not await slots.has_room() and not await slots.take_slot(answered=True)  # full
+        await slots.release_slot(first)
+        await slots.release_slot(first)  # released once only
+        assert slots.active_calls == 1 and await slots.instances.slots_taken() == 2
+        slots.accepting = False  # shutting down: no new call, but an answered one may stream
+        assert not await slots.has_room() and not await slots.take_slot()
+        assert await slots.take_slot(answered=True) and slots.active_calls == 2
+    finally:
+        await slots.db.close()
+
+
+async def test_the_busy_number_is_read_when_needed_so_every_worker_sees_a_change(tmp_path):
+    settings = Settings.from_env(server_env(tmp_path, 8080))
+    await _migrate(settings.database)
+    state: Any = create_app(settings).state.frontdesk
+    admin = Database(settings.database)  # the worker that took the admin's change
+    try:
+        await seed_business(admin, settings.business_config)
+        assert await state.escalation_number() == "+14135550199"
+        async with admin.write() as conn:
+            await conn.execute(schema.business.update().values(escalation_number="+14135550198"))
+        assert await state.escalation_number() == "+14135550198"
+    finally:
+        await admin.close()
+        await state.db.close()
 
 
 def test_starting_calls_is_rate_limited_per_client(tmp_path):

@@ -88,6 +88,18 @@ def llm() -> Iterator[str]:
         yield f"http://127.0.0.1:{port}/v1"
 
 
+async def instance_rows(data_dir: Path) -> list[str]:
+    db = Database(f"sqlite+aiosqlite:///{data_dir / 'frontdesk.db'}")
+    try:
+        async with db.read() as conn:
+            rows = await conn.execute(sa.select(schema.instances.c.id))
+            return [r.id for r in rows] + [
+                f"slot {r.id}" for r in await conn.execute(sa.select(schema.call_slots.c.id))
+            ]
+    finally:
+        await db.close()
+
+
 async def call_rows(data_dir: Path) -> list[dict[str, Any]]:
     db = Database(f"sqlite+aiosqlite:///{data_dir / 'frontdesk.db'}")
     try:
@@ -153,6 +165,7 @@ async def test_kill_9_keeps_completed_turns_and_restart_marks_the_call_interrupt
     assert_clean_log(first.log())
     [after] = await call_rows(tmp_path)
     assert after["ended_at"] is None and after["outcome"] == "in_progress"
+    assert after["instance_id"].split("-")[-2] == str(first.proc.pid)  # stamped with its worker
     # Every turn that was complete at the kill is still there, in order.
     assert after["turns"][: len(before["turns"])] == before["turns"]
     assert [role for role, _ in before["turns"]] == ["bot", "caller", "bot"]
@@ -181,6 +194,8 @@ async def test_kill_9_keeps_completed_turns_and_restart_marks_the_call_interrupt
     finally:
         second.stop()
     assert "interrupted" in second.log()
+    # The killed worker was reaped at once (same host, its pid gone); the second left cleanly.
+    assert await instance_rows(tmp_path) == []
 
 
 async def test_sigterm_drains_calls_and_keeps_answering_webhooks(tmp_path: Path, llm: str) -> None:

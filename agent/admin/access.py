@@ -4,7 +4,7 @@ a same-site ``Origin`` on changes), and the throttle on failed sign-ins."""
 from __future__ import annotations
 
 import time
-from collections import defaultdict, deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from fastapi import HTTPException, Request, Response
@@ -12,6 +12,8 @@ from fastapi import HTTPException, Request, Response
 from agent.auth import bearer_token, token_matches
 from agent.settings import Secret
 from tools.admin.auth import AdminAuth
+from tools.store.db import Database
+from tools.store.limits import RateEvents
 
 COOKIE = "frontdesk_admin"
 UNSAFE = {"POST", "PUT", "PATCH", "DELETE"}
@@ -30,23 +32,29 @@ class Actor:
 
 
 class LoginLimiter:
-    """At most N failed sign-ins per client in a sliding window."""
+    """At most ``allowed`` failed sign-ins per client in a sliding window, counted in the
+    database, so every worker refuses a client that failed on any of them."""
 
-    def __init__(self, allowed: int = LOGIN_FAILURES_ALLOWED, window: float = LOGIN_WINDOW_SECS):
+    def __init__(
+        self,
+        db: Database,
+        allowed: int = LOGIN_FAILURES_ALLOWED,
+        window: float = LOGIN_WINDOW_SECS,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
         self.allowed, self.window = allowed, window
-        self._failures: dict[str, deque[float]] = defaultdict(deque)
+        self._failures = RateEvents(
+            db, "admin_login_failure", limit=allowed, window_secs=window, clock=clock
+        )
 
-    def blocked(self, client: str) -> bool:
-        failures = self._failures[client]
-        while failures and failures[0] < time.monotonic() - self.window:
-            failures.popleft()
-        return len(failures) >= self.allowed
+    async def blocked(self, client: str) -> bool:
+        return await self._failures.blocked(client)
 
-    def failed(self, client: str) -> None:
-        self._failures[client].append(time.monotonic())
+    async def failed(self, client: str) -> None:
+        await self._failures.add(client)
 
-    def succeeded(self, client: str) -> None:
-        self._failures.pop(client, None)
+    async def succeeded(self, client: str) -> None:
+        await self._failures.clear(client)
 
 
 def same_origin(request: Request, public_url: str) -> bool:
@@ -65,7 +73,7 @@ class AdminAccess:
         self.auth = auth
         self.admin_token = admin_token
         self.public_url = public_url
-        self.limiter = LoginLimiter()
+        self.limiter = LoginLimiter(auth.db)
 
     def is_admin_token(self, text: str) -> bool:
         return token_matches(text, self.admin_token)

@@ -1,5 +1,6 @@
-"""What a configuration change sets off: the escalation number the app keeps is refreshed and the
-local LLM's cached prompt prefix re-evaluated in the background, once no call is running."""
+"""What a configuration change sets off: the local LLM's cached prompt prefix re-evaluated in the
+background, once no call of this worker is running. Nothing else is cached: calls and the
+over-capacity answer read the business from the database, so every worker sees the change."""
 
 from __future__ import annotations
 
@@ -30,7 +31,6 @@ class AdminHost(Protocol):
     admin_token: Secret
     brain: LocalBrain | None
     active_calls: int
-    escalation_number: str
 
 
 def local_prefix(business: Business) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -52,7 +52,9 @@ def warm_local_brain(brain: LocalBrain, settings: Settings, business: Business) 
 
 
 class ConfigApplier:
-    """What happens after a config change: cached copies refreshed, the brain re-warmed."""
+    """What happens after a config change: the local brain re-warmed (in this worker; the
+    others' re-warm lazily: the brain's cache matches token by token, a stale prefix is only
+    slower)."""
 
     def __init__(self, state: AdminHost) -> None:
         self.state = state
@@ -61,8 +63,6 @@ class ConfigApplier:
         self._again = False
 
     async def changed(self) -> None:
-        business = await load_business(self.state.db)
-        self.state.escalation_number = business.escalation_number
         if self.state.brain is None:
             return
         if self._task is not None and not self._task.done():

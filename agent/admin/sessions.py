@@ -9,6 +9,7 @@ from loguru import logger
 
 from agent.admin.access import COOKIE, Actor, AdminAccess
 from agent.settings import Settings
+from telephony.ratelimit import client_key
 from tools.admin.auth import AdminAuth
 from tools.admin.models import LoginIn, PasswordIn, ValidationFailed
 
@@ -25,12 +26,12 @@ def build_session_router(access: AdminAccess, auth: AdminAuth, settings: Setting
     @router.post("/session", summary="Sign in (admin password or admin token)")
     async def login(body: LoginIn, request: Request, response: Response) -> dict[str, Any]:
         access.check_origin(request)
-        client = request.client.host if request.client else "?"
-        if limiter.blocked(client):
+        client = client_key(request.client.host if request.client else "")
+        if await limiter.blocked(client):
             raise HTTPException(429, "too many failed sign-ins; wait a few minutes")
         name = " ".join(body.name.split())[:60] or "admin"
         who = await _signed_in_as(access, auth, name, body.password, client)
-        limiter.succeeded(client)
+        await limiter.succeeded(client)
         cookie, session = await auth.create_session(who)
         response.set_cookie(
             COOKIE,
@@ -81,7 +82,7 @@ async def _signed_in_as(
         return f"{name} (admin token)"
     if await auth.check_password(password):
         return f"{name} (password)"
-    access.limiter.failed(client)
+    await access.limiter.failed(client)
     logger.warning(f"admin sign-in failed from {client}")
     raise HTTPException(401, "wrong password or token")
 

@@ -29,6 +29,8 @@ class Rule:
     tool: str = ""
     arguments: dict[str, Any] = field(default_factory=dict)
     first_token_delay: float = 0.0
+    # More tool calls in the same answer, as (tool, arguments): a model's parallel tool calls.
+    parallel: list[tuple[str, dict[str, Any]]] = field(default_factory=list)
 
 
 @dataclass
@@ -94,13 +96,16 @@ def build_app(script: ScriptedLLM) -> FastAPI:
                 await asyncio.sleep(delay)
             yield _chunk(cid, {"role": "assistant", "content": ""})
             if rule.tool:
-                call = {
-                    "index": 0,
-                    "id": f"call_{uuid.uuid4().hex[:8]}",
-                    "type": "function",
-                    "function": {"name": rule.tool, "arguments": json.dumps(rule.arguments)},
-                }
-                yield _chunk(cid, {"tool_calls": [call]})
+                for index, (tool, arguments) in enumerate(
+                    [(rule.tool, rule.arguments), *rule.parallel]
+                ):
+                    call = {
+                        "index": index,
+                        "id": f"call_{uuid.uuid4().hex[:8]}",
+                        "type": "function",
+                        "function": {"name": tool, "arguments": json.dumps(arguments)},
+                    }
+                    yield _chunk(cid, {"tool_calls": [call]})
                 yield _chunk(cid, {}, "tool_calls")
             else:
                 for index, word in enumerate(re.findall(r"\S+\s*", rule.reply)):

@@ -174,6 +174,7 @@ async def _claim(
         try:
             booked = await appointments.book(conn, customer["id"], svc, free[0], ctx.call_sid)
         except SlotTakenError:
+            ctx.db.on_retry("booking")
             continue
         return free[0], customer, booked
     alternatives = [

@@ -133,7 +133,12 @@ class CallRecords:
 
 
 class CallStore(CallRecords):
-    """Writes call records (and reads them, as :class:`CallRecords`)."""
+    """Writes call records (and reads them, as :class:`CallRecords`); the calls it starts are
+    stamped with ``instance_id``, the process running them (tools.store.instances)."""
+
+    def __init__(self, db: Database, instance_id: str = "") -> None:
+        super().__init__(db)
+        self.instance_id = instance_id
 
     async def start_call(
         self,
@@ -155,7 +160,12 @@ class CallStore(CallRecords):
                 await conn.execute(
                     schema.calls.update()
                     .where(schema.calls.c.id == existing)
-                    .values(stream_sid=stream_sid, outcome="in_progress", ended_at=None)
+                    .values(
+                        stream_sid=stream_sid,
+                        outcome="in_progress",
+                        ended_at=None,
+                        instance_id=self.instance_id,
+                    )
                 )
                 return int(existing)
             result = await conn.execute(
@@ -167,6 +177,7 @@ class CallStore(CallRecords):
                     to_number=to_number,
                     started_at=utc_now(),
                     providers=json.dumps(providers or {}),
+                    instance_id=self.instance_id,
                 )
             )
             return int(new_id(result))
@@ -274,16 +285,6 @@ class CallStore(CallRecords):
             await conn.execute(
                 schema.calls.update().where(schema.calls.c.id == call_id).values(**values)
             )
-
-    async def close_interrupted(self) -> int:
-        """Mark calls left open by a crash as interrupted; returns how many."""
-        async with self.db.write() as conn:
-            result = await conn.execute(
-                schema.calls.update()
-                .where(schema.calls.c.ended_at.is_(None))
-                .values(ended_at=utc_now(), outcome="interrupted")
-            )
-            return int(result.rowcount or 0)
 
 
 def _call_dict(row: dict[str, Any]) -> dict[str, Any]:

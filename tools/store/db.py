@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from datetime import UTC, datetime
 from pathlib import Path
@@ -100,6 +100,9 @@ class Database:
         else:
             self.engine = create_async_engine(self.url, pool_pre_ping=True)
         self._write_lock = asyncio.Lock()
+        #: Told the operation's name whenever work on the database is tried again (the app
+        #: counts them in its metrics); does nothing by default.
+        self.on_retry: Callable[[str], None] = lambda _operation: None
 
     @staticmethod
     def _ensure_sqlite_dir(url: str) -> None:

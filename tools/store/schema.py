@@ -190,7 +190,11 @@ calls = sa.Table(
     sa.Column("providers", sa.String(200), nullable=False, server_default=""),
     sa.Column("recording_path", sa.String(500), nullable=False, server_default=""),
     sa.Column("faults", sa.Text, nullable=False, server_default=""),
+    # The process that runs the call (instances.id); its reaper closes it if that one dies.
+    sa.Column("instance_id", sa.String(100), nullable=False, server_default=""),
     sa.Index("ix_calls_started_at", "started_at"),
+    sa.Index("ix_calls_instance_id", "instance_id"),
+    sa.Index("ix_calls_ended_at", "ended_at"),  # the open calls (NULL), which the reaper reads
 )
 
 turns = sa.Table(
@@ -276,4 +280,44 @@ audit_log = sa.Table(
     sa.Column("summary", sa.Text, nullable=False, server_default=""),
     sa.Column("changes", sa.JSON, nullable=False),  # {field: [before, after]}
     sa.Index("ix_audit_log_at", "at"),
+)
+
+# --- Shared state of several workers (migration 0006) -----------------------------------------
+# Instants here are epoch seconds (floats), compared as numbers on both backends.
+
+instances = sa.Table(
+    "instances",
+    metadata,
+    sa.Column("id", sa.String(100), primary_key=True),  # host-pid-random
+    sa.Column("host", sa.String(200), nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+    sa.Column("started_at", sa.Float, nullable=False),
+    sa.Column("heartbeat_at", sa.Float, nullable=False),
+)
+
+call_slots = sa.Table(
+    "call_slots",
+    metadata,
+    sa.Column("id", sa.String(64), primary_key=True),  # random, one per call taking a line
+    sa.Column("instance_id", sa.String(100), nullable=False),
+    sa.Column("taken_at", sa.Float, nullable=False),
+    sa.Index("ix_call_slots_instance_id", "instance_id"),
+)
+
+stream_nonces = sa.Table(
+    "stream_nonces",
+    metadata,
+    sa.Column("nonce", sa.String(64), primary_key=True),  # a used media stream token's nonce
+    sa.Column("expires_at", sa.Float, nullable=False),
+    sa.Index("ix_stream_nonces_expires_at", "expires_at"),
+)
+
+rate_events = sa.Table(
+    "rate_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("scope", sa.String(20), nullable=False),  # demo_call | admin_login_failure
+    sa.Column("key", sa.String(100), nullable=False),  # the client (telephony.ratelimit)
+    sa.Column("at", sa.Float, nullable=False),
+    sa.Index("ix_rate_events_scope_key_at", "scope", "key", "at"),
 )
