@@ -151,6 +151,7 @@ async def shut_down(state: Frontdesk, *, owns_brain: bool = True) -> None:
         await asyncio.to_thread(state.brain.close)
     elif state.brain is not None:
         await asyncio.to_thread(state.brain.wait_primed)
+    await state.models.clients.aclose()  # this loop's provider HTTP client
     await state.db.close()
 
 

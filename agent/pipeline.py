@@ -340,6 +340,7 @@ def call_services(
             settings,
             resources.brain.for_call(setup.tools.call_sid) if resources.brain else None,
             setup.system_prompt,
+            resources.models.clients,
         ),
         tts=build_tts(settings, resources.models),
         vad=build_call_vad(resources.models, rate, settings),

@@ -50,6 +50,7 @@ class Connection:
     control: list[str] = field(default_factory=list)  # KeepAlive / Finalize / CloseStream / …
     finals: list[str] = field(default_factory=list)  # transcripts sent as is_final
     closed: bool = False
+    extensions: str = ""  # the client's Sec-WebSocket-Extensions offer
 
 
 @dataclass
@@ -335,6 +336,7 @@ def build_app(standin: DeepgramStandIn) -> FastAPI:
             await ws.close(code=1008)
             return
         conn = Connection(params=params, authorization=authorization)
+        conn.extensions = ws.headers.get("sec-websocket-extensions", "")
         script = standin.script_for(len(standin.connections))
         standin.connections.append(conn)
         await ws.accept()
