@@ -66,9 +66,9 @@ from agent.brain.service import interim_primers
 from agent.faults import ClipPlayer, FaultHandler
 from agent.processors import (
     CallObserver,
+    ContextGate,
     EscalationGate,
     FillerSpeaker,
-    HeardTextCorrector,
     Inlet,
     PlaybackMarker,
 )
@@ -161,8 +161,7 @@ class CallPipeline:
                 services.stt,
                 *interim_primers(services.llm, self.context),
                 user,
-                HeardTextCorrector(session),
-                EscalationGate(escalation),
+                ContextGate(session),  # the caller's audio ends here
                 services.llm,
                 EscalationGate(escalation),
                 FillerSpeaker(session),
