@@ -193,12 +193,12 @@ class _SharedSileroModel(SileroOnnxModel):
 
 class SharedSileroVADAnalyzer(SileroVADAnalyzer):
     """pipecat's Silero VAD without loading the model again for every call, and without a
-    thread hop for audio that does not complete a model window.
+    thread hop per window.
 
-    pipecat runs every 20 ms frame through a thread pool, but at 8 kHz Silero scores 32 ms
-    windows, so over a third of the frames only append to a buffer. Handing those to a thread
-    costs more than the work (and, with many calls on a busy CPU, a measurable share of the
-    event loop); they are handled inline. Frames that complete a window still go to the thread.
+    pipecat hands every 20 ms frame to a thread of the call's own (one per call), though a
+    Silero window at 8 kHz (32 ms) takes a fraction of a millisecond to score: with tens of
+    calls the hand-offs (submit, wake-up, GIL hand-back, loop wake-up) cost several times the
+    model's own CPU. The window is scored inline, on the event loop.
     """
 
     def __init__(self, *, session: Any, sample_rate: int, params: VADParams) -> None:
@@ -208,9 +208,7 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
         self._low_confidence_windows = 0
 
     async def analyze_audio(self, buffer: bytes) -> VADState:
-        if len(self._vad_buffer) + len(buffer) < self._vad_frames_num_bytes:
-            return self._run_analyzer(buffer)  # bookkeeping only: no model call
-        return await super().analyze_audio(buffer)
+        return self._run_analyzer(buffer)
 
 
 def build_vad(models: LocalModels, sample_rate: int, params: VADParams) -> VADAnalyzer:
