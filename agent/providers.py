@@ -17,6 +17,7 @@ import ssl
 import threading
 import time
 import weakref
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -249,7 +250,42 @@ def _deepgram_stt(settings: Settings, clients: ProviderClients) -> STTService:
     kwargs: dict[str, Any] = {"api_key": settings.deepgram_api_key.reveal()}
     if settings.deepgram_base_url:
         kwargs["base_url"] = settings.deepgram_base_url
-    return deepgram_stt.DeepgramSTTService(**kwargs)
+    return _chunked(deepgram_stt.DeepgramSTTService)(**kwargs)
+
+
+DEEPGRAM_CHUNK_SECS = 0.06  # caller audio sent to Deepgram in chunks this long (it takes 20-250)
+
+
+def _chunked(service: type[Any]) -> type[Any]:
+    """``service`` (pipecat's Deepgram STT) sending the caller's audio in
+    :data:`DEEPGRAM_CHUNK_SECS` chunks instead of one websocket message per 20 ms frame (each
+    send cost more than the audio's own processing on a busy server). What is held back goes
+    out before the Finalize pipecat sends at the end of each stretch of speech."""
+    from pipecat.frames.frames import VADUserStoppedSpeakingFrame
+
+    class ChunkedDeepgramSTTService(service):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._held = bytearray()
+
+        async def run_stt(self, audio: bytes) -> AsyncGenerator[Any, None]:
+            self._held += audio
+            if len(self._held) < int(self.sample_rate * 2 * DEEPGRAM_CHUNK_SECS):
+                yield None
+                return
+            chunk = bytes(self._held)
+            self._held.clear()
+            async for frame in super().run_stt(chunk):
+                yield frame
+
+        async def process_frame(self, frame: Any, direction: Any) -> None:
+            if isinstance(frame, VADUserStoppedSpeakingFrame) and self._held:
+                chunk = bytes(self._held)
+                self._held.clear()
+                await self.process_generator(super().run_stt(chunk))
+            await super().process_frame(frame, direction)
+
+    return ChunkedDeepgramSTTService
 
 
 def _plain_connect(original: Any, clients: ProviderClients) -> Any:

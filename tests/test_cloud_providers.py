@@ -105,6 +105,8 @@ async def test_a_call_runs_through_deepgram_openai_and_elevenlabs(cloud: Any) ->
     assert dg.authorization == f"Token {DEEPGRAM_KEY}"
     assert dg.params["encoding"] == "linear16" and dg.params["sample_rate"] == "8000"
     assert dg.audio_bytes > 8000 * 2 * 5  # seconds of caller audio, not a handful of frames
+    # ...in 60 ms chunks, not a message per 20 ms frame (short ones flush before a Finalize).
+    assert dg.audio_bytes / dg.audio_messages > 8000 * 2 * 0.05
     assert "Finalize" in dg.control  # pipecat finalizes at the end of each VAD segment
     assert dg.finals == [HEARD, WHERE]
     assert "permessage-deflate" not in dg.extensions  # audio does not compress
