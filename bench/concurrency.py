@@ -2,10 +2,12 @@
 
     nice -n 5 .venv/bin/python -m bench.concurrency [--levels 1,5,10,20,30,50] [--call NAME]
     nice -n 5 .venv/bin/python -m bench.concurrency --levels 1,10,30 --profile
+    nice -n 5 .venv/bin/python -m bench.concurrency --levels 1,20,40 --workers 2
 
-
-One server process (``run.py serve``) with Deepgram, OpenAI-compatible and ElevenLabs stand-ins
-in another process at fixed, realistic latencies (STT final 300 ms after the end of speech, LLM
+One server process (``run.py serve``; ``--workers N`` passes ``--workers N`` on, and the
+server's CPU is then summed over its worker processes) with Deepgram, OpenAI-compatible and
+ElevenLabs stand-ins in another process at fixed, realistic latencies (STT final 300 ms after
+the end of speech, LLM
 first token 400 ms, TTS first audio 150 ms). For each level N, N copies of one call of
 bench/calls.yaml run at once (starts spread over ``--stagger`` seconds), and it prints:
 
@@ -120,6 +122,11 @@ async def level(
     }
 
 
+def server_args(args: argparse.Namespace) -> tuple[str, ...]:
+    """``run.py serve``'s arguments: ``--workers N`` when more than one worker is asked for."""
+    return ("--workers", str(args.workers)) if args.workers > 1 else ()
+
+
 def print_row(result: dict[str, Any]) -> None:
     p = result["pacing"]
     v2v = result["voice_to_voice"]
@@ -149,7 +156,11 @@ async def run_levels(
     for n in levels:
         sampler = None
         if args.profile and n == levels[-1]:
-            sampler = Sampler(srv.pid, harness.RESULTS / f"concurrency-profile-{n}.txt")
+            sampler = Sampler(
+                srv.pid,
+                harness.RESULTS / f"concurrency-profile-{n}.txt",
+                subprocesses=args.workers > 1,
+            )
             sampler.start()
         result = await level(srv, call, turns, n, args.stagger)
         if sampler is not None:
@@ -175,7 +186,7 @@ async def main_async(args: argparse.Namespace) -> None:
         harness.standins(
             [call], stt_latency=0.3, llm_latency=0.4, tts_latency=0.15, name="concurrency"
         ) as s,
-        harness.server(s.env(), name="concurrency") as srv,
+        harness.server(s.env(), name="concurrency", args=server_args(args)) as srv,
     ):
         print(
             f"{'N':>4} {'cpu/call':>9} {'cores':>6} {'gap p99':>8} {'gap max':>8} "
@@ -200,7 +211,8 @@ async def main_async(args: argparse.Namespace) -> None:
     print(
         f"largest N with p99 gap <= {MAX_GAP_P99_MS:.0f} ms and voice-to-voice within "
         f"{MAX_DRIFT_PCT:.0f}% of N=1: {best} "
-        f"({best / cores:.1f} per core on {cores} cores; target >= 25 per core)"
+        f"({best / cores:.1f} per core on {cores} cores, {best / args.workers:.0f} per worker "
+        f"process with {args.workers}; target >= 25 per core)"
     )
     # CPU per call from the slope between the two lowest levels (what one more call costs),
     # not from a saturated level, where the cores are shared out and the calls fall behind.
@@ -221,6 +233,7 @@ async def main_async(args: argparse.Namespace) -> None:
             "levels": results,
             "best_n": best,
             "cores": cores,
+            "workers": args.workers,
         },
     )
     print(f"written {path}")
@@ -231,6 +244,12 @@ def main() -> None:
     parser.add_argument("--levels", default="1,5,10,20,30,50")
     parser.add_argument("--call", default="book-a-haircut", help="a call name in calls.yaml")
     parser.add_argument("--stagger", type=float, default=2.0, help="spread of call starts (s)")
+    parser.add_argument(
+        "--workers",
+        type=int,
+        default=1,
+        help="server worker processes (run.py serve --workers N; CPU summed over them)",
+    )
     parser.add_argument(
         "--profile", action="store_true", help="sample the server with py-spy at the top level"
     )

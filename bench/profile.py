@@ -90,10 +90,11 @@ def print_top(profile: Profile, limit: int = 15) -> None:
 class Sampler:
     """``py-spy record`` on ``pid`` from :meth:`start` to :meth:`stop`, raw output to ``out``."""
 
-    def __init__(self, pid: int, out: Path, rate: int = 100) -> None:
+    def __init__(self, pid: int, out: Path, rate: int = 100, subprocesses: bool = False) -> None:
         self.pid = pid
         self.out = out
         self.rate = rate
+        self.subprocesses = subprocesses  # sample the worker processes of ``pid`` too
         self._proc: subprocess.Popen[bytes] | None = None
 
     def start(self) -> None:
@@ -101,6 +102,8 @@ class Sampler:
         command = [exe, "record", "--pid", str(self.pid), "--format", "raw"]
         command += ["--output", str(self.out), "--rate", str(self.rate)]
         command += ["--nolineno", "--nonblocking"]
+        if self.subprocesses:
+            command.append("--subprocesses")
         self.out.unlink(missing_ok=True)
         with self.out.with_suffix(".log").open("wb") as log:
             self._proc = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT)
