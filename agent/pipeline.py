@@ -164,7 +164,7 @@ class CallPipeline:
                 ContextGate(session),  # the caller's audio ends here
                 services.llm,
                 EscalationGate(escalation),
-                FillerSpeaker(session),
+                FillerSpeaker(session, self.faults),
                 services.tts,
                 clip_player,
                 PlaybackMarker(session.ledger),

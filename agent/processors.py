@@ -51,11 +51,14 @@ class Inlet(FrameProcessor):
 
 
 class CallObserver(BaseObserver):
-    """Watches frames pass between processors: stamps each exchange's stages, tracks whether
-    the bot is speaking, and feeds the fault handler (which records pipeline errors)."""
+    """Watches frames as they are first pushed: stamps each exchange's stages, tracks whether
+    the bot is speaking, and feeds the fault handler (which records pipeline errors).
+
+    Only first pushes: every later hop of every frame would be one more queue hand-off to the
+    observer (the fault handler's watch on what reaches the TTS is :class:`FillerSpeaker`'s)."""
 
     def __init__(self, session: CallSession, faults: FaultHandler | None) -> None:
-        super().__init__()
+        super().__init__(observe_every_push=False)
         self._session = session
         self._faults = faults
 
@@ -168,7 +171,8 @@ class ContextGate(FrameProcessor):
 
 
 class FillerSpeaker(FrameProcessor):
-    """After the LLM: the caller hears a short filler the moment a tool call starts.
+    """After the LLM, just before the TTS: the caller hears a short filler the moment a tool
+    call starts; and the fault handler is told what goes to the TTS (its TTS watchdog).
 
     A model that announces its tool call early (the local brain streams the filler phrase as
     soon as it has picked a tool) has that phrase spoken at once, rather than held by the TTS
@@ -176,10 +180,18 @@ class FillerSpeaker(FrameProcessor):
     pipecat reports the function call.
     """
 
-    def __init__(self, session: CallSession) -> None:
+    def __init__(self, session: CallSession, faults: FaultHandler | None = None) -> None:
         super().__init__()
         self._session = session
+        self._faults = faults
         self._spoke = False
+
+    async def push_frame(
+        self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM
+    ) -> None:
+        if self._faults is not None and direction is DOWNSTREAM:
+            self._faults.tts_input(frame)
+        await super().push_frame(frame, direction)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
