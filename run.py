@@ -129,6 +129,7 @@ def _serve_app(settings: Settings, sock: socket.socket | None) -> None:
         log_level="warning",
         ws="websockets-sansio",
         ws_max_size=MAX_WS_MESSAGE_BYTES,
+        ws_per_message_deflate=False,  # mu-law audio does not compress; deflating costs CPU
         proxy_headers=True,
         forwarded_allow_ips="127.0.0.1",
         timeout_graceful_shutdown=10,

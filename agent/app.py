@@ -208,6 +208,7 @@ async def shut_down(state: Frontdesk, *, owns_brain: bool = True) -> None:
         await state.instances.remove()  # its calls are over (drained), its slots given back
     except Exception as exc:  # the others' reaper removes it instead
         logger.warning(f"leaving the worker list failed: {type(exc).__name__}: {exc}")
+    await state.models.clients.aclose()  # this loop's provider HTTP client
     await state.db.close()
 
 

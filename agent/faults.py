@@ -168,8 +168,10 @@ class FaultHandler:
                 self._succeeded("stt")
             elif isinstance(frame, InterruptionFrame):
                 self._disarm_tts()
-        if data.direction is FrameDirection.DOWNSTREAM and stage_of(data.destination) == "tts":
-            self._watch_tts_input(frame)
+
+    def tts_input(self, frame: Frame) -> None:
+        """A frame is on its way down into the TTS (told by the processor before it)."""
+        self._watch_tts_input(frame)
 
     def _succeeded(self, stage: str) -> None:
         self.strikes[stage] = 0

@@ -66,9 +66,9 @@ from agent.brain.service import interim_primers
 from agent.faults import ClipPlayer, FaultHandler
 from agent.processors import (
     CallObserver,
+    ContextGate,
     EscalationGate,
     FillerSpeaker,
-    HeardTextCorrector,
     Inlet,
     PlaybackMarker,
 )
@@ -161,11 +161,10 @@ class CallPipeline:
                 services.stt,
                 *interim_primers(services.llm, self.context),
                 user,
-                HeardTextCorrector(session),
-                EscalationGate(escalation),
+                ContextGate(session),  # the caller's audio ends here
                 services.llm,
                 EscalationGate(escalation),
-                FillerSpeaker(session),
+                FillerSpeaker(session, self.faults),
                 services.tts,
                 clip_player,
                 PlaybackMarker(session.ledger),
@@ -340,6 +339,7 @@ def call_services(
             settings,
             resources.brain.for_call(setup.tools.call_sid) if resources.brain else None,
             setup.system_prompt,
+            resources.models.clients,
         ),
         tts=build_tts(settings, resources.models),
         vad=build_call_vad(resources.models, rate, settings),

@@ -1,7 +1,7 @@
 """The call's own pipecat processors and observer, placed by agent.pipeline:
 
-``Inlet`` first (where the session's frames enter), ``HeardTextCorrector`` and
-``EscalationGate`` before the LLM, ``EscalationGate`` and ``FillerSpeaker`` after it,
+``Inlet`` first (where the session's frames enter), ``ContextGate`` before the LLM,
+``EscalationGate`` and ``FillerSpeaker`` after it,
 ``PlaybackMarker`` before the output transport, and ``CallObserver`` watching every frame.
 They keep no call state of their own: they report to the
 :class:`agent.session.CallSession` (or its escalation, ledger and fault handler).
@@ -13,6 +13,7 @@ from pipecat.frames.frames import (
     BotStoppedSpeakingFrame,
     Frame,
     FunctionCallsStartedFrame,
+    InputAudioRawFrame,
     InterimTranscriptionFrame,
     InterruptionFrame,
     LLMContextFrame,
@@ -50,11 +51,14 @@ class Inlet(FrameProcessor):
 
 
 class CallObserver(BaseObserver):
-    """Watches frames pass between processors: stamps each exchange's stages, tracks whether
-    the bot is speaking, and feeds the fault handler (which records pipeline errors)."""
+    """Watches frames as they are first pushed: stamps each exchange's stages, tracks whether
+    the bot is speaking, and feeds the fault handler (which records pipeline errors).
+
+    Only first pushes: every later hop of every frame would be one more queue hand-off to the
+    observer (the fault handler's watch on what reaches the TTS is :class:`FillerSpeaker`'s)."""
 
     def __init__(self, session: CallSession, faults: FaultHandler | None) -> None:
-        super().__init__()
+        super().__init__(observe_every_push=False)
         self._session = session
         self._faults = faults
 
@@ -129,11 +133,18 @@ class PlaybackMarker(FrameProcessor):
                 await self.push_frame(MarkFrame(name, frame.text.strip()))
 
 
-class HeardTextCorrector(FrameProcessor):
-    """Before the LLM: the context records only what the caller heard of an interrupted reply.
+class ContextGate(FrameProcessor):
+    """Between the user aggregator and the LLM, where the caller's side of the pipeline ends.
 
-    A reply started before the turn ended runs on a copy of the context: the copy is corrected,
-    and the call's own context at its next request."""
+    - The caller's audio stops here: everything that listens to it (VAD, STT, the turn
+      strategies) is upstream, and each 20 ms frame would otherwise hop through every
+      processor after this one.
+    - The context records only what the caller heard of an interrupted reply. A reply started
+      before the turn ended runs on a copy of the context: the copy is corrected, and the
+      call's own context at its next request.
+    - While the call is being handed to a person (``session.escalation.holding``) the model is
+      not asked again: context frames are dropped (the caller's words are still recorded).
+    """
 
     def __init__(self, session: CallSession) -> None:
         super().__init__()
@@ -141,17 +152,27 @@ class HeardTextCorrector(FrameProcessor):
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
-        if isinstance(frame, LLMContextFrame) and self._session.heard_correction is not None:
-            heard, callers_before = self._session.heard_correction
-            if not frame.speculation:
-                self._session.heard_correction = None
-            messages = list(frame.context.get_messages())
-            frame.context.set_messages(record_heard_reply(messages, heard, callers_before))  # type: ignore[arg-type]
+        if isinstance(frame, InputAudioRawFrame):
+            return
+        if isinstance(frame, LLMContextFrame):
+            self._correct(frame)
+            if self._session.escalation.holding:
+                return
         await self.push_frame(frame, direction)
+
+    def _correct(self, frame: LLMContextFrame) -> None:
+        if self._session.heard_correction is None:
+            return
+        heard, callers_before = self._session.heard_correction
+        if not frame.speculation:
+            self._session.heard_correction = None
+        messages = list(frame.context.get_messages())
+        frame.context.set_messages(record_heard_reply(messages, heard, callers_before))  # type: ignore[arg-type]
 
 
 class FillerSpeaker(FrameProcessor):
-    """After the LLM: the caller hears a short filler the moment a tool call starts.
+    """After the LLM, just before the TTS: the caller hears a short filler the moment a tool
+    call starts; and the fault handler is told what goes to the TTS (its TTS watchdog).
 
     A model that announces its tool call early (the local brain streams the filler phrase as
     soon as it has picked a tool) has that phrase spoken at once, rather than held by the TTS
@@ -159,10 +180,18 @@ class FillerSpeaker(FrameProcessor):
     pipecat reports the function call.
     """
 
-    def __init__(self, session: CallSession) -> None:
+    def __init__(self, session: CallSession, faults: FaultHandler | None = None) -> None:
         super().__init__()
         self._session = session
+        self._faults = faults
         self._spoke = False
+
+    async def push_frame(
+        self, frame: Frame, direction: FrameDirection = FrameDirection.DOWNSTREAM
+    ) -> None:
+        if self._faults is not None and direction is DOWNSTREAM:
+            self._faults.tts_input(frame)
+        await super().push_frame(frame, direction)
 
     async def process_frame(self, frame: Frame, direction: FrameDirection) -> None:
         await super().process_frame(frame, direction)
@@ -187,10 +216,10 @@ class FillerSpeaker(FrameProcessor):
 
 
 class EscalationGate(FrameProcessor):
-    """On both sides of the LLM. While the call is being handed to a person the model is not
-    asked again: context frames coming down (a caller turn) or up (a tool result) are dropped;
-    the caller's words are still transcribed and recorded. After the LLM it also reads each
-    complete reply as the model wrote it, for the misunderstanding count."""
+    """After the LLM. While the call is being handed to a person the model is not asked again:
+    context frames coming up (a tool result) are dropped (:class:`ContextGate` drops those
+    coming down). It also reads each complete reply as the model wrote it, for the
+    misunderstanding count."""
 
     def __init__(self, escalation: Escalating) -> None:
         super().__init__()

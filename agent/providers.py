@@ -3,13 +3,21 @@
 Local models (faster-whisper tiny.en, hibari TTS) are loaded once by :class:`LocalModels` at
 start-up and shared by every call; each call gets thin pipecat services over them. Cloud
 providers are chosen by their standard env keys and take a base URL, so tests can point them at
-local stand-ins that speak the vendor's protocol.
+local stand-ins that speak the vendor's protocol. :class:`ProviderClients` holds what their
+connections share across calls (one TLS context, one HTTP client, one Deepgram client); their
+websockets are opened without permessage-deflate (audio and short JSON do not compress, and
+deflating every frame cost a measurable share of a busy server's CPU).
 """
 
 from __future__ import annotations
 
+import asyncio
+import functools
+import ssl
 import threading
 import time
+import weakref
+from collections.abc import AsyncGenerator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -32,6 +40,69 @@ from telephony.audio import float_to_pcm16, resample_pcm16
 from tools.domain.speech import spoken_text
 
 
+class ProviderClients:
+    """The cloud providers' connection parts, made once per process and shared by all calls.
+
+    Built per call, each vendor client made its own TLS context (about 20 ms of CPU on the event
+    loop, twice per call start). The TLS context is made at first use; the HTTP client is one
+    per event loop (its pooled connections belong to the loop that opened them).
+    """
+
+    def __init__(self) -> None:
+        self._http: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._deepgram: dict[tuple[str, str], Any] = {}
+
+    @functools.cached_property
+    def ssl_context(self) -> ssl.SSLContext:
+        import certifi
+
+        return ssl.create_default_context(cafile=certifi.where())
+
+    def http(self) -> Any | None:
+        """The OpenAI-compatible LLM's httpx client for the running event loop; None outside
+        one (the vendor client then makes its own)."""
+        try:
+            loop = asyncio.get_running_loop()
+        except RuntimeError:
+            return None
+        client = self._http.get(loop)
+        if client is None:
+            from openai import DefaultAsyncHttpxClient
+            from pipecat.utils.http import connection_limits
+
+            limits = connection_limits(
+                max_keepalive_connections=100, max_connections=1000, keepalive_expiry=None
+            )  # pipecat's for this client
+            client = DefaultAsyncHttpxClient(verify=self.ssl_context, limits=limits)
+            self._http[loop] = client
+        return client
+
+    def deepgram(self, *, api_key: str, environment: Any = None) -> Any:
+        """One AsyncDeepgramClient per key and endpoint (it opens a new socket per call)."""
+        from deepgram import AsyncDeepgramClient
+
+        key = (api_key, str(getattr(environment, "production", "")))
+        if key not in self._deepgram:
+            kwargs = {"environment": environment} if environment is not None else {}
+            self._deepgram[key] = AsyncDeepgramClient(api_key=api_key, **kwargs)
+        return self._deepgram[key]
+
+    def websocket_options(self, uri: str) -> dict[str, Any]:
+        """Options for a provider websocket: no permessage-deflate, the shared TLS context."""
+        options: dict[str, Any] = {"compression": None}
+        if uri.startswith("wss:"):
+            options["ssl"] = self.ssl_context
+        return options
+
+    async def aclose(self) -> None:
+        """Close the running loop's HTTP client (at shutdown)."""
+        client = self._http.pop(asyncio.get_running_loop(), None)
+        if client is not None:
+            await client.aclose()
+
+
 @dataclass
 class LocalModels:
     """Models loaded once per process and shared by all calls."""
@@ -43,6 +114,7 @@ class LocalModels:
     vad_session: Any | None = None
     turn_model: TurnAudioModel | None = None  # smart-turn, shared like the VAD session
     clips: dict[str, bytes] = field(default_factory=dict)  # phrase name -> 8 kHz PCM
+    clients: ProviderClients = field(default_factory=ProviderClients)
 
     @classmethod
     def load(cls, settings: Settings) -> LocalModels:
@@ -122,12 +194,12 @@ class _SharedSileroModel(SileroOnnxModel):
 
 class SharedSileroVADAnalyzer(SileroVADAnalyzer):
     """pipecat's Silero VAD without loading the model again for every call, and without a
-    thread hop for audio that does not complete a model window.
+    thread hop per window.
 
-    pipecat runs every 20 ms frame through a thread pool, but at 8 kHz Silero scores 32 ms
-    windows, so over a third of the frames only append to a buffer. Handing those to a thread
-    costs more than the work (and, with many calls on a busy CPU, a measurable share of the
-    event loop); they are handled inline. Frames that complete a window still go to the thread.
+    pipecat hands every 20 ms frame to a thread of the call's own (one per call), though a
+    Silero window at 8 kHz (32 ms) takes a fraction of a millisecond to score: with tens of
+    calls the hand-offs (submit, wake-up, GIL hand-back, loop wake-up) cost several times the
+    model's own CPU. The window is scored inline, on the event loop.
     """
 
     def __init__(self, *, session: Any, sample_rate: int, params: VADParams) -> None:
@@ -137,9 +209,7 @@ class SharedSileroVADAnalyzer(SileroVADAnalyzer):
         self._low_confidence_windows = 0
 
     async def analyze_audio(self, buffer: bytes) -> VADState:
-        if len(self._vad_buffer) + len(buffer) < self._vad_frames_num_bytes:
-            return self._run_analyzer(buffer)  # bookkeeping only: no model call
-        return await super().analyze_audio(buffer)
+        return self._run_analyzer(buffer)
 
 
 def build_vad(models: LocalModels, sample_rate: int, params: VADParams) -> VADAnalyzer:
@@ -152,26 +222,92 @@ def build_vad(models: LocalModels, sample_rate: int, params: VADParams) -> VADAn
 
 def build_stt(settings: Settings, models: LocalModels) -> STTService:
     if settings.deepgram_api_key:
-        from pipecat.services.deepgram.stt import DeepgramSTTService
-
-        kwargs: dict[str, Any] = {"api_key": settings.deepgram_api_key.reveal()}
-        if settings.deepgram_base_url:
-            kwargs["base_url"] = settings.deepgram_base_url
-        return DeepgramSTTService(**kwargs)
+        return _deepgram_stt(settings, models.clients)
     if models.whisper is None:
         raise ValueError("Whisper model not loaded")
     return LocalWhisperSTTService(model=models.whisper, lock=models.whisper_lock)
 
 
+def _deepgram_stt(settings: Settings, clients: ProviderClients) -> STTService:
+    """pipecat's Deepgram service on the shared client, its socket without deflate.
+
+    pipecat builds a Deepgram SDK client per service, and the SDK opens its socket with
+    ``websockets_client_connect``: both are looked up as module globals, so they are replaced
+    there (the SDK's own ``install_transport`` patches the same names).
+    """
+    import deepgram.listen.v1.client as deepgram_client
+    import deepgram.listen.v1.raw_client as deepgram_raw
+    import pipecat.services.deepgram.stt as deepgram_stt
+
+    assert settings.deepgram_api_key is not None
+    for module in (deepgram_client, deepgram_raw):  # the SDK connects from either
+        original = getattr(module, "_frontdesk_original_connect", None)
+        if original is None:
+            original = module.websockets_client_connect
+            module._frontdesk_original_connect = original  # type: ignore[attr-defined]
+        module.websockets_client_connect = _plain_connect(original, clients)  # type: ignore[attr-defined]
+    deepgram_stt.AsyncDeepgramClient = clients.deepgram  # type: ignore[assignment,misc]
+    kwargs: dict[str, Any] = {"api_key": settings.deepgram_api_key.reveal()}
+    if settings.deepgram_base_url:
+        kwargs["base_url"] = settings.deepgram_base_url
+    return _chunked(deepgram_stt.DeepgramSTTService)(**kwargs)
+
+
+DEEPGRAM_CHUNK_SECS = 0.06  # caller audio sent to Deepgram in chunks this long (it takes 20-250)
+
+
+def _chunked(service: type[Any]) -> type[Any]:
+    """``service`` (pipecat's Deepgram STT) sending the caller's audio in
+    :data:`DEEPGRAM_CHUNK_SECS` chunks instead of one websocket message per 20 ms frame (each
+    send cost more than the audio's own processing on a busy server). What is held back goes
+    out before the Finalize pipecat sends at the end of each stretch of speech."""
+    from pipecat.frames.frames import VADUserStoppedSpeakingFrame
+
+    class ChunkedDeepgramSTTService(service):
+        def __init__(self, **kwargs: Any) -> None:
+            super().__init__(**kwargs)
+            self._held = bytearray()
+
+        async def run_stt(self, audio: bytes) -> AsyncGenerator[Any, None]:
+            self._held += audio
+            if len(self._held) < int(self.sample_rate * 2 * DEEPGRAM_CHUNK_SECS):
+                yield None
+                return
+            chunk = bytes(self._held)
+            self._held.clear()
+            async for frame in super().run_stt(chunk):
+                yield frame
+
+        async def process_frame(self, frame: Any, direction: Any) -> None:
+            if isinstance(frame, VADUserStoppedSpeakingFrame) and self._held:
+                chunk = bytes(self._held)
+                self._held.clear()
+                await self.process_generator(super().run_stt(chunk))
+            await super().process_frame(frame, direction)
+
+    return ChunkedDeepgramSTTService
+
+
+def _plain_connect(original: Any, clients: ProviderClients) -> Any:
+    def connect(uri: str, **kwargs: Any) -> Any:
+        return original(uri, **{**clients.websocket_options(uri), **kwargs})
+
+    return connect
+
+
 def build_llm(
-    settings: Settings, brain: LineSource | None, system_instruction: str
+    settings: Settings,
+    brain: LineSource | None,
+    system_instruction: str,
+    clients: ProviderClients | None = None,
 ) -> LLMService[Any]:
     """The vendor's OpenAI-compatible chat service, or the local brain in this process.
 
     Either way a fault reaches the call's fault handler, which apologises and retries once
     (agent.faults): the vendor's client never retries on its own and gives up on a response
     that stalls for the provider timeout; the local brain reports an error, or a stall of at
-    least LOCAL_TIMEOUT_FLOOR_SECS * 1.5.
+    least LOCAL_TIMEOUT_FLOOR_SECS * 1.5. The vendor's client uses ``clients``' HTTP client
+    when given (one connection pool and TLS context for all calls).
     """
     timeout = settings.provider_timeout_secs
     if not settings.uses_remote_llm:
@@ -188,7 +324,15 @@ def build_llm(
 
     class FaultAwareOpenAILLMService(ToolCallsAfterTurn, OpenAILLMService):
         def create_client(self, *args: Any, **kwargs: Any) -> Any:
-            client = super().create_client(*args, **kwargs)
+            shared = clients.http() if clients is not None and not args else None
+            if shared is None:
+                client = super().create_client(*args, **kwargs)
+            else:
+                from openai import AsyncOpenAI
+
+                options = ("api_key", "base_url", "organization", "project", "default_headers")
+                chosen = {k: v for k, v in kwargs.items() if k in options}
+                client = AsyncOpenAI(**chosen, http_client=shared)
             return client.with_options(
                 timeout=httpx.Timeout(timeout, connect=min(timeout, 5.0)), max_retries=0
             )
@@ -207,13 +351,26 @@ def build_llm(
 
 def build_tts(settings: Settings, models: LocalModels) -> TTSService:
     if settings.elevenlabs_api_key:
-        from pipecat.services.elevenlabs.tts import ElevenLabsTTSService
-
-        kwargs: dict[str, Any] = {
-            "api_key": settings.elevenlabs_api_key.reveal(),
-            "settings": ElevenLabsTTSService.Settings(voice=settings.elevenlabs_voice_id),
-        }
-        if settings.elevenlabs_base_url:
-            kwargs["url"] = settings.elevenlabs_base_url
-        return ElevenLabsTTSService(**kwargs)
+        clients = models.clients if models is not None else ProviderClients()
+        return _elevenlabs_tts(settings, clients)
     return HibariTTSService(hibari=models.hibari, lock=models.tts_lock or threading.Lock())
+
+
+def _elevenlabs_tts(settings: Settings, clients: ProviderClients) -> TTSService:
+    """pipecat's ElevenLabs websocket service, its socket without deflate."""
+    from pipecat.services.elevenlabs.tts import ElevenLabsTTSService
+
+    class PlainSocketElevenLabsTTSService(ElevenLabsTTSService):
+        async def _websocket_connect(self, uri: str, **kwargs: Any) -> Any:
+            return await super()._websocket_connect(
+                uri, **{**clients.websocket_options(uri), **kwargs}
+            )
+
+    assert settings.elevenlabs_api_key is not None
+    kwargs: dict[str, Any] = {
+        "api_key": settings.elevenlabs_api_key.reveal(),
+        "settings": ElevenLabsTTSService.Settings(voice=settings.elevenlabs_voice_id),
+    }
+    if settings.elevenlabs_base_url:
+        kwargs["url"] = settings.elevenlabs_base_url
+    return PlainSocketElevenLabsTTSService(**kwargs)

@@ -282,17 +282,32 @@ class ServerProcess:
     pid: int
 
     def cpu_seconds(self) -> float:
-        """User + system CPU time the server process has used so far."""
-        fields = Path(f"/proc/{self.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        """User + system CPU time the server process and its live child processes (``serve
+        --workers N``'s workers) have used so far."""
         ticks = os.sysconf("SC_CLK_TCK")
-        return (int(fields[11]) + int(fields[12])) / ticks
+        total = 0
+        for pid in (self.pid, *_children(self.pid)):
+            with contextlib.suppress(OSError):
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                total += int(fields[11]) + int(fields[12])
+        return total / ticks
+
+
+def _children(pid: int) -> list[int]:
+    """The live child processes of ``pid``, from /proc."""
+    found = []
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        with contextlib.suppress(OSError, IndexError, ValueError):
+            if int(stat.read_text().rsplit(")", 1)[1].split()[1]) == pid:
+                found.append(int(stat.parent.name))
+    return found
 
 
 @contextlib.contextmanager
 def server(
-    env: dict[str, str], *, name: str, ready_timeout: float = 900
+    env: dict[str, str], *, name: str, ready_timeout: float = 900, args: tuple[str, ...] = ()
 ) -> Iterator[ServerProcess]:
-    """Run ``run.py serve`` on a free port with a fresh data dir and ``env`` on top."""
+    """Run ``run.py serve [args]`` on a free port with a fresh data dir and ``env`` on top."""
     port = free_port()
     data_dir = Path(tempfile.mkdtemp(prefix="frontdesk-bench-"))
     # A fresh database each run, but the local LLM's evaluated prompt is kept between runs
@@ -319,7 +334,7 @@ def server(
     log = RESULTS / f"{name}-server.log"
     with log.open("wb") as out:
         proc = subprocess.Popen(
-            [sys.executable, str(ROOT / "run.py"), "serve"],
+            [sys.executable, str(ROOT / "run.py"), "serve", *args],
             cwd=ROOT,
             env=full,
             stdout=out,

@@ -289,15 +289,25 @@ def ulaw_to_pcm16(mulaw: bytes) -> bytes:
     return _DECODE[np.frombuffer(mulaw, dtype=np.uint8)].astype("<i2").tobytes()
 
 
-def pcm16_to_ulaw(pcm: bytes) -> bytes:
-    """Encode little-endian 16-bit PCM to G.711 mu-law (the CCITT algorithm, as audioop does).
-
-    An odd trailing byte is dropped.
-    """
-    samples = np.frombuffer(pcm[: len(pcm) - (len(pcm) % 2)], dtype="<i2").astype(np.int32) >> 2
+def _encode_samples(samples: npt.NDArray[np.int32]) -> npt.NDArray[np.uint8]:
+    """The CCITT mu-law encoder (as audioop's) over 16-bit samples held as int32."""
+    samples = samples >> 2
     mask = np.where(samples < 0, 0x7F, 0xFF)
     magnitude = np.minimum(np.abs(samples), 8159) + (_BIAS >> 2)
     segment = np.searchsorted(_SEGMENT_ENDS, magnitude)
     value = (segment << 4) | ((magnitude >> (segment + 1)) & 0x0F)
     value = np.where(segment >= 8, 0x7F, value)
-    return ((value ^ mask) & 0xFF).astype(np.uint8).tobytes()
+    return ((value ^ mask) & 0xFF).astype(np.uint8)
+
+
+# Every 16-bit sample's code, indexed by the sample's bits read as unsigned: one lookup per
+# frame instead of eight array passes (the encoder runs on every 20 ms of every call's audio).
+_ENCODE = _encode_samples(np.arange(65536, dtype=np.uint16).view(np.int16).astype(np.int32))
+
+
+def pcm16_to_ulaw(pcm: bytes) -> bytes:
+    """Encode little-endian 16-bit PCM to G.711 mu-law (the CCITT algorithm, as audioop does).
+
+    An odd trailing byte is dropped.
+    """
+    return bytes(_ENCODE[np.frombuffer(pcm[: len(pcm) - (len(pcm) % 2)], dtype="<u2")].tobytes())

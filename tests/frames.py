@@ -33,6 +33,7 @@ from pipecat.frames.frames import (
     BotStoppedSpeakingFrame,
     Frame,
     FunctionCallFromLLM,
+    InputAudioRawFrame,
     InterruptionFrame,
     LLMAssistantPushAggregationFrame,
     LLMContextFrame,
@@ -325,6 +326,7 @@ class CallWatch(BaseObserver):
         super().__init__()
         self.records: list[tuple[str, dict[str, Any]]] = []
         self.pushed: Counter[type[Frame]] = Counter()
+        self.audio_reached: set[str] = set()  # processors the caller's audio was pushed to
         self._changed = asyncio.Event()
         self._last_push = 0.0
         self.worker: PipelineWorker | None = None  # the running call's, set by frame_call
@@ -355,6 +357,8 @@ class CallWatch(BaseObserver):
         self._last_push = asyncio.get_running_loop().time()
         if data.first_push and data.direction is FrameDirection.DOWNSTREAM:
             self.pushed[type(data.frame)] += 1
+        if isinstance(data.frame, InputAudioRawFrame):
+            self.audio_reached.add(type(data.destination).__name__)
         self._changed.set()
 
     async def until(self, done: Callable[[], bool], timeout: float = 10.0) -> None:

@@ -240,3 +240,7 @@ async def test_audio_arriving_in_a_burst_is_heard_whole(
     assert "parking" in said, said
     for word in ("please", "message", "call me back", "booking"):
         assert word in said, said
+    # The caller's audio went as far as the turn strategies and no further (each 20 ms frame
+    # hopping through the LLM, TTS and output processors cost CPU on every call).
+    assert {"VADProcessor", "LLMUserAggregator", "ContextGate"} <= watch.audio_reached
+    assert not watch.audio_reached & {"ScriptedLLM", "EscalationGate", "PlaybackMarker"}

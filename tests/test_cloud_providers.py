@@ -19,7 +19,7 @@ from loguru import logger
 
 from agent.app import create_app
 from agent.logging import configure_logging
-from agent.providers import LocalModels
+from agent.providers import LocalModels, build_llm, build_stt
 from agent.settings import Settings
 from telephony.replay import Turn, converse
 from tests.caller_audio import RATE, speech
@@ -105,8 +105,11 @@ async def test_a_call_runs_through_deepgram_openai_and_elevenlabs(cloud: Any) ->
     assert dg.authorization == f"Token {DEEPGRAM_KEY}"
     assert dg.params["encoding"] == "linear16" and dg.params["sample_rate"] == "8000"
     assert dg.audio_bytes > 8000 * 2 * 5  # seconds of caller audio, not a handful of frames
+    # ...in 60 ms chunks, not a message per 20 ms frame (short ones flush before a Finalize).
+    assert dg.audio_bytes / dg.audio_messages > 8000 * 2 * 0.05
     assert "Finalize" in dg.control  # pipecat finalizes at the end of each VAD segment
     assert dg.finals == [HEARD, WHERE]
+    assert "permessage-deflate" not in dg.extensions  # audio does not compress
 
     # The transcripts reached the LLM, with our key, and the tool round-trip worked.
     user_turns = [
@@ -121,6 +124,7 @@ async def test_a_call_runs_through_deepgram_openai_and_elevenlabs(cloud: Any) ->
     assert len(eleven.connections) == 1
     el = eleven.connections[0]
     assert el.api_key_header == ELEVENLABS_KEY
+    assert "permessage-deflate" not in el.extensions
     assert el.params["output_format"] == "pcm_8000"
     assert el.voice_id == settings.elevenlabs_voice_id
     spoken = " ".join(eleven.spoken)
@@ -144,3 +148,28 @@ async def test_a_call_runs_through_deepgram_openai_and_elevenlabs(cloud: Any) ->
     assert "Deepgram" in err or "deepgram" in err
     for secret in (DEEPGRAM_KEY, OPENAI_KEY, ELEVENLABS_KEY, ADMIN_TOKEN):
         assert secret not in err
+
+
+async def test_calls_share_the_provider_clients(tmp_path: Path) -> None:
+    """Each call's services reuse the process's Deepgram client and LLM HTTP client (one TLS
+    context), rather than making their own at every call start."""
+    settings = Settings.from_env(
+        server_env(
+            tmp_path,
+            free_port(),
+            DEEPGRAM_API_KEY=DEEPGRAM_KEY,
+            DEEPGRAM_BASE_URL="ws://127.0.0.1:9",
+            OPENAI_API_KEY=OPENAI_KEY,
+            OPENAI_BASE_URL="http://127.0.0.1:9/v1",
+        )
+    )
+    models = LocalModels()
+    first, second = build_stt(settings, models), build_stt(settings, models)
+    assert first._client is second._client  # type: ignore[attr-defined]  # pipecat's SDK client
+    one, other = (build_llm(settings, None, "You answer.", models.clients) for _ in range(2))
+    http = one._client._client  # type: ignore[attr-defined]  # AsyncOpenAI's httpx client
+    assert http is other._client._client  # type: ignore[attr-defined]
+    shared = models.clients.http()
+    assert shared is not None and http is shared
+    await models.clients.aclose()
+    assert shared.is_closed

@@ -119,7 +119,7 @@ def test_mulaw_round_trip_is_close():
 
 def test_matches_the_standard_g711_table():
     audioop = pytest.importorskip("audioop")
-    pcm = np.linspace(-32768, 32767, 4001).astype("<i2").tobytes()
+    pcm = np.arange(-32768, 32768).astype("<i2").tobytes()  # every sample value
     assert codec.pcm16_to_ulaw(pcm) == audioop.lin2ulaw(pcm, 2)
     ulaw = bytes(range(256))
     assert codec.ulaw_to_pcm16(ulaw) == audioop.ulaw2lin(ulaw, 2)

@@ -47,9 +47,11 @@ class Connection:
     params: dict[str, str]
     authorization: str
     audio_bytes: int = 0
+    audio_messages: int = 0
     control: list[str] = field(default_factory=list)  # KeepAlive / Finalize / CloseStream / …
     finals: list[str] = field(default_factory=list)  # transcripts sent as is_final
     closed: bool = False
+    extensions: str = ""  # the client's Sec-WebSocket-Extensions offer
 
 
 @dataclass
@@ -126,6 +128,7 @@ class _Session:
 
     async def audio(self, data: bytes) -> None:
         self.conn.audio_bytes += len(data)
+        self.conn.audio_messages += 1
         self.pending.extend(data)
         step = self.frame_samples * self.sample_bytes * self.channels
         while len(self.pending) >= step:
@@ -335,6 +338,7 @@ def build_app(standin: DeepgramStandIn) -> FastAPI:
             await ws.close(code=1008)
             return
         conn = Connection(params=params, authorization=authorization)
+        conn.extensions = ws.headers.get("sec-websocket-extensions", "")
         script = standin.script_for(len(standin.connections))
         standin.connections.append(conn)
         await ws.accept()

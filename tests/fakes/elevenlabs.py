@@ -46,6 +46,7 @@ class Connection:
     voice_settings: dict[str, Any] = field(default_factory=dict)
     finals: list[str] = field(default_factory=list)  # contexts answered with isFinal
     audio_ms: float = 0.0
+    extensions: str = ""  # the client's Sec-WebSocket-Extensions offer
 
 
 @dataclass
@@ -195,6 +196,7 @@ def build_app(standin: ElevenLabsStandIn) -> FastAPI:
             return
         params = dict(ws.query_params)
         conn = Connection(voice_id=voice_id, params=params, api_key_header=key)
+        conn.extensions = ws.headers.get("sec-websocket-extensions", "")
         try:
             timeout = float(params.get("inactivity_timeout", "20"))
         except ValueError:
