@@ -225,6 +225,7 @@ def create_app(
             account_sid=start.account_sid,
             public_base=details.get("base", ""),
             resume_handoff=int(details.get("resume", "0") or 0),
+            caller_verstat=details.get("verstat", ""),
         )
         logger.info(f"call {info.call_sid} streaming (from {mask_phone(info.from_number)})")
         session = state.new_session(info)
