@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 
 from tools.actions.identity import WAYS, meant_number, offer, ways_to_verify
-from tools.domain.speech import say_phone
+from tools.domain.speech import say_number, say_phone
 from tools.domain.spoken_phone import spoken_digits
 from tools.errors import ToolError
 from tools.registry import ToolContext, ToolResult
@@ -106,7 +106,8 @@ async def check_verification_code(ctx: ToolContext, code: str) -> ToolResult:
             say="Thank you, that's confirmed.", data={"verified": True, "phone": result.phone}
         )
     if result.outcome is Check.WRONG:
-        tries = "one more try" if result.tries_left == 1 else f"{result.tries_left} more tries"
+        left = result.tries_left
+        tries = "one more try" if left == 1 else f"{say_number(left)} more tries"
         raise ToolError(f"Sorry, that code isn't right. You have {tries}.", code="wrong_code")
     if result.outcome is Check.NONE:
         raise ToolError(
