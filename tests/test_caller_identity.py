@@ -26,9 +26,9 @@ from tools.actions.calendar import book_appointment, cancel_appointment, resched
 from tools.actions.crm import add_note, find_customer, list_my_appointments, save_customer
 from tools.actions.handoff import take_message
 from tools.actions.verification import (
-    check_verification_code,
     code_from_speech,
     send_verification_code,
+    verify_code,
 )
 from tools.catalog import tool_registry
 from tools.domain.speech import say_phone
@@ -265,7 +265,7 @@ async def test_a_code_texted_to_the_number_on_file_unlocks_it(
     spoken = " ".join(
         ["zero one two three four five six seven eight nine".split()[int(d)] for d in code]
     )
-    confirmed = await check_verification_code(omar, spoken)
+    confirmed = await verify_code(omar, spoken)
     assert confirmed.data == {"verified": True, "phone": OMAR}
     assert "beard trim" in (await list_my_appointments(omar)).say
     # Another worker serving the same call (same CallSid) knows it too.
@@ -286,18 +286,18 @@ async def test_three_wrong_codes_end_it(db: Database, twilio: tuple[FakeTwilio, 
     code = await sent_code(fake)
     wrong = f"{(int(code) + 1) % 10**6:06d}"
     with pytest.raises(ToolError, match="two more tries"):
-        await check_verification_code(mallory, wrong)
+        await verify_code(mallory, wrong)
     with pytest.raises(ToolError, match="one more try"):
-        await check_verification_code(mallory, f"{wrong[:3]} {wrong[3:]}")
+        await verify_code(mallory, f"{wrong[:3]} {wrong[3:]}")
     with pytest.raises(ToolError) as locked:
-        await check_verification_code(mallory, wrong)
+        await verify_code(mallory, wrong)
     assert locked.value.code == "code_locked"
     assert locked.value.data["verify_by"] == ["callback", "message"]
     with pytest.raises(ToolError) as still:
-        await check_verification_code(mallory, code)  # the right one, too late
+        await verify_code(mallory, code)  # the right one, too late
     assert still.value.code == "code_locked"
     with pytest.raises(ToolError):
-        await check_verification_code(mallory, "one two three")  # not six digits: no try
+        await verify_code(mallory, "one two three")  # not six digits: no try
     assert await mallory.proven_phone() == ""
     with pytest.raises(ToolError, match="confirm"):
         await list_my_appointments(mallory)
@@ -313,7 +313,7 @@ async def test_an_expired_code_is_refused(db: Database, twilio: tuple[FakeTwilio
         db, SUNDAY_MORNING + timedelta(minutes=11), phone=OMAR, verified=False, call_sid="CAsms3"
     )
     with pytest.raises(ToolError) as expired:
-        await check_verification_code(later, code)
+        await verify_code(later, code)
     assert expired.value.code == "code_expired"
     assert await later.proven_phone() == ""
 
@@ -330,7 +330,7 @@ async def test_the_code_is_never_logged_stored_or_answered(
         registry = tool_registry()
         sent = await registry.invoke(ctx, "send_verification_code", {})
         code = await sent_code(fake)
-        checked = await registry.invoke(ctx, "check_verification_code", {"code": "000000"})
+        checked = await registry.invoke(ctx, "verify_code", {"code": "000000"})
     finally:
         logger.remove(sink)
     assert (sent.ok and not checked.ok) or code == "000000"

@@ -1,4 +1,4 @@
-"""Verification tools: send_verification_code, check_verification_code.
+"""Verification tools: send_verification_code, verify_code.
 
 A caller not proven to own a number (tools.actions.identity) proves it with a six-digit code
 texted to that number: one code per call, hashed in the database, good for ten minutes and
@@ -16,6 +16,9 @@ from tools.errors import ToolError
 from tools.registry import ToolContext, ToolResult
 from tools.store import verifications
 from tools.store.verifications import CODE_DIGITS, CODE_TTL, Check
+
+#: The tools a call has only when it can send texts.
+TEXT_TOOLS = frozenset({"send_verification_code", "verify_code"})
 
 
 async def _other_ways(ctx: ToolContext) -> tuple[str, list[str]]:
@@ -86,7 +89,7 @@ def code_from_speech(text: str) -> str:
     return ""
 
 
-async def check_verification_code(ctx: ToolContext, code: str) -> ToolResult:
+async def verify_code(ctx: ToolContext, code: str) -> ToolResult:
     """Check the code the caller read out from the text send_verification_code sent.
 
     Args:
