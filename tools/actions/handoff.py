@@ -51,7 +51,7 @@ async def take_message(
     business = await ctx.current_business()
     # The record on the number is linked; it changes only for its proven owner.
     customer_id = await callback_customer(ctx.db, number, name, owner=owned)
-    if owned:
+    if owned or number == ctx.caller_phone:  # the call's record names who it came from
         ctx.facts["customer_id"] = customer_id
     opening, when = callback_time(business, ctx.current_time())
     await record_handoff(
@@ -69,8 +69,8 @@ async def take_message(
     who = f", {name.split()[0]}" if name.strip() else ""
     return ToolResult(
         say=(
-            f"Thanks{who}. I've passed that on and someone will call you back on "
-            f"{say_phone(number)} {when}."
+            f"Thanks{who}. I've passed that on and someone will call you back {when}, "
+            f"on {say_phone(number)}."
         ),
         data={"callback": when, "phone": number},
     )
