@@ -10,22 +10,29 @@ import logging
 import re
 from collections.abc import Iterator
 from datetime import timedelta
+from pathlib import Path
 from typing import Any
 
+import httpx
 import pytest
 import sqlalchemy as sa
 from loguru import logger
 
+from agent.app import create_app
 from agent.session import CallInfo
+from agent.settings import Settings
+from telephony.signature import sign_twilio_request
 from telephony.twilio_rest import TwilioRest, TwilioTexts
-from tests.conftest import SUNDAY_MORNING, free_port, make_ctx
+from tests.conftest import AUTH_TOKEN, SUNDAY_MORNING, free_port, make_ctx, server_env
 from tests.fakes.llm import ServerThread
 from tests.fakes.twilio_rest import FakeTwilio
 from tests.fakes.twilio_rest import build_app as build_twilio_app
+from tests.frames import ScriptedLLM, caller_says, frame_call
 from tools.actions.calendar import book_appointment, cancel_appointment, reschedule_appointment
 from tools.actions.crm import add_note, find_customer, list_my_appointments, save_customer
 from tools.actions.handoff import take_message
 from tools.actions.verification import (
+    TEXT_TOOLS,
     code_from_speech,
     send_verification_code,
     verify_code,
@@ -371,3 +378,40 @@ async def test_without_a_sending_number_the_caller_is_offered_a_callback(db: Dat
 )
 def test_spoken_codes_are_read_as_six_digits(said: str, code: str) -> None:
     assert code_from_speech(said) == code
+
+
+# --- The call: Twilio's verdict reaches the tools; only a proven caller is greeted by name -----
+
+
+async def test_the_voice_webhook_hands_twilios_verdict_to_the_call(tmp_path: Path) -> None:
+    app = create_app(Settings.from_env(server_env(tmp_path, free_port())))
+    state = app.state.frontdesk
+    params = {
+        "CallSid": "CAstir",
+        "From": OMAR,
+        "To": SENDER,
+        "StirVerstat": "TN-Validation-Passed-A",
+    }
+    url = "http://fd.test/twilio/voice"
+    signature = sign_twilio_request(AUTH_TOKEN, url, params)
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app)) as client:
+        answer = await client.post(url, data=params, headers={"X-Twilio-Signature": signature})
+    assert answer.status_code == 200, answer.text
+    token = answer.text.split('name="token" value="')[1].split('"')[0]
+    assert state.tokens.consume(token, "CAstir")["verstat"] == "TN-Validation-Passed-A"
+
+
+@pytest.mark.parametrize(("verstat", "greeted"), [("TN-Validation-Passed-B", True), ("", False)])
+async def test_only_a_proven_caller_is_greeted_by_name(
+    db: Database, tmp_path: Path, verstat: str, greeted: bool
+) -> None:
+    await omar_on_file(db)
+    llm = ScriptedLLM({}, "Happy to help.")
+    session, record = await frame_call(
+        db, tmp_path, llm, caller_says("Hello there."), from_number=OMAR, caller_verstat=verstat
+    )
+    greeting = next(t["text"] for t in record["turns"] if t["role"] == "bot")
+    prompt = " ".join(str(m.get("content")) for m in llm.requests[0])
+    assert ("Omar" in greeting) is greeted and ("Omar" in prompt) is greeted
+    # No sending number configured: the model is not offered the texting tools.
+    assert not TEXT_TOOLS & set(session.registry.specs)
