@@ -22,7 +22,7 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import Awaitable, Callable, Coroutine
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from enum import StrEnum
 from pathlib import Path
@@ -36,7 +36,6 @@ from agent.settings import Settings
 from agent.texting import call_texts
 from telephony.audio import CallRecording, join_wavs
 from telephony.playback import PlaybackLedger
-from tools.actions.verification import TEXT_TOOLS
 from tools.catalog import TOOL_NAMES, tool_registry
 from tools.domain.business import Business
 from tools.registry import Invocation, ToolContext, ToolRegistry
@@ -313,10 +312,9 @@ class CallSession:
         caller on file, the enabled tools, the system prompt and the opening words."""
         assert self.records is not None, "run() opens the call record first"
         business = self.business = await load_business(self.db)
+        # Without texts the verification tools stay (the prompt, and the local model's cached
+        # prefix, are the same for every call); their answers offer the other ways instead.
         texts = call_texts(self.settings, self.info.source)
-        if texts is None:  # no codes can be texted: the model is not offered the tools
-            disabled = business.disabled_tools | TEXT_TOOLS
-            business = self.business = replace(business, disabled_tools=disabled)
         disabled = business.disabled_tools
         self.registry = tool_registry([n for n in TOOL_NAMES if n not in disabled])
         tools = self._tools = ToolContext(

@@ -20,7 +20,8 @@ from loguru import logger
 
 from agent.app import create_app
 from agent.session import CallInfo
-from agent.settings import Settings
+from agent.settings import Settings, SettingsError
+from agent.texting import call_texts
 from telephony.signature import sign_twilio_request
 from telephony.twilio_rest import TwilioRest, TwilioTexts
 from tests.conftest import AUTH_TOKEN, SUNDAY_MORNING, free_port, make_ctx, server_env
@@ -32,7 +33,6 @@ from tools.actions.calendar import book_appointment, cancel_appointment, resched
 from tools.actions.crm import add_note, find_customer, list_my_appointments, save_customer
 from tools.actions.handoff import take_message
 from tools.actions.verification import (
-    TEXT_TOOLS,
     code_from_speech,
     send_verification_code,
     verify_code,
@@ -407,11 +407,21 @@ async def test_only_a_proven_caller_is_greeted_by_name(
 ) -> None:
     await omar_on_file(db)
     llm = ScriptedLLM({}, "Happy to help.")
-    session, record = await frame_call(
+    _session, record = await frame_call(
         db, tmp_path, llm, caller_says("Hello there."), from_number=OMAR, caller_verstat=verstat
     )
     greeting = next(t["text"] for t in record["turns"] if t["role"] == "bot")
     prompt = " ".join(str(m.get("content")) for m in llm.requests[0])
     assert ("Omar" in greeting) is greeted and ("Omar" in prompt) is greeted
-    # No sending number configured: the model is not offered the texting tools.
-    assert not TEXT_TOOLS & set(session.registry.specs)
+
+
+def test_only_phone_calls_with_a_sending_number_text() -> None:
+    env = {"TWILIO_ACCOUNT_SID": ACCOUNT_SID, "TWILIO_AUTH_TOKEN": TOKEN}
+    assert call_texts(Settings.from_env(env), "twilio") is None  # no FRONTDESK_SMS_FROM
+    texting = Settings.from_env({**env, "FRONTDESK_SMS_FROM": "+1 413 555 0100"})
+    assert texting.sms_from == SENDER
+    assert call_texts(texting, "browser") is None  # the demo never texts
+    texts = call_texts(texting, "twilio")
+    assert texts is not None and texts.from_number == SENDER
+    with pytest.raises(SettingsError, match="FRONTDESK_SMS_FROM"):
+        Settings.from_env({**env, "FRONTDESK_SMS_FROM": "413-555"})

@@ -17,9 +17,6 @@ from tools.registry import ToolContext, ToolResult
 from tools.store import verifications
 from tools.store.verifications import CODE_DIGITS, CODE_TTL, Check
 
-#: The tools a call has only when it can send texts.
-TEXT_TOOLS = frozenset({"send_verification_code", "verify_code"})
-
 
 async def _other_ways(ctx: ToolContext) -> tuple[str, list[str]]:
     """The sentence offering the ways besides a text, and their keys."""
