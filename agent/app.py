@@ -300,6 +300,7 @@ def create_app(
             account_sid=start.account_sid,
             public_base=details.get("base", ""),
             resume_handoff=int(details.get("resume", "0") or 0),
+            caller_verstat=details.get("verstat", ""),
         )
         # Every line logged while the call runs carries its sid (the pipeline's tasks inherit it).
         with logger.contextualize(call_sid=info.call_sid):

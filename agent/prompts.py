@@ -63,19 +63,27 @@ def build_system_prompt(
     caller: dict[str, Any] | None,
     has_caller_id: bool,
     now: datetime | None = None,
+    *,
+    proven: bool = False,
 ) -> str:
     """The per-call system prompt. What varies between calls (the time, the caller) comes last,
     under "This call:", so a local model keeps everything before it cached across calls.
-    ``now`` defaults to the current time."""
+    ``now`` defaults to the current time; ``proven``: the caller ID proves who is calling
+    (``caller`` is then their record, if any)."""
     now = business.local(now or datetime.now(business.tz))
     services = "; ".join(
         f"{s.name} ({s.duration_minutes} min, ${s.price_cents / 100:.0f})"
         for s in business.services
     )
     if caller and caller.get("name"):
-        who = f"{caller['name']}, a returning customer (phone on file)"
+        who = f"{caller['name']}, a returning customer (phone on file, confirmed)"
+    elif has_caller_id and proven:
+        who = "no name on file yet; phone number confirmed by caller ID"
     elif has_caller_id:
-        who = "no name on file yet; phone number known from caller ID"
+        who = (
+            "phone number from caller ID, not confirmed; their existing bookings and details "
+            "stay private until they confirm the number"
+        )
     else:
         who = "no name on file and no caller ID; ask for a phone number before booking"
     facts = {

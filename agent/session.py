@@ -35,6 +35,7 @@ from agent.call_record import RecordWriter, TurnTimings
 from agent.prompts import build_system_prompt, greeting, phrases
 from agent.recording import RecordingWriter
 from agent.settings import Settings
+from agent.texting import call_texts
 from telephony.audio import CallRecording
 from telephony.playback import PlaybackLedger
 from tools.catalog import TOOL_NAMES, tool_registry
@@ -45,6 +46,8 @@ from tools.store.calls import CallStore
 from tools.store.customers import lookup_customer
 from tools.store.db import Database
 
+#: Twilio's StirVerstat values for a caller ID the carrier vouched for.
+VERIFIED_CALLER_ID = frozenset({"TN-Validation-Passed-A", "TN-Validation-Passed-B"})
 PIPELINE_RATE = 8000  # phone calls; a browser call runs at its own (16 kHz) rate
 #: The recording goes to its file in chunks of this much audio (the rest of the call is on disk).
 RECORDING_CHUNK_SECS = 1.0
@@ -83,6 +86,12 @@ class CallInfo:
     account_sid: str = ""
     public_base: str = ""  # the base URL Twilio reached us on (FRONTDESK_PUBLIC_URL wins)
     resume_handoff: int = 0  # back from a transfer nobody answered (same CallSid)
+    caller_verstat: str = ""  # Twilio's StirVerstat for from_number ("" when it sent none)
+
+    @property
+    def caller_id_verified(self) -> bool:
+        """Twilio verified the caller ID (STIR/SHAKEN attestation A or B)."""
+        return self.caller_verstat in VERIFIED_CALLER_ID
 
 
 class CallPipe(Protocol):
@@ -313,24 +322,30 @@ class CallSession:
         caller on file, the enabled tools, the system prompt and the opening words."""
         assert self.records is not None, "run() opens the call record first"
         business = self.business = await load_business(self.db)
+        # Without texts the verification tools stay (the prompt, and the local model's cached
+        # prefix, are the same for every call); their answers offer the other ways instead.
+        texts = call_texts(self.settings, self.info.source)
         disabled = business.disabled_tools
         self.registry = tool_registry([n for n in TOOL_NAMES if n not in disabled])
-        caller = None
-        if self.info.from_number:
-            async with self.db.read() as conn:
-                caller = await lookup_customer(conn, self.info.from_number)
-            if caller:
-                self.records.put("set_customer", customer_id=caller["id"])
-        self._caller = caller
         tools = self._tools = ToolContext(
             db=self.db,
             caller_phone=self.info.from_number if self.info.from_number.startswith("+") else "",
+            caller_id_verified=self.info.caller_id_verified,
             call_sid=self.info.call_sid,
             call=self,
             business=business,  # the whole call keeps the config it started with
             now=self.clock,
+            texts=texts,
         )
         self.facts = tools.facts
+        caller = None
+        proven = await tools.proven_phone()  # only a proven caller is greeted by name
+        if proven:
+            async with self.db.read() as conn:
+                caller = await lookup_customer(conn, proven)
+            if caller:
+                self.records.put("set_customer", customer_id=caller["id"])
+        self._caller = caller
         opening = greeting(business, caller)
         earlier: list[dict[str, Any]] = []
         if self.info.resume_handoff:  # nobody answered the transfer: pick up where we left off
@@ -342,7 +357,7 @@ class CallSession:
             caller=caller,
             tools=tools,
             system_prompt=build_system_prompt(
-                business, caller, bool(self.info.from_number), self.now()
+                business, caller, bool(self.info.from_number), self.now(), proven=bool(proven)
             ),
             greeting=opening,
             earlier=earlier,

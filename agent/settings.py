@@ -127,6 +127,15 @@ def _workers(env: Mapping[str, str]) -> int:
     return count
 
 
+def _e164(name: str, raw: str) -> str:
+    value = "".join(raw.split())
+    if value and not (value.startswith("+") and value[1:].isdigit() and 8 <= len(value) <= 16):
+        raise SettingsError(
+            f"{name} must be a phone number in E.164 form (+14135550100), got {raw!r}"
+        )
+    return value
+
+
 def _secret(env: Mapping[str, str], name: str) -> Secret | None:
     raw = env.get(name, "").strip()
     return Secret(raw) if raw else None
@@ -205,6 +214,8 @@ class Settings:
     twilio_account_sid: str = ""
     twilio_auth_token: Secret | None = None
     twilio_api_base_url: str = ""  # "" means Twilio's own REST API
+    # The Twilio number verification codes are texted from ("" means no texts are sent).
+    sms_from: str = ""
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
@@ -293,6 +304,7 @@ class Settings:
             twilio_account_sid=get("TWILIO_ACCOUNT_SID", ""),
             twilio_auth_token=_secret(env, "TWILIO_AUTH_TOKEN"),
             twilio_api_base_url=get("TWILIO_API_BASE_URL", "").rstrip("/"),
+            sms_from=_e164("FRONTDESK_SMS_FROM", get("FRONTDESK_SMS_FROM", "")),
         )
 
     @property
@@ -313,6 +325,11 @@ class Settings:
         if self.uses_remote_llm:
             return self.max_concurrent_calls
         return min(self.max_concurrent_calls, self.local_max_calls)
+
+    @property
+    def sends_texts(self) -> bool:
+        """Verification codes can be texted: Twilio credentials and FRONTDESK_SMS_FROM are set."""
+        return bool(self.sms_from and self.twilio_account_sid and self.twilio_auth_token)
 
     def provider_names(self) -> dict[str, str]:
         """Which provider serves each stage, for logs and the admin view."""

@@ -115,7 +115,12 @@ def build_voice_router(host: TwilioHost, config: TwilioRouteConfig) -> APIRouter
             return xml(twiml.apologise_busy(config.busy_message, number))
         token = host.tokens.issue(
             call_sid,
-            {"from": form.get("From", ""), "to": form.get("To", ""), "base": request_base(request)},
+            {
+                "from": form.get("From", ""),
+                "to": form.get("To", ""),
+                "base": request_base(request),
+                "verstat": form.get("StirVerstat", ""),  # caller ID verified? (session)
+            },
         )
         return xml(twiml.connect_stream(stream_url(config.public_url, request), token))
 
@@ -158,6 +163,7 @@ def build_transfer_router(host: TwilioHost, config: TwilioRouteConfig) -> APIRou
             "to": form.get("To", ""),
             "base": request_base(request),
             "resume": str(handoff),
+            "verstat": form.get("StirVerstat", ""),
         }
         token = host.tokens.issue(form.get("CallSid", ""), details)
         return xml(twiml.connect_stream(stream_url(config.public_url, request), token))

@@ -1,4 +1,5 @@
-"""The Twilio REST call Frontdesk makes: move a live call to new TwiML (a transfer).
+"""The Twilio REST calls Frontdesk makes: move a live call to new TwiML (a transfer), and send
+an SMS (a caller's verification code; the message body is never logged).
 
 A call never needs hanging up over REST: when its media stream closes, Twilio runs out of TwiML
 after ``<Connect>`` and ends the call itself.
@@ -13,14 +14,27 @@ token never appears in one.
 from __future__ import annotations
 
 import asyncio
+import re
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TypeVar
 
 from twilio.base.exceptions import TwilioException, TwilioRestException
 from twilio.http.http_client import TwilioHttpClient
 from twilio.rest import Client
 
+_T = TypeVar("_T")
+
 #: Twilio error codes meaning the call is no longer there to act on.
 CALL_GONE_CODES = frozenset({20404, 21220})  # not found; call not in progress
+
+
+@dataclass(frozen=True)
+class MessageResource:
+    """The parts of Twilio's message resource we use."""
+
+    sid: str
+    status: str
 
 
 @dataclass(frozen=True)
@@ -67,17 +81,41 @@ class TwilioRest:
         stream; the call itself goes on with the new instructions)."""
         return await asyncio.to_thread(self._update, call_sid, {"twiml": twiml})
 
+    async def send_sms(self, to: str, from_: str, body: str) -> MessageResource:
+        """Send the SMS ``body`` from ``from_`` (a number of this account) to ``to``."""
+        return await asyncio.to_thread(self._create_message, to, from_, body)
+
     def _update(self, call_sid: str, values: dict[str, str]) -> CallResource:
-        try:
-            call = (
-                self._client.api.v2010.accounts(self.account_sid).calls(call_sid).update(**values)
-            )
-        except TwilioRestException as exc:
-            code = exc.code if isinstance(exc.code, int) else exc.status
-            message = str(exc.msg).removeprefix("Unable to update record: ")
-            raise TwilioRestError(exc.status, code, message) from None
-        except TwilioException as exc:
-            raise TwilioRestError(0, 0, f"{type(exc).__name__}: {exc}") from None
-        except OSError as exc:  # requests' connection errors are OSErrors
-            raise TwilioRestError(0, 0, f"no answer from Twilio: {type(exc).__name__}") from None
+        account = self._client.api.v2010.accounts(self.account_sid)
+        call = _rest_request(lambda: account.calls(call_sid).update(**values))
         return CallResource(sid=str(call.sid or call_sid), status=str(call.status or ""))
+
+    def _create_message(self, to: str, from_: str, body: str) -> MessageResource:
+        account = self._client.api.v2010.accounts(self.account_sid)
+        message = _rest_request(lambda: account.messages.create(to=to, from_=from_, body=body))
+        return MessageResource(sid=str(message.sid or ""), status=str(message.status or ""))
+
+
+def _rest_request(request: Callable[[], _T]) -> _T:
+    """Run one SDK request; any failure becomes a TwilioRestError (without the request body)."""
+    try:
+        return request()
+    except TwilioRestException as exc:
+        code = exc.code if isinstance(exc.code, int) else exc.status
+        message = re.sub(r"^Unable to \w+ record: ", "", str(exc.msg))
+        raise TwilioRestError(exc.status, code, message) from None
+    except TwilioException as exc:
+        raise TwilioRestError(0, 0, f"{type(exc).__name__}: {exc}") from None
+    except OSError as exc:  # requests' connection errors are OSErrors
+        raise TwilioRestError(0, 0, f"no answer from Twilio: {type(exc).__name__}") from None
+
+
+class TwilioTexts:
+    """SMS from one number of the account (implements tools.registry.TextSender)."""
+
+    def __init__(self, rest: TwilioRest, from_number: str) -> None:
+        self.rest = rest
+        self.from_number = from_number
+
+    async def send_text(self, to: str, body: str) -> None:
+        await self.rest.send_sms(to, self.from_number, body)

@@ -171,9 +171,18 @@ async def db(
 
 
 def make_ctx(
-    db: Database, now: datetime = SUNDAY_MORNING, phone: str = "+14135550123"
+    db: Database,
+    now: datetime = SUNDAY_MORNING,
+    phone: str = "+14135550123",
+    *,
+    verified: bool = True,
+    call_sid: str = "CAtest",
 ) -> ToolContext:
-    return ToolContext(db=db, caller_phone=phone, call_sid="CAtest", now=lambda: now)
+    """A tool context for a caller on ``phone``, by default one whose caller ID Twilio verified
+    (tests/test_caller_identity.py covers the others)."""
+    return ToolContext(
+        db=db, caller_phone=phone, caller_id_verified=verified, call_sid=call_sid, now=lambda: now
+    )
 
 
 # --- A real server on a real port, with a scripted LLM stand-in ---------------------------------

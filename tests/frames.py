@@ -387,6 +387,7 @@ async def frame_call(
     settings: Settings | None = None,
     during: Callable[[CallSession, CallPipeline], Awaitable[None]] | None = None,
     from_number: str = "+14135550123",
+    caller_verstat: str = "TN-Validation-Passed-A",
     call_sid: str = "CAframes",
     stt: FrameProcessor | None = None,
     tts: FrameProcessor | None = None,
@@ -408,7 +409,12 @@ async def frame_call(
     settings = replace(settings or Settings(), data_dir=data_dir, turn_pause_secs=0.2)
     store = CallStore(db)
     desk = HandoffDesk(db, settings)
-    info = CallInfo(call_sid=call_sid, source="browser", from_number=from_number)
+    info = CallInfo(
+        call_sid=call_sid,
+        source="browser",
+        from_number=from_number,
+        caller_verstat=caller_verstat,  # a caller ID Twilio verified, unless told otherwise
+    )
     session = CallSession(
         info,
         settings=settings,
@@ -579,6 +585,7 @@ async def phone_call(
         to_number="+14135550100",
         account_sid="ACphone",
         public_base="https://frontdesk.example.com",
+        caller_verstat="TN-Validation-Passed-A",
     )
     session = CallSession(
         info,

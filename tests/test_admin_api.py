@@ -256,6 +256,21 @@ async def test_profile_validation_saves_nothing_half_way(api, db):
     assert "phone" not in entry["changes"]  # unchanged fields are not listed
 
 
+async def test_trusting_unverified_caller_id_is_a_profile_setting_off_by_default(api, db):
+    assert (await load_business(db)).trust_unverified_caller_id is False
+    profile = (await api.get("/api/admin/config")).json()["profile"]
+    assert profile["trust_unverified_caller_id"] is False
+    on = await api.put("/api/admin/profile", json={**profile, "trust_unverified_caller_id": True})
+    assert on.status_code == 200, on.text
+    assert (await load_business(db)).trust_unverified_caller_id is True
+    assert (await api.get("/api/admin/config")).json()["profile"]["trust_unverified_caller_id"]
+    entry = (await audit_entries(api))[0]
+    assert entry["changes"] == {"trust_unverified_caller_id": [False, True]}
+    del profile["trust_unverified_caller_id"]
+    await api.put("/api/admin/profile", json=profile)  # a form without it turns it off
+    assert (await load_business(db)).trust_unverified_caller_id is False
+
+
 async def test_hours_are_validated_per_field(api, db):
     bad = await api.put(
         "/api/admin/hours",

@@ -30,6 +30,7 @@ from pipecat.tests.utils import SleepFrame, run_test
 from agent.brain.decoding import Decoder, Vocabulary, decode_line
 from agent.brain.model import LocalBrain
 from agent.brain.policy import (
+    PREREQUISITES,
     Call,
     Say,
     is_farewell,
@@ -184,7 +185,7 @@ class _LineBrain:
         self.excluded = []
 
     async def line(self, messages, tools, excluded):
-        self.excluded.append(set(excluded) - {"book_appointment"})  # not routable yet
+        self.excluded.append(set(excluded) - set(PREREQUISITES))  # not routable yet
         for piece in self.pieces if len(self.excluded) == 1 else self.then[len(self.excluded) - 2]:
             yield piece
 
@@ -466,7 +467,8 @@ def test_booking_is_offered_to_the_model_only_after_availability_was_checked():
 
     fresh = [{"role": "user", "content": "Can I book a haircut Friday at 2?"}]
     assert "book_appointment" not in names(fresh)
-    assert "check_availability" in names(fresh) and len(names(fresh)) == len(TOOLS) - 1
+    assert "check_availability" in names(fresh)
+    assert len(names(fresh)) == len(TOOLS) - len(PREREQUISITES)
     checked = [
         *fresh,
         {
@@ -479,6 +481,29 @@ def test_booking_is_offered_to_the_model_only_after_availability_was_checked():
         {"role": "user", "content": "Two, please."},
     ]
     assert "book_appointment" in names(checked)
+
+
+def test_a_code_is_checked_only_after_one_was_sent():
+    def names(messages):
+        return {t["function"]["name"] for t in routable_tools(messages, TOOLS)}
+
+    said = [{"role": "user", "content": "My number is one two three four five six."}]
+    assert "verify_code" not in names(said) and "send_verification_code" in names(said)
+    sent = [
+        *said,
+        {
+            "role": "assistant",
+            "tool_calls": [
+                {
+                    "function": {"name": "send_verification_code", "arguments": "{}"},
+                    "type": "function",
+                }
+            ],
+        },
+        {"role": "tool", "content": '{"say": "I\'ve texted a code. What is it?"}'},
+        {"role": "user", "content": "Four two nine one one eight."},
+    ]
+    assert "verify_code" in names(sent)
 
 
 def test_a_choice_is_known_before_its_tokens_are_fed():

@@ -66,7 +66,7 @@ def test_the_admin_console_the_config_and_the_tools_accept_the_same_phone_number
     """One rule: each of the three accepts a number exactly when the others do, as one E.164."""
     from pydantic import ValidationError
 
-    from tools.actions.crm import spoken_number
+    from tools.actions.identity import spoken_number
     from tools.admin.models import ProfileIn
 
     accepted: dict[str, str | None] = {}

@@ -18,6 +18,7 @@ from tools.actions.calendar import (
 from tools.actions.crm import add_note, find_customer, list_my_appointments, save_customer
 from tools.actions.handoff import end_call, take_message, transfer_to_human
 from tools.actions.knowledge import search_knowledge_base
+from tools.actions.verification import send_verification_code, verify_code
 from tools.registry import ToolRegistry, ToolSpec
 
 TOOLS: tuple[ToolSpec, ...] = (
@@ -26,6 +27,8 @@ TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec.of(find_customer, filler=False, timeout_secs=3.0),
     ToolSpec.of(save_customer, filler=False, timeout_secs=3.0),
     ToolSpec.of(add_note, filler=False, timeout_secs=3.0),
+    ToolSpec.of(send_verification_code, timeout_secs=12.0),
+    ToolSpec.of(verify_code, filler=False, timeout_secs=3.0),
     ToolSpec.of(list_my_appointments, timeout_secs=3.0),
     ToolSpec.of(check_availability),
     ToolSpec.of(book_appointment),

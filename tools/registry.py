@@ -25,6 +25,7 @@ from tools.domain.business import Business
 from tools.errors import ToolError
 from tools.store.business import load_business
 from tools.store.db import Database
+from tools.store.verifications import verified_phone
 
 
 @dataclass
@@ -51,12 +52,25 @@ class CallControl(typing.Protocol):
         ...
 
 
+class TextSender(typing.Protocol):
+    """Sends SMS (implemented by the telephony side when a sending number is configured)."""
+
+    async def send_text(self, to: str, body: str) -> None:
+        """Text ``body`` to ``to`` (E.164); raises an exception when it could not be sent."""
+        ...
+
+
 @dataclass
 class ToolContext:
-    """Everything a tool needs besides its arguments."""
+    """Everything a tool needs besides its arguments.
+
+    Who the caller is: :meth:`proven_phone` is the one number they are proven to own. Records
+    on it are theirs to hear and change; every other record is neither heard nor changed.
+    """
 
     db: Database
-    caller_phone: str = ""  # E.164 from Twilio, "" for anonymous callers
+    caller_phone: str = ""  # caller ID, E.164 from Twilio; "" for anonymous and browser callers
+    caller_id_verified: bool = False  # Twilio verified the caller ID (STIR/SHAKEN A or B)
     call_sid: str = ""
     now: Callable[[], datetime] | None = None  # tests fix the clock; None means real time
     call: CallControl | None = None
@@ -64,6 +78,23 @@ class ToolContext:
     # The business loaded when the call started: a call keeps the profile, hours, services and
     # escalation it started with while an admin edits them. None: read the current one each time.
     business: Business | None = None
+    verified_phone: str = ""  # a number the caller proved during the call (an SMS code)
+    texts: TextSender | None = None  # SMS, None when no sending number is configured
+
+    async def proven_phone(self) -> str:
+        """The number the caller is proven to own, "" for none: one they proved during this
+        call (by a code, possibly on another worker), else the caller ID when Twilio verified
+        it or the business trusts unverified caller ID."""
+        if not self.verified_phone and self.call_sid:
+            async with self.db.read() as conn:
+                self.verified_phone = await verified_phone(conn, self.call_sid)
+        if self.verified_phone:
+            return self.verified_phone
+        if self.caller_phone and self.caller_id_verified:
+            return self.caller_phone
+        if self.caller_phone and (await self.current_business()).trust_unverified_caller_id:
+            return self.caller_phone
+        return ""
 
     def current_time(self) -> datetime:
         return self.now() if self.now else datetime.now(UTC)

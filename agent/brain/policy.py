@@ -23,8 +23,9 @@ from agent.prompts import phrases
 from tools.catalog import FILLER_TOOLS
 
 # A tool the model may call only after another ran in this call: booking is for a time that
-# was offered (the instructions say so; a 1.5B model hearing "book" forgets it).
-PREREQUISITES = {"book_appointment": "check_availability"}
+# was offered (the instructions say so; a 1.5B model hearing "book" forgets it), and a code is
+# checked only once one was sent (not any digits the caller says).
+PREREQUISITES = {"book_appointment": "check_availability", "verify_code": "send_verification_code"}
 # Arguments the model must take from the conversation, never invent: a 1.5B model asked "are
 # you open on Sundays?" calls check_availability for a "haircut" nobody mentioned.
 GROUNDED_ARGUMENTS = {"check_availability": ("service",)}

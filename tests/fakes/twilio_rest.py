@@ -3,7 +3,9 @@
 REST, in Twilio's real format: ``POST /2010-04-01/Accounts/{AccountSid}/Calls/{CallSid}.json``
 with a form-encoded body (``Twiml=…``), HTTP basic auth with the account SID and auth token, a
 JSON call resource back, and Twilio-style JSON errors (20003 authenticate, 20404 not found, 21220
-call not in progress). Every request is kept for assertions.
+call not in progress). Every request is kept for assertions. Messaging too: ``POST
+/2010-04-01/Accounts/{AccountSid}/Messages.json`` (``To``, ``From``, ``Body``) answers a queued
+message resource, or 21211 for a ``To`` that is not a phone number.
 
 The call engine part (:meth:`FakeTwilio.dial`) does what Twilio does with ``<Dial>`` TwiML: it
 fetches each ``<Number url>`` whisper when the person answers and posts the Dial ``action``
@@ -36,6 +38,15 @@ class RestRequest:
 
 
 @dataclass
+class SmsRequest:
+    account_sid: str
+    to: str
+    from_: str
+    body: str
+    authorized: bool
+
+
+@dataclass
 class DialResult:
     whisper_twiml: list[str]  # what each answering person heard first
     action_twiml: str  # what Twilio was told to do with the caller afterwards
@@ -47,6 +58,7 @@ class FakeTwilio:
     account_sid: str
     auth_token: str
     requests: list[RestRequest] = field(default_factory=list)
+    messages: list[SmsRequest] = field(default_factory=list)  # every Messages request
     ended_calls: set[str] = field(default_factory=set)  # calls Twilio answers 404 for
     # Errors to answer the next requests with: (HTTP status, Twilio code, message).
     fail_next: list[tuple[int, int, str]] = field(default_factory=list)
@@ -125,18 +137,49 @@ def _error(status: int, code: int, message: str) -> JSONResponse:
     return JSONResponse(body, status_code=status)
 
 
+def _authorized(fake: FakeTwilio, account_sid: str, header: str) -> bool:
+    if not header.startswith("Basic "):
+        return False
+    user, _, password = base64.b64decode(header[6:]).decode().partition(":")
+    expected = (fake.account_sid, fake.auth_token, fake.account_sid)
+    return (user, password, account_sid) == expected
+
+
 def build_app(fake: FakeTwilio) -> FastAPI:
     app = FastAPI()
+
+    @app.post("/2010-04-01/Accounts/{account_sid}/Messages.json")
+    async def create_message(account_sid: str, request: Request) -> Any:
+        form = {k: str(v) for k, v in (await request.form()).items()}
+        authorized = _authorized(fake, account_sid, request.headers.get("authorization", ""))
+        to, from_, body = form.get("To", ""), form.get("From", ""), form.get("Body", "")
+        fake.messages.append(SmsRequest(account_sid, to, from_, body, authorized))
+        if not authorized:
+            return _error(401, 20003, "Authenticate")
+        if fake.fail_next:
+            return _error(*fake.fail_next.pop(0))
+        if not to.startswith("+") or not to[1:].isdigit():
+            return _error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
+        sid = "SM" + secrets.token_hex(16)
+        return JSONResponse(
+            {
+                "sid": sid,
+                "account_sid": account_sid,
+                "to": to,
+                "from": from_,
+                "body": body,
+                "status": "queued",
+                "direction": "outbound-api",
+                "api_version": "2010-04-01",
+                "uri": f"/2010-04-01/Accounts/{account_sid}/Messages/{sid}.json",
+            },
+            status_code=201,
+        )
 
     @app.post("/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json")
     async def update_call(account_sid: str, call_sid: str, request: Request) -> Any:
         form = {k: str(v) for k, v in (await request.form()).items()}
-        header = request.headers.get("authorization", "")
-        authorized = False
-        if header.startswith("Basic "):
-            user, _, password = base64.b64decode(header[6:]).decode().partition(":")
-            authorized = (user, password) == (fake.account_sid, fake.auth_token)
-            authorized = authorized and account_sid == fake.account_sid
+        authorized = _authorized(fake, account_sid, request.headers.get("authorization", ""))
         fake.requests.append(RestRequest(account_sid, call_sid, form, authorized, time.time()))
         if not authorized:
             return _error(401, 20003, "Authenticate")

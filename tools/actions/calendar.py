@@ -1,6 +1,11 @@
 """Calendar tools: check_availability, book_appointment, cancel_appointment,
 reschedule_appointment. Race-safe: a booking re-checks its slot inside the write transaction,
-and on PostgreSQL the database refuses an overlapping one (tools.store.appointments)."""
+and on PostgreSQL the database refuses an overlapping one (tools.store.appointments).
+
+Anyone may book; only the proven owner of a number cancels or moves what is booked under it
+(tools.actions.identity). A booking by a caller not proven to own its number is linked to the
+record on that number (created when there is none) without changing it: the name they gave is
+kept on the appointment (``booked_name``), and the reply uses that name, never the record's."""
 
 from __future__ import annotations
 
@@ -9,7 +14,8 @@ from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tools.actions.crm import require_customer, save_caller
+from tools.actions.crm import CallerRecord, caller_record, proven_or_refused, require_customer
+from tools.actions.identity import meant_number
 from tools.domain.business import Business, Service
 from tools.domain.slots import Slot
 from tools.domain.speech import join_words, say_date, say_time, say_when
@@ -128,24 +134,30 @@ async def book_appointment(
             code="need_exact_time",
             data={"slots": [s.starts_at.isoformat() for s in slots]},
         )
+    number, owned = await meant_number(ctx, phone)
+    given = " ".join(customer_name.split()) or str(ctx.facts.get("given_name", ""))
     async with ctx.db.write() as conn:
-        slot, customer, appointment_id = await _claim(
-            conn, ctx, (business, svc, window, target), customer_name, phone
+        slot, record, appointment_id = await _claim(
+            conn, ctx, (business, svc, window, target), (number, owned, given)
         )
     with_whom = f" with {slot.staff_name}" if slot.staff_name else ""
-    name = f", {customer['name'].split()[0]}" if customer["name"] else ""
+    # A caller not proven to own the number hears the name they gave, never the record's.
+    known = record.customer["name"] if record.owned else given
+    name = f", {known.split()[0]}" if known else ""
+    data: dict[str, Any] = {
+        "appointment_id": appointment_id,
+        "service": svc.name,
+        "start": slot.starts_at.isoformat(),
+        "staff": slot.staff_name,
+    }
+    if record.owned:
+        data["customer_id"] = record.customer["id"]
     return ToolResult(
         say=(
             f"You're booked{name}: a {svc.name.lower()} "
             f"{say_when(slot.starts_at, today)}{with_whom}."
         ),
-        data={
-            "appointment_id": appointment_id,
-            "service": svc.name,
-            "start": slot.starts_at.isoformat(),
-            "staff": slot.staff_name,
-            "customer_id": customer["id"],
-        },
+        data=data,
     )
 
 
@@ -153,15 +165,16 @@ async def _claim(
     conn: AsyncConnection,
     ctx: ToolContext,
     request: tuple[Business, Service, When, datetime],
-    customer_name: str,
-    phone: str,
-) -> tuple[Slot, dict[str, Any], int]:
+    caller: tuple[str, bool, str],
+) -> tuple[Slot, CallerRecord, int]:
     """Book the exact time ``target`` of ``request`` (business, service, the caller's window,
-    target) in ``conn``'s write transaction: (slot, customer, appointment id). When another
+    target) for ``caller`` (number, owned, name given) in ``conn``'s write transaction: (slot,
+    the record it is under, appointment id). When another
     transaction books the same staff member's slot first (PostgreSQL refuses the overlap), the
     time is looked up again, since another staff member may still be free then; when nobody
     is, raises the ``slot_taken`` ToolError with alternatives."""
     business, svc, window, target = request
+    number, owned, given = caller
     now = business.local(ctx.current_time())
     exact = When(
         day=target.date(), earliest=target.time(), latest=(target + timedelta(minutes=1)).time()
@@ -170,13 +183,15 @@ async def _claim(
         free = await find_slots(conn, business, svc, exact, now, limit=1)
         if not free or free[0].starts_at != target:
             break
-        customer = await save_caller(conn, ctx, customer_name, phone)
+        record = await caller_record(conn, ctx, number, owned, given)
         try:
-            booked = await appointments.book(conn, customer["id"], svc, free[0], ctx.call_sid)
+            booked = await appointments.book(
+                conn, record.customer["id"], svc, free[0], ctx.call_sid, booked_name=given
+            )
         except SlotTakenError:
             ctx.db.on_retry("booking")
             continue
-        return free[0], customer, booked
+        return free[0], record, booked
     alternatives = [
         s for s in await find_slots(conn, business, svc, window, now) if s.starts_at != target
     ]
@@ -236,15 +251,17 @@ def _pick(
 
 
 async def cancel_appointment(ctx: ToolContext, when: str = "") -> ToolResult:
-    """Cancel one of the caller's upcoming appointments.
+    """Cancel one of the caller's upcoming appointments (only for a caller proven to own the
+    number).
 
     Args:
         when: Which appointment, in the caller's words ("the one on Friday"); empty if just one.
     """
     business = await ctx.current_business()
     now = business.local(ctx.current_time())
+    proven = await proven_or_refused(ctx)
     async with ctx.db.write() as conn:
-        customer = await require_customer(conn, ctx)
+        customer = await require_customer(conn, ctx, proven)
         appointment = _pick(
             await appointments.upcoming_for_customer(conn, customer["id"], now), when, business, now
         )
@@ -260,7 +277,8 @@ async def cancel_appointment(ctx: ToolContext, when: str = "") -> ToolResult:
 async def reschedule_appointment(
     ctx: ToolContext, new_when: str, current_when: str = ""
 ) -> ToolResult:
-    """Move one of the caller's upcoming appointments to a new time.
+    """Move one of the caller's upcoming appointments to a new time (only for a caller proven
+    to own the number).
 
     Args:
         new_when: The caller's words for the new time, e.g. "Saturday at 11".
@@ -269,8 +287,9 @@ async def reschedule_appointment(
     business = await ctx.current_business()
     now = business.local(ctx.current_time())
     today = now.date()
+    proven = await proven_or_refused(ctx)
     async with ctx.db.write() as conn:
-        customer = await require_customer(conn, ctx)
+        customer = await require_customer(conn, ctx, proven)
         appointment = _pick(
             await appointments.upcoming_for_customer(conn, customer["id"], now),
             current_when,

@@ -1,17 +1,23 @@
 """CRM tools: find_customer, save_customer, add_note, list_my_appointments; and the caller's
-customer record as the other tools find or create it (by the number given, else caller ID)."""
+customer record as the other tools find or create it.
+
+Records are heard and changed only by the proven owner of their number (tools.actions.identity).
+A caller who is not gets the same answers whether the number has a record or not; what they tell
+us goes to a record only when this call created it (the number had none), and otherwise stays
+with the call (its tool calls) and with what they book (``appointments.booked_name``).
+"""
 
 from __future__ import annotations
 
 import re
+from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
-from tools.domain.speech import join_words, say_when
-from tools.domain.spoken_phone import phone_from_speech
-from tools.domain.validation import InvalidPhoneNumber
+from tools.actions.identity import meant_number, not_verified
+from tools.domain.speech import join_words, say_phone, say_when
 from tools.errors import ToolError
 from tools.registry import ToolContext, ToolResult
 from tools.store import customers
@@ -27,38 +33,40 @@ def _spoken_email_to_address(text: str) -> str:
     return text.replace(" ", "")
 
 
-def spoken_number(text: str) -> str:
-    """E.164 of a number the caller said (words, digits or a recogniser's mix of both), or
-    ToolError asking them to repeat it."""
-    try:
-        return phone_from_speech(text)
-    except InvalidPhoneNumber:
-        raise ToolError(
-            "That doesn't sound like a full phone number. Could you repeat it?",
-            code="invalid_phone",
-        ) from None
+@dataclass(frozen=True)
+class CallerRecord:
+    """The customer record a tool acts on: ``owned`` when its number is proven the caller's,
+    ``writable`` when this call may change it (owned, or created by this call)."""
+
+    customer: dict[str, Any]
+    owned: bool
+    writable: bool
 
 
-def _caller_phone(ctx: ToolContext, phone: str = "") -> str:
-    if phone.strip():
-        return spoken_number(phone)
-    if ctx.caller_phone:
-        return ctx.caller_phone
-    raise ToolError("What's the best phone number to reach you?", code="need_phone")
+def _created(ctx: ToolContext) -> set[str]:
+    created: set[str] = ctx.facts.setdefault("created_numbers", set())
+    return created
 
 
-async def save_caller(
-    conn: AsyncConnection, ctx: ToolContext, name: str = "", phone: str = ""
-) -> dict[str, Any]:
-    """Find the caller's record (by the given phone or caller ID) or create it; update the name."""
-    customer = await customers.save_customer(conn, _caller_phone(ctx, phone), name)
+async def caller_record(
+    conn: AsyncConnection, ctx: ToolContext, number: str, owned: bool, name: str = ""
+) -> CallerRecord:
+    """The record on ``number`` (from :func:`meant_number`), created if there is none; ``name``
+    is saved on it only when the call may change it. Any other record is left exactly as is."""
+    if owned or number in _created(ctx):
+        customer = await customers.save_customer(conn, number, name)
+    else:
+        customer, created = await customers.claim_customer(conn, number, name)
+        if not created:
+            return CallerRecord(customer, owned=False, writable=False)
+        _created(ctx).add(number)
     ctx.facts["customer_id"] = customer["id"]
-    return customer
+    return CallerRecord(customer, owned=owned, writable=True)
 
 
-async def require_customer(conn: AsyncConnection, ctx: ToolContext) -> dict[str, Any]:
-    number = _caller_phone(ctx)
-    customer = await customers.lookup_customer(conn, number)
+async def require_customer(conn: AsyncConnection, ctx: ToolContext, proven: str) -> dict[str, Any]:
+    """The record on the caller's ``proven`` number (see :func:`proven_or_refused`)."""
+    customer = await customers.lookup_customer(conn, proven)
     if customer is None:
         raise ToolError(
             "I can't find an account under this number. What number did you book with?",
@@ -68,22 +76,36 @@ async def require_customer(conn: AsyncConnection, ctx: ToolContext) -> dict[str,
     return customer
 
 
+async def proven_or_refused(ctx: ToolContext) -> str:
+    """The number the caller is proven to own, else the ``not_verified`` ToolError offering the
+    ways to prove it (the same answer whether that number has a record or not)."""
+    proven = await ctx.proven_phone()
+    if not proven:
+        raise await not_verified(ctx, ctx.caller_phone)
+    return proven
+
+
 async def find_customer(ctx: ToolContext, phone: str = "") -> ToolResult:
-    """Look up the caller in the customer records by phone number (the caller ID if none given).
+    """Look up the caller's own customer record by phone number (the caller ID if none given).
+    Only a caller proven to own the number hears it; anyone else is offered a way to prove it.
 
     Args:
         phone: A phone number the caller gave; leave empty to use the caller ID.
     """
-    number = _caller_phone(ctx, phone)
+    number, owned = await meant_number(ctx, phone)
+    if not owned:
+        raise await not_verified(ctx, number)
+    said = f"I have {say_phone(number)}. " if phone.strip() else ""
     async with ctx.db.read() as conn:
         customer = await customers.lookup_customer(conn, number)
         if customer is None:
-            return ToolResult(say="", data={"found": False, "phone": number})
+            say = f"{said}I don't see a record under that number yet." if said else ""
+            return ToolResult(say=say, data={"found": False, "phone": number})
         count = await count_upcoming(conn, customer["id"], datetime.now(UTC))
     ctx.facts["customer_id"] = customer["id"]
     first = customer["name"].split()[0] if customer["name"] else ""
     return ToolResult(
-        say=f"Welcome back{', ' + first if first else ''}!",
+        say=f"{said}Welcome back{', ' + first if first else ''}!",
         data={
             "found": True,
             "name": customer["name"],
@@ -110,13 +132,19 @@ async def save_customer(
         address = _spoken_email_to_address(email)
         if not _EMAIL_RE.match(address):
             raise ToolError("Sorry, I didn't get that email address. Could you spell it for me?")
+    number, owned = await meant_number(ctx, phone)
+    if name.strip():
+        ctx.facts["given_name"] = " ".join(name.split())
     async with ctx.db.write() as conn:
-        customer = await save_caller(conn, ctx, name, phone)
-        if address:
-            await customers.set_email(conn, customer["id"], address)
+        record = await caller_record(conn, ctx, number, owned, name)
+        if address and record.writable:
+            await customers.set_email(conn, record.customer["id"], address)
     saved = join_words(
         [w for w, v in (("your name", name), ("your email", address)) if v.strip()], "and"
     )
+    if not owned:  # the same words and data whether the number has someone's record or not
+        return ToolResult(say=f"Thanks, I've noted {saved}.", data={"noted": True})
+    customer = record.customer
     return ToolResult(
         say=f"Thanks, I've saved {saved}.",
         data={"customer_id": customer["id"], "name": customer["name"], "email": address},
@@ -132,18 +160,23 @@ async def add_note(ctx: ToolContext, note: str) -> ToolResult:
     text = " ".join(note.split())[:1000]
     if not text:
         raise ToolError("What would you like me to note down?", code="missing_argument")
+    number, owned = await meant_number(ctx)
     async with ctx.db.write() as conn:
-        customer = await save_caller(conn, ctx)
-        await customers.add_note(conn, customer["id"], text, ctx.call_sid)
-    return ToolResult(say="I've made a note of that.", data={"customer_id": customer["id"]})
+        record = await caller_record(conn, ctx, number, owned)
+        if record.writable:
+            await customers.add_note(conn, record.customer["id"], text, ctx.call_sid)
+    if not owned:  # kept with this call's record unless the record is this call's own
+        return ToolResult(say="I've made a note of that for the team.", data={"noted": True})
+    return ToolResult(say="I've made a note of that.", data={"customer_id": record.customer["id"]})
 
 
 async def list_my_appointments(ctx: ToolContext) -> ToolResult:
-    """List the caller's upcoming appointments."""
+    """List the caller's upcoming appointments (only for a caller proven to own the number)."""
     business = await ctx.current_business()
     now = business.local(ctx.current_time())
+    proven = await proven_or_refused(ctx)
     async with ctx.db.read() as conn:
-        customer = await require_customer(conn, ctx)
+        customer = await require_customer(conn, ctx, proven)
         upcoming = await upcoming_for_customer(conn, customer["id"], now)
     if not upcoming:
         return ToolResult(

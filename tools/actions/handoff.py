@@ -8,8 +8,9 @@ from __future__ import annotations
 
 from datetime import UTC
 
-from tools.actions.crm import spoken_number
+from tools.actions.identity import meant_number
 from tools.domain.business import callback_time
+from tools.domain.speech import say_phone
 from tools.errors import ToolError
 from tools.registry import ToolContext, ToolResult
 from tools.store.customers import callback_customer
@@ -31,21 +32,26 @@ async def transfer_to_human(ctx: ToolContext, reason: str) -> ToolResult:
 async def take_message(
     ctx: ToolContext, message: str, name: str = "", phone: str = ""
 ) -> ToolResult:
-    """Take a message for the team and promise a callback (caller wants a call back or a message).
+    """Take a message for the team and promise a callback (caller wants a call back or a message,
+    or wants the team to confirm a number is theirs by calling it back).
 
     Args:
         message: What the caller wants, in a sentence.
         name: The caller's name.
         phone: The number to call back (the caller ID is used if empty).
     """
-    number = spoken_number(phone) if phone.strip() else ctx.caller_phone
-    if not number:
-        raise ToolError("What number should we call you back on?", code="need_phone")
     if not message.strip():
         raise ToolError("What would you like me to pass on?", code="missing_argument")
+    try:
+        number, owned = await meant_number(ctx, phone)
+    except ToolError as exc:
+        if exc.code != "need_phone":
+            raise
+        raise ToolError("What number should we call you back on?", code="need_phone") from None
     business = await ctx.current_business()
-    customer_id = await callback_customer(ctx.db, number, name)
-    if number == ctx.caller_phone:
+    # The record on the number is linked; it changes only for its proven owner.
+    customer_id = await callback_customer(ctx.db, number, name, owner=owned)
+    if owned or number == ctx.caller_phone:  # the call's record names who it came from
         ctx.facts["customer_id"] = customer_id
     opening, when = callback_time(business, ctx.current_time())
     await record_handoff(
@@ -62,8 +68,11 @@ async def take_message(
     )
     who = f", {name.split()[0]}" if name.strip() else ""
     return ToolResult(
-        say=f"Thanks{who}. I've passed that on and someone will call you back {when}.",
-        data={"callback": when},
+        say=(
+            f"Thanks{who}. I've passed that on and someone will call you back {when}, "
+            f"on {say_phone(number)}."
+        ),
+        data={"callback": when, "phone": number},
     )
 
 

@@ -171,6 +171,11 @@ class ProfileIn(BaseModel):
     phone: str = Field("", description="The business's own (Frontdesk) number")
     slot_minutes: int = 15
     booking_horizon_days: int = 60
+    trust_unverified_caller_id: bool = Field(
+        False,
+        description="Treat caller ID the carrier could not verify as proof of who is calling "
+        "(easy to fake: off, such callers confirm their number by a texted code first)",
+    )
 
     @field_validator("name")
     @classmethod

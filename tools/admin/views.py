@@ -125,7 +125,8 @@ class AdminViews:
                     "slot_minutes",
                     "booking_horizon_days",
                 )
-            },
+            }
+            | {"trust_unverified_caller_id": bool(row["trust_unverified_caller_id"])},
             "hours": hours,
             "holidays": holidays,
             "services": services,

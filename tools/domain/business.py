@@ -53,6 +53,9 @@ class Business:
     holidays: dict[date, str] = field(default_factory=dict)
     services: tuple[Service, ...] = ()
     escalation_numbers: tuple[str, ...] = ()  # rung at once on a transfer; [0] is escalation_number
+    # A caller ID Twilio could not verify (STIR/SHAKEN) still proves who is calling; off by
+    # default, since caller ID is easy to fake (tools.registry.ToolContext.proven_phone).
+    trust_unverified_caller_id: bool = False
 
     @property
     def tz(self) -> ZoneInfo:
@@ -182,6 +185,8 @@ def check_config(data: dict[str, Any]) -> None:
     if data.get("phone"):
         config_phone("phone", data["phone"])
     escalation_numbers(data)
+    if not isinstance(data.get("trust_unverified_caller_id", False), bool):
+        raise ConfigError("trust_unverified_caller_id: must be true or false")
     for service in data.get("services") or []:
         if not service.get("name") or int(service.get("duration_minutes", 0)) <= 0:
             raise ConfigError(f"services: each needs a name and a positive duration: {service}")

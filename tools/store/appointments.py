@@ -102,10 +102,16 @@ async def find_slots(
 
 
 async def book(
-    conn: AsyncConnection, customer_id: int, service: Service, slot: Slot, call_sid: str
+    conn: AsyncConnection,
+    customer_id: int,
+    service: Service,
+    slot: Slot,
+    call_sid: str,
+    booked_name: str = "",
 ) -> int:
-    """Insert a booked appointment for ``slot``; returns its id. Raises SlotTakenError when
-    another transaction took an overlapping slot of the same staff member first."""
+    """Insert a booked appointment for ``slot`` (``booked_name``: the name the caller gave);
+    returns its id. Raises SlotTakenError when another transaction took an overlapping slot of
+    the same staff member first."""
     stamp = utc_now()
     async with _claiming(conn):
         result = await conn.execute(
@@ -118,6 +124,7 @@ async def book(
                 .astimezone(UTC)
                 .isoformat(),
                 call_sid=call_sid,
+                booked_name=" ".join(booked_name.split())[:200],
                 created_at=stamp,
                 updated_at=stamp,
             )

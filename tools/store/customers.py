@@ -49,6 +49,24 @@ async def save_customer(conn: AsyncConnection, phone: str, name: str = "") -> di
     return customer
 
 
+async def claim_customer(
+    conn: AsyncConnection, phone: str, name: str = ""
+) -> tuple[dict[str, Any], bool]:
+    """(the customer on ``phone``, created): a new record with ``name`` when there was none;
+    an existing one exactly as it is (it may be someone else's)."""
+    customer = await lookup_customer(conn, phone)
+    if customer is not None:
+        return customer, False
+    name = " ".join(name.split())[:200]
+    new = await _insert_customer(conn, phone, name, utc_now())
+    if new is not None:
+        return {"id": new, "phone": phone, "name": name, "email": ""}, True
+    customer = await lookup_customer(conn, phone)
+    if customer is None:
+        raise RuntimeError(f"customer {phone} neither inserted nor found")
+    return customer, False
+
+
 async def _insert_customer(conn: AsyncConnection, phone: str, name: str, stamp: str) -> int | None:
     """Insert a customer; returns the new id, or None when another transaction inserted ``phone``
     first (PostgreSQL, where writes run side by side; the caller then reads that row). On
@@ -82,9 +100,13 @@ async def add_note(conn: AsyncConnection, customer_id: int, text: str, call_sid:
     )
 
 
-async def callback_customer(db: Database, number: str, name: str = "") -> int:
-    """The CRM customer to call back on ``number``, created if new; an empty name on file is
-    filled in, an existing one is never overwritten (someone else may call from that phone)."""
+async def callback_customer(
+    db: Database, number: str, name: str = "", *, owner: bool = False
+) -> int:
+    """The CRM customer to call back on ``number``, created (with ``name``) if new. An existing
+    record changes only for its ``owner`` (the caller proven to own the number): an empty name
+    on file is filled in, an existing one is never overwritten (someone else may call from that
+    phone)."""
     name = " ".join(name.split())[:200]
     stamp = utc_now()
     async with db.write() as conn:
@@ -106,7 +128,7 @@ async def callback_customer(db: Database, number: str, name: str = "") -> int:
                     )
                 )
             ).one()
-        if name and not row.name:
+        if owner and name and not row.name:
             await conn.execute(
                 schema.customers.update()
                 .where(schema.customers.c.id == row.id)

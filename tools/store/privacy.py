@@ -81,6 +81,11 @@ async def forget_caller(conn: AsyncConnection, phone: str, actor: str) -> Delete
     if customer is not None:
         left = sa.or_(left, handoffs.c.customer_id == customer)
     deleted.count("messages", (await conn.execute(handoffs.delete().where(left))).rowcount or 0)
+    codes = schema.caller_verifications
+    deleted.count(
+        "verification codes",
+        (await conn.execute(codes.delete().where(codes.c.phone == phone))).rowcount or 0,
+    )
     if customer is not None:
         await _delete_customer(conn, int(customer), deleted)
     await record_audit(

@@ -78,6 +78,8 @@ business = sa.Table(
     sa.Column("slot_minutes", sa.Integer, nullable=False, server_default="15"),
     sa.Column("booking_horizon_days", sa.Integer, nullable=False, server_default="60"),
     sa.Column("disabled_tools", sa.Text, nullable=False, server_default=""),  # comma-separated
+    # Caller ID Twilio could not verify still proves who is calling (tools.registry.ToolContext).
+    sa.Column("trust_unverified_caller_id", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("updated_at", UtcTime, nullable=False),
 )
 
@@ -160,6 +162,8 @@ appointments = sa.Table(
     sa.Column("call_sid", sa.String(64), nullable=False, server_default=""),
     sa.Column("created_at", UtcTime, nullable=False),
     sa.Column("updated_at", UtcTime, nullable=False),
+    # The name the caller gave when booking ("": the customer's own, from a proven caller).
+    sa.Column("booked_name", sa.String(200), nullable=False, server_default=""),
     sa.Index("ix_appointments_starts_at", "starts_at"),
     sa.Index("ix_appointments_customer", "customer_id"),
 )
@@ -249,6 +253,20 @@ handoffs = sa.Table(
 )
 
 # --- Admin console (migration 0004) ------------------------------------------------------------
+
+caller_verifications = sa.Table(
+    "caller_verifications",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("call_sid", sa.String(64), nullable=False, unique=True),  # one code per call
+    sa.Column("phone", sa.String(20), nullable=False),  # where the code was sent
+    sa.Column("salt", sa.String(32), nullable=False),
+    sa.Column("code_hash", sa.String(64), nullable=False),  # HMAC-SHA256(salt, code), hex
+    sa.Column("tries", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("expires_at", UtcTime, nullable=False),
+    sa.Column("verified_at", UtcTime, nullable=True),
+    sa.Column("created_at", UtcTime, nullable=False),
+)
 
 admin_auth = sa.Table(
     "admin_auth",

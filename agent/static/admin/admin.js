@@ -264,11 +264,14 @@ function profileForm() {
       labelled("Business phone (this receptionist's number)", field("phone", p.phone))),
     h("div", { className: "row" }, labelled("Appointment grid (minutes)", field("slot_minutes", p.slot_minutes, { type: "number" })),
       labelled("Book up to (days ahead)", field("booking_horizon_days", p.booking_horizon_days, { type: "number" }))),
+    h("label", { className: "inline" }, h("input", { type: "checkbox", name: "trust_unverified_caller_id", checked: p.trust_unverified_caller_id }),
+      " Trust caller ID the carrier could not verify (easy to fake: callers could hear and change someone else's bookings)"),
     errorSlot("_form"), h("button", { type: "submit" }, "Save profile"));
   form.addEventListener("submit", (e) => {
     e.preventDefault();
     const d = Object.fromEntries(new FormData(form));
-    save(form, "PUT", "/profile", { ...d, slot_minutes: Number(d.slot_minutes), booking_horizon_days: Number(d.booking_horizon_days) }, reloadConfig);
+    const trust = form.querySelector('[name="trust_unverified_caller_id"]').checked;
+    save(form, "PUT", "/profile", { ...d, slot_minutes: Number(d.slot_minutes), booking_horizon_days: Number(d.booking_horizon_days), trust_unverified_caller_id: trust }, reloadConfig);
   });
   return form;
 }
