@@ -386,6 +386,7 @@ def test_spoken_codes_are_read_as_six_digits(said: str, code: str) -> None:
 async def test_the_voice_webhook_hands_twilios_verdict_to_the_call(tmp_path: Path) -> None:
     app = create_app(Settings.from_env(server_env(tmp_path, free_port())))
     state = app.state.frontdesk
+    await state.db.migrate()  # the webhook counts the lines in use (the models aren't needed)
     params = {
         "CallSid": "CAstir",
         "From": OMAR,
@@ -398,7 +399,7 @@ async def test_the_voice_webhook_hands_twilios_verdict_to_the_call(tmp_path: Pat
         answer = await client.post(url, data=params, headers={"X-Twilio-Signature": signature})
     assert answer.status_code == 200, answer.text
     token = answer.text.split('name="token" value="')[1].split('"')[0]
-    assert state.tokens.consume(token, "CAstir")["verstat"] == "TN-Validation-Passed-A"
+    assert state.tokens.verify(token, "CAstir")[2]["verstat"] == "TN-Validation-Passed-A"
 
 
 @pytest.mark.parametrize(("verstat", "greeted"), [("TN-Validation-Passed-B", True), ("", False)])
