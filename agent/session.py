@@ -296,9 +296,10 @@ class CallSession:
             providers=self.settings.provider_names(),
         )
         self.records = RecordWriter(self.store, call_id, listener=self.emit)
-        path = Path(self.settings.data_dir) / "recordings" / f"{self.info.call_sid}.wav"
-        # One call, one recording: a call back from a transfer goes on in the same file.
-        self.recorder = RecordingWriter(path, self.rate, resume=bool(self.info.resume_handoff))
+        if self.settings.recording:  # FRONTDESK_RECORDING=0: no audio is kept at all
+            path = Path(self.settings.data_dir) / "recordings" / f"{self.info.call_sid}.wav"
+            # One call, one recording: a call back from a transfer goes on in the same file.
+            self.recorder = RecordingWriter(path, self.rate, resume=bool(self.info.resume_handoff))
         metrics.call_started()
         try:
             await media()
@@ -446,13 +447,15 @@ class CallSession:
     # --- StreamHooks (called by the serializer, synchronously) --------------------------------
 
     def on_caller_audio(self, pcm: bytes) -> None:
+        if self.recorder is None:
+            return  # not recording
         self.recording.add_caller(pcm)
-        chunk = RECORDING_CHUNK_SECS * self.rate * 4  # stereo 16-bit
-        if self.recorder is not None and self.recording.ready_bytes >= chunk:
+        if self.recording.ready_bytes >= RECORDING_CHUNK_SECS * self.rate * 4:  # stereo 16-bit
             self.recorder.write(self.recording.take_ready())
 
     def on_bot_audio(self, pcm: bytes) -> None:
-        self.recording.add_bot(pcm)
+        if self.recorder is not None:
+            self.recording.add_bot(pcm)
         self.timings.mark("first_audio_sent")
 
     def on_mark(self, name: str) -> None:

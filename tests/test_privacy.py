@@ -215,3 +215,20 @@ def test_settings_read_recording_and_retention() -> None:
     assert replace(settings, retention_days=0).retention_days == 0
     with pytest.raises(ValueError, match="FRONTDESK_RETENTION_DAYS"):
         Settings.from_env({"FRONTDESK_RETENTION_DAYS": "-1"})
+
+
+@pytest.mark.parametrize("recording", [True, False])
+async def test_recording_off_keeps_no_audio(db: Database, tmp_path: Path, recording: bool) -> None:
+    from tests.frames import ScriptedLLM, caller_says, frame_call
+
+    settings = Settings(data_dir=tmp_path, recording=recording)
+    session, record = await frame_call(
+        db,
+        tmp_path,
+        ScriptedLLM({}, "We open at nine."),
+        caller_says("When are you open?"),
+        settings=settings,
+    )
+    assert record["recording_path"].endswith(".wav") is recording
+    assert any((tmp_path / "recordings").glob("*.wav")) is recording
+    assert (len(session.recording.take_rest()) > 0) is False  # nothing left held in memory
