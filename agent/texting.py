@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from functools import lru_cache
+
 from agent.settings import Settings
 from telephony.twilio_rest import TwilioRest, TwilioTexts
 
@@ -12,7 +14,11 @@ def call_texts(settings: Settings, source: str) -> TwilioTexts | None:
     token = settings.twilio_auth_token
     if source != "twilio" or not settings.sends_texts or token is None:
         return None
-    rest = TwilioRest(
-        settings.twilio_account_sid, token.reveal(), base_url=settings.twilio_api_base_url
-    )
+    rest = _rest(settings.twilio_account_sid, token.reveal(), settings.twilio_api_base_url)
     return TwilioTexts(rest, settings.sms_from)
+
+
+@lru_cache(maxsize=4)
+def _rest(account_sid: str, auth_token: str, base_url: str) -> TwilioRest:
+    """One REST client (and its HTTP session) per account for the process, not one per call."""
+    return TwilioRest(account_sid, auth_token, base_url=base_url)
