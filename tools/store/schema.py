@@ -80,6 +80,17 @@ business = sa.Table(
     sa.Column("disabled_tools", sa.Text, nullable=False, server_default=""),  # comma-separated
     # Caller ID Twilio could not verify still proves who is calling (tools.registry.ToolContext).
     sa.Column("trust_unverified_caller_id", sa.Boolean, nullable=False, server_default=sa.false()),
+    # Spoken after the greeting while calls are recorded ("": the default wording; migration 0008).
+    sa.Column("recording_notice", sa.Text, nullable=False, server_default=""),
+    # Outbound calls (migration 0009): reminders, calling hours (business time zone, "HH:MM"),
+    # callbacks placed at the promised time, attempts per call, SMS confirmations.
+    sa.Column("reminders_enabled", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("reminder_lead_hours", sa.Integer, nullable=False, server_default="24"),
+    sa.Column("calling_hours_start", sa.String(5), nullable=False, server_default="09:00"),
+    sa.Column("calling_hours_end", sa.String(5), nullable=False, server_default="20:00"),
+    sa.Column("auto_callbacks", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("outbound_max_attempts", sa.Integer, nullable=False, server_default="3"),
+    sa.Column("sms_confirmations", sa.Boolean, nullable=False, server_default=sa.false()),
     sa.Column("updated_at", UtcTime, nullable=False),
 )
 
@@ -137,6 +148,9 @@ customers = sa.Table(
     sa.Column("email", sa.String(320), nullable=False, server_default=""),
     sa.Column("created_at", UtcTime, nullable=False),
     sa.Column("updated_at", UtcTime, nullable=False),
+    # Asked not to be called (migration 0009): no outbound call of any kind is placed to them.
+    sa.Column("do_not_call", sa.Boolean, nullable=False, server_default=sa.false()),
+    sa.Column("do_not_call_at", UtcTime, nullable=True),
 )
 
 customer_notes = sa.Table(
@@ -164,6 +178,9 @@ appointments = sa.Table(
     sa.Column("updated_at", UtcTime, nullable=False),
     # The name the caller gave when booking ("": the customer's own, from a proven caller).
     sa.Column("booked_name", sa.String(200), nullable=False, server_default=""),
+    # What the reminder call came to: confirmed | cancelled | rescheduled | no_answer |
+    # voicemail | failed ("" : no reminder call yet).
+    sa.Column("reminder_outcome", sa.String(20), nullable=False, server_default=""),
     sa.Index("ix_appointments_starts_at", "starts_at"),
     sa.Index("ix_appointments_customer", "customer_id"),
 )
@@ -196,6 +213,7 @@ calls = sa.Table(
     sa.Column("faults", sa.Text, nullable=False, server_default=""),
     # The process that runs the call (instances.id); its reaper closes it if that one dies.
     sa.Column("instance_id", sa.String(100), nullable=False, server_default=""),
+    sa.Column("direction", sa.String(10), nullable=False, server_default="inbound"),  # | outbound
     sa.Index("ix_calls_started_at", "started_at"),
     sa.Index("ix_calls_instance_id", "instance_id"),
     sa.Index("ix_calls_ended_at", "ended_at"),  # the open calls (NULL), which the reaper reads
@@ -338,4 +356,39 @@ rate_events = sa.Table(
     sa.Column("key", sa.String(100), nullable=False),  # the client (telephony.ratelimit)
     sa.Column("at", sa.Float, nullable=False),
     sa.Index("ix_rate_events_scope_key_at", "scope", "key", "at"),
+)
+
+
+# --- Outbound calls (migration 0009) -------------------------------------------------------------
+outbound_calls = sa.Table(
+    "outbound_calls",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("purpose", sa.String(20), nullable=False),  # reminder | callback | custom
+    sa.Column("to_phone", sa.String(20), nullable=False),  # E.164
+    sa.Column("customer_id", sa.ForeignKey("customers.id", ondelete="SET NULL"), nullable=True),
+    sa.Column(
+        "appointment_id", sa.ForeignKey("appointments.id", ondelete="SET NULL"), nullable=True
+    ),
+    # The message (take_message) whose callback this is.
+    sa.Column("handoff_id", sa.ForeignKey("handoffs.id", ondelete="SET NULL"), nullable=True),
+    sa.Column("message", sa.Text, nullable=False, server_default=""),  # custom text / reason
+    # scheduled -> dialing -> in_progress -> done | given_up | cancelled (by admin or DNC)
+    sa.Column("status", sa.String(20), nullable=False, server_default="scheduled"),
+    # confirmed | cancelled | rescheduled | no_answer | busy | voicemail | failed | completed |
+    # opted_out ("" while not finished)
+    sa.Column("outcome", sa.String(20), nullable=False, server_default=""),
+    sa.Column("due_at", UtcTime, nullable=False),  # next attempt not before this
+    sa.Column("attempts", sa.Integer, nullable=False, server_default="0"),
+    sa.Column("max_attempts", sa.Integer, nullable=False, server_default="3"),
+    sa.Column("lease_owner", sa.String(100), nullable=False, server_default=""),  # instances.id
+    sa.Column("lease_until", UtcTime, nullable=True),
+    sa.Column("call_sid", sa.String(64), nullable=False, server_default=""),  # latest attempt
+    sa.Column("last_error", sa.Text, nullable=False, server_default=""),
+    sa.Column("created_by", sa.String(20), nullable=False, server_default=""),  # reminder|...
+    sa.Column("dedupe_key", sa.String(80), nullable=True, unique=True),  # "reminder:<appt id>"
+    sa.Column("created_at", UtcTime, nullable=False),
+    sa.Column("updated_at", UtcTime, nullable=False),
+    sa.Index("ix_outbound_calls_due", "status", "due_at"),
+    sa.Index("ix_outbound_calls_call_sid", "call_sid"),
 )

@@ -1,0 +1,87 @@
+"""An outbound call to place, and the two sides that meet around it.
+
+The scheduler (agent.outbound.scheduler) claims a due row of ``outbound_calls`` (one worker at a
+time, under a lease), builds an :class:`OutboundJob` and hands it to a :class:`Dialer`. The
+dialer places the call through Twilio; Twilio's status and answering-machine callbacks, and the
+call itself when a person answers, report back through an :class:`OutboundLedger`, which the
+scheduler's store implements: it records the outcome and decides whether to try again.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Literal, Protocol
+
+Purpose = Literal["reminder", "callback", "custom"]
+PURPOSES: tuple[Purpose, ...] = ("reminder", "callback", "custom")
+
+
+class Outcome(StrEnum):
+    """What an outbound call came to (``outbound_calls.outcome``; for reminders also
+    ``appointments.reminder_outcome``)."""
+
+    CONFIRMED = "confirmed"  # the callee will come
+    CANCELLED = "cancelled"  # the callee cancelled the appointment
+    RESCHEDULED = "rescheduled"  # the callee moved it
+    COMPLETED = "completed"  # a person talked with the agent (callbacks, custom calls)
+    OPTED_OUT = "opted_out"  # the callee asked not to be called again
+    VOICEMAIL = "voicemail"  # a machine answered; a message was left after the beep
+    NO_ANSWER = "no_answer"  # rang out (retried)
+    BUSY = "busy"  # (retried)
+    FAILED = "failed"  # Twilio could not place it, or it broke (retried)
+
+
+#: Outcomes after which the call is tried again (until its attempts run out).
+RETRIED = frozenset({Outcome.NO_ANSWER, Outcome.BUSY, Outcome.FAILED})
+
+
+@dataclass(frozen=True)
+class OutboundJob:
+    """One attempt at one outbound call."""
+
+    id: int  # outbound_calls.id
+    to: str  # E.164
+    purpose: Purpose
+    attempt: int  # 1 for the first try
+    customer_id: int | None = None
+    appointment_id: int | None = None
+    #: custom: what to say; callback: the caller's reason, from their message.
+    message: str = ""
+
+
+class DialError(Exception):
+    """Twilio would not place the call. ``retryable``: worth another attempt later (a network
+    fault, a 5xx); not for a number Twilio refuses outright."""
+
+    def __init__(self, message: str, *, retryable: bool) -> None:
+        super().__init__(message)
+        self.retryable = retryable
+
+
+class Dialer(Protocol):
+    """Places calls (the app's is Twilio's REST ``Calls.create`` with asynchronous AMD)."""
+
+    async def place(self, job: OutboundJob) -> str:
+        """Start calling ``job.to``; Twilio's CallSid. Raises :class:`DialError`."""
+        ...
+
+
+class OutboundLedger(Protocol):
+    """Where what happened to a placed call is written (the scheduler's store)."""
+
+    async def job_for_call(self, call_sid: str) -> OutboundJob | None:
+        """The job whose current attempt is ``call_sid``; None: not an outbound call of ours."""
+        ...
+
+    async def answered(self, job_id: int, call_sid: str) -> None:
+        """A person answered: the agent is talking with them."""
+        ...
+
+    async def finished(
+        self, job_id: int, call_sid: str, outcome: Outcome, detail: str = ""
+    ) -> None:
+        """The attempt ended with ``outcome``: recorded, and for :data:`RETRIED` outcomes the job
+        is due again after a backoff (inside calling hours) until its attempts run out. Idempotent:
+        Twilio repeats callbacks, and the first final outcome of an attempt wins."""
+        ...
