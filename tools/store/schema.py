@@ -384,6 +384,9 @@ outbound_calls = sa.Table(
     sa.Column("lease_owner", sa.String(100), nullable=False, server_default=""),  # instances.id
     sa.Column("lease_until", UtcTime, nullable=True),
     sa.Column("call_sid", sa.String(64), nullable=False, server_default=""),  # latest attempt
+    # Twilio's AnsweredBy for the latest attempt (human | machine_end_beep | ... | unknown; "":
+    # not known yet): the agent speaks only once this says a person answered.
+    sa.Column("answered_by", sa.String(30), nullable=False, server_default=""),
     sa.Column("last_error", sa.Text, nullable=False, server_default=""),
     sa.Column("created_by", sa.String(20), nullable=False, server_default=""),  # reminder|...
     sa.Column("dedupe_key", sa.String(80), nullable=True, unique=True),  # "reminder:<appt id>"

@@ -88,6 +88,7 @@ def upgrade() -> None:
         sa.Column("lease_owner", sa.String(length=100), server_default="", nullable=False),
         sa.Column("lease_until", _instant(), nullable=True),
         sa.Column("call_sid", sa.String(length=64), server_default="", nullable=False),
+        sa.Column("answered_by", sa.String(length=30), server_default="", nullable=False),
         sa.Column("last_error", sa.Text(), server_default="", nullable=False),
         sa.Column("created_by", sa.String(length=20), server_default="", nullable=False),
         sa.Column("dedupe_key", sa.String(length=80), nullable=True),
