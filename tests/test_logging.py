@@ -100,3 +100,19 @@ async def test_a_calls_lines_carry_its_sid(live_server: LiveServer, json_log: io
     inside = {p["logger"] for p in during if p["logger"].startswith("pipecat.")}
     assert len(inside) >= 3, inside
     assert any(sid in p["message"] for p in during)
+
+
+def test_what_the_model_wrote_is_logged_only_at_debug() -> None:
+    """A caller's words the model repeated stay out of INFO logs; DEBUG shows them."""
+    from agent.brain.policy import parse_turn
+
+    said = "my card number is 4111 1111 1111 1111"
+    for level, shown in (("INFO", False), ("DEBUG", True)):
+        log = io.StringIO()
+        sink = logger.add(log, level=level, format="{message}")
+        try:
+            parse_turn(f"tell them {said}", [])  # not a say: line nor a call: unusable
+        finally:
+            logger.remove(sink)
+        assert "unusable line" in log.getvalue() or not shown
+        assert (said in log.getvalue()) is shown, level

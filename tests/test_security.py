@@ -208,3 +208,42 @@ def test_shutdown_and_timeout_settings():
     with pytest.raises(SettingsError, match="FRONTDESK_SHUTDOWN_GRACE_SECS"):
         Settings.from_env({"FRONTDESK_SHUTDOWN_GRACE_SECS": "soon"})
     assert "s3cret-value" not in repr(Settings.from_env({"FRONTDESK_ADMIN_TOKEN": "s3cret-value"}))
+
+
+async def test_password_hashing_never_runs_on_the_event_loop(db: Database):
+    """scrypt (the real one: ~100 ms a try) runs in its own thread: a burst of wrong sign-ins
+    leaves the loop that carries the calls' audio free to tick every 20 ms."""
+    import itertools
+    import threading
+
+    from tools.admin import auth as admin_auth
+
+    guard = admin_auth.AdminAuth(db)
+    await guard.set_password("tester", "correct horse battery staple")
+    hashing_threads: set[int] = set()
+    real_verify = admin_auth.verify_password
+
+    def verify(password: str, stored: str) -> bool:
+        hashing_threads.add(threading.get_ident())
+        return real_verify(password, stored)
+
+    ticks: list[float] = []
+
+    async def frame_clock() -> None:
+        while True:
+            ticks.append(time.perf_counter())
+            await asyncio.sleep(0.02)
+
+    clock = asyncio.create_task(frame_clock())
+    try:
+        admin_auth.verify_password = verify  # type: ignore[assignment]
+        results = await asyncio.gather(*(guard.check_password(f"wrong {i}") for i in range(5)))
+    finally:
+        admin_auth.verify_password = real_verify  # type: ignore[assignment]
+        clock.cancel()
+    assert results == [False] * 5
+    assert hashing_threads and threading.get_ident() not in hashing_threads
+    # Five scrypt runs take several hundred ms; on the loop they would stop the clock for all
+    # of it. Off the loop the clock keeps ticking through them (generous bound: CPU steal).
+    assert len(ticks) >= 5
+    assert max(b - a for a, b in itertools.pairwise(ticks)) < 0.25
