@@ -269,6 +269,8 @@ async def list_appointments(
             a.c.call_sid,
             a.c.created_at,
             a.c.customer_id,
+            a.c.service_id,
+            a.c.staff_id,
             a.c.booked_name,
             a.c.reminder_outcome,
             schema.customers.c.name.label("customer"),
