@@ -403,3 +403,13 @@ async def test_a_caller_booking_under_another_number_texts_that_number_only(db, 
     ctx.texts = texts
     await book_appointment(ctx, "haircut", "Monday at 2pm", customer_name="Cy", phone=ANNA)
     assert [m.to for m in fake.messages] == [ANNA]  # the record's number, not the caller's
+
+
+async def test_a_no_show_leaves_the_rest_of_its_time_to_a_walk_in(db):
+    booked = await desk_at(db).create_appointment("Maria", booking(service_id=COLORING))  # 10-11:30
+    quarter_past = desk_at(db, datetime(2026, 11, 23, 10, 15, tzinfo=TZ))
+    walk_in = booking(phone="+14135550144", name="Bo", start="10:30")
+    assert "Maria is booked then" in (await refused(quarter_past, db, walk_in))["start"]
+    await quarter_past.mark_no_show("Jo", booked["id"])
+    taken = await quarter_past.create_appointment("Jo", walk_in)
+    assert (taken["staff"], taken["status"]) == ("Maria", "booked")

@@ -173,7 +173,7 @@ class FrontDesk:
 
     async def mark_no_show(self, actor: str, appointment_id: int) -> dict[str, Any]:
         """Record that the customer of a booked appointment never came (only once it has
-        started: its time is past, so this frees nothing anyone could book)."""
+        started); what is left of its time is free again, for a walk-in."""
         async with self.db.write() as conn:
             before = await self._appointment(conn, appointment_id)
             self._require_booked(before, "marked a no-show")
