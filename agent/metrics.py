@@ -87,6 +87,13 @@ DB_RETRIES = Counter(
     ["operation"],
     registry=REGISTRY,
 )
+TEXTS = Counter(
+    "frontdesk_texts",
+    "SMS handed to Twilio, by result (sent, failed, timeout): verification codes and "
+    "booking confirmations.",
+    ["result"],
+    registry=REGISTRY,
+)
 
 #: Turn-timing keys (agent.call_record.TurnTimings.bot_part) -> the stage label.
 _STAGES = {
@@ -139,6 +146,11 @@ def tool_called(tool: str, result: str) -> None:
 
 def db_retried(operation: str) -> None:
     DB_RETRIES.labels(operation=operation).inc()
+
+
+def texted(result: str) -> None:
+    """An SMS handed to Twilio came to ``result``: sent, failed or timeout."""
+    TEXTS.labels(result=result).inc()
 
 
 # --- Exposition and the workers' directory ------------------------------------------------

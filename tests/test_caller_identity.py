@@ -423,6 +423,7 @@ def test_only_phone_calls_with_a_sending_number_text() -> None:
     assert texting.sms_from == SENDER
     assert call_texts(texting, "browser") is None  # the demo never texts
     texts = call_texts(texting, "twilio")
-    assert texts is not None and texts.from_number == SENDER
+    assert texts is not None and isinstance(texts.inner, TwilioTexts)
+    assert texts.inner.from_number == SENDER
     with pytest.raises(SettingsError, match="FRONTDESK_SMS_FROM"):
         Settings.from_env({**env, "FRONTDESK_SMS_FROM": "413-555"})

@@ -8,6 +8,8 @@
   tools, prompts, providers);
 - ``knowledge``: the knowledge-base articles;
 - ``review``: calls, recordings, appointments, callbacks, the audit log, and /api/calls;
+- ``desk``: the front desk: appointments staff book, move, cancel, mark as no-shows; customers
+  (search, history, do-not-call);
 - ``privacy``: deleting one caller's data on request;
 - ``page``: the /admin page, its assets, and the errors as the page shows them;
 - ``applier``: what a config change sets off (cached values refreshed, the local LLM re-warmed).
@@ -30,12 +32,15 @@ from fastapi import FastAPI
 from agent.admin.access import AdminAccess
 from agent.admin.applier import AdminHost, ConfigApplier, local_prefix, warm_local_brain
 from agent.admin.configuration import build_config_router
+from agent.admin.desk import build_desk_router
 from agent.admin.knowledge import build_kb_router
 from agent.admin.page import install_error_handlers, install_page
 from agent.admin.privacy import build_privacy_router
 from agent.admin.review import build_records_router, build_review_router
 from agent.admin.sessions import build_session_router
+from agent.texting import business_texts
 from tools.admin.auth import AdminAuth
+from tools.admin.desk import FrontDesk
 from tools.admin.review import AdminReview
 from tools.admin.service import AdminService
 from tools.admin.views import AdminViews
@@ -62,6 +67,9 @@ def install_admin(app: FastAPI, state: AdminHost) -> ConfigApplier:
     app.include_router(build_kb_router(access, service, views))
     app.include_router(build_review_router(access, service, AdminReview(state.db), state.settings))
     app.include_router(build_privacy_router(access, state.db, state.settings))
+    app.include_router(
+        build_desk_router(access, FrontDesk(state.db, business_texts(state.settings)))
+    )
     install_page(app)
     install_error_handlers(app)
     return applier

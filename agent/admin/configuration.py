@@ -132,6 +132,7 @@ def providers_view(settings: Settings) -> dict[str, Any]:
         "llm": names["llm"] + (f" ({settings.openai_model})" if settings.uses_remote_llm else ""),
         "tts": names["tts"],
         "telephony": "twilio" if settings.twilio_auth_token else "not configured",
+        "texting": f"from {settings.sms_from}" if settings.sends_texts else "not configured",
         "public_url": settings.public_url or "(derived from each request)",
         "max_concurrent_calls": settings.call_limit,
         "note": "Providers are chosen by environment variables; see README, Configuration.",

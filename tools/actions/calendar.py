@@ -9,11 +9,12 @@ kept on the appointment (``booked_name``), and the reply uses that name, never t
 
 from __future__ import annotations
 
-from datetime import date, datetime, timedelta
+from datetime import date, datetime
 from typing import Any
 
 from sqlalchemy.ext.asyncio import AsyncConnection
 
+from tools.actions.confirmations import Confirmation, Event, send_confirmation
 from tools.actions.crm import CallerRecord, caller_record, proven_or_refused, require_customer
 from tools.actions.identity import meant_number
 from tools.domain.business import Business, Service
@@ -23,7 +24,7 @@ from tools.domain.when import When, resolve_when
 from tools.errors import ToolError
 from tools.registry import ToolContext, ToolResult
 from tools.store import appointments
-from tools.store.appointments import SlotTakenError, find_slots
+from tools.store.appointments import SlotTakenError, find_slots, slot_at
 
 #: How often a booking looks its time up again after losing it to another transaction.
 CLAIM_ATTEMPTS = 3
@@ -152,6 +153,7 @@ async def book_appointment(
     }
     if record.owned:
         data["customer_id"] = record.customer["id"]
+    await _confirm(ctx, business, "booked", record.customer["phone"], svc.name, slot)
     return ToolResult(
         say=(
             f"You're booked{name}: a {svc.name.lower()} "
@@ -176,22 +178,19 @@ async def _claim(
     business, svc, window, target = request
     number, owned, given = caller
     now = business.local(ctx.current_time())
-    exact = When(
-        day=target.date(), earliest=target.time(), latest=(target + timedelta(minutes=1)).time()
-    )
     for _attempt in range(CLAIM_ATTEMPTS):
-        free = await find_slots(conn, business, svc, exact, now, limit=1)
-        if not free or free[0].starts_at != target:
+        free = await slot_at(conn, business, svc, target, now)
+        if free is None:
             break
         record = await caller_record(conn, ctx, number, owned, given)
         try:
             booked = await appointments.book(
-                conn, record.customer["id"], svc, free[0], ctx.call_sid, booked_name=given
+                conn, record.customer["id"], svc, free, ctx.call_sid, booked_name=given
             )
         except SlotTakenError:
             ctx.db.on_retry("booking")
             continue
-        return free[0], record, booked
+        return free, record, booked
     alternatives = [
         s for s in await find_slots(conn, business, svc, window, now) if s.starts_at != target
     ]
@@ -202,6 +201,15 @@ async def _claim(
         code="slot_taken",
         data={"slots": [s.starts_at.isoformat() for s in alternatives]},
     )
+
+
+async def _confirm(
+    ctx: ToolContext, business: Business, event: Event, phone: str, service: str, slot: Slot
+) -> None:
+    """Text the customer on ``phone`` (their record's number) what just happened, when the
+    business sends confirmations; a failed text changes nothing here."""
+    confirmation = Confirmation(event, phone, service, slot.staff_name, slot.starts_at)
+    await send_confirmation(ctx.db, ctx.texts, business, confirmation)
 
 
 def _local_start(business: Business, appointment: dict[str, Any]) -> datetime:
@@ -267,6 +275,8 @@ async def cancel_appointment(ctx: ToolContext, when: str = "") -> ToolResult:
         )
         await appointments.cancel(conn, appointment["id"])
     start = business.local(datetime.fromisoformat(appointment["starts_at"]))
+    booked = Slot(start, None, appointment["staff"] or "")
+    await _confirm(ctx, business, "cancelled", customer["phone"], appointment["service"], booked)
     return ToolResult(
         say=f"Done, I've cancelled your {appointment['service'].lower()} "
         f"{say_when(start, now.date())}.",
@@ -309,13 +319,10 @@ async def reschedule_appointment(
                 f"What time would you like instead? {_offer(slots, today)}.",
                 code="need_exact_time",
             )
-        exact = When(
-            day=target.date(), earliest=target.time(), latest=(target + timedelta(minutes=1)).time()
+        slot = await slot_at(
+            conn, business, svc, target, now, exclude_appointment=appointment["id"]
         )
-        free = await find_slots(
-            conn, business, svc, exact, now, limit=1, exclude_appointment=appointment["id"]
-        )
-        if not free or free[0].starts_at != target:
+        if slot is None:
             alternatives = await find_slots(
                 conn, business, svc, window, now, exclude_appointment=appointment["id"]
             )
@@ -323,7 +330,6 @@ async def reschedule_appointment(
                 f"Sorry, {say_when(target, today)} is taken. {_offer(alternatives, today)}.",
                 code="slot_taken",
             )
-        slot = free[0]
         try:
             await appointments.move(conn, appointment["id"], svc, slot)
         except SlotTakenError:
@@ -331,6 +337,7 @@ async def reschedule_appointment(
                 f"Sorry, {say_when(target, today)} was just taken. What other time would suit?",
                 code="slot_taken",
             ) from None
+    await _confirm(ctx, business, "moved", customer["phone"], svc.name, slot)
     return ToolResult(
         say=f"All set. Your {svc.name.lower()} is now {say_when(slot.starts_at, today)}.",
         data={"appointment_id": appointment["id"], "start": slot.starts_at.isoformat()},

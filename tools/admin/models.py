@@ -176,6 +176,11 @@ class ProfileIn(BaseModel):
         description="Treat caller ID the carrier could not verify as proof of who is calling "
         "(easy to fake: off, such callers confirm their number by a texted code first)",
     )
+    sms_confirmations: bool = Field(
+        False,
+        description="Text customers a confirmation of each booking, move and cancellation "
+        "(needs FRONTDESK_SMS_FROM and the Twilio credentials)",
+    )
 
     @field_validator("name")
     @classmethod
@@ -552,3 +557,61 @@ class ForgetIn(BaseModel):
         if not number:
             _fail("enter the caller's phone number")
         return number
+
+
+class _TimeIn(BaseModel):
+    """A start time in the business's time zone, and who takes it (None: anyone free)."""
+
+    staff_id: int | None = Field(None, description="A staff member's id; null for anyone free")
+    day: str = Field(description="YYYY-MM-DD, in the business's time zone")
+    start: str = Field(description="HH:MM, 24-hour clock, in the business's time zone")
+
+    @field_validator("day")
+    @classmethod
+    def _day(cls, value: str) -> str:
+        parsed = _iso_date(value)
+        if parsed is None:
+            _fail(f"expected a date like 2026-12-04, got {value!r}")
+        return parsed.isoformat()
+
+    @field_validator("start")
+    @classmethod
+    def _start(cls, value: str) -> str:
+        parsed = _clock(value)
+        if parsed is None:
+            _fail(f"expected a time like 15:00, got {value!r}")
+        return f"{parsed:%H:%M}"
+
+    def starts(self) -> tuple[date, time]:
+        """(day, clock time), both already checked."""
+        return date.fromisoformat(self.day), time.fromisoformat(self.start)
+
+
+class AppointmentIn(_TimeIn):
+    """An appointment the front desk books (a walk-in, a call staff took): the customer by
+    phone (E.164 out) and name, the service, and the time."""
+
+    phone: str = Field(description="The customer's phone number (any common format)")
+    name: str = Field("", description="The customer's name")
+    service_id: int
+
+    @field_validator("phone")
+    @classmethod
+    def _customer_phone(cls, value: str) -> str:
+        number = _phone(value)
+        if not number:
+            _fail("enter the customer's phone number")
+        return number
+
+    @field_validator("name")
+    @classmethod
+    def _name(cls, value: str) -> str:
+        return " ".join(_text(value, max_len=200).split())
+
+
+class AppointmentMoveIn(_TimeIn):
+    """A new time (and staff member, or anyone) for a booked appointment."""
+
+
+class DoNotCallIn(BaseModel):
+    do_not_call: bool = Field(description="true: never place an outbound call to them")

@@ -126,7 +126,10 @@ class AdminViews:
                     "booking_horizon_days",
                 )
             }
-            | {"trust_unverified_caller_id": bool(row["trust_unverified_caller_id"])},
+            | {
+                "trust_unverified_caller_id": bool(row["trust_unverified_caller_id"]),
+                "sms_confirmations": bool(row["sms_confirmations"]),
+            },
             "hours": hours,
             "holidays": holidays,
             "services": services,

@@ -56,14 +56,16 @@ def free_slots(
     *,
     days: int,
     limit: int = MAX_OFFERED,
+    lead: timedelta = LEAD_TIME,
 ) -> list[Slot]:
     """Free slots for ``service`` within ``days`` days of ``when``, nearest to the request first
     (an exact time asked for), else spread over the earliest day(s) with room. ``staff`` are the
-    qualified staff ((None, "") when nobody is assigned the service); ``busy`` the bookings."""
+    qualified staff ((None, "") when nobody is assigned the service); ``busy`` the bookings;
+    nothing starts sooner than ``lead`` after ``now``."""
     tz = business.tz
     duration = timedelta(minutes=service.duration_minutes)
     step = timedelta(minutes=business.slot_minutes)
-    earliest_start = now + LEAD_TIME
+    earliest_start = now + lead
     horizon = now.date() + timedelta(days=business.booking_horizon_days)
     candidates: list[Slot] = []
     target = when.target(tz)

@@ -21,7 +21,15 @@ import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
 
 from tools.domain.business import Business, Service
-from tools.domain.slots import MAX_OFFERED, Busy, Slot, free_slots, search_days, search_window
+from tools.domain.slots import (
+    LEAD_TIME,
+    MAX_OFFERED,
+    Busy,
+    Slot,
+    free_slots,
+    search_days,
+    search_window,
+)
 from tools.domain.when import When
 from tools.store import schema
 from tools.store.db import (
@@ -92,13 +100,51 @@ async def find_slots(
     *,
     exclude_appointment: int | None = None,
     limit: int = MAX_OFFERED,
+    staff_id: int | None = None,
+    lead: timedelta = LEAD_TIME,
 ) -> list[Slot]:
-    """Free slots for a service, nearest to the request first (see domain.slots.free_slots)."""
-    staff: list[tuple[int | None, str]] = [*await qualified_staff(conn, service)] or [(None, "")]
+    """Free slots for a service, nearest to the request first (see domain.slots.free_slots);
+    with ``staff_id``, only that staff member's (none when they do not do the service)."""
+    qualified = await qualified_staff(conn, service)
+    staff: list[tuple[int | None, str]] = [*qualified] or [(None, "")]
+    if staff_id is not None:
+        staff = [s for s in qualified if s[0] == staff_id]
+        if not staff:
+            return []
     span = search_days(when)
     start, end = search_window(business, when, span)
     busy = await bookings_between(conn, start, end, exclude_appointment)
-    return free_slots(business, service, when, now, staff, busy, days=span, limit=limit)
+    return free_slots(business, service, when, now, staff, busy, days=span, limit=limit, lead=lead)
+
+
+async def slot_at(
+    conn: AsyncConnection,
+    business: Business,
+    service: Service,
+    target: datetime,
+    now: datetime,
+    *,
+    exclude_appointment: int | None = None,
+    staff_id: int | None = None,
+    lead: timedelta = LEAD_TIME,
+) -> Slot | None:
+    """The free slot starting exactly at ``target`` (the first qualified staff member free
+    then, or ``staff_id``), or None when nobody can take it then."""
+    exact = When(
+        day=target.date(), earliest=target.time(), latest=(target + timedelta(minutes=1)).time()
+    )
+    free = await find_slots(
+        conn,
+        business,
+        service,
+        exact,
+        now,
+        exclude_appointment=exclude_appointment,
+        limit=1,
+        staff_id=staff_id,
+        lead=lead,
+    )
+    return free[0] if free and free[0].starts_at == target else None
 
 
 async def book(
@@ -133,10 +179,18 @@ async def book(
 
 
 async def cancel(conn: AsyncConnection, appointment_id: int) -> None:
+    await set_status(conn, appointment_id, "cancelled")
+
+
+async def set_status(
+    conn: AsyncConnection, appointment_id: int, status: Literal["cancelled", "no_show"]
+) -> None:
+    """Cancel an appointment, or record that the customer never came (``no_show``). Either
+    way it no longer holds its staff member's time."""
     await conn.execute(
         schema.appointments.update()
         .where(schema.appointments.c.id == appointment_id)
-        .values(status="cancelled", updated_at=utc_now())
+        .values(status=status, updated_at=utc_now())
     )
 
 
@@ -214,6 +268,11 @@ async def list_appointments(
             a.c.status,
             a.c.call_sid,
             a.c.created_at,
+            a.c.customer_id,
+            a.c.service_id,
+            a.c.staff_id,
+            a.c.booked_name,
+            a.c.reminder_outcome,
             schema.customers.c.name.label("customer"),
             schema.customers.c.phone,
             schema.services.c.name.label("service"),
@@ -233,3 +292,49 @@ async def list_appointments(
     async with db.read() as conn:
         rows = await conn.execute(query.limit(limit))
         return [dict(r._mapping) for r in rows]
+
+
+def _detail_query() -> sa.Select[Any]:
+    a = schema.appointments
+    return (
+        sa.select(
+            a.c.id,
+            a.c.customer_id,
+            a.c.service_id,
+            a.c.staff_id,
+            a.c.starts_at,
+            a.c.ends_at,
+            a.c.status,
+            a.c.call_sid,
+            a.c.booked_name,
+            a.c.reminder_outcome,
+            a.c.created_at,
+            a.c.updated_at,
+            schema.services.c.name.label("service"),
+            schema.staff.c.name.label("staff"),
+            schema.customers.c.name.label("customer"),
+            schema.customers.c.phone,
+        )
+        .join(schema.customers, schema.customers.c.id == a.c.customer_id)
+        .join(schema.services, schema.services.c.id == a.c.service_id)
+        .join(schema.staff, schema.staff.c.id == a.c.staff_id, isouter=True)
+    )
+
+
+async def appointment_detail(conn: AsyncConnection, appointment_id: int) -> dict[str, Any] | None:
+    """One appointment with its service, staff and customer (name, phone), or None."""
+    row = (
+        (await conn.execute(_detail_query().where(schema.appointments.c.id == appointment_id)))
+        .mappings()
+        .first()
+    )
+    return dict(row) if row else None
+
+
+async def customer_appointments(conn: AsyncConnection, customer_id: int) -> list[dict[str, Any]]:
+    """Every appointment of a customer, whatever its status, latest start first."""
+    a = schema.appointments
+    rows = await conn.execute(
+        _detail_query().where(a.c.customer_id == customer_id).order_by(a.c.starts_at.desc())
+    )
+    return [dict(r) for r in rows.mappings()]

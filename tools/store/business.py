@@ -89,6 +89,14 @@ async def load_business(db: Database) -> Business:
     )
 
 
+async def sms_confirmations_on(db: Database) -> bool:
+    """Whether the business texts customers a confirmation of bookings, moves and
+    cancellations (the admin console's profile setting; read when one happens)."""
+    async with db.read() as conn:
+        on = (await conn.execute(sa.select(schema.business.c.sms_confirmations))).scalar()
+    return bool(on)
+
+
 async def seed_business(db: Database, path: Path) -> dict[str, int]:
     """Insert what the config has and the database lacks. Never updates or duplicates rows,
     also when several workers seed at once (the write is serial across processes).

@@ -160,15 +160,18 @@ document.addEventListener("DOMContentLoaded", async () => {
 
 const VIEWS = {
   calls: viewCalls, call: viewCall, appointments: viewAppointments, callbacks: viewCallbacks,
+  customers: viewCustomers, customer: viewCustomer,
   business: viewBusiness, services: viewServices, handling: viewHandling, prompts: viewPrompts,
   kb: viewKb, providers: viewProviders, audit: viewAudit, account: viewAccount,
 };
+
+const NAV_OF = { call: "calls", customer: "customers" };
 
 async function route() {
   if (document.getElementById("app-view").hidden) return;
   const [name, arg] = (location.hash.slice(1) || "calls").split("/");
   document.querySelectorAll("#nav a").forEach((a) =>
-    a.classList.toggle("active", a.getAttribute("href") === `#${name === "call" ? "calls" : name}`));
+    a.classList.toggle("active", a.getAttribute("href") === `#${NAV_OF[name] || name}`));
   try { await (VIEWS[name] || viewCalls)(decodeURIComponent(arg || "")); }
   catch (err) { if (err.status !== 401) page("Something went wrong", h("p", {}, err.message)); }
 }
@@ -224,15 +227,204 @@ async function viewCall(sid) {
       h("tr", {}, h("td", {}, x.kind), h("td", {}, x.reason), h("td", {}, x.target), h("td", {}, x.outcome)))) : null);
 }
 
+// --- front desk: appointments and customers ------------------------------------------------
+
+const ZONED = { year: "numeric", month: "2-digit", day: "2-digit", hour: "2-digit", minute: "2-digit", hourCycle: "h23" };
+
+// An instant as the business's own day ("2026-12-04") and clock time ("15:00").
+function businessParts(iso) {
+  const parts = Object.fromEntries(new Intl.DateTimeFormat("en-CA", { ...ZONED, timeZone: config.profile.timezone })
+    .formatToParts(new Date(iso)).map((p) => [p.type, p.value]));
+  return { day: `${parts.year}-${parts.month}-${parts.day}`, start: `${parts.hour}:${parts.minute}` };
+}
+
+function businessWhen(iso) {
+  return new Date(iso).toLocaleString([], { timeZone: config.profile.timezone, weekday: "short", day: "numeric",
+    month: "short", year: "numeric", hour: "numeric", minute: "2-digit" });
+}
+
+function staffPicker(serviceId, selected) {
+  const able = config.staff.filter((m) => m.active && m.services.includes(Number(serviceId)));
+  return h("select", { name: "staff_id", dataset: { field: "staff_id" } },
+    h("option", { value: "" }, "Anyone free"),
+    able.map((m) => h("option", { value: m.id, selected: m.id === selected }, m.name)));
+}
+
+// The free start times of the form's service, day and staff member, as buttons filling "start".
+async function showFreeTimes(form, serviceId, exclude) {
+  const box = form.querySelector(".free-times");
+  const day = form.querySelector("[name=day]").value;
+  const staff = form.querySelector("[name=staff_id]").value;
+  if (!serviceId || !day) { box.replaceChildren(); return; }
+  const query = new URLSearchParams({ service_id: serviceId, day });
+  if (staff) query.set("staff_id", staff);
+  if (exclude) query.set("exclude", exclude);
+  try {
+    const { times } = await api("GET", `/availability?${query}`);
+    const starts = [...new Set(times.map((t) => t.start))];
+    box.replaceChildren(starts.length ? "Free: " : "Nothing free that day.",
+      ...starts.map((t) => h("button", { type: "button", className: "secondary slot",
+        onclick: () => { form.querySelector("[name=start]").value = t; } }, t)));
+  } catch (err) {
+    box.replaceChildren(err.message);
+  }
+}
+
+function confirmationNote(result) {
+  return { sent: " · confirmation texted", failed: " · the confirmation text could not be sent" }[result.confirmation] || "";
+}
+
+function bookForm() {
+  const services = config.services.filter((s) => s.active);
+  const staffSlot = h("span", { className: "staff-slot" });
+  const form = h("form", { className: "card", id: "book-form" }, h("h2", {}, "Book an appointment"),
+    h("div", { className: "row" },
+      labelled("Customer phone", field("phone", "", { type: "tel", placeholder: "+1 413 555 0123" })),
+      labelled("Name", field("name", ""))),
+    h("div", { className: "row" },
+      labelled("Service", h("select", { name: "service_id", dataset: { field: "service_id" } },
+        services.map((s) => h("option", { value: s.id }, `${s.name} (${s.duration_minutes} min)`)))),
+      h("label", { className: "grow" }, "With", staffSlot, errorSlot("staff_id")),
+      labelled("Day", field("day", businessParts(new Date().toISOString()).day, { type: "date" })),
+      labelled("Time", field("start", "", { type: "time", step: 300 }))),
+    h("div", { className: "free-times hint" }),
+    errorSlot("_form"), errorSlot("status"), h("button", { type: "submit" }, "Book"));
+  const service = () => form.querySelector("[name=service_id]").value;
+  const refresh = () => showFreeTimes(form, service());
+  const pickStaff = () => { staffSlot.replaceChildren(staffPicker(service(), null)); staffSlot.firstChild.addEventListener("change", refresh); refresh(); };
+  form.querySelector("[name=service_id]").addEventListener("change", pickStaff);
+  form.querySelector("[name=day]").addEventListener("change", refresh);
+  pickStaff();
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const d = Object.fromEntries(new FormData(form));
+    const body = { phone: d.phone, name: d.name, service_id: Number(d.service_id),
+      staff_id: d.staff_id ? Number(d.staff_id) : null, day: d.day, start: d.start };
+    const made = await save(form, "POST", "/appointments", body);
+    if (made) { toast(`Booked${confirmationNote(made)}`); await viewAppointments("upcoming"); }
+  });
+  return form;
+}
+
+function moveForm(a, done) {
+  const at = businessParts(a.starts_at);
+  const staffSlot = h("span", { className: "staff-slot" }, staffPicker(a.service_id, a.staff_id));
+  const form = h("form", { className: "move-form" },
+    h("div", { className: "row" },
+      labelled("Day", field("day", at.day, { type: "date" })),
+      labelled("Time", field("start", at.start, { type: "time", step: 300 })),
+      h("label", { className: "grow" }, "With", staffSlot, errorSlot("staff_id"))),
+    h("div", { className: "free-times hint" }),
+    errorSlot("_form"), errorSlot("status"),
+    h("div", { className: "row" }, h("button", { type: "submit" }, "Move"),
+      h("button", { type: "button", className: "secondary", onclick: () => form.closest("tr").remove() }, "Close")));
+  const refresh = () => showFreeTimes(form, a.service_id, a.id);
+  form.querySelector("[name=day]").addEventListener("change", refresh);
+  staffSlot.firstChild.addEventListener("change", refresh);
+  refresh();
+  form.addEventListener("submit", async (e) => {
+    e.preventDefault();
+    const d = Object.fromEntries(new FormData(form));
+    const moved = await save(form, "PUT", `/appointments/${a.id}`,
+      { day: d.day, start: d.start, staff_id: d.staff_id ? Number(d.staff_id) : null });
+    if (moved) { toast(`Moved${confirmationNote(moved)}`); await done(); }
+  });
+  return form;
+}
+
+// Booked appointments can be moved and cancelled until they start, then marked a no-show.
+function appointmentActions(a, done, columns) {
+  if (a.status !== "booked") return null;
+  const act = (path, verb, question) => async (e) => {
+    if (question && !confirm(question)) return;
+    try {
+      const result = await api("POST", `/appointments/${a.id}/${path}`);
+      toast(`${verb}${confirmationNote(result)}`);
+      await done();
+    } catch (err) { toast(Object.values(err.errors || {})[0] || err.message); }
+  };
+  if (new Date(a.starts_at) <= new Date()) {
+    return h("button", { className: "secondary", onclick: act("no-show", "Marked a no-show") }, "No-show");
+  }
+  return [
+    h("button", { className: "secondary", onclick: (e) => {
+      const row = e.target.closest("tr");
+      if (row.nextSibling && row.nextSibling.classList.contains("move-row")) return;
+      row.after(h("tr", { className: "move-row" }, h("td", { colSpan: columns }, moveForm(a, done))));
+    } }, "Move"),
+    " ",
+    h("button", { className: "danger", onclick: act("cancel", "Cancelled", `Cancel this ${a.service.toLowerCase()}?`) }, "Cancel"),
+  ];
+}
+
+function appointmentsTable(list, done, withCustomer) {
+  const headers = ["When", "Service", "With", ...(withCustomer ? ["Customer", "Phone"] : []), "Status", ""];
+  return table(headers, list.map((a) => h("tr", { dataset: { appointment: a.id } },
+    h("td", {}, businessWhen(a.starts_at)), h("td", {}, a.service), h("td", {}, a.staff || "anyone"),
+    withCustomer ? h("td", {}, h("a", { href: `#customer/${a.customer_id}` }, a.customer || "(no name)"),
+      a.booked_name ? h("div", { className: "hint" }, `booked as ${a.booked_name}`) : null) : null,
+    withCustomer ? h("td", {}, a.phone) : null,
+    h("td", {}, a.status.replace("_", "-"), a.reminder_outcome ? h("div", { className: "hint" }, `reminder: ${a.reminder_outcome}`) : null),
+    h("td", {}, appointmentActions(a, done, headers.length)))));
+}
+
 async function viewAppointments(scope) {
   scope = scope || "upcoming";
   const { appointments } = await api("GET", `/appointments?scope=${scope}`);
   const picker = h("select", { onchange: (e) => { location.hash = `appointments/${e.target.value}`; } },
     ["upcoming", "past", "all"].map((s) => h("option", { value: s, selected: s === scope }, s)));
-  page("Appointments", h("div", { className: "row" }, picker),
-    appointments.length ? table(["When", "Service", "With", "Customer", "Phone", "Status"], appointments.map((a) =>
-      h("tr", {}, h("td", {}, when(a.starts_at)), h("td", {}, a.service), h("td", {}, a.staff || ""),
-        h("td", {}, a.customer), h("td", {}, a.phone), h("td", {}, a.status)))) : h("p", { className: "hint" }, "None."));
+  page("Appointments", bookForm(), h("div", { className: "row" }, picker),
+    appointments.length ? appointmentsTable(appointments, () => viewAppointments(scope), true)
+      : h("p", { className: "hint" }, "None."));
+}
+
+async function viewCustomers(query) {
+  const form = h("form", { className: "row", id: "customer-search" },
+    h("input", { name: "q", value: query || "", placeholder: "Part of a name or a phone number", className: "grow" }),
+    h("button", { type: "submit" }, "Find"));
+  form.addEventListener("submit", (e) => { e.preventDefault(); location.hash = `customers/${encodeURIComponent(form.q.value.trim())}`; });
+  let results = h("p", { className: "hint" }, "Find a customer by part of their name or number.");
+  if (query) {
+    const { customers } = await api("GET", `/customers?q=${encodeURIComponent(query)}`);
+    results = customers.length ? table(["Name", "Phone", "Email", ""], customers.map((c) =>
+      h("tr", { className: "link", onclick: () => { location.hash = `customer/${c.id}`; } },
+        h("td", {}, c.name || "(no name)"), h("td", {}, c.phone), h("td", {}, c.email),
+        h("td", {}, c.do_not_call ? h("span", { className: "badge off" }, "do not call") : null))))
+      : h("p", { className: "hint" }, "No customer matches.");
+  }
+  page("Customers", form, results);
+}
+
+async function viewCustomer(id) {
+  const c = await api("GET", `/customers/${encodeURIComponent(id)}`);
+  const p = c.customer;
+  const flip = async () => {
+    try {
+      await api("PUT", `/customers/${p.id}/do-not-call`, { do_not_call: !p.do_not_call });
+      toast("Saved");
+      await viewCustomer(id);
+    } catch (err) { toast(err.message); }
+  };
+  const dnc = h("div", { className: "row", id: "do-not-call" },
+    p.do_not_call ? h("span", { className: "badge off" }, `Do not call · since ${when(p.do_not_call_at)}`)
+      : h("span", { className: "badge" }, "Outbound calls allowed"),
+    h("button", { className: "secondary", onclick: flip }, p.do_not_call ? "Allow calls again" : "Do not call"));
+  const none = (text) => h("p", { className: "hint" }, text);
+  page(p.name || p.phone, h("p", {}, h("a", { href: "#customers" }, "← customers")),
+    h("div", { className: "card", id: "customer-card" },
+      h("div", {}, p.phone, p.email ? ` · ${p.email}` : "", ` · on file since ${when(p.created_at)}`), dnc),
+    h("h2", {}, "Appointments"),
+    c.appointments.length ? appointmentsTable(c.appointments, () => viewCustomer(id), false) : none("None."),
+    h("h2", {}, "Calls"),
+    c.calls.length ? table(["Time", "Direction", "Outcome", ""], c.calls.map((k) => h("tr", {},
+      h("td", {}, when(k.started_at)), h("td", {}, k.direction), h("td", {}, k.outcome),
+      h("td", {}, h("a", { href: `#call/${encodeURIComponent(k.call_sid)}` }, "record"))))) : none("None."),
+    h("h2", {}, "Notes"),
+    c.notes.length ? h("ul", {}, c.notes.map((n) => h("li", {}, n.text, h("span", { className: "hint" }, ` · ${when(n.created_at)}`)))) : none("None."),
+    h("h2", {}, "Messages and transfers"),
+    c.messages.length ? table(["When", "Kind", "Reason", "Outcome", ""], c.messages.map((m) => h("tr", {},
+      h("td", {}, when(m.created_at)), h("td", {}, m.kind), h("td", {}, m.reason || m.summary), h("td", {}, m.outcome),
+      h("td", {}, m.call_sid ? h("a", { href: `#call/${encodeURIComponent(m.call_sid)}` }, "call") : null)))) : none("None."));
 }
 
 async function viewCallbacks(status) {
@@ -266,12 +458,16 @@ function profileForm() {
       labelled("Book up to (days ahead)", field("booking_horizon_days", p.booking_horizon_days, { type: "number" }))),
     h("label", { className: "inline" }, h("input", { type: "checkbox", name: "trust_unverified_caller_id", checked: p.trust_unverified_caller_id }),
       " Trust caller ID the carrier could not verify (easy to fake: callers could hear and change someone else's bookings)"),
+    h("label", { className: "inline" }, h("input", { type: "checkbox", name: "sms_confirmations", checked: p.sms_confirmations }),
+      " Text customers a confirmation of each booking, change and cancellation",
+      h("span", { className: "hint" }, ` (texting: ${config.providers.texting})`)),
     errorSlot("_form"), h("button", { type: "submit" }, "Save profile"));
   form.addEventListener("submit", (e) => {
     e.preventDefault();
     const d = Object.fromEntries(new FormData(form));
     const trust = form.querySelector('[name="trust_unverified_caller_id"]').checked;
-    save(form, "PUT", "/profile", { ...d, slot_minutes: Number(d.slot_minutes), booking_horizon_days: Number(d.booking_horizon_days), trust_unverified_caller_id: trust }, reloadConfig);
+    const sms = form.querySelector('[name="sms_confirmations"]').checked;
+    save(form, "PUT", "/profile", { ...d, slot_minutes: Number(d.slot_minutes), booking_horizon_days: Number(d.booking_horizon_days), trust_unverified_caller_id: trust, sms_confirmations: sms }, reloadConfig);
   });
   return form;
 }
