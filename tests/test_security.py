@@ -236,10 +236,10 @@ async def test_password_hashing_never_runs_on_the_event_loop(db: Database):
 
     clock = asyncio.create_task(frame_clock())
     try:
-        admin_auth.verify_password = verify  # type: ignore[assignment]
+        admin_auth.verify_password = verify
         results = await asyncio.gather(*(guard.check_password(f"wrong {i}") for i in range(5)))
     finally:
-        admin_auth.verify_password = real_verify  # type: ignore[assignment]
+        admin_auth.verify_password = real_verify
         clock.cancel()
     assert results == [False] * 5
     assert hashing_threads and threading.get_ident() not in hashing_threads
