@@ -96,6 +96,7 @@ async def test_concurrent_claimants_never_share_a_row(db: Database) -> None:
             *(s.claim_due(owner=f"w{i}", lease=LEASE, limit=2) for i, s in enumerate(others))
         )
         seen += [job.id for claimed in results for job in claimed.jobs]
+    assert len(seen) == len(set(seen)), "a call was claimed twice"
     assert sorted(seen) == sorted(ids)
 
 

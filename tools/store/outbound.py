@@ -305,7 +305,9 @@ class OutboundStore:
         """Claim up to ``limit`` due calls for ``owner`` (an instance id) for ``lease``: each
         becomes ``dialing`` with its attempt counted. Calls to do-not-call customers are
         cancelled (outcome opted_out) instead, and expired calls whose attempts are spent are
-        given up; neither counts against ``limit``."""
+        given up; they are not dialed (so fewer than ``limit`` jobs may come back while more are
+        due: the next claim finds them). On PostgreSQL only the rows taken are locked, so
+        claimants running at once take different rows instead of waiting on each other."""
         claimed = Claimed()
         if limit <= 0:
             return claimed
@@ -323,14 +325,12 @@ class OutboundStore:
                 )
                 .where(claimable)
                 .order_by(_calls.c.due_at, _calls.c.id)
-                .limit(limit * 2 + 10)
+                .limit(limit)
             )
             if self.db.is_postgresql:
                 query = query.with_for_update(of=_calls, skip_locked=True)
             rows = (await conn.execute(query)).mappings().all()
             for row in rows:
-                if len(claimed.jobs) >= limit:
-                    break
                 mine = _calls.update().where(_calls.c.id == row["id"], claimable)
                 if row["blocked"]:
                     done = await conn.execute(
