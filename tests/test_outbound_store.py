@@ -272,3 +272,25 @@ async def test_list_rejects_an_unknown_status(db: Database) -> None:
     store, _ = store_at(db)
     with pytest.raises(OutboundError, match="status must be"):
         await store.list("sideways")  # type: ignore[arg-type]
+
+
+async def test_a_reminder_for_a_cancelled_or_begun_appointment_is_not_placed(
+    db: Database,
+) -> None:
+    store, clock = store_at(db)
+    customer = await add_customer(db, "+14135550111")
+    cancelled = await add_appointment(db, customer, MORNING + timedelta(days=1), "cancelled")
+    soon = await add_appointment(db, customer, MORNING + timedelta(hours=2))
+    later = await add_appointment(db, customer, MORNING + timedelta(days=2))
+    ids = {
+        appointment: await schedule(
+            store, purpose="reminder", to="+14135550111", appointment_id=appointment
+        )
+        for appointment in (cancelled, soon, later)
+    }
+    clock.advance(timedelta(hours=3))  # the soon one has begun
+    claimed = await store.claim_due(owner="w1", lease=LEASE, limit=5)
+    assert [job.appointment_id for job in claimed.jobs] == [later]
+    assert sorted(claimed.stale) == sorted([ids[cancelled], ids[soon]])
+    row = await store.get(ids[soon])
+    assert row is not None and row["status"] == "cancelled"

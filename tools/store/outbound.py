@@ -76,11 +76,13 @@ class OutboundPolicy:
 
 @dataclass(frozen=True)
 class Claimed:
-    """What one claim did: the jobs to dial now, and the calls cancelled instead (do-not-call:
-    outcome opted_out; attempts already spent: given up)."""
+    """What one claim did: the jobs to dial now, and the calls not placed instead (do-not-call:
+    cancelled, outcome opted_out; a reminder whose appointment was cancelled, moved away or has
+    begun: cancelled; attempts already spent: given up)."""
 
     jobs: list[OutboundJob] = field(default_factory=list)
     opted_out: list[int] = field(default_factory=list)
+    stale: list[int] = field(default_factory=list)
     given_up: list[int] = field(default_factory=list)
 
 
@@ -130,6 +132,21 @@ async def load_policy(conn: AsyncConnection) -> OutboundPolicy:
         max_attempts=int(row["outbound_max_attempts"]),
         hours=hours,
         timezone=row["timezone"],
+    )
+
+
+def _reminder_moot(now: str) -> sa.ColumnElement[bool]:
+    """True for a reminder whose appointment is no longer booked or has begun."""
+    a = schema.appointments
+    return sa.and_(
+        _calls.c.purpose == "reminder",
+        sa.not_(
+            sa.exists(
+                sa.select(a.c.id).where(
+                    a.c.id == _calls.c.appointment_id, a.c.status == "booked", a.c.starts_at > now
+                )
+            )
+        ),
     )
 
 
@@ -304,7 +321,8 @@ class OutboundStore:
     async def claim_due(self, *, owner: str, lease: timedelta, limit: int) -> Claimed:
         """Claim up to ``limit`` due calls for ``owner`` (an instance id) for ``lease``: each
         becomes ``dialing`` with its attempt counted. Calls to do-not-call customers are
-        cancelled (outcome opted_out) instead, and expired calls whose attempts are spent are
+        cancelled (outcome opted_out) instead, as are reminders of appointments no longer
+        booked or already begun, and expired calls whose attempts are spent are
         given up; they are not dialed (so fewer than ``limit`` jobs may come back while more are
         due: the next claim finds them). On PostgreSQL only the rows taken are locked, so
         claimants running at once take different rows instead of waiting on each other."""
@@ -322,6 +340,7 @@ class OutboundStore:
                 sa.select(
                     _calls,
                     _do_not_call(_calls.c.customer_id, _calls.c.to_phone).label("blocked"),
+                    _reminder_moot(stamp).label("moot"),
                 )
                 .where(claimable)
                 .order_by(_calls.c.due_at, _calls.c.id)
@@ -332,33 +351,14 @@ class OutboundStore:
             rows = (await conn.execute(query)).mappings().all()
             for row in rows:
                 mine = _calls.update().where(_calls.c.id == row["id"], claimable)
-                if row["blocked"]:
+                aside = _not_placed(row)
+                if aside is not None:
+                    kind, values = aside
                     done = await conn.execute(
-                        mine.values(
-                            status="cancelled",
-                            outcome=Outcome.OPTED_OUT.value,
-                            lease_owner="",
-                            lease_until=None,
-                            last_error="do not call",
-                            updated_at=stamp,
-                        )
+                        mine.values(lease_owner="", lease_until=None, updated_at=stamp, **values)
                     )
                     if done.rowcount:
-                        claimed.opted_out.append(row["id"])
-                    continue
-                if row["attempts"] >= row["max_attempts"]:
-                    done = await conn.execute(
-                        mine.values(
-                            status="given_up",
-                            outcome=row["outcome"] or Outcome.FAILED.value,
-                            lease_owner="",
-                            lease_until=None,
-                            last_error="no outcome reported before the lease expired",
-                            updated_at=stamp,
-                        )
-                    )
-                    if done.rowcount:
-                        claimed.given_up.append(row["id"])
+                        getattr(claimed, kind).append(row["id"])
                     continue
                 won = await conn.execute(
                     mine.values(
@@ -531,6 +531,29 @@ class OutboundStore:
                 ).scalar()
                 or 0
             )
+
+
+def _not_placed(row: Any) -> tuple[str, dict[str, str]] | None:
+    """Why a claimable row is not dialed (the :class:`Claimed` list it goes to, and what it
+    becomes), or None to dial it."""
+    if row["blocked"]:
+        return "opted_out", {
+            "status": "cancelled",
+            "outcome": Outcome.OPTED_OUT.value,
+            "last_error": "do not call",
+        }
+    if row["moot"]:
+        return "stale", {
+            "status": "cancelled",
+            "last_error": "the appointment was cancelled, moved or has begun",
+        }
+    if row["attempts"] >= row["max_attempts"]:
+        return "given_up", {
+            "status": "given_up",
+            "outcome": row["outcome"] or Outcome.FAILED.value,
+            "last_error": "no outcome reported before the lease expired",
+        }
+    return None
 
 
 def _reminder_outcome(outcome: Outcome) -> str:
