@@ -68,9 +68,15 @@ async def add_customer(
 
 
 async def add_appointment(
-    db: Database, customer_id: int, starts_at: datetime, status: str = "booked"
+    db: Database,
+    customer_id: int,
+    starts_at: datetime,
+    status: str = "booked",
+    *,
+    booked_at: datetime | None = None,
 ) -> int:
-    stamp = iso_utc(datetime.now(UTC))
+    """A booked appointment (by default booked a week before it starts)."""
+    stamp = iso_utc(booked_at or starts_at - timedelta(days=7))
     async with db.write() as conn:
         service_id = (await conn.execute(sa.select(schema.services.c.id).limit(1))).scalar()
         return new_id(

@@ -43,9 +43,9 @@ def test_the_store_is_a_ledger(db: Database) -> None:
 
 async def test_schedule_is_deduplicated_and_validated(db: Database) -> None:
     store, _ = store_at(db)
-    first = await schedule(store, purpose="custom", to="+14135550111", dedupe_key="k:1")
+    first = await store.schedule_once("k:1", purpose="custom", to="+14135550111")
     assert first is not None
-    assert await store.schedule(purpose="custom", to="+14135550111", dedupe_key="k:1") is None
+    assert await store.schedule_once("k:1", purpose="custom", to="+14135550111") is None
     with pytest.raises(OutboundError, match="purpose must be one of"):
         await schedule(store, purpose="sales", to="+14135550111")
     with pytest.raises(OutboundError, match=r"E\.164"):
@@ -55,7 +55,7 @@ async def test_schedule_is_deduplicated_and_validated(db: Database) -> None:
     await add_customer(db, "+14135550122", do_not_call=True)
     with pytest.raises(DoNotCallError, match="asked not to be called"):
         await schedule(store, purpose="custom", to="+14135550122")
-    rows = await store.list("scheduled")
+    rows = await store.list_calls("scheduled")
     assert [r["id"] for r in rows] == [first]
     assert rows[0]["max_attempts"] == 3  # the business's outbound_max_attempts
 
@@ -175,14 +175,14 @@ async def test_the_first_final_outcome_of_an_attempt_wins(db: Database) -> None:
     (job,) = (await store.claim_due(owner="w1", lease=LEASE, limit=1)).jobs
     await store.record_dial(job.id, "CA1", lease=CALL_LEASE)
     await store.answered(job.id, "CA1")
-    assert (await store.list("running"))[0]["status"] == "in_progress"
+    assert (await store.list_calls("running"))[0]["status"] == "in_progress"
     await store.finished(job.id, "CA1", Outcome.CONFIRMED)
     await store.finished(job.id, "CA1", Outcome.NO_ANSWER)  # Twilio's repeated callback
     await store.finished(job.id, "CA-other", Outcome.FAILED)  # not this attempt
     row = await store.get(job_id)
     assert row is not None and (row["status"], row["outcome"]) == ("done", "confirmed")
     assert await reminder_outcome(db, appointment) == "confirmed"
-    assert [r["id"] for r in await store.list("finished")] == [job_id]
+    assert [r["id"] for r in await store.list_calls("finished")] == [job_id]
 
 
 async def test_do_not_call_is_honoured_at_claim_time(db: Database) -> None:
@@ -248,13 +248,12 @@ async def test_call_back_now_brings_a_scheduled_callback_forward(db: Database) -
         caller_number="+14135550111",
         outcome="callback_requested",
     )
-    scheduled = await schedule(
-        store,
+    scheduled = await store.schedule_once(
+        f"callback:{handoff}",
         purpose="callback",
         to="+14135550111",
         handoff_id=handoff,
         due_at=MORNING + timedelta(days=1),
-        dedupe_key=f"callback:{handoff}",
     )
     assert await store.call_back_now(handoff) == scheduled
     (job,) = (await store.claim_due(owner="w1", lease=LEASE, limit=5)).jobs
@@ -271,7 +270,7 @@ async def test_call_back_now_brings_a_scheduled_callback_forward(db: Database) -
 async def test_list_rejects_an_unknown_status(db: Database) -> None:
     store, _ = store_at(db)
     with pytest.raises(OutboundError, match="status must be"):
-        await store.list("sideways")  # type: ignore[arg-type]
+        await store.list_calls("sideways")  # type: ignore[arg-type]
 
 
 async def test_a_reminder_for_a_cancelled_or_begun_appointment_is_not_placed(

@@ -187,8 +187,15 @@ class OutboundStore:
         async with self.db.read() as conn:
             return await load_policy(conn)
 
-    async def schedule(
+    async def schedule(self, **call: Any) -> int:
+        """Schedule a call (the fields of :meth:`schedule_once`, no dedupe key); its id."""
+        job_id = await self.schedule_once(None, **call)
+        assert job_id is not None  # without a key nothing is a duplicate
+        return job_id
+
+    async def schedule_once(
         self,
+        dedupe_key: str | None,
         *,
         purpose: str,
         to: str,
@@ -197,7 +204,6 @@ class OutboundStore:
         appointment_id: int | None = None,
         handoff_id: int | None = None,
         message: str = "",
-        dedupe_key: str | None = None,
         created_by: str = "",
         max_attempts: int | None = None,
     ) -> int | None:
@@ -294,7 +300,7 @@ class OutboundStore:
             ).scalar()
         if moved is not None:
             return int(moved)
-        job_id = await self.schedule(
+        return await self.schedule(
             purpose="callback",
             to=handoff["caller_number"],
             due_at=now,
@@ -303,8 +309,6 @@ class OutboundStore:
             message=handoff["reason"],
             created_by=created_by,
         )
-        assert job_id is not None  # no dedupe key: always inserted
-        return job_id
 
     async def _handoff(self, handoff_id: int) -> dict[str, Any]:
         h = schema.handoffs
@@ -318,14 +322,18 @@ class OutboundStore:
 
     # --- claiming and dialing -------------------------------------------------------------
 
-    async def claim_due(self, *, owner: str, lease: timedelta, limit: int) -> Claimed:
+    async def claim_due(
+        self, *, owner: str, lease: timedelta, limit: int, max_running: int | None = None
+    ) -> Claimed:
         """Claim up to ``limit`` due calls for ``owner`` (an instance id) for ``lease``: each
         becomes ``dialing`` with its attempt counted. Calls to do-not-call customers are
         cancelled (outcome opted_out) instead, as are reminders of appointments no longer
         booked or already begun, and expired calls whose attempts are spent are
         given up; they are not dialed (so fewer than ``limit`` jobs may come back while more are
         due: the next claim finds them). On PostgreSQL only the rows taken are locked, so
-        claimants running at once take different rows instead of waiting on each other."""
+        claimants running at once take different rows instead of waiting on each other.
+        ``max_running``: at most this many calls running (``dialing`` or ``in_progress``) in
+        all, across workers (the claims are serialised for that count to hold)."""
         claimed = Claimed()
         if limit <= 0:
             return claimed
@@ -335,7 +343,19 @@ class OutboundStore:
             sa.and_(_calls.c.status == "scheduled", _calls.c.due_at <= stamp),
             sa.and_(_calls.c.status.in_(RUNNING), _calls.c.lease_until < stamp),
         )
-        async with self.db.write() as conn:
+        async with self.db.write(serial="outbound_claim") as conn:
+            if max_running is not None:
+                running = (
+                    await conn.execute(
+                        sa.select(sa.func.count()).where(
+                            _calls.c.status.in_(RUNNING),
+                            _calls.c.lease_until >= stamp,  # an expired one is reclaimable
+                        )
+                    )
+                ).scalar_one()
+                limit = min(limit, max_running - int(running))
+                if limit <= 0:
+                    return claimed
             query = (
                 sa.select(
                     _calls,
@@ -497,7 +517,9 @@ class OutboundStore:
             )
         return _public(row) if row is not None else None
 
-    async def list(self, status: ListStatus = "all", limit: int = 200) -> list[dict[str, Any]]:
+    async def list_calls(
+        self, status: ListStatus = "all", limit: int = 200
+    ) -> list[dict[str, Any]]:
         """Outbound calls for the console and API: scheduled ones soonest first, running and
         finished ones newest first ("all": every kind, newest first)."""
         query = sa.select(_calls).limit(limit)
@@ -521,16 +543,100 @@ class OutboundStore:
             rows = (await conn.execute(query)).mappings().all()
         return [_public(row) for row in rows]
 
-    async def count_running(self) -> int:
+    async def dialing_count(self) -> int:
+        """Calls being dialed (not answered yet), all workers: they hold no line yet."""
         async with self.db.read() as conn:
             return int(
                 (
                     await conn.execute(
-                        sa.select(sa.func.count()).where(_calls.c.status.in_(RUNNING))
+                        sa.select(sa.func.count()).where(_calls.c.status == "dialing")
                     )
-                ).scalar()
-                or 0
+                ).scalar_one()
             )
+
+    # --- what the scheduler creates -------------------------------------------------------
+
+    async def reminders_due(self, lead: timedelta) -> list[dict[str, Any]]:
+        """Booked appointments whose reminder time (start minus ``lead``) has come and that
+        have no reminder call yet: not begun, booked before their reminder time (one booked
+        later was just made; its customer knows), the customer not on do-not-call. Each as
+        ``{appointment_id, customer_id, phone, starts_at}``, soonest first."""
+        now = self.clock()
+        a, c = schema.appointments, schema.customers
+        query = (
+            sa.select(
+                a.c.id.label("appointment_id"),
+                a.c.customer_id,
+                a.c.starts_at,
+                a.c.created_at,
+                c.c.phone,
+            )
+            .join(c, c.c.id == a.c.customer_id)
+            .where(
+                a.c.status == "booked",
+                a.c.starts_at > iso_utc(now),
+                a.c.starts_at <= iso_utc(now + lead),
+                sa.not_(c.c.do_not_call),
+                sa.not_(
+                    sa.exists(
+                        sa.select(_calls.c.id).where(
+                            _calls.c.appointment_id == a.c.id, _calls.c.purpose == "reminder"
+                        )
+                    )
+                ),
+            )
+            .order_by(a.c.starts_at, a.c.id)
+        )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [
+            {k: row[k] for k in ("appointment_id", "customer_id", "phone", "starts_at")}
+            for row in rows
+            if _as_time(row["created_at"]) <= _as_time(row["starts_at"]) - lead
+        ]
+
+    async def callbacks_due(self, window: timedelta) -> list[dict[str, Any]]:
+        """Messages taken with a callback promised (``handoffs`` of kind message, outcome
+        message_taken or callback_requested) whose promised time (``callback_after``, else when
+        the message was taken) has come within the last ``window`` (older ones are left to
+        staff, so turning automatic callbacks on does not ring a backlog) and that have no
+        callback call yet; not to do-not-call customers. Each as ``{handoff_id, customer_id,
+        phone, reason, due_at}``."""
+        now = self.clock()
+        h = schema.handoffs
+        promised = sa.func.coalesce(h.c.callback_after, h.c.created_at)
+        query = (
+            sa.select(
+                h.c.id.label("handoff_id"),
+                h.c.customer_id,
+                h.c.caller_number.label("phone"),
+                h.c.reason,
+                h.c.callback_after,
+                h.c.created_at,
+            )
+            .where(
+                h.c.kind == "message",
+                h.c.outcome.in_(("message_taken", "callback_requested")),
+                h.c.caller_number.like("+%"),
+                promised <= iso_utc(now),
+                promised >= iso_utc(now - window),
+                sa.not_(_do_not_call(h.c.customer_id, h.c.caller_number)),
+                sa.not_(sa.exists(sa.select(_calls.c.id).where(_calls.c.handoff_id == h.c.id))),
+            )
+            .order_by(h.c.id)
+        )
+        async with self.db.read() as conn:
+            rows = (await conn.execute(query)).mappings().all()
+        return [
+            {
+                "handoff_id": row["handoff_id"],
+                "customer_id": row["customer_id"],
+                "phone": row["phone"],
+                "reason": row["reason"],
+                "due_at": row["callback_after"] or row["created_at"],
+            }
+            for row in rows
+        ]
 
 
 def _not_placed(row: Any) -> tuple[str, dict[str, str]] | None:
