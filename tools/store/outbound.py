@@ -77,7 +77,7 @@ class OutboundPolicy:
 @dataclass(frozen=True)
 class Claimed:
     """What one claim did: the jobs to dial now, and the calls not placed instead (do-not-call:
-    cancelled, outcome opted_out; a reminder whose appointment was cancelled, moved away or has
+    cancelled, outcome opted_out; a reminder whose appointment was cancelled or has
     begun: cancelled; attempts already spent: given up)."""
 
     jobs: list[OutboundJob] = field(default_factory=list)
@@ -651,7 +651,7 @@ def _not_placed(row: Any) -> tuple[str, dict[str, str]] | None:
     if row["moot"]:
         return "stale", {
             "status": "cancelled",
-            "last_error": "the appointment was cancelled, moved or has begun",
+            "last_error": "the appointment was cancelled or has begun",
         }
     if row["attempts"] >= row["max_attempts"]:
         return "given_up", {
