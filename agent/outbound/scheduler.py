@@ -30,12 +30,10 @@ from loguru import logger
 
 from agent.outbound.jobs import Dialer, DialError, OutboundJob, Outcome
 from telephony.privacy import mask_phone
-from tools.store.outbound import OutboundPolicy, OutboundStore
+from tools.store.outbound import CALL_LEASE, OutboundPolicy, OutboundStore
 
 #: How long a claim holds a call while it is dialed (then another worker may take it).
 CLAIM_LEASE = timedelta(minutes=2)
-#: How long a placed call is left to Twilio's callbacks before it counts as lost.
-CALL_LEASE = timedelta(hours=1)
 #: Promised callbacks older than this when first seen are left to staff (no backlog is rung).
 CALLBACK_WINDOW = timedelta(hours=24)
 

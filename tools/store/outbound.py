@@ -46,6 +46,8 @@ DEFAULT_BACKOFF: tuple[timedelta, ...] = (
     timedelta(hours=2),
 )
 MAX_ATTEMPTS_RANGE = (1, 10)
+#: How long an answered call holds its row before it counts as lost (calls are shorter).
+CALL_LEASE = timedelta(hours=1)
 RUNNING = ("dialing", "in_progress")
 FINISHED = ("done", "given_up", "cancelled")
 ListStatus = Literal["scheduled", "running", "finished", "all"]
@@ -150,6 +152,17 @@ def _reminder_moot(now: str) -> sa.ColumnElement[bool]:
     )
 
 
+def _this_attempt(call_sid: str) -> sa.ColumnElement[bool]:
+    """The row's current attempt is ``call_sid``'s: the same CallSid, or none recorded yet
+    while it is being dialed (a report that came before :meth:`OutboundStore.record_dial`)."""
+    if not call_sid:
+        return _calls.c.call_sid == ""
+    return sa.or_(
+        _calls.c.call_sid == call_sid,
+        sa.and_(_calls.c.call_sid == "", _calls.c.status == "dialing"),
+    )
+
+
 def _do_not_call(customer_id: Any, phone: Any) -> sa.ColumnElement[bool]:
     """True where the customer (by id, or by the number called) asked not to be called."""
     c = schema.customers
@@ -165,7 +178,12 @@ class OutboundStore:
     """The ``outbound_calls`` table: what the scheduler, the API and the console use, and the
     :class:`~agent.outbound.jobs.OutboundLedger` the dialer's webhooks report to.
 
-    ``backoff``: delays before further attempts; ``clock``: the current instant (tests fix it).
+    ``backoff``: delays before further attempts; ``clock``: the current instant (tests fix it);
+    ``call_lease``: how long an answered call holds its row.
+
+    Twilio's callbacks may come before :meth:`record_dial` has written the attempt's CallSid
+    (a dialer that puts the job id in its callback URLs can report at once): a report for a
+    call still ``dialing`` with no CallSid yet is taken as this attempt's, and the CallSid kept.
     """
 
     def __init__(
@@ -174,12 +192,14 @@ class OutboundStore:
         *,
         backoff: tuple[timedelta, ...] = DEFAULT_BACKOFF,
         clock: Callable[[], datetime] = _utc_now,
+        call_lease: timedelta = CALL_LEASE,
     ) -> None:
         if not backoff:
             raise ValueError("backoff needs at least one delay")
         self.db = db
         self.backoff = backoff
         self.clock = clock
+        self.call_lease = call_lease
 
     # --- scheduling -----------------------------------------------------------------------
 
@@ -402,7 +422,11 @@ class OutboundStore:
         async with self.db.write() as conn:
             await conn.execute(
                 _calls.update()
-                .where(_calls.c.id == job_id, _calls.c.status == "dialing")
+                .where(
+                    _calls.c.id == job_id,
+                    _calls.c.status.in_(RUNNING),
+                    _this_attempt(call_sid),
+                )
                 .values(
                     call_sid=call_sid[:64],
                     lease_until=iso_utc(now + lease),
@@ -428,15 +452,21 @@ class OutboundStore:
         return _job(row) if row is not None else None
 
     async def answered(self, job_id: int, call_sid: str) -> None:
+        now = self.clock()
         async with self.db.write() as conn:
             await conn.execute(
                 _calls.update()
                 .where(
                     _calls.c.id == job_id,
-                    _calls.c.call_sid == call_sid,
+                    _this_attempt(call_sid),
                     _calls.c.status == "dialing",
                 )
-                .values(status="in_progress", updated_at=iso_utc(self.clock()))
+                .values(
+                    status="in_progress",
+                    call_sid=call_sid[:64],
+                    lease_until=iso_utc(now + self.call_lease),
+                    updated_at=iso_utc(now),
+                )
             )
 
     async def finished(
@@ -457,7 +487,7 @@ class OutboundStore:
                     await conn.execute(
                         sa.select(_calls).where(
                             _calls.c.id == job_id,
-                            _calls.c.call_sid == call_sid,
+                            _this_attempt(call_sid),
                             _calls.c.status.in_(RUNNING),
                         )
                     )
@@ -468,6 +498,7 @@ class OutboundStore:
             if row is None:
                 return  # a repeated or late callback: the first final outcome won
             values: dict[str, Any] = {
+                "call_sid": call_sid[:64],
                 "outcome": outcome.value,
                 "last_error": detail[:2000],
                 "lease_owner": "",
