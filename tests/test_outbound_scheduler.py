@@ -374,3 +374,19 @@ async def test_old_promises_are_left_to_staff_and_unpromised_ones_go_at_once(
     row = await worker.store.get(job_id)
     assert row is not None
     assert (row["handoff_id"], row["message"]) == (fresh, "nobody answered the transfer")
+
+
+async def test_two_workers_create_one_reminder_and_place_it_once(db: Database) -> None:
+    await set_business(db, reminders_enabled=True)
+    clock = Clock(THURSDAY)
+    dialer = RecordingDialer(delay=0.01)
+    workers = [scheduler(db, clock, dialer, owner=f"w{n}") for n in range(3)]
+    for n in range(4):
+        customer = await add_customer(db, f"+1413555013{n}")
+        await add_appointment(db, customer, THURSDAY + timedelta(hours=2 + n))
+    rounds = await asyncio.gather(*(w.tick() for w in workers))
+    rounds += await asyncio.gather(*(w.tick() for w in workers))
+    created = [job_id for r in rounds for job_id in r.reminders]
+    assert len(created) == len(set(created)) == 4
+    placed = [job.appointment_id for job, _sid in dialer.placed]
+    assert len(placed) == len(set(placed)) == 4

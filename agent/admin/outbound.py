@@ -24,7 +24,13 @@ from tools.domain.validation import InvalidPhoneNumber, phone_e164
 from tools.store import schema
 from tools.store.audit import record_audit
 from tools.store.db import Database
-from tools.store.outbound import DoNotCallError, ListStatus, OutboundError, OutboundStore
+from tools.store.outbound import (
+    DoNotCallError,
+    ListStatus,
+    NewCall,
+    OutboundError,
+    OutboundStore,
+)
 
 MAX_MESSAGE = 1000
 
@@ -40,7 +46,7 @@ class OutboundIn(BaseModel):
     at: datetime | None = Field(None, description="When, ISO 8601 with an offset; default now")
 
 
-async def _checked(db: Database, body: OutboundIn) -> dict[str, Any]:
+async def _checked(db: Database, body: OutboundIn) -> NewCall:
     """The call's fields from ``body``, or :class:`ValidationFailed` naming every bad field."""
     errors: dict[str, str] = {}
     to = ""
@@ -74,14 +80,15 @@ async def _checked(db: Database, body: OutboundIn) -> dict[str, Any]:
                 sa.select(schema.customers.c.id).where(schema.customers.c.phone == to)
             )
         ).scalar()
-    return {
-        "purpose": body.purpose,
-        "to": to,
-        "due_at": body.at.astimezone(UTC) if body.at is not None else None,
-        "customer_id": customer_id,
-        "appointment_id": body.appointment_id,
-        "message": message,
-    }
+    return NewCall(
+        purpose=body.purpose,
+        to=to,
+        due_at=body.at.astimezone(UTC) if body.at is not None else None,
+        customer_id=customer_id,
+        appointment_id=body.appointment_id,
+        message=message,
+        created_by="admin",
+    )
 
 
 async def _appointment_problem(db: Database, appointment_id: int) -> str:
@@ -160,10 +167,10 @@ def build_outbound_router(access: AdminAccess, db: Database) -> APIRouter:
     return router
 
 
-async def _schedule(store: OutboundStore, fields: dict[str, Any]) -> int:
+async def _schedule(store: OutboundStore, fields: NewCall) -> int:
     """Schedule the checked call; 409 for a number on do-not-call."""
     try:
-        return await store.schedule(**fields, created_by="admin")
+        return await store.schedule(**fields)
     except DoNotCallError as exc:
         raise HTTPException(409, f"{mask_phone(fields['to'])} is on do-not-call: {exc}") from None
     except OutboundError as exc:

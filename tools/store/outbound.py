@@ -24,7 +24,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Required, TypedDict, Unpack
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -53,6 +53,20 @@ FINISHED = ("done", "given_up", "cancelled")
 ListStatus = Literal["scheduled", "running", "finished", "all"]
 
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+
+
+class NewCall(TypedDict, total=False):
+    """The fields of a call to schedule (see :meth:`OutboundStore.schedule_once`)."""
+
+    purpose: Required[str]
+    to: Required[str]
+    due_at: datetime | None
+    customer_id: int | None
+    appointment_id: int | None
+    handoff_id: int | None
+    message: str
+    created_by: str
+    max_attempts: int | None
 
 
 class OutboundError(ValueError):
@@ -207,7 +221,7 @@ class OutboundStore:
         async with self.db.read() as conn:
             return await load_policy(conn)
 
-    async def schedule(self, **call: Any) -> int:
+    async def schedule(self, **call: Unpack[NewCall]) -> int:
         """Schedule a call (the fields of :meth:`schedule_once`, no dedupe key); its id."""
         job_id = await self.schedule_once(None, **call)
         assert job_id is not None  # without a key nothing is a duplicate
