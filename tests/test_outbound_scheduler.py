@@ -390,3 +390,14 @@ async def test_two_workers_create_one_reminder_and_place_it_once(db: Database) -
     assert len(created) == len(set(created)) == 4
     placed = [job.appointment_id for job, _sid in dialer.placed]
     assert len(placed) == len(set(placed)) == 4
+
+
+async def test_unusable_calling_hours_pause_placing(db: Database) -> None:
+    """Hours written around the console's checks (start after end) stop all placing."""
+    await set_business(db, calling_hours_start="20:00", calling_hours_end="09:00")
+    dialer = RecordingDialer()
+    worker = scheduler(db, Clock(THURSDAY), dialer)
+    await worker.store.schedule(purpose="custom", to="+14135550111", message="hi")
+    policy = await worker.store.policy()
+    assert policy.hours is None and "must be before" in policy.hours_problem
+    assert (await worker.tick()).closed and dialer.placed == []

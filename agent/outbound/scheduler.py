@@ -85,6 +85,7 @@ class OutboundScheduler:
         self.claim_lease = claim_lease
         self.call_lease = call_lease
         self._warned_no_dialer = False
+        self._hours_problem = ""  # logged once while it lasts
 
     async def tick(self) -> Round:
         """One round: create what has come due, then place what may be placed now."""
@@ -94,7 +95,14 @@ class OutboundScheduler:
             done.reminders = await self.create_reminders(policy)
         if policy.auto_callbacks:
             done.callbacks = await self.create_callbacks()
-        if policy.hours is None or not policy.hours.contains(self.store.clock()):
+        if policy.hours is None:
+            if policy.hours_problem != self._hours_problem:
+                logger.error(f"outbound calls paused: {policy.hours_problem}")
+            self._hours_problem = policy.hours_problem
+            done.closed = True
+            return done
+        self._hours_problem = ""
+        if not policy.hours.contains(self.store.clock()):
             done.closed = True
             return done
         await self.place_due(done)

@@ -9,8 +9,10 @@ calling hours) or, its attempts spent, to ``given_up``; staff or do-not-call mak
 Claiming is one conditional UPDATE per row (``status='scheduled' AND due_at<=now``, or a running
 row whose lease expired because its claimant died), so of several workers exactly one wins each
 row: on SQLite the write lock serialises them, on PostgreSQL the candidates are read ``FOR UPDATE
-SKIP LOCKED`` and the UPDATE re-checks its condition on the locked row. Each claim is a new
-attempt: ``attempts`` counts them, and a row whose attempts are spent is given up instead.
+SKIP LOCKED`` and the UPDATE re-checks its condition on the locked row (claims also take the
+advisory lock ``outbound_claim``, so a cap on running calls holds across workers). Each claim
+is a new attempt: ``attempts`` counts them, and a row whose attempts are spent is given up
+instead.
 
 The claim lease covers dialing (seconds); once Twilio has the call (:meth:`OutboundStore.
 record_dial`) the lease is extended to cover the whole call, since the outcome then arrives from
@@ -19,7 +21,6 @@ Twilio's callbacks, which any worker may receive. Framework-free: no pipecat, no
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -34,8 +35,6 @@ from tools.domain.outbound import PURPOSES, RETRIED, OutboundJob, Outcome, Purpo
 from tools.store import schema
 from tools.store.db import Database, new_id
 from tools.store.schema import iso_utc
-
-log = logging.getLogger(__name__)
 
 _calls = schema.outbound_calls
 
@@ -80,7 +79,8 @@ class DoNotCallError(OutboundError):
 @dataclass(frozen=True)
 class OutboundPolicy:
     """The business's outbound settings (``business`` row, migration 0009) and its calling
-    hours (``None`` when the stored ones are unusable: then nothing is placed)."""
+    hours (``None`` when the stored ones are unusable, ``hours_problem`` says why: then
+    nothing is placed)."""
 
     reminders_enabled: bool
     reminder_lead_hours: int
@@ -88,6 +88,7 @@ class OutboundPolicy:
     max_attempts: int
     hours: CallingHours | None
     timezone: str
+    hours_problem: str = ""
 
 
 @dataclass(frozen=True)
@@ -139,8 +140,9 @@ async def load_policy(conn: AsyncConnection) -> OutboundPolicy:
             [date.fromisoformat(day) for day in days],
         )
     except (CallingHoursError, ValueError) as error:
-        log.error("outbound calls paused: unusable calling hours: %s", error)
-        hours = None
+        hours, problem = None, str(error)
+    else:
+        problem = ""
     return OutboundPolicy(
         reminders_enabled=bool(row["reminders_enabled"]),
         reminder_lead_hours=int(row["reminder_lead_hours"]),
@@ -148,6 +150,7 @@ async def load_policy(conn: AsyncConnection) -> OutboundPolicy:
         max_attempts=int(row["outbound_max_attempts"]),
         hours=hours,
         timezone=row["timezone"],
+        hours_problem=problem,
     )
 
 
