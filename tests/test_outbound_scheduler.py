@@ -401,3 +401,17 @@ async def test_unusable_calling_hours_pause_placing(db: Database) -> None:
     policy = await worker.store.policy()
     assert policy.hours is None and "must be before" in policy.hours_problem
     assert (await worker.tick()).closed and dialer.placed == []
+
+
+async def test_a_bad_number_on_file_does_not_hold_up_the_others(db: Database) -> None:
+    await set_business(db, reminders_enabled=True)
+    dialer = RecordingDialer()
+    worker = scheduler(db, Clock(THURSDAY), dialer)
+    legacy = await add_customer(db, "413-555-0111")  # written before numbers were checked
+    await add_appointment(db, legacy, THURSDAY + timedelta(hours=2))
+    good = await add_appointment(
+        db, await add_customer(db, "+14135550112"), THURSDAY + timedelta(hours=3)
+    )
+    done = await worker.tick()
+    assert len(done.reminders) == 1 and len(done.placed) == 1
+    assert [job.appointment_id for job, _sid in dialer.placed] == [good]

@@ -30,7 +30,13 @@ from loguru import logger
 
 from agent.outbound.jobs import Dialer, DialError, OutboundJob, Outcome
 from telephony.privacy import mask_phone
-from tools.store.outbound import CALL_LEASE, OutboundPolicy, OutboundStore
+from tools.store.outbound import (
+    CALL_LEASE,
+    NewCall,
+    OutboundError,
+    OutboundPolicy,
+    OutboundStore,
+)
 
 #: How long a claim holds a call while it is dialed (then another worker may take it).
 CLAIM_LEASE = timedelta(minutes=2)
@@ -86,6 +92,7 @@ class OutboundScheduler:
         self.call_lease = call_lease
         self._warned_no_dialer = False
         self._hours_problem = ""  # logged once while it lasts
+        self._refused: set[str] = set()  # dedupe keys whose call could not be made (logged)
 
     async def tick(self) -> Round:
         """One round: create what has come due, then place what may be placed now."""
@@ -111,42 +118,51 @@ class OutboundScheduler:
     async def create_reminders(self, policy: OutboundPolicy) -> list[int]:
         created = []
         for due in await self.store.reminders_due(timedelta(hours=policy.reminder_lead_hours)):
-            job_id = await self.store.schedule_once(
+            job_id = await self._create(
                 f"reminder:{due['appointment_id']}",
-                purpose="reminder",
-                to=due["phone"],
-                customer_id=due["customer_id"],
-                appointment_id=due["appointment_id"],
-                created_by="reminder",
+                NewCall(
+                    purpose="reminder",
+                    to=due["phone"],
+                    customer_id=due["customer_id"],
+                    appointment_id=due["appointment_id"],
+                    created_by="reminder",
+                ),
             )
             if job_id is not None:
                 created.append(job_id)
-                logger.info(
-                    f"outbound {job_id}: reminder for appointment {due['appointment_id']} "
-                    f"to {mask_phone(due['phone'])}"
-                )
         return created
 
     async def create_callbacks(self) -> list[int]:
         created = []
         for due in await self.store.callbacks_due(CALLBACK_WINDOW):
-            job_id = await self.store.schedule_once(
+            job_id = await self._create(
                 f"callback:{due['handoff_id']}",
-                purpose="callback",
-                to=due["phone"],
-                due_at=None,
-                customer_id=due["customer_id"],
-                handoff_id=due["handoff_id"],
-                message=due["reason"],
-                created_by="callback",
+                NewCall(
+                    purpose="callback",
+                    to=due["phone"],
+                    customer_id=due["customer_id"],
+                    handoff_id=due["handoff_id"],
+                    message=due["reason"],
+                    created_by="callback",
+                ),
             )
             if job_id is not None:
                 created.append(job_id)
-                logger.info(
-                    f"outbound {job_id}: callback for message {due['handoff_id']} "
-                    f"to {mask_phone(due['phone'])}"
-                )
         return created
+
+    async def _create(self, key: str, call: NewCall) -> int | None:
+        """Schedule ``call`` once for ``key``; None when it exists, or cannot be made (a number
+        that is not E.164, do-not-call set meanwhile: logged once, the others go on)."""
+        try:
+            job_id = await self.store.schedule_once(key, **call)
+        except OutboundError as error:
+            if key not in self._refused:
+                self._refused.add(key)
+                logger.warning(f"outbound {key}: not scheduled: {error}")
+            return None
+        if job_id is not None:
+            logger.info(f"outbound {job_id}: {key} to {mask_phone(call['to'])}")
+        return job_id
 
     async def room(self) -> int:
         """Calls that may be started now as far as the lines go: the free ones, less the
