@@ -33,6 +33,7 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tools.domain.calling_hours import CallingHours, CallingHoursError
 from tools.domain.outbound import PURPOSES, RETRIED, OutboundJob, Outcome, Purpose
 from tools.store import schema
+from tools.store.audit import record_audit
 from tools.store.db import Database, new_id
 from tools.store.schema import iso_utc
 
@@ -68,6 +69,15 @@ class NewCall(TypedDict, total=False):
     max_attempts: int | None
 
 
+@dataclass(frozen=True)
+class Audit:
+    """Who made a change and how the audit log describes it (numbers masked by the caller):
+    written in the change's own transaction."""
+
+    actor: str
+    summary: str
+
+
 class OutboundError(ValueError):
     """A call that cannot be scheduled as asked; the message says what was wrong."""
 
@@ -101,6 +111,11 @@ class Claimed:
     opted_out: list[int] = field(default_factory=list)
     stale: list[int] = field(default_factory=list)
     given_up: list[int] = field(default_factory=list)
+
+
+async def _audit(conn: AsyncConnection, audit: Audit | None, action: str, job_id: int) -> None:
+    if audit is not None:
+        await record_audit(conn, audit.actor, action, "outbound_call", job_id, audit.summary)
 
 
 def _utc_now() -> datetime:
@@ -224,9 +239,9 @@ class OutboundStore:
         async with self.db.read() as conn:
             return await load_policy(conn)
 
-    async def schedule(self, **call: Unpack[NewCall]) -> int:
+    async def schedule(self, *, audit: Audit | None = None, **call: Unpack[NewCall]) -> int:
         """Schedule a call (the fields of :meth:`schedule_once`, no dedupe key); its id."""
-        job_id = await self.schedule_once(None, **call)
+        job_id = await self.schedule_once(None, audit=audit, **call)
         assert job_id is not None  # without a key nothing is a duplicate
         return job_id
 
@@ -243,10 +258,12 @@ class OutboundStore:
         message: str = "",
         created_by: str = "",
         max_attempts: int | None = None,
+        audit: Audit | None = None,
     ) -> int | None:
         """Schedule a call to ``to`` (E.164) due at ``due_at`` (default now); its id, or None
         when a call with ``dedupe_key`` exists already (whatever its status: it is scheduled
-        once). ``max_attempts`` defaults to the business's ``outbound_max_attempts``.
+        once). ``max_attempts`` defaults to the business's ``outbound_max_attempts``; ``audit``:
+        logged as ``create``.
         :class:`DoNotCallError` for a do-not-call customer's number; :class:`OutboundError` for
         anything else invalid."""
         if purpose not in PURPOSES:
@@ -299,14 +316,18 @@ class OutboundStore:
                         updated_at=iso_utc(now),
                     )
                 )
-                return new_id(result)
+                job_id = new_id(result)
+                await _audit(conn, audit, "create", job_id)
+                return job_id
         except sa.exc.IntegrityError:
             # Another worker inserted the same dedupe_key between our check and insert.
             if dedupe_key is None:
                 raise
             return None
 
-    async def cancel(self, job_id: int, detail: str = "cancelled by staff") -> bool:
+    async def cancel(
+        self, job_id: int, detail: str = "cancelled by staff", audit: Audit | None = None
+    ) -> bool:
         """Cancel a scheduled call; False when there is none of that id still scheduled."""
         async with self.db.write() as conn:
             result = await conn.execute(
@@ -318,9 +339,13 @@ class OutboundStore:
                     updated_at=iso_utc(self.clock()),
                 )
             )
+            if result.rowcount:
+                await _audit(conn, audit, "cancel", job_id)
         return bool(result.rowcount)
 
-    async def call_back_now(self, handoff_id: int, created_by: str = "admin") -> int:
+    async def call_back_now(
+        self, handoff_id: int, created_by: str = "admin", audit: Audit | None = None
+    ) -> int:
         """A callback for the message ``handoff_id``, due now: its scheduled callback is
         brought forward, or a new one is scheduled. :class:`OutboundError` when there is no
         such message or no number to call."""
@@ -335,6 +360,8 @@ class OutboundStore:
                     .returning(_calls.c.id)
                 )
             ).scalar()
+            if moved is not None:
+                await _audit(conn, audit, "call_back_now", int(moved))
         if moved is not None:
             return int(moved)
         return await self.schedule(
@@ -345,7 +372,37 @@ class OutboundStore:
             handoff_id=handoff_id,
             message=handoff["reason"],
             created_by=created_by,
+            audit=audit,
         )
+
+    async def customer_id(self, phone: str) -> int | None:
+        """The customer on ``phone`` (E.164), if there is one."""
+        c = schema.customers
+        async with self.db.read() as conn:
+            found = (await conn.execute(sa.select(c.c.id).where(c.c.phone == phone))).scalar()
+        return None if found is None else int(found)
+
+    async def reminder_problem(self, appointment_id: int) -> str:
+        """Why a reminder cannot be about this appointment ("" when it can): it must exist, be
+        booked and not have begun."""
+        a = schema.appointments
+        async with self.db.read() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        sa.select(a.c.status, a.c.starts_at).where(a.c.id == appointment_id)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        if row is None:
+            return f"no appointment {appointment_id}"
+        if row["status"] != "booked":
+            return f"appointment {appointment_id} is {row['status']}, not booked"
+        if _as_time(row["starts_at"]) <= self.clock():
+            return f"appointment {appointment_id} has already begun"
+        return ""
 
     async def _handoff(self, handoff_id: int) -> dict[str, Any]:
         h = schema.handoffs
