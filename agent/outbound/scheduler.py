@@ -23,7 +23,7 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from loguru import logger
@@ -173,9 +173,9 @@ class OutboundScheduler:
 
     async def place_due(self, done: Round) -> None:
         if self.dialer is None:
-            if not self._warned_no_dialer:
+            if not self._warned_no_dialer and await self._anything_due():
                 self._warned_no_dialer = True
-                logger.warning("outbound calls are scheduled but not placed: no dialer (Twilio)")
+                logger.warning("outbound calls are due but not placed: no dialer (Twilio)")
             return
         room = min(self.max_calls, await self.room())
         if room <= 0:
@@ -189,6 +189,10 @@ class OutboundScheduler:
         results = await asyncio.gather(*(self._place(self.dialer, job) for job in claimed.jobs))
         for job, placed in zip(claimed.jobs, results, strict=True):
             (done.placed if placed else done.failed).append(job.id)
+
+    async def _anything_due(self) -> bool:
+        soonest = await self.store.list_calls("scheduled", limit=1)
+        return bool(soonest) and datetime.fromisoformat(soonest[0]["due_at"]) <= self.store.clock()
 
     async def _place(self, dialer: Dialer, job: OutboundJob) -> bool:
         """Dial ``job``; True when Twilio has the call."""
