@@ -9,6 +9,7 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, WebSocket
@@ -23,6 +24,8 @@ from agent.brain.model import LocalBrain
 from agent.escalation import Escalation, HandoffDesk
 from agent.liveness import keep_alive, reap
 from agent.logging import redact
+from agent.outbound.jobs import Dialer
+from agent.outbound.scheduler import OutboundScheduler
 from agent.pipeline import run_call
 from agent.prompts import phrases
 from agent.providers import LocalModels
@@ -43,6 +46,7 @@ from tools.store.db import Database
 from tools.store.instances import Instance, Instances
 from tools.store.limits import RateEvents
 from tools.store.nonces import StreamNonces
+from tools.store.outbound import OutboundStore
 
 
 @dataclass
@@ -71,6 +75,8 @@ class Frontdesk:
     releasing: set[asyncio.Future[None]] = field(default_factory=set)  # slots being given back
     phrases: dict[str, str] = field(default_factory=dict)
     sessions: dict[str, CallSession] = field(default_factory=dict)
+    #: Places outbound calls (Twilio); None: they are scheduled and listed, not placed.
+    dialer: Dialer | None = None
 
     def new_session(self, info: CallInfo, rate: int = PIPELINE_RATE) -> CallSession:
         """A session for the call ``info``, kept in :attr:`sessions` by the caller."""
@@ -116,6 +122,24 @@ class Frontdesk:
         except Exception as exc:  # given back by the heartbeat (agent.liveness) instead
             logger.warning(f"giving back call slot failed ({type(exc).__name__}); retried soon")
             self.unreleased.add(slot)
+
+    async def free_lines(self) -> int:
+        """Lines free for a new call, all workers counted (agent.outbound.scheduler.Lines)."""
+        if not self.accepting:
+            return 0
+        return self.settings.call_limit - await self.instances.slots_taken()
+
+    def outbound_scheduler(self) -> OutboundScheduler:
+        """This worker's outbound scheduler (run for the app's lifetime by the lifespan)."""
+        backoff = tuple(timedelta(minutes=m) for m in self.settings.outbound_backoff_minutes)
+        return OutboundScheduler(
+            OutboundStore(self.db, backoff=backoff),
+            self.dialer,
+            self,
+            owner=self.instances.me.id,
+            max_calls=self.settings.outbound_max_calls,
+            reserve_lines=self.settings.outbound_reserve_lines,
+        )
 
     async def escalation_number(self) -> str:
         return (await load_business(self.db)).escalation_number
@@ -274,12 +298,16 @@ def create_app(
         beating = asyncio.create_task(
             keep_alive(instances, nonces, settings.heartbeat_secs, state.unreleased)
         )
+        outbound = asyncio.create_task(
+            state.outbound_scheduler().run(settings.outbound_poll_secs), name="outbound"
+        )
         try:
             yield
         finally:
             retention.cancel()
             beating.cancel()
-            await asyncio.gather(beating, retention, return_exceptions=True)
+            outbound.cancel()
+            await asyncio.gather(beating, retention, outbound, return_exceptions=True)
             await shut_down(state, owns_brain=brain is None)
 
     app = FastAPI(title="Frontdesk", version="0.1.0", lifespan=lifespan)

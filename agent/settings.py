@@ -90,6 +90,39 @@ def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _minutes_list(name: str, raw: str) -> tuple[float, ...]:
+    """ "10,30,120" as minutes; at least one, each above zero."""
+    try:
+        values = tuple(float(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise SettingsError(
+            f"{name} must be minutes separated by commas (e.g. 10,30,120), got {raw!r}"
+        ) from None
+    if not values or min(values) <= 0:
+        raise SettingsError(f"{name} needs at least one delay, each above 0, got {raw!r}")
+    return values
+
+
+def _outbound(env: Mapping[str, str]) -> dict[str, Any]:
+    """The outbound scheduler's settings (FRONTDESK_OUTBOUND_*)."""
+    get = env.get
+    return {
+        "outbound_poll_secs": _float(
+            "FRONTDESK_OUTBOUND_POLL_SECS", get("FRONTDESK_OUTBOUND_POLL_SECS", "15"), 0.1
+        ),
+        "outbound_max_calls": _int(
+            "FRONTDESK_OUTBOUND_MAX_CALLS", get("FRONTDESK_OUTBOUND_MAX_CALLS", "2")
+        ),
+        "outbound_reserve_lines": _int(
+            "FRONTDESK_OUTBOUND_RESERVE_LINES", get("FRONTDESK_OUTBOUND_RESERVE_LINES", "1")
+        ),
+        "outbound_backoff_minutes": _minutes_list(
+            "FRONTDESK_OUTBOUND_BACKOFF_MINUTES",
+            get("FRONTDESK_OUTBOUND_BACKOFF_MINUTES", "10,30,120"),
+        ),
+    }
+
+
 def _vad(env: Mapping[str, str]) -> dict[str, Any]:
     """The VAD's start settings (FRONTDESK_VAD_*; the stop time is read with the turn's)."""
     get = env.get
@@ -217,6 +250,12 @@ class Settings:
     # The Twilio number verification codes are texted from ("" means no texts are sent).
     sms_from: str = ""
 
+    # Outbound calls' scheduler (agent.outbound.scheduler).
+    outbound_poll_secs: float = 15.0  # how often each worker looks for calls to create and place
+    outbound_max_calls: int = 2  # outbound calls under way at once, all workers; 0: none placed
+    outbound_reserve_lines: int = 1  # lines of FRONTDESK_MAX_CALLS outbound calls leave free
+    outbound_backoff_minutes: tuple[float, ...] = (10.0, 30.0, 120.0)  # before each retry
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Read settings from a mapping such as ``os.environ``; SettingsError on bad values."""
@@ -305,6 +344,7 @@ class Settings:
             twilio_auth_token=_secret(env, "TWILIO_AUTH_TOKEN"),
             twilio_api_base_url=get("TWILIO_API_BASE_URL", "").rstrip("/"),
             sms_from=_e164("FRONTDESK_SMS_FROM", get("FRONTDESK_SMS_FROM", "")),
+            **_outbound(env),
         )
 
     @property

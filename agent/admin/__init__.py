@@ -11,6 +11,7 @@
 - ``desk``: the front desk: appointments staff book, move, cancel, mark as no-shows; customers
   (search, history, do-not-call);
 - ``privacy``: deleting one caller's data on request;
+- ``outbound``: outbound calls (/api/outbound) and "call back now" for a message;
 - ``page``: the /admin page, its assets, and the errors as the page shows them;
 - ``applier``: what a config change sets off (cached values refreshed, the local LLM re-warmed).
 
@@ -34,6 +35,7 @@ from agent.admin.applier import AdminHost, ConfigApplier, local_prefix, warm_loc
 from agent.admin.configuration import build_config_router
 from agent.admin.desk import build_desk_router
 from agent.admin.knowledge import build_kb_router
+from agent.admin.outbound import build_outbound_router
 from agent.admin.page import install_error_handlers, install_page
 from agent.admin.privacy import build_privacy_router
 from agent.admin.review import build_records_router, build_review_router
@@ -70,6 +72,7 @@ def install_admin(app: FastAPI, state: AdminHost) -> ConfigApplier:
     app.include_router(
         build_desk_router(access, FrontDesk(state.db, business_texts(state.settings)))
     )
+    app.include_router(build_outbound_router(access, state.db))
     install_page(app)
     install_error_handlers(app)
     return applier

@@ -129,6 +129,12 @@ class AdminViews:
             | {
                 "trust_unverified_caller_id": bool(row["trust_unverified_caller_id"]),
                 "sms_confirmations": bool(row["sms_confirmations"]),
+                "reminders_enabled": bool(row["reminders_enabled"]),
+                "reminder_lead_hours": row["reminder_lead_hours"],
+                "calling_hours_start": row["calling_hours_start"],
+                "calling_hours_end": row["calling_hours_end"],
+                "auto_callbacks": bool(row["auto_callbacks"]),
+                "outbound_max_attempts": row["outbound_max_attempts"],
             },
             "hours": hours,
             "holidays": holidays,
