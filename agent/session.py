@@ -585,6 +585,11 @@ class CallSession:
         """The time of day the call sees (opening hours, callbacks)."""
         return self.clock() if self.clock is not None else datetime.now(UTC)
 
+    async def proven_phone(self) -> str:
+        """The number the caller is proven to own (``ToolContext.proven_phone``); "" before
+        :meth:`prepare` or when none."""
+        return await self._tools.proven_phone() if self._tools is not None else ""
+
     def public_base(self) -> str:
         return self.settings.public_url or self.info.public_base
 

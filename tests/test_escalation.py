@@ -441,6 +441,7 @@ async def phone_call(
     call_sid: str,
     from_number: str = "+14135550123",
     clock: datetime = MONDAY_MORNING,
+    verstat: str = "",
 ) -> tuple[CallSession, dict[str, Any], Phone]:
     """One Twilio call at frame level, at the time of day ``clock``: the greeting plays, then
     ``caller`` acts. The call ends when the session ends it (a transfer under way is waited
@@ -449,7 +450,7 @@ async def phone_call(
     settings = replace(state.settings, turn_pause_secs=0.2)
     info = CallInfo(call_sid, stream_sid="MZ" + call_sid[2:], source="twilio",
                     from_number=from_number, to_number="+14135550100", account_sid=ACCOUNT_SID,
-                    public_base=BASE)  # fmt: skip
+                    public_base=BASE, caller_verstat=verstat)  # fmt: skip
     session = CallSession(
         info,
         settings=settings,
@@ -534,7 +535,16 @@ def dial_twiml(base: str, handoff_id: int, warm: bool = True) -> str:
     return twiml.transfer_dial(DESK, action, whisper)
 
 
-async def test_pressing_zero_transfers_and_the_person_hears_the_summary(salon: Salon) -> None:
+@pytest.mark.parametrize(
+    ("verstat", "who"),
+    [
+        ("TN-Validation-Passed-A", "Omar Haddad"),  # Twilio verified the caller ID: the record
+        ("", "An unverified caller"),  # caller ID as given: never whose record it is
+    ],
+)
+async def test_pressing_zero_transfers_and_the_person_hears_the_summary(
+    salon: Salon, verstat: str, who: str
+) -> None:
     db = salon.state.db
     customer_id = await callback_customer(db, "+14135550166", "Omar Haddad")  # on file
     haircut = ("check_availability", {"service": "haircut", "when": "Friday at 2pm"})
@@ -548,16 +558,20 @@ async def test_pressing_zero_transfers_and_the_person_hears_the_summary(salon: S
 
     sid = "CA" + "0" * 31 + "1"
     session, record, phone = await phone_call(
-        salon, llm, caller, call_sid=sid, from_number="+14135550166"
+        salon, llm, caller, call_sid=sid, from_number="+14135550166", verstat=verstat
     )
     assert record["outcome"] == "transferred" == session.outcome
     names = [c["name"] for c in record["tool_calls"]]
     assert names == ["check_availability"]  # pressing 0 is not a tool call
     [transfer] = await handoff_rows(db, sid)
     assert (transfer["trigger"], transfer["reason"]) == ("dtmf", "caller pressed 0 for a person")
-    assert transfer["customer_id"] == customer_id and transfer["caller_name"] == "Omar Haddad"
+    if verstat:
+        assert transfer["customer_id"] == customer_id and transfer["caller_name"] == who
+    else:
+        assert transfer["customer_id"] is None and transfer["caller_name"] == ""
+        assert "Omar" not in transfer["summary"]
     assert transfer["summary"].startswith(
-        "Omar Haddad, calling from four one three, five five five, zero one six six, pressed "
+        f"{who}, calling from four one three, five five five, zero one six six, pressed "
         "zero to reach a person. So far I checked availability; their last words were: "
     )
     [update] = salon.twilio.updates(sid)
@@ -816,8 +830,8 @@ async def test_asking_for_a_person_is_a_warm_transfer_and_no_answer_loses_nothin
     assert transfer["customer_id"] is None  # a first-time caller
     summary = transfer["summary"]
     assert summary.startswith(
-        "A caller, calling from four one three, five five five, zero one four four, "
-        "asked to speak with a person."
+        "An unverified caller, calling from four one three, five five five, zero one four "
+        "four, asked to speak with a person."
     )
     assert "So far I had not looked anything up; their last words were:" in summary
     assert "real person" in summary.split("last words were:")[1].lower()
