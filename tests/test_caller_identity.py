@@ -6,6 +6,7 @@ The tools run for real on both database backends; only Twilio is the stand-in.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Iterator
@@ -283,6 +284,44 @@ async def test_a_code_texted_to_the_number_on_file_unlocks_it(
     with pytest.raises(ToolError) as again:
         await send_verification_code(omar, phone=NOBODY)
     assert again.value.code == "code_already_sent" and len(fake.messages) == 1
+
+
+async def test_a_number_gets_at_most_three_codes_an_hour_whichever_calls_ask(
+    db: Database, twilio: tuple[FakeTwilio, str]
+) -> None:
+    fake, url = twilio
+    await omar_on_file(db)
+
+    async def ask(number: str, call_sid: str, minutes: int = 0) -> ToolError | None:
+        when = SUNDAY_MORNING + timedelta(minutes=minutes)
+        ctx = texting(make_ctx(db, when, phone=MALLORY, verified=False, call_sid=call_sid), url)
+        try:
+            await send_verification_code(ctx, phone=number)
+        except ToolError as refused:
+            return refused
+        return None
+
+    # Five calls at once ask for codes to Omar's number (on file) and to nobody's: three each
+    # are texted, on both backends, however the requests interleave.
+    sids = [f"CA{i:032x}" for i in range(10)]
+    results = await asyncio.gather(
+        *(ask(OMAR, sid) for sid in sids[:5]), *(ask(NOBODY, sid) for sid in sids[5:])
+    )
+    refusals = [r for r in results if r is not None]
+    assert sorted(m.to for m in fake.messages) == [OMAR] * 3 + [NOBODY] * 3
+    assert [r.code for r in refusals] == ["too_many_codes"] * 4
+    # The model relays the same words whether the number is on file or not.
+    assert {(r.say, str(r.data)) for r in refusals} == {
+        (
+            "I've already sent several codes to that number; please try again later. "
+            "Have the team call you back on it or take a message for the team.",
+            str({"verify_by": ["callback", "message"]}),
+        )
+    }
+    # A call already refused still may not send; one an hour after the first codes may.
+    assert (await ask(OMAR, sids[9], minutes=30)) is not None
+    assert await ask(OMAR, "CA" + "e" * 32, minutes=61) is None
+    assert fake.messages[-1].to == OMAR and len(fake.messages) == 7
 
 
 async def test_three_wrong_codes_end_it(db: Database, twilio: tuple[FakeTwilio, str]) -> None:
