@@ -21,6 +21,7 @@ from agent.auth import require_bearer
 from agent.brain.http import build_brain_router
 from agent.brain.model import LocalBrain
 from agent.escalation import Escalation, HandoffDesk
+from agent.forwarded import ForwardedHeaders
 from agent.liveness import keep_alive, reap
 from agent.logging import redact
 from agent.pipeline import run_call
@@ -284,6 +285,8 @@ def create_app(
 
     app = FastAPI(title="Frontdesk", version="0.1.0", lifespan=lifespan)
     app.state.frontdesk = state
+    # The client and scheme behind FRONTDESK_TRUSTED_PROXIES (run.py turns uvicorn's off).
+    app.add_middleware(ForwardedHeaders, trusted=settings.trusted_proxies)
 
     async def run_phone_call(
         websocket: WebSocket,

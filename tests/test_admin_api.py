@@ -112,7 +112,7 @@ async def test_every_endpoint_needs_credentials(live_server, method, path, body)
 
 
 async def test_repeated_failed_sign_ins_lock_out_that_client_only(live_server):
-    # A client of its own (uvicorn takes X-Forwarded-For from a local proxy), so the lock-out
+    # A client of its own (the app takes X-Forwarded-For from a loopback proxy), so the lock-out
     # does not reach the other tests' sign-ins.
     guesser = {"X-Forwarded-For": "203.0.113.9"}
     async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as client:
