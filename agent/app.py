@@ -34,6 +34,7 @@ from telephony import browser_codec, codec
 from telephony.browser_routes import build_demo_router
 from telephony.browser_serializer import BrowserMediaSerializer
 from telephony.host import DemoRouteConfig, TwilioRouteConfig
+from telephony.media_socket import PendingStarts
 from telephony.privacy import mask_phone
 from telephony.routes import build_router
 from telephony.serializer import TwilioMediaSerializer
@@ -62,6 +63,7 @@ class Frontdesk:
     admin_token: Secret
     handoff_desk: HandoffDesk
     instances: Instances  # this worker among the others (tools.store.instances)
+    pending_starts: PendingStarts  # this process's media sockets waiting for their start
     models: LocalModels = field(default_factory=LocalModels)
     brain: LocalBrain | None = None  # the local LLM, when no remote one is configured
     accepting: bool = True
@@ -264,6 +266,7 @@ def create_app(
         admin_token=admin_token,
         handoff_desk=HandoffDesk(db, settings),
         instances=instances,
+        pending_starts=PendingStarts(settings.max_pending_streams),
         phrases=phrases(),
     )
     redact(state.admin_token.reveal())

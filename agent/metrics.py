@@ -113,7 +113,8 @@ def call_ended(outcome: str) -> None:
 
 def refused(reason: str) -> None:
     """A request or call turned away: over_capacity, shutting_down, bad_token, rate_limited,
-    forged_signature, ... (a short fixed word, never anything the client sent)."""
+    forged_signature, too_many_pending (media sockets waiting for their start), ... (a short
+    fixed word, never anything the client sent)."""
     REFUSALS.labels(reason=reason).inc()
 
 

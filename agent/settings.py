@@ -191,6 +191,8 @@ class Settings:
     metrics_multiprocess_dir: str = ""  # PROMETHEUS_MULTIPROC_DIR: workers' shared metrics
     # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (agent.forwarded).
     trusted_proxies: tuple[IPNetwork, ...] = LOOPBACK
+    # Media sockets (phone and demo) of this process that may wait for their start at once.
+    max_pending_streams: int = 32
 
     # Call behaviour.
     stream_token_ttl_secs: float = 30.0
@@ -267,6 +269,9 @@ class Settings:
             metrics_token=_secret(env, "FRONTDESK_METRICS_TOKEN"),
             metrics_multiprocess_dir=get("PROMETHEUS_MULTIPROC_DIR", ""),
             trusted_proxies=_trusted_proxies(get("FRONTDESK_TRUSTED_PROXIES", "")),
+            max_pending_streams=_int(
+                "FRONTDESK_MAX_PENDING_STREAMS", get("FRONTDESK_MAX_PENDING_STREAMS", "32"), 1
+            ),
             stream_token_ttl_secs=_float(
                 "FRONTDESK_STREAM_TOKEN_TTL", get("FRONTDESK_STREAM_TOKEN_TTL", "30"), 1
             ),

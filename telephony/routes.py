@@ -16,7 +16,13 @@ from starlette.websockets import WebSocketDisconnect
 
 from telephony import codec, twiml
 from telephony.host import CallSlots, TwilioHost, TwilioRouteConfig
-from telephony.media_socket import FrameSource, await_start, close_quietly, websocket_frames
+from telephony.media_socket import (
+    FrameSource,
+    await_start,
+    close_quietly,
+    refuse_pending,
+    websocket_frames,
+)
 from telephony.privacy import mask_phone
 from telephony.signature import is_valid_twilio_request, public_request_url
 from telephony.stream_codec import ProtocolError
@@ -177,14 +183,19 @@ def build_media_router(host: TwilioHost, run_call: RunCall) -> APIRouter:
 
     @router.websocket("/twilio/media")
     async def media(websocket: WebSocket) -> None:
-        await websocket.accept()
-        try:
-            opened = await open_media_stream(websocket_frames(websocket), host.tokens)
-        except StreamRefused as refusal:
-            logger.warning(refusal.log_line)
-            host.refused(refusal.reason)
-            await close_quietly(websocket, 1008, refusal.close_reason)
+        place = host.pending_starts.admit()
+        if place is None:
+            await refuse_pending(websocket, host.pending_starts, host.refused)
             return
+        with place:
+            await websocket.accept()
+            try:
+                opened = await open_media_stream(websocket_frames(websocket), host.tokens)
+            except StreamRefused as refusal:
+                logger.warning(refusal.log_line)
+                host.refused(refusal.reason)
+                await close_quietly(websocket, 1008, refusal.close_reason)
+                return
         start = opened.start
         slot = await host.take_slot(answered=True)
         if not slot:

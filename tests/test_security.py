@@ -14,7 +14,9 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from websockets.typing import Origin
 
+from agent import metrics
 from agent.pipeline import CallPipeline
 from agent.prompts import phrases
 from agent.providers import LocalModels
@@ -30,6 +32,7 @@ from tools.store.db import Database
 PUBLIC = "https://frontdesk.example.com"
 DB_BACKENDS = ("sqlite",)  # the store is exercised on both in test_tools, test_admin_api
 TOKEN_TTL = 2
+PENDING = 3  # media sockets that may wait for their start at once
 
 
 @dataclass
@@ -55,6 +58,7 @@ def limited(
             FRONTDESK_MAX_CALL_SECS="10",
             FRONTDESK_CALLER_IDLE_SECS="60",
             FRONTDESK_STREAM_TOKEN_TTL=str(TOKEN_TTL),
+            FRONTDESK_MAX_PENDING_STREAMS=str(PENDING),
         )
         app = create_app(Settings.from_env(env), models=local_models)
         with ServerThread(app, port) as server:
@@ -155,6 +159,57 @@ async def test_over_capacity_apologises_and_dials_a_person(limited):
             break
         await asyncio.sleep(0.2)
     assert state.active_calls == 0
+
+
+def refusals(reason: str) -> float:
+    return metrics.REGISTRY.get_sample_value("frontdesk_refusals_total", {"reason": reason}) or 0
+
+
+async def test_sockets_waiting_for_their_start_are_capped(limited: LimitedServer) -> None:
+    """Silent sockets fill the cap; the next is refused at once (HTTP 503, counted), and a
+    real call starts as soon as one silent socket is gone; the others time out."""
+    state = limited.app.state.frontdesk
+    media_url = limited.url.replace("http", "ws", 1) + "/twilio/media"
+    demo_url = limited.url.replace("http", "ws", 1) + "/demo/ws"
+    before = refusals("too_many_pending")
+    silent = [await websockets.connect(media_url) for _ in range(PENDING)]
+    try:
+        assert state.pending_starts.waiting == PENDING
+        for url, origin in ((media_url, None), (demo_url, Origin(limited.url))):
+            asked = time.monotonic()
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                await websockets.connect(url, origin=origin)
+            assert refused.value.response.status_code == 503
+            assert time.monotonic() - asked < 1.0  # refused at once, not after a wait
+        assert refusals("too_many_pending") == before + 2
+        await silent.pop().close()  # one silent caller goes away
+        for _ in range(50):
+            if state.pending_starts.waiting < PENDING:
+                break
+            await asyncio.sleep(0.05)
+        sid = "CA" + "5" * 32
+        token = _token(await _webhook(limited, sid, f"{PUBLIC}/twilio/voice"))
+        call = await _stream(limited, sid, token)
+        try:
+            first = json.loads(await asyncio.wait_for(call.recv(), 60))
+            assert first["event"] == "media"  # the call is up: the greeting is playing
+        finally:
+            await call.close()
+        # The silent ones are closed by the server once their start is overdue.
+        codes = await asyncio.gather(*(_close_code(ws) for ws in silent))
+        assert codes == [1008] * (PENDING - 1)
+        for _ in range(50):  # each gives its place back just after its close frame went out
+            if state.pending_starts.waiting == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert state.pending_starts.waiting == 0
+    finally:
+        for ws in silent:
+            await ws.close()
+    for _ in range(100):
+        if state.active_calls == 0:
+            break
+        await asyncio.sleep(0.2)
 
 
 async def test_calls_end_at_the_maximum_duration(db: Database, tmp_path: Path) -> None:
