@@ -210,7 +210,11 @@ async def test_sigterm_drains_calls_and_keeps_answering_webhooks(tmp_path: Path,
         server.proc.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.5)
         url = f"{server.url}/twilio/voice"
-        params = {"CallSid": "CAafterterm", "From": CALLER, "To": "+14135550100"}
+        params = {
+            "CallSid": "CA61667465727465726d00000000000000",
+            "From": CALLER,
+            "To": "+14135550100",
+        }
         signature = sign_twilio_request(AUTH_TOKEN, url, params)
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
             webhook = await client.post(url, data=params, headers={"X-Twilio-Signature": signature})
@@ -239,7 +243,9 @@ async def test_sigterm_drains_calls_and_keeps_answering_webhooks(tmp_path: Path,
     record = rows[row["call_sid"]]
     assert record["outcome"] == "server_shutdown" and record["ended_at"]
     assert record["turns"][-1] == ("bot", phrases()["shutdown_goodbye"])
-    assert "CAafterterm" not in rows  # the refused call never started a stream
+    assert (
+        "CA61667465727465726d00000000000000" not in rows
+    )  # the refused call never started a stream
     assert_clean_log(server.log())
 
 

@@ -106,10 +106,12 @@ async def _close_code(ws: Any) -> int | None:
 
 async def test_signatures_are_checked_against_the_public_url(limited):
     # Twilio signs the public URL; the Host header (the proxy's upstream) must not matter.
-    good = await _webhook(limited, "CApublic", f"{PUBLIC}/twilio/voice")
+    good = await _webhook(limited, "CA7075626c696300000000000000000000", f"{PUBLIC}/twilio/voice")
     assert good.status_code == 200
     assert 'url="wss://frontdesk.example.com/twilio/media"' in good.text
-    local = await _webhook(limited, "CAlocal", f"{limited.url}/twilio/voice")
+    local = await _webhook(
+        limited, "CA6c6f63616c0000000000000000000000", f"{limited.url}/twilio/voice"
+    )
     assert local.status_code == 403
 
 
@@ -119,9 +121,11 @@ async def test_every_twilio_route_refuses_unsigned_requests(limited):
     assert "/twilio/voice" in routes
     async with httpx.AsyncClient(base_url=limited.url) as client:
         for path in routes:
-            unsigned = await client.post(path, data=_params("CAx"))
+            unsigned = await client.post(path, data=_params("CA78000000000000000000000000000000"))
             forged = await client.post(
-                path, data=_params("CAx"), headers={"X-Twilio-Signature": "Zm9yZ2Vk"}
+                path,
+                data=_params("CA78000000000000000000000000000000"),
+                headers={"X-Twilio-Signature": "Zm9yZ2Vk"},
             )
             assert (unsigned.status_code, forged.status_code) == (403, 403), path
 
@@ -132,26 +136,38 @@ async def test_expired_tokens_are_refused(
     # The app's own tokens (with the configured TTL) on a clock the test moves.
     clock = Clock(time.time())
     monkeypatch.setattr(limited.app.state.frontdesk.tokens, "_clock", clock)
-    token = _token(await _webhook(limited, "CAlate", f"{PUBLIC}/twilio/voice"))
+    token = _token(
+        await _webhook(limited, "CA6c617465000000000000000000000000", f"{PUBLIC}/twilio/voice")
+    )
     clock.now += TOKEN_TTL + 1.5
-    assert await _close_code(await _stream(limited, "CAlate", token)) == 1008
+    assert (
+        await _close_code(await _stream(limited, "CA6c617465000000000000000000000000", token))
+        == 1008
+    )
 
 
 async def test_over_capacity_apologises_and_dials_a_person(limited):
     state = limited.app.state.frontdesk
-    token = _token(await _webhook(limited, "CAfirst", f"{PUBLIC}/twilio/voice"))
-    ws = await _stream(limited, "CAfirst", token)
+    token = _token(
+        await _webhook(limited, "CA66697273740000000000000000000000", f"{PUBLIC}/twilio/voice")
+    )
+    ws = await _stream(limited, "CA66697273740000000000000000000000", token)
     try:
         await asyncio.wait_for(ws.recv(), 60)  # the first call is up
         assert state.active_calls == 1
-        busy = await _webhook(limited, "CAsecond", f"{PUBLIC}/twilio/voice")
+        busy = await _webhook(
+            limited, "CA7365636f6e6400000000000000000000", f"{PUBLIC}/twilio/voice"
+        )
         assert busy.status_code == 200
         assert phrases()["over_capacity"] in busy.text and "<Connect>" not in busy.text
         assert "<Number>+14135550199</Number>" in busy.text  # the seeded business's
         # A token issued before the line filled up (here or by another worker) still cannot
         # start a second stream.
-        spare = state.tokens.issue("CAthird", {"from": "+14135550123"})
-        assert await _close_code(await _stream(limited, "CAthird", spare)) == 1013
+        spare = state.tokens.issue("CA74686972640000000000000000000000", {"from": "+14135550123"})
+        assert (
+            await _close_code(await _stream(limited, "CA74686972640000000000000000000000", spare))
+            == 1013
+        )
     finally:
         await ws.close()
     for _ in range(100):
@@ -232,7 +248,7 @@ async def test_calls_end_at_the_maximum_duration(db: Database, tmp_path: Path) -
 
 async def test_admin_api_refusals(limited):
     async with httpx.AsyncClient(base_url=limited.url) as client:
-        for path in ("/api/calls", "/api/calls/CAfirst"):
+        for path in ("/api/calls", "/api/calls/CA66697273740000000000000000000000"):
             missing = await client.get(path)
             wrong = await client.get(path, headers={"Authorization": "Bearer wrong-token"})
             basic = await client.get(path, headers={"Authorization": f"Basic {ADMIN_TOKEN}"})
