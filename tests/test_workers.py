@@ -403,7 +403,7 @@ async def _kill_9_mid_call(site: Site) -> None:
     table = {"/twilio/voice": 1, "/twilio/media": 0}
     site.proxy.route = lambda path: table.get(path, 1)
     site.deepgram.scripts[:] = [[HOURS, BYE]]
-    doomed_sid = "CA646f6f6d656400000000000000000000" + "0" * 26
+    doomed_sid = "CA" + "d00fed" + "0" * 26
     doomed = asyncio.create_task(
         replay(
             silence(60.0),
