@@ -130,8 +130,9 @@ def _serve_app(settings: Settings, sock: socket.socket | None) -> None:
         ws="websockets-sansio",
         ws_max_size=MAX_WS_MESSAGE_BYTES,
         ws_per_message_deflate=False,  # mu-law audio does not compress; deflating costs CPU
-        proxy_headers=True,
-        forwarded_allow_ips="127.0.0.1",
+        # X-Forwarded-* are read by the app itself, from FRONTDESK_TRUSTED_PROXIES only
+        # (agent/forwarded.py: the right-most untrusted hop, never a forgeable left-most one).
+        proxy_headers=False,
         timeout_graceful_shutdown=10,
     )
     # SIGTERM drains calls first (agent/shutdown.py), answering webhooks meanwhile.

@@ -22,6 +22,7 @@ from agent.auth import require_bearer
 from agent.brain.http import build_brain_router
 from agent.brain.model import LocalBrain
 from agent.escalation import Escalation, HandoffDesk
+from agent.forwarded import ForwardedHeaders
 from agent.liveness import keep_alive, reap
 from agent.logging import redact
 from agent.outbound.jobs import Dialer
@@ -36,6 +37,7 @@ from telephony import browser_codec, codec
 from telephony.browser_routes import build_demo_router
 from telephony.browser_serializer import BrowserMediaSerializer
 from telephony.host import DemoRouteConfig, TwilioRouteConfig
+from telephony.media_socket import PendingStarts
 from telephony.privacy import mask_phone
 from telephony.routes import build_router
 from telephony.serializer import TwilioMediaSerializer
@@ -65,6 +67,7 @@ class Frontdesk:
     admin_token: Secret
     handoff_desk: HandoffDesk
     instances: Instances  # this worker among the others (tools.store.instances)
+    pending_starts: PendingStarts  # this process's media sockets waiting for their start
     models: LocalModels = field(default_factory=LocalModels)
     brain: LocalBrain | None = None  # the local LLM, when no remote one is configured
     accepting: bool = True
@@ -287,6 +290,7 @@ def create_app(
         admin_token=admin_token,
         handoff_desk=HandoffDesk(db, settings),
         instances=instances,
+        pending_starts=PendingStarts(settings.max_pending_streams),
         phrases=phrases(),
     )
     redact(state.admin_token.reveal())
@@ -312,6 +316,8 @@ def create_app(
 
     app = FastAPI(title="Frontdesk", version="0.1.0", lifespan=lifespan)
     app.state.frontdesk = state
+    # The client and scheme behind FRONTDESK_TRUSTED_PROXIES (run.py turns uvicorn's off).
+    app.add_middleware(ForwardedHeaders, trusted=settings.trusted_proxies)
 
     async def run_phone_call(
         websocket: WebSocket,

@@ -165,15 +165,19 @@ def build_summary(
     trigger: str,
     caller_lines: list[str],
     tools: list[tuple[str, bool]],
+    caller_proven: bool = True,
 ) -> str:
     """Two short sentences for the person taking the call: who, what they want, what was tried.
+
+    ``caller_proven`` False: the caller is "an unverified caller" whatever name is given, and
+    ``caller_number`` is read as the number they called from, not as an identity.
 
     >>> build_summary(caller_name="Anna Lee", caller_number="", reason="a billing question",
     ...     trigger="llm", caller_lines=["Can I talk to someone?"], tools=[])
     'Anna Lee asked to speak with a person about a billing question. So far I had not looked \
 anything up; their last words were: Can I talk to someone.'
     """
-    who = " ".join(caller_name.split()) or "A caller"
+    who = (" ".join(caller_name.split()) or "A caller") if caller_proven else "An unverified caller"
     if caller_number:
         who += f", calling from {say_phone(caller_number)},"
     action = _TRIGGER_ACTION.get(trigger, "is being passed to you")
@@ -403,19 +407,24 @@ class Escalation:
         self.holding = True
         self._task = asyncio.create_task(self._transfer(reason, trigger, plan))
 
-    async def _caller(self) -> tuple[str, str, int | None]:
-        """(name on file, number, customer id) of the caller."""
+    async def _caller(self) -> tuple[str, str, int | None, bool]:
+        """(name on file, number, customer id, proven) of the caller.
+
+        A record is looked up only on the number the caller is proven to own
+        (``ToolContext.proven_phone``); otherwise the name is "" and the number is the caller
+        ID as given, so the person answering never hears whose record an unproven number is."""
         info = self.session.info
         number = info.from_number if info.from_number.startswith("+") else ""
+        proven = await self.session.proven_phone()
         customer: dict[str, Any] | None = None
-        if number:
+        if proven:
             async with self.session.db.read() as conn:
-                customer = await lookup_customer(conn, number)
+                customer = await lookup_customer(conn, proven)
         customer_id = (customer or {}).get("id") or self.session.facts.get("customer_id")
-        return (customer or {}).get("name", "") or "", number, customer_id
+        return (customer or {}).get("name", "") or "", number, customer_id, bool(proven)
 
     async def _record_unavailable(self, reason: str, trigger: str, plan: _Plan) -> None:
-        name, number, customer_id = await self._caller()
+        name, number, customer_id, _ = await self._caller()
         await record_handoff(
             self.session.db,
             call_sid=self.session.info.call_sid,
@@ -436,11 +445,12 @@ class Escalation:
         db = session.db
         handoff_id = 0
         try:
-            name, number, customer_id = await self._caller()
+            name, number, customer_id, proven = await self._caller()
             lines, tools = conversation_facts(session.messages())
             summary = build_summary(
                 caller_name=name,
                 caller_number=number,
+                caller_proven=proven,
                 reason=reason,
                 trigger=trigger,
                 caller_lines=lines,

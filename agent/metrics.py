@@ -9,8 +9,9 @@ supervisor calls :func:`worker_exited` when a worker dies, so its live gauges (a
 stop counting. Counters and histograms of dead workers are kept (they still happened).
 
 Access (:func:`build_metrics_router`): with ``FRONTDESK_METRICS_TOKEN`` set, a matching bearer
-token is required; without it only a loopback peer (the socket's, never X-Forwarded-For) may
-read the metrics.
+token is required; without it only a loopback client may read the metrics: the socket's peer,
+or behind a trusted proxy (agent.forwarded) the client it reports, so a remote client reached
+through a local proxy is refused.
 """
 
 from __future__ import annotations
@@ -119,7 +120,8 @@ def call_ended(outcome: str) -> None:
 
 def refused(reason: str) -> None:
     """A request or call turned away: over_capacity, shutting_down, bad_token, rate_limited,
-    forged_signature, ... (a short fixed word, never anything the client sent)."""
+    forged_signature, too_many_pending (media sockets waiting for their start), ... (a short
+    fixed word, never anything the client sent)."""
     REFUSALS.labels(reason=reason).inc()
 
 

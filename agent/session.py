@@ -38,6 +38,7 @@ from agent.settings import Settings
 from agent.texting import call_texts
 from telephony.audio import CallRecording
 from telephony.playback import PlaybackLedger
+from telephony.sids import is_browser_call_sid, is_call_sid, shown_sid
 from tools.catalog import TOOL_NAMES, tool_registry
 from tools.domain.business import Business
 from tools.registry import Invocation, ToolContext, ToolRegistry
@@ -87,6 +88,14 @@ class CallInfo:
     public_base: str = ""  # the base URL Twilio reached us on (FRONTDESK_PUBLIC_URL wins)
     resume_handoff: int = 0  # back from a transfer nobody answered (same CallSid)
     caller_verstat: str = ""  # Twilio's StirVerstat for from_number ("" when it sent none)
+
+    def __post_init__(self) -> None:
+        """The sid names the call's record and recording file: a Twilio CallSid, or on the
+        browser path a demo call id (telephony.sids); anything else is refused here too."""
+        browser = self.source == "browser"
+        if not (is_browser_call_sid if browser else is_call_sid)(self.call_sid):
+            what = "browser call id (BR + 32 hex digits)" if browser else "Twilio CallSid"
+            raise ValueError(f"call sid {shown_sid(self.call_sid)} is not a {what}")
 
     @property
     def caller_id_verified(self) -> bool:
@@ -584,6 +593,11 @@ class CallSession:
     def now(self) -> datetime:
         """The time of day the call sees (opening hours, callbacks)."""
         return self.clock() if self.clock is not None else datetime.now(UTC)
+
+    async def proven_phone(self) -> str:
+        """The number the caller is proven to own (``ToolContext.proven_phone``); "" before
+        :meth:`prepare` or when none."""
+        return await self._tools.proven_phone() if self._tools is not None else ""
 
     def public_base(self) -> str:
         return self.settings.public_url or self.info.public_base

@@ -13,6 +13,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from agent.forwarded import LOOPBACK, IPNetwork, parse_networks
+
 
 class Secret:
     """A string that never shows itself in repr/str/logs."""
@@ -169,6 +171,22 @@ def _e164(name: str, raw: str) -> str:
     return value
 
 
+def _trusted_proxies(raw: str) -> tuple[IPNetwork, ...]:
+    """FRONTDESK_TRUSTED_PROXIES: addresses or CIDR networks, comma-separated; unset or empty
+    means loopback, ``none`` trusts no proxy."""
+    name = "FRONTDESK_TRUSTED_PROXIES"
+    if raw.strip().lower() == "none":
+        return ()
+    try:
+        networks = parse_networks(raw)
+    except ValueError as exc:
+        raise SettingsError(
+            f"{name} must list IP addresses or networks, comma-separated "
+            f"(127.0.0.1,::1,10.0.0.0/8), or be 'none': {exc}"
+        ) from None
+    return networks or LOOPBACK
+
+
 def _secret(env: Mapping[str, str], name: str) -> Secret | None:
     raw = env.get(name, "").strip()
     return Secret(raw) if raw else None
@@ -204,6 +222,10 @@ class Settings:
     log_format: str = "text"  # text | json (one object a line, with the call's sid)
     metrics_token: Secret | None = None  # GET /metrics: None means loopback peers only
     metrics_multiprocess_dir: str = ""  # PROMETHEUS_MULTIPROC_DIR: workers' shared metrics
+    # Peers whose X-Forwarded-For / X-Forwarded-Proto are believed (agent.forwarded).
+    trusted_proxies: tuple[IPNetwork, ...] = LOOPBACK
+    # Media sockets (phone and demo) of this process that may wait for their start at once.
+    max_pending_streams: int = 32
 
     # Call behaviour.
     stream_token_ttl_secs: float = 30.0
@@ -285,6 +307,10 @@ class Settings:
             ),
             metrics_token=_secret(env, "FRONTDESK_METRICS_TOKEN"),
             metrics_multiprocess_dir=get("PROMETHEUS_MULTIPROC_DIR", ""),
+            trusted_proxies=_trusted_proxies(get("FRONTDESK_TRUSTED_PROXIES", "")),
+            max_pending_streams=_int(
+                "FRONTDESK_MAX_PENDING_STREAMS", get("FRONTDESK_MAX_PENDING_STREAMS", "32"), 1
+            ),
             stream_token_ttl_secs=_float(
                 "FRONTDESK_STREAM_TOKEN_TTL", get("FRONTDESK_STREAM_TOKEN_TTL", "30"), 1
             ),

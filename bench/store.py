@@ -55,7 +55,7 @@ async def one_round(url: str, samples: dict[str, list[float]]) -> None:
             query = QUERIES[i % len(QUERIES)]
             await _timed(samples, "kb search", search_knowledge_base(ctx, query))
         calls = CallStore(db)
-        call_id = await calls.start_call(call_sid=f"CAbench{time.monotonic_ns()}")
+        call_id = await calls.start_call(call_sid=f"CA{time.monotonic_ns():032x}")
         for i in range(OPS):
             turn = calls.add_turn(call_id, role="caller", text=f"turn {i}", timings={"t": i})
             await _timed(samples, "turn write", turn)

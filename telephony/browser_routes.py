@@ -22,7 +22,13 @@ from starlette.websockets import WebSocketDisconnect
 
 from telephony import browser_codec
 from telephony.host import CallSlots, ClientLimit, DemoRouteConfig
-from telephony.media_socket import await_start, close_quietly, websocket_frames
+from telephony.media_socket import (
+    await_start,
+    close_quietly,
+    deny,
+    refuse_pending,
+    websocket_frames,
+)
 from telephony.ratelimit import client_key
 from telephony.stream_codec import ProtocolError
 
@@ -84,7 +90,7 @@ def build_demo_router(
 
         @router.websocket(WS_PATH)
         async def demo_disabled(websocket: WebSocket) -> None:
-            await _deny(websocket, 404, "the browser demo is turned off (FRONTDESK_DEMO=0)")
+            await deny(websocket, 404, "the browser demo is turned off (FRONTDESK_DEMO=0)")
 
         return router
     router.include_router(build_page_router(static_dir))
@@ -124,7 +130,7 @@ def build_socket_router(
         if not origin_allowed(origin, websocket.headers.get("host"), config.public_url):
             logger.warning(f"demo socket refused: origin {origin!r} is not this server's")
             slots.refused("bad_origin")
-            await _deny(websocket, 403, "origin not allowed")
+            await deny(websocket, 403, "origin not allowed")
             return ""
         address = websocket.client.host if websocket.client else ""
         await websocket.accept()
@@ -151,43 +157,48 @@ def build_socket_router(
 
     @router.websocket(WS_PATH)
     async def demo_socket(websocket: WebSocket) -> None:
-        slot = await admitted(websocket)
-        if not slot:
+        place = slots.pending_starts.admit()
+        if place is None:
+            await refuse_pending(websocket, slots.pending_starts, slots.refused)
             return
-        try:
-            await _start_and_run(websocket, run_call)
-        finally:
-            await slots.release_slot(slot)
-            await close_quietly(websocket, 1000, "call ended")
+        with place:  # counted among the sockets waiting for their start until it comes
+            slot = await admitted(websocket)
+            if not slot:
+                return
+            try:
+                parser = await _started(websocket)
+                place.leave()
+                if parser is not None:
+                    await _run(websocket, parser, run_call)
+            finally:
+                await slots.release_slot(slot)
+                await close_quietly(websocket, 1000, "call ended")
 
     return router
 
 
-async def _start_and_run(websocket: WebSocket, run_call: RunBrowserCall) -> None:
-    """Wait for the page's start message, say ready, run the call."""
+async def _started(websocket: WebSocket) -> browser_codec.BrowserStreamParser | None:
+    """The parser once the page's start message has come; None (the page told why) if not."""
     parser = browser_codec.BrowserStreamParser()
     try:
         await await_start(websocket_frames(websocket), parser, what="start message")
     except ProtocolError as exc:
         logger.warning(f"demo socket refused before start: {exc}")
         await _refuse(websocket, 1008, "protocol", str(exc))
-        return
+        return None
     except WebSocketDisconnect:
-        return
+        return None
+    return parser
+
+
+async def _run(
+    websocket: WebSocket, parser: browser_codec.BrowserStreamParser, run_call: RunBrowserCall
+) -> None:
+    """Say ready under a new browser call id ("BR" + 32 hex digits), run the call."""
     call_sid = f"BR{secrets.token_hex(16)}"
     logger.info(f"browser call {call_sid} starting at {parser.sample_rate} Hz")
     await websocket.send_text(browser_codec.encode_ready(call_sid, parser.sample_rate))
     await run_call(websocket, parser, call_sid)
-
-
-async def _deny(websocket: WebSocket, status: int, reason: str) -> None:
-    """Refuse the handshake with an HTTP status (or a policy close where unsupported)."""
-    try:
-        await websocket.send_denial_response(
-            Response(reason, status_code=status, media_type="text/plain")
-        )
-    except RuntimeError:
-        await websocket.close(code=1008, reason=reason)
 
 
 async def _refuse(websocket: WebSocket, code: int, error: str, message: str) -> None:

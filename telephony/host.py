@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Protocol
 
+from telephony.media_socket import PendingStarts
 from telephony.tokens import StreamTokens
 
 
@@ -40,6 +41,13 @@ class CallSlots(Protocol):
         """A request or call was turned away for ``reason`` (a fixed word: over_capacity,
         bad_token, forged_signature, rate_limited ...), for the app's metrics. The host counts
         ``over_capacity`` as ``shutting_down`` while it takes no new calls."""
+        ...
+
+    @property
+    def pending_starts(self) -> PendingStarts:
+        """This process's media sockets waiting for their start, capped
+        (FRONTDESK_MAX_PENDING_STREAMS); a socket over the cap is refused before it is
+        accepted (``too_many_pending``)."""
         ...
 
 

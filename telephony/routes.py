@@ -16,8 +16,15 @@ from starlette.websockets import WebSocketDisconnect
 
 from telephony import codec, twiml
 from telephony.host import CallSlots, TwilioHost, TwilioRouteConfig
-from telephony.media_socket import FrameSource, await_start, close_quietly, websocket_frames
+from telephony.media_socket import (
+    FrameSource,
+    await_start,
+    close_quietly,
+    refuse_pending,
+    websocket_frames,
+)
 from telephony.privacy import mask_phone
+from telephony.sids import is_call_sid, shown_sid
 from telephony.signature import is_valid_twilio_request, public_request_url
 from telephony.stream_codec import ProtocolError
 from telephony.tokens import StreamTokens, TokenError
@@ -51,10 +58,10 @@ def xml(body: str) -> Response:
 
 
 async def validated_form(
-    request: Request, config: TwilioRouteConfig, host: CallSlots
+    request: Request, config: TwilioRouteConfig, host: CallSlots, sids: tuple[str, ...]
 ) -> dict[str, str] | Response:
-    """The webhook's form fields if Twilio signed them, else the response refusing it (the
-    refusal told to ``host``)."""
+    """The webhook's form fields if Twilio signed them and each field in ``sids`` is a Twilio
+    CallSid, else the response refusing it (403 or 503 told to ``host``, 400 for a sid)."""
     if not config.auth_token:
         logger.error("Twilio webhook refused: TWILIO_AUTH_TOKEN is not configured")
         host.refused("twilio_not_configured")
@@ -75,7 +82,20 @@ async def validated_form(
         )
         host.refused("forged_signature")
         return plain("invalid Twilio signature", 403)
+    for field in sids:
+        if not is_call_sid(form.get(field, "")):
+            return bad_sid(request, field, form.get(field, ""))
     return form
+
+
+def bad_sid(request: Request, field: str, value: str) -> Response:
+    """400 for a signed webhook whose ``field`` is not a Twilio CallSid (logged, shortened)."""
+    logger.warning(
+        f"Twilio webhook {request.url.path} refused: {field} {shown_sid(value)} is not a "
+        "Twilio CallSid"
+    )
+    what = "missing" if not value else "not a Twilio CallSid (CA and 32 lowercase hex digits)"
+    return plain(f"{field} {what}", 400)
 
 
 def handoff_id(request: Request) -> int:
@@ -98,12 +118,10 @@ def build_voice_router(host: TwilioHost, config: TwilioRouteConfig) -> APIRouter
 
     @router.post("/twilio/voice")
     async def voice(request: Request) -> Response:
-        form = await validated_form(request, config, host)
+        form = await validated_form(request, config, host, sids=("CallSid",))
         if isinstance(form, Response):
             return form
-        call_sid = form.get("CallSid", "")
-        if not call_sid:
-            return plain("CallSid missing", 400)
+        call_sid = form["CallSid"]
         logger.info(
             f"incoming call {call_sid} from {mask_phone(form.get('From', ''))} "
             f"to {mask_phone(form.get('To', ''))}"
@@ -134,12 +152,10 @@ def build_transfer_router(host: TwilioHost, config: TwilioRouteConfig) -> APIRou
     @router.post("/twilio/whisper")
     async def whisper(request: Request) -> Response:
         """Warm transfer: Twilio fetches this when the person answers; they hear the summary."""
-        form = await validated_form(request, config, host)
+        form = await validated_form(request, config, host, sids=("CallSid", "ParentCallSid"))
         if isinstance(form, Response):
             return form
-        text = await host.handoff_desk.whisper_text(
-            handoff_id(request), form.get("ParentCallSid", "")
-        )
+        text = await host.handoff_desk.whisper_text(handoff_id(request), form["ParentCallSid"])
         if text is None:
             return plain("unknown handoff", 404)
         return xml(twiml.whisper(text))
@@ -147,7 +163,7 @@ def build_transfer_router(host: TwilioHost, config: TwilioRouteConfig) -> APIRou
     @router.post("/twilio/dial-action")
     async def dial_action(request: Request) -> Response:
         """The transfer's <Dial> ended: hang up after a conversation, else back to the agent."""
-        form = await validated_form(request, config, host)
+        form = await validated_form(request, config, host, sids=("CallSid",))
         if isinstance(form, Response):
             return form
         handoff = handoff_id(request)
@@ -165,7 +181,7 @@ def build_transfer_router(host: TwilioHost, config: TwilioRouteConfig) -> APIRou
             "resume": str(handoff),
             "verstat": form.get("StirVerstat", ""),
         }
-        token = host.tokens.issue(form.get("CallSid", ""), details)
+        token = host.tokens.issue(form["CallSid"], details)
         return xml(twiml.connect_stream(stream_url(config.public_url, request), token))
 
     return router
@@ -177,14 +193,19 @@ def build_media_router(host: TwilioHost, run_call: RunCall) -> APIRouter:
 
     @router.websocket("/twilio/media")
     async def media(websocket: WebSocket) -> None:
-        await websocket.accept()
-        try:
-            opened = await open_media_stream(websocket_frames(websocket), host.tokens)
-        except StreamRefused as refusal:
-            logger.warning(refusal.log_line)
-            host.refused(refusal.reason)
-            await close_quietly(websocket, 1008, refusal.close_reason)
+        place = host.pending_starts.admit()
+        if place is None:
+            await refuse_pending(websocket, host.pending_starts, host.refused)
             return
+        with place:
+            await websocket.accept()
+            try:
+                opened = await open_media_stream(websocket_frames(websocket), host.tokens)
+            except StreamRefused as refusal:
+                logger.warning(refusal.log_line)
+                host.refused(refusal.reason)
+                await close_quietly(websocket, 1008, refusal.close_reason)
+                return
         start = opened.start
         slot = await host.take_slot(answered=True)
         if not slot:
@@ -237,6 +258,12 @@ async def open_media_stream(frames: FrameSource, tokens: StreamTokens) -> Opened
             "start event required",
             "bad_handshake",
         ) from None
+    if not is_call_sid(start.call_sid):
+        raise StreamRefused(
+            f"media websocket refused: callSid {shown_sid(start.call_sid)} is not a Twilio CallSid",
+            "invalid callSid",
+            "bad_call_sid",
+        )
     try:
         details = await tokens.consume(start.custom_parameters.get("token"), start.call_sid)
     except TokenError as exc:

@@ -176,7 +176,7 @@ def make_ctx(
     phone: str = "+14135550123",
     *,
     verified: bool = True,
-    call_sid: str = "CAtest",
+    call_sid: str = "CA74657374000000000000000000000000",
 ) -> ToolContext:
     """A tool context for a caller on ``phone``, by default one whose caller ID Twilio verified
     (tests/test_caller_identity.py covers the others)."""

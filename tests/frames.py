@@ -388,7 +388,7 @@ async def frame_call(
     during: Callable[[CallSession, CallPipeline], Awaitable[None]] | None = None,
     from_number: str = "+14135550123",
     caller_verstat: str = "TN-Validation-Passed-A",
-    call_sid: str = "CAframes",
+    call_sid: str = "BR6672616d657300000000000000000000",  # a browser call id (source browser)
     stt: FrameProcessor | None = None,
     tts: FrameProcessor | None = None,
     vad: VADAnalyzer | None = None,
@@ -578,7 +578,7 @@ async def phone_call(
     store = CallStore(db)
     desk = HandoffDesk(db, settings)
     info = CallInfo(
-        call_sid="CAphone",
+        call_sid="CA70686f6e650000000000000000000000",
         stream_sid="MZphone",
         source="twilio",
         from_number="+14135550123",

@@ -46,8 +46,8 @@ ENDPOINTS: list[tuple[str, str, dict[str, Any] | None]] = [
     ("PUT", "/api/admin/kb/1", {"title": "X", "body": "Y"}),
     ("DELETE", "/api/admin/kb/1", None),
     ("GET", "/api/admin/calls", None),
-    ("GET", "/api/admin/calls/CAx", None),
-    ("GET", "/api/admin/calls/CAx/recording", None),
+    ("GET", "/api/admin/calls/CA78000000000000000000000000000000", None),
+    ("GET", "/api/admin/calls/CA78000000000000000000000000000000/recording", None),
     ("GET", "/api/admin/appointments", None),
     ("GET", "/api/admin/callbacks", None),
     ("PUT", "/api/admin/callbacks/1", {"outcome": "closed"}),
@@ -112,7 +112,7 @@ async def test_every_endpoint_needs_credentials(live_server, method, path, body)
 
 
 async def test_repeated_failed_sign_ins_lock_out_that_client_only(live_server):
-    # A client of its own (uvicorn takes X-Forwarded-For from a local proxy), so the lock-out
+    # A client of its own (the app takes X-Forwarded-For from a loopback proxy), so the lock-out
     # does not reach the other tests' sign-ins.
     guesser = {"X-Forwarded-For": "203.0.113.9"}
     async with httpx.AsyncClient(base_url=live_server.url, timeout=30) as client:
@@ -667,7 +667,9 @@ async def test_calls_appointments_and_callbacks(live_server, api, db):
     from tools.actions.handoff import take_message
 
     store = CallStore(db)
-    call_id = await store.start_call(call_sid="CAreview1", from_number="+14135550111")
+    call_id = await store.start_call(
+        call_sid="CA72657669657731000000000000000000", from_number="+14135550111"
+    )
     await store.add_turn(call_id, role="bot", text="Thanks for calling.", timings={})
     await store.add_turn(
         call_id, role="caller", text="Can I leave a message?", timings={"speech_end": 1.0}
@@ -679,7 +681,7 @@ async def test_calls_appointments_and_callbacks(live_server, api, db):
         timings={"voice_to_voice_ms": 812.5, "llm_first_token_ms": 300.0},
     )
     ctx = make_ctx(db, phone="+14135550111")
-    ctx.call_sid = "CAreview1"
+    ctx.call_sid = "CA72657669657731000000000000000000"
     await take_message(ctx, "Please call me about a refund", name="Sam Reed")
     from datetime import UTC, datetime
 
@@ -687,28 +689,36 @@ async def test_calls_appointments_and_callbacks(live_server, api, db):
     await book_appointment(real, "haircut", "next Tuesday at 11am", customer_name="Kim Lo")
     recordings = Path(live_server.data_dir) / "recordings"
     recordings.mkdir(exist_ok=True)
-    (recordings / "CAreview1.wav").write_bytes(_wav())
+    (recordings / "CA72657669657731000000000000000000.wav").write_bytes(_wav())
     await store.finish_call(
-        call_id, outcome="completed", recording_path=str(recordings / "CAreview1.wav")
+        call_id,
+        outcome="completed",
+        recording_path=str(recordings / "CA72657669657731000000000000000000.wav"),
     )
     # A call whose stored recording path points outside the recordings folder is not served.
-    other = await store.start_call(call_sid="CAreview2")
+    other = await store.start_call(call_sid="CA72657669657732000000000000000000")
     await store.finish_call(other, outcome="completed", recording_path="/etc/passwd")
 
     calls = (await api.get("/api/admin/calls")).json()["calls"]
-    row = next(c for c in calls if c["call_sid"] == "CAreview1")
+    row = next(c for c in calls if c["call_sid"] == "CA72657669657731000000000000000000")
     assert row["caller"] == "+14135550111" and row["outcome"] == "completed"
     assert row["handoff"] == "message:message_taken" and row["duration_secs"] >= 0
-    detail = (await api.get("/api/admin/calls/CAreview1")).json()
+    detail = (await api.get("/api/admin/calls/CA72657669657731000000000000000000")).json()
     assert [t["role"] for t in detail["turns"]] == ["bot", "caller", "bot"]
     assert detail["turns"][2]["timings"]["voice_to_voice_ms"] == 812.5
-    assert detail["recording_url"] == "/api/admin/calls/CAreview1/recording"
+    assert (
+        detail["recording_url"] == "/api/admin/calls/CA72657669657731000000000000000000/recording"
+    )
     audio = await api.get(detail["recording_url"])
     assert audio.status_code == 200 and audio.headers["content-type"] == "audio/wav"
     assert audio.content == _wav()
-    assert (await api.get("/api/admin/calls/CAreview2")).json()["recording_url"] == ""
-    assert (await api.get("/api/admin/calls/CAreview2/recording")).status_code == 404
-    assert (await api.get("/api/admin/calls/CAnope")).status_code == 404
+    assert (await api.get("/api/admin/calls/CA72657669657732000000000000000000")).json()[
+        "recording_url"
+    ] == ""
+    assert (
+        await api.get("/api/admin/calls/CA72657669657732000000000000000000/recording")
+    ).status_code == 404
+    assert (await api.get("/api/admin/calls/CA6e6f7065000000000000000000000000")).status_code == 404
 
     upcoming = (await api.get("/api/admin/appointments")).json()["appointments"]
     assert [(a["customer"], a["service"], a["status"]) for a in upcoming] == [
@@ -719,7 +729,7 @@ async def test_calls_appointments_and_callbacks(live_server, api, db):
     ] == []
     callbacks = (await api.get("/api/admin/callbacks")).json()["callbacks"]
     assert [(c["caller_name"], c["message"], c["call_sid"]) for c in callbacks] == [
-        ("Sam Reed", "Please call me about a refund", "CAreview1")
+        ("Sam Reed", "Please call me about a refund", "CA72657669657731000000000000000000")
     ]
     bad = await api.put(f"/api/admin/callbacks/{callbacks[0]['id']}", json={"outcome": "maybe"})
     assert bad.status_code == 422 and "outcome" in bad.json()["errors"]

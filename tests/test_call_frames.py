@@ -125,7 +125,7 @@ async def test_barge_in_clears_twilio_stops_the_bot_and_tells_the_model_what_was
 
 async def test_a_returning_caller_is_recognised_and_cancels(db: Database, tmp_path: Path) -> None:
     phone = "+14135550177"
-    earlier = ToolContext(db=db, caller_phone=phone, call_sid="CAearlier")
+    earlier = ToolContext(db=db, caller_phone=phone, call_sid="CA6561726c696572000000000000000000")
     booked = await book_appointment(
         earlier, "beard trim", "next Wednesday at 10am", customer_name="Omar Haddad"
     )

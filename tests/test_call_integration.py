@@ -99,7 +99,11 @@ async def test_a_call_books_an_appointment_and_answers_a_question(live_server: L
 
 async def test_webhook_signature_is_required(live_server: LiveServer) -> None:
     url = f"{live_server.url}/twilio/voice"
-    params = {"CallSid": "CAforged", "From": "+14135550123", "To": "+14135550100"}
+    params = {
+        "CallSid": "CA666f7267656400000000000000000000",
+        "From": "+14135550123",
+        "To": "+14135550100",
+    }
     async with httpx.AsyncClient() as client:
         missing = await client.post(url, data=params)
         forged = await client.post(url, data=params, headers={"X-Twilio-Signature": "bm9wZQ=="})
@@ -163,27 +167,27 @@ async def _closed_with(ws: websockets.ClientConnection) -> int | None:
 
 
 async def test_media_socket_needs_a_valid_one_time_token(live_server: LiveServer) -> None:
-    token = await answer_call(live_server, "CAtokentest")
+    token = await answer_call(live_server, "CA746f6b656e7465737400000000000000")
     for call_sid, candidate in [
-        ("CAtokentest", None),
-        ("CAtokentest", "forged.1.x"),
-        ("CAother", token),
+        ("CA746f6b656e7465737400000000000000", None),
+        ("CA746f6b656e7465737400000000000000", "forged.1.x"),
+        ("CA6f746865720000000000000000000000", token),
     ]:
         ws = await _open_stream(live_server, call_sid, candidate)
         assert await _closed_with(ws) == 1008
     # The right token works once ...
-    ws = await _open_stream(live_server, "CAtokentest", token)
+    ws = await _open_stream(live_server, "CA746f6b656e7465737400000000000000", token)
     first = json.loads(await ws.recv())  # the greeting starts streaming
     assert first["event"] in ("media", "mark")
     await ws.close()
     # ... and never again.
-    replayed = await _open_stream(live_server, "CAtokentest", token)
+    replayed = await _open_stream(live_server, "CA746f6b656e7465737400000000000000", token)
     assert await _closed_with(replayed) == 1008
 
 
 async def test_garbage_frames_do_not_break_a_call(live_server: LiveServer) -> None:
-    token = await answer_call(live_server, "CAgarbage")
-    ws = await _open_stream(live_server, "CAgarbage", token)
+    token = await answer_call(live_server, "CA67617262616765000000000000000000")
+    ws = await _open_stream(live_server, "CA67617262616765000000000000000000", token)
     junks: list[str | bytes] = [
         "{",
         "[]",

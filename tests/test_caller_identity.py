@@ -6,6 +6,7 @@ The tools run for real on both database backends; only Twilio is the stand-in.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import re
 from collections.abc import Iterator
@@ -67,7 +68,7 @@ def texting(ctx: ToolContext, url: str) -> ToolContext:
 
 async def omar_on_file(db: Database) -> int:
     """Omar's record (name, email, a note) and his appointment, booked by Omar himself."""
-    omar = make_ctx(db, phone=OMAR, call_sid="CAomar")
+    omar = make_ctx(db, phone=OMAR, call_sid="CA6f6d6172000000000000000000000000")
     booked = await book_appointment(omar, "beard trim", "Friday at 10am", customer_name="Omar H")
     await save_customer(omar, email="omar at example dot com")
     await add_note(omar, "likes it short")
@@ -107,7 +108,9 @@ async def trust_caller_id(db: Database) -> None:
         await conn.execute(schema.business.update().values(trust_unverified_caller_id=True))
 
 
-def unverified(db: Database, phone: str = MALLORY, call_sid: str = "CAmallory") -> ToolContext:
+def unverified(
+    db: Database, phone: str = MALLORY, call_sid: str = "CA6d616c6c6f7279000000000000000000"
+) -> ToolContext:
     return make_ctx(db, phone=phone, verified=False, call_sid=call_sid)
 
 
@@ -115,15 +118,21 @@ def unverified(db: Database, phone: str = MALLORY, call_sid: str = "CAmallory") 
 
 
 def test_only_twilios_passed_attestations_verify_a_caller_id() -> None:
-    assert CallInfo("CA1", caller_verstat="TN-Validation-Passed-A").caller_id_verified
-    assert CallInfo("CA1", caller_verstat="TN-Validation-Passed-B").caller_id_verified
+    assert CallInfo(
+        "CA31000000000000000000000000000000", caller_verstat="TN-Validation-Passed-A"
+    ).caller_id_verified
+    assert CallInfo(
+        "CA31000000000000000000000000000000", caller_verstat="TN-Validation-Passed-B"
+    ).caller_id_verified
     for verstat in ("TN-Validation-Passed-C", "TN-Validation-Failed-A", "No-TN-Validation", ""):
-        assert not CallInfo("CA1", caller_verstat=verstat).caller_id_verified
+        assert not CallInfo(
+            "CA31000000000000000000000000000000", caller_verstat=verstat
+        ).caller_id_verified
 
 
 async def test_a_verified_caller_lists_and_cancels_their_own(db: Database) -> None:
     await omar_on_file(db)
-    omar = make_ctx(db, phone=OMAR, call_sid="CAomar2")
+    omar = make_ctx(db, phone=OMAR, call_sid="CA6f6d6172320000000000000000000000")
     assert await omar.proven_phone() == OMAR
     assert "beard trim" in (await list_my_appointments(omar)).say
     moved = await reschedule_appointment(omar, "Saturday at 11am")
@@ -184,8 +193,10 @@ async def answers(ctx: ToolContext, phone: str) -> list[dict[str, Any]]:
 
 async def test_a_caller_who_says_someone_elses_number_learns_nothing(db: Database) -> None:
     await omar_on_file(db)
-    about_omar = await answers(unverified(db, call_sid="CAm1"), OMAR)
-    about_nobody = await answers(unverified(db, call_sid="CAm2"), NOBODY)
+    about_omar = await answers(unverified(db, call_sid="CA6d310000000000000000000000000000"), OMAR)
+    about_nobody = await answers(
+        unverified(db, call_sid="CA6d320000000000000000000000000000"), NOBODY
+    )
     assert about_omar == about_nobody
     said = repr(about_omar)
     for secret in ("Omar", "omar@example.com", "upcoming", "found", "customer_id", "likes"):
@@ -196,7 +207,9 @@ async def test_a_caller_who_says_someone_elses_number_learns_nothing(db: Databas
 async def test_a_caller_who_says_someone_elses_number_changes_nothing(db: Database) -> None:
     appointment = await omar_on_file(db)
     before = await record(db, OMAR)
-    mallory = unverified(db, phone=OMAR, call_sid="CAm3")  # a spoofed caller ID, even
+    mallory = unverified(
+        db, phone=OMAR, call_sid="CA6d330000000000000000000000000000"
+    )  # a spoofed caller ID, even
     saved = await save_customer(mallory, name="Mallory Stone", email="mal at example dot com")
     assert saved.say == "Thanks, I've noted your name and your email."
     noted = await add_note(mallory, "cancel everything")
@@ -204,7 +217,11 @@ async def test_a_caller_who_says_someone_elses_number_changes_nothing(db: Databa
     booked = await book_appointment(mallory, "haircut", "Friday at 2pm", customer_name="Mallory")
     assert booked.say.startswith("You're booked, Mallory") and "customer_id" not in booked.data
     said_number = await book_appointment(
-        unverified(db, call_sid="CAm4"), "haircut", "Friday at 4pm", "Mal", phone=OMAR
+        unverified(db, call_sid="CA6d340000000000000000000000000000"),
+        "haircut",
+        "Friday at 4pm",
+        "Mal",
+        phone=OMAR,
     )
     await take_message(mallory, "call me", name="Mallory Stone")
     after = await record(db, OMAR)
@@ -228,7 +245,7 @@ async def test_a_caller_who_says_someone_elses_number_changes_nothing(db: Databa
 async def test_a_new_number_gets_a_record_from_a_caller_who_cannot_prove_it(db: Database) -> None:
     """Nothing was on file, so nothing is revealed or overwritten: the call's own record takes
     the name, email and note (and the caller hears exactly what they would for Omar)."""
-    caller = unverified(db, phone=NOBODY, call_sid="CAnew")
+    caller = unverified(db, phone=NOBODY, call_sid="CA6e657700000000000000000000000000")
     saved = await save_customer(caller, name="Nadia Park", email="nadia at example dot com")
     assert saved.say == "Thanks, I've noted your name and your email."
     await add_note(caller, "allergic to ammonia")
@@ -259,7 +276,9 @@ async def test_a_code_texted_to_the_number_on_file_unlocks_it(
 ) -> None:
     fake, url = twilio
     await omar_on_file(db)
-    omar = texting(unverified(db, phone="", call_sid="CAsms1"), url)  # no caller ID
+    omar = texting(
+        unverified(db, phone="", call_sid="CA736d7331000000000000000000000000"), url
+    )  # no caller ID
     with pytest.raises(ToolError) as refused:
         await list_my_appointments(omar)
     assert refused.value.code == "need_phone"
@@ -276,7 +295,9 @@ async def test_a_code_texted_to_the_number_on_file_unlocks_it(
     assert confirmed.data == {"verified": True, "phone": OMAR}
     assert "beard trim" in (await list_my_appointments(omar)).say
     # Another worker serving the same call (same CallSid) knows it too.
-    elsewhere = make_ctx(db, phone="", verified=False, call_sid="CAsms1")
+    elsewhere = make_ctx(
+        db, phone="", verified=False, call_sid="CA736d7331000000000000000000000000"
+    )
     assert await elsewhere.proven_phone() == OMAR
     assert (await find_customer(elsewhere)).data["name"] == "Omar H"
     # One code per call.
@@ -285,10 +306,50 @@ async def test_a_code_texted_to_the_number_on_file_unlocks_it(
     assert again.value.code == "code_already_sent" and len(fake.messages) == 1
 
 
+async def test_a_number_gets_at_most_three_codes_an_hour_whichever_calls_ask(
+    db: Database, twilio: tuple[FakeTwilio, str]
+) -> None:
+    fake, url = twilio
+    await omar_on_file(db)
+
+    async def ask(number: str, call_sid: str, minutes: int = 0) -> ToolError | None:
+        when = SUNDAY_MORNING + timedelta(minutes=minutes)
+        ctx = texting(make_ctx(db, when, phone=MALLORY, verified=False, call_sid=call_sid), url)
+        try:
+            await send_verification_code(ctx, phone=number)
+        except ToolError as refused:
+            return refused
+        return None
+
+    # Five calls at once ask for codes to Omar's number (on file) and to nobody's: three each
+    # are texted, on both backends, however the requests interleave.
+    sids = [f"CA{i:032x}" for i in range(10)]
+    results = await asyncio.gather(
+        *(ask(OMAR, sid) for sid in sids[:5]), *(ask(NOBODY, sid) for sid in sids[5:])
+    )
+    refusals = [r for r in results if r is not None]
+    assert sorted(m.to for m in fake.messages) == [OMAR] * 3 + [NOBODY] * 3
+    assert [r.code for r in refusals] == ["too_many_codes"] * 4
+    # The model relays the same words whether the number is on file or not.
+    assert {(r.say, str(r.data)) for r in refusals} == {
+        (
+            "I've already sent several codes to that number; please try again later. "
+            "Have the team call you back on it or take a message for the team.",
+            str({"verify_by": ["callback", "message"]}),
+        )
+    }
+    # A call already refused still may not send; one an hour after the first codes may.
+    assert (await ask(OMAR, sids[9], minutes=30)) is not None
+    assert await ask(OMAR, "CA" + "e" * 32, minutes=61) is None
+    assert fake.messages[-1].to == OMAR and len(fake.messages) == 7
+
+
 async def test_three_wrong_codes_end_it(db: Database, twilio: tuple[FakeTwilio, str]) -> None:
     fake, url = twilio
     await omar_on_file(db)
-    mallory = texting(unverified(db, phone=OMAR, call_sid="CAsms2"), url)
+    mallory = texting(
+        unverified(db, phone=OMAR, call_sid="CA736d7332000000000000000000000000"), url
+    )
     await send_verification_code(mallory)
     code = await sent_code(fake)
     wrong = f"{(int(code) + 1) % 10**6:06d}"
@@ -313,11 +374,15 @@ async def test_three_wrong_codes_end_it(db: Database, twilio: tuple[FakeTwilio, 
 async def test_an_expired_code_is_refused(db: Database, twilio: tuple[FakeTwilio, str]) -> None:
     fake, url = twilio
     await omar_on_file(db)
-    omar = texting(unverified(db, phone=OMAR, call_sid="CAsms3"), url)
+    omar = texting(unverified(db, phone=OMAR, call_sid="CA736d7333000000000000000000000000"), url)
     await send_verification_code(omar)
     code = await sent_code(fake)
     later = make_ctx(
-        db, SUNDAY_MORNING + timedelta(minutes=11), phone=OMAR, verified=False, call_sid="CAsms3"
+        db,
+        SUNDAY_MORNING + timedelta(minutes=11),
+        phone=OMAR,
+        verified=False,
+        call_sid="CA736d7333000000000000000000000000",
     )
     with pytest.raises(ToolError) as expired:
         await verify_code(later, code)
@@ -333,7 +398,9 @@ async def test_the_code_is_never_logged_stored_or_answered(
     sink = logger.add(lines.append, level="TRACE")
     caplog.set_level(logging.DEBUG)
     try:
-        ctx = texting(unverified(db, phone=OMAR, call_sid="CAsms4"), url)
+        ctx = texting(
+            unverified(db, phone=OMAR, call_sid="CA736d7334000000000000000000000000"), url
+        )
         registry = tool_registry()
         sent = await registry.invoke(ctx, "send_verification_code", {})
         code = await sent_code(fake)
@@ -352,7 +419,7 @@ async def test_the_code_is_never_logged_stored_or_answered(
 async def test_without_a_sending_number_the_caller_is_offered_a_callback(db: Database) -> None:
     await omar_on_file(db)
     before = await record(db, OMAR)
-    mallory = unverified(db, phone=OMAR, call_sid="CAcb")
+    mallory = unverified(db, phone=OMAR, call_sid="CA63620000000000000000000000000000")
     with pytest.raises(ToolError) as unavailable:
         await send_verification_code(mallory)
     assert unavailable.value.code == "sms_unavailable"
@@ -388,7 +455,7 @@ async def test_the_voice_webhook_hands_twilios_verdict_to_the_call(tmp_path: Pat
     state = app.state.frontdesk
     await state.db.migrate()  # the webhook counts the lines in use (the models aren't needed)
     params = {
-        "CallSid": "CAstir",
+        "CallSid": "CA73746972000000000000000000000000",
         "From": OMAR,
         "To": SENDER,
         "StirVerstat": "TN-Validation-Passed-A",
@@ -399,7 +466,10 @@ async def test_the_voice_webhook_hands_twilios_verdict_to_the_call(tmp_path: Pat
         answer = await client.post(url, data=params, headers={"X-Twilio-Signature": signature})
     assert answer.status_code == 200, answer.text
     token = answer.text.split('name="token" value="')[1].split('"')[0]
-    assert state.tokens.verify(token, "CAstir")[2]["verstat"] == "TN-Validation-Passed-A"
+    assert (
+        state.tokens.verify(token, "CA73746972000000000000000000000000")[2]["verstat"]
+        == "TN-Validation-Passed-A"
+    )
 
 
 @pytest.mark.parametrize(("verstat", "greeted"), [("TN-Validation-Passed-B", True), ("", False)])

@@ -239,21 +239,21 @@ async def test_rest_client_speaks_twilios_format(twilio: tuple[FakeTwilio, str])
     fake, url = twilio
     rest = TwilioRest(ACCOUNT_SID, AUTH_TOKEN, base_url=url)
     body = twiml.hangup()
-    call = await rest.redirect("CAlive", body)
-    assert (call.sid, call.status) == ("CAlive", "in-progress")
+    call = await rest.redirect("CA6c697665000000000000000000000000", body)
+    assert (call.sid, call.status) == ("CA6c697665000000000000000000000000", "in-progress")
     assert fake.requests[-1].form == {"Twiml": body} and fake.requests[-1].authorized
-    fake.ended_calls.add("CAlive")  # the caller hung up
+    fake.ended_calls.add("CA6c697665000000000000000000000000")  # the caller hung up
     with pytest.raises(TwilioRestError) as gone:
-        await rest.redirect("CAlive", body)
+        await rest.redirect("CA6c697665000000000000000000000000", body)
     assert (gone.value.status, gone.value.code, gone.value.call_gone) == (404, 20404, True)
     wrong = TwilioRest(ACCOUNT_SID, "not-the-token", base_url=url)
     with pytest.raises(TwilioRestError) as denied:
-        await wrong.redirect("CAother", body)
+        await wrong.redirect("CA6f746865720000000000000000000000", body)
     assert (denied.value.status, denied.value.code, denied.value.call_gone) == (401, 20003, False)
     assert "not-the-token" not in str(denied.value)
     nowhere = TwilioRest(ACCOUNT_SID, AUTH_TOKEN, base_url=f"http://127.0.0.1:{free_port()}")
     with pytest.raises(TwilioRestError) as down:
-        await nowhere.redirect("CAx", body)
+        await nowhere.redirect("CA78000000000000000000000000000000", body)
     assert down.value.status == 0 and not down.value.call_gone
 
 
@@ -441,6 +441,7 @@ async def phone_call(
     call_sid: str,
     from_number: str = "+14135550123",
     clock: datetime = MONDAY_MORNING,
+    verstat: str = "",
 ) -> tuple[CallSession, dict[str, Any], Phone]:
     """One Twilio call at frame level, at the time of day ``clock``: the greeting plays, then
     ``caller`` acts. The call ends when the session ends it (a transfer under way is waited
@@ -449,7 +450,7 @@ async def phone_call(
     settings = replace(state.settings, turn_pause_secs=0.2)
     info = CallInfo(call_sid, stream_sid="MZ" + call_sid[2:], source="twilio",
                     from_number=from_number, to_number="+14135550100", account_sid=ACCOUNT_SID,
-                    public_base=BASE)  # fmt: skip
+                    public_base=BASE, caller_verstat=verstat)  # fmt: skip
     session = CallSession(
         info,
         settings=settings,
@@ -534,7 +535,16 @@ def dial_twiml(base: str, handoff_id: int, warm: bool = True) -> str:
     return twiml.transfer_dial(DESK, action, whisper)
 
 
-async def test_pressing_zero_transfers_and_the_person_hears_the_summary(salon: Salon) -> None:
+@pytest.mark.parametrize(
+    ("verstat", "who"),
+    [
+        ("TN-Validation-Passed-A", "Omar Haddad"),  # Twilio verified the caller ID: the record
+        ("", "An unverified caller"),  # caller ID as given: never whose record it is
+    ],
+)
+async def test_pressing_zero_transfers_and_the_person_hears_the_summary(
+    salon: Salon, verstat: str, who: str
+) -> None:
     db = salon.state.db
     customer_id = await callback_customer(db, "+14135550166", "Omar Haddad")  # on file
     haircut = ("check_availability", {"service": "haircut", "when": "Friday at 2pm"})
@@ -548,16 +558,20 @@ async def test_pressing_zero_transfers_and_the_person_hears_the_summary(salon: S
 
     sid = "CA" + "0" * 31 + "1"
     session, record, phone = await phone_call(
-        salon, llm, caller, call_sid=sid, from_number="+14135550166"
+        salon, llm, caller, call_sid=sid, from_number="+14135550166", verstat=verstat
     )
     assert record["outcome"] == "transferred" == session.outcome
     names = [c["name"] for c in record["tool_calls"]]
     assert names == ["check_availability"]  # pressing 0 is not a tool call
     [transfer] = await handoff_rows(db, sid)
     assert (transfer["trigger"], transfer["reason"]) == ("dtmf", "caller pressed 0 for a person")
-    assert transfer["customer_id"] == customer_id and transfer["caller_name"] == "Omar Haddad"
+    if verstat:
+        assert transfer["customer_id"] == customer_id and transfer["caller_name"] == who
+    else:
+        assert transfer["customer_id"] is None and transfer["caller_name"] == ""
+        assert "Omar" not in transfer["summary"]
     assert transfer["summary"].startswith(
-        "Omar Haddad, calling from four one three, five five five, zero one six six, pressed "
+        f"{who}, calling from four one three, five five five, zero one six six, pressed "
         "zero to reach a person. So far I checked availability; their last words were: "
     )
     [update] = salon.twilio.updates(sid)
@@ -668,7 +682,11 @@ async def test_three_misunderstood_turns_hand_the_caller_over(salon: Salon) -> N
 
 
 async def test_forged_or_unknown_transfer_callbacks_are_refused(salon: Salon) -> None:
-    params = {"CallSid": "CAforged", "AccountSid": ACCOUNT_SID, "DialCallStatus": "no-answer"}
+    params = {
+        "CallSid": "CA666f7267656400000000000000000000",
+        "AccountSid": ACCOUNT_SID,
+        "DialCallStatus": "no-answer",
+    }
     transport = httpx.ASGITransport(app=salon.app)
     async with httpx.AsyncClient(transport=transport) as client:
         for path in ("/twilio/dial-action?handoff=1", "/twilio/whisper?handoff=1"):
@@ -816,8 +834,8 @@ async def test_asking_for_a_person_is_a_warm_transfer_and_no_answer_loses_nothin
     assert transfer["customer_id"] is None  # a first-time caller
     summary = transfer["summary"]
     assert summary.startswith(
-        "A caller, calling from four one three, five five five, zero one four four, "
-        "asked to speak with a person."
+        "An unverified caller, calling from four one three, five five five, zero one four "
+        "four, asked to speak with a person."
     )
     assert "So far I had not looked anything up; their last words were:" in summary
     assert "real person" in summary.split("last words were:")[1].lower()
@@ -897,14 +915,26 @@ async def test_asking_for_a_person_is_a_warm_transfer_and_no_answer_loses_nothin
 async def test_no_answer_with_every_line_busy_keeps_a_callback_request(db: Database) -> None:
 
     desk = HandoffDesk(db, Settings())
-    await CallStore(db).start_call(call_sid="CAbusy", from_number="+14135550177")
+    await CallStore(db).start_call(
+        call_sid="CA62757379000000000000000000000000", from_number="+14135550177"
+    )
     transfer = await record_handoff(
-        db, call_sid="CAbusy", kind="transfer", trigger="llm", reason="a complaint",
+        db, call_sid="CA62757379000000000000000000000000", kind="transfer", trigger="llm",
+        reason="a complaint",
         summary="A caller asked to speak with a person.", target=DESK[0],
         caller_number="+14135550177", outcome="dialing",
     )  # fmt: skip
-    form = {"CallSid": "CAbusy", "From": "+14135550177", "DialCallStatus": "busy"}
-    assert await desk.dial_finished(transfer, {**form, "CallSid": "CAother"}, True) is None
+    form = {
+        "CallSid": "CA62757379000000000000000000000000",
+        "From": "+14135550177",
+        "DialCallStatus": "busy",
+    }
+    assert (
+        await desk.dial_finished(
+            transfer, {**form, "CallSid": "CA6f746865720000000000000000000000"}, True
+        )
+        is None
+    )
     step = await desk.dial_finished(transfer, form, can_resume=False)
     assert step is not None and step.kind == "goodbye" and "call you back" in step.text
     async with db.read() as conn:
@@ -919,5 +949,8 @@ async def test_no_answer_with_every_line_busy_keeps_a_callback_request(db: Datab
     assert rows[1]["customer_id"] is not None and rows[1]["reason"] == "a complaint"
     answered = await desk.dial_finished(transfer, {**form, "DialCallStatus": "completed"}, True)
     assert answered is not None and answered.kind == "hangup"
-    assert await desk.whisper_text(transfer, "CAbusy") == "A caller asked to speak with a person."
-    assert await desk.whisper_text(transfer, "CAsomeoneelse") is None
+    assert (
+        await desk.whisper_text(transfer, "CA62757379000000000000000000000000")
+        == "A caller asked to speak with a person."
+    )
+    assert await desk.whisper_text(transfer, "CA736f6d656f6e65656c73650000000000") is None

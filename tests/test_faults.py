@@ -250,7 +250,7 @@ async def test_llm_failing_while_open_puts_the_caller_through_to_a_person(
     [handoff] = record["handoffs"]
     assert handoff["kind"] == "transfer" and handoff["trigger"] == "provider_failure"
     assert handoff["outcome"] == "dialing"
-    [redirect] = twilio.updates("CAphone")
+    [redirect] = twilio.updates("CA70686f6e650000000000000000000000")
     assert "<Number" in redirect.form["Twiml"] and "+14135550199" in redirect.form["Twiml"]
     assert heard(session, "transfer_connecting")  # the call moved once the sentence had played
     assert record["outcome"] == "transferred" and not phone.hung_up

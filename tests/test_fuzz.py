@@ -34,6 +34,7 @@ from starlette.websockets import WebSocketDisconnect
 from telephony import browser_codec, codec, media_socket
 from telephony.media_socket import MAX_PRE_START_MESSAGES, await_start
 from telephony.routes import StreamRefused, open_media_stream
+from telephony.sids import is_call_sid
 from telephony.signature import sign_twilio_request
 from telephony.stream_codec import ProtocolError, StreamState
 from telephony.tokens import StreamTokens
@@ -64,7 +65,7 @@ TEMPLATES: list[dict[str, Any]] = [
         "streamSid": STREAM,
         "start": {
             "streamSid": STREAM,
-            "callSid": "CAfuzz",
+            "callSid": "CA66757a7a000000000000000000000000",
             "accountSid": "ACfuzz",
             "tracks": ["inbound"],
             "mediaFormat": {"encoding": "audio/x-mulaw", "sampleRate": 8000, "channels": 1},
@@ -79,7 +80,11 @@ TEMPLATES: list[dict[str, Any]] = [
     },
     {"event": "dtmf", "streamSid": STREAM, "dtmf": {"track": "inbound_track", "digit": "5"}},
     {"event": "mark", "streamSid": STREAM, "mark": {"name": "seg-1"}},
-    {"event": "stop", "streamSid": STREAM, "stop": {"accountSid": "ACfuzz", "callSid": "CAfuzz"}},
+    {
+        "event": "stop",
+        "streamSid": STREAM,
+        "stop": {"accountSid": "ACfuzz", "callSid": "CA66757a7a000000000000000000000000"},
+    },
 ]
 GARBAGE: list[Any] = [
     None,
@@ -242,7 +247,11 @@ def test_codec_survives_any_sequence() -> None:
     @settings(max_examples=CODEC_SEQUENCES, deadline=None, suppress_health_check=list(HealthCheck))
     @given(
         st.lists(
-            st.one_of(messages, st.just(valid_start("CAfuzz", "t")), st.just('{"event":"stop"}')),
+            st.one_of(
+                messages,
+                st.just(valid_start("CA66757a7a000000000000000000000000", "t")),
+                st.just('{"event":"stop"}'),
+            ),
             max_size=12,
         )
     )
@@ -285,7 +294,7 @@ def test_codec_round_trips(audio: bytes, mark: str) -> None:
     assert len(pcm) == 2 * len(audio)
     assert codec.ulaw_to_pcm16(codec.pcm16_to_ulaw(pcm)) == pcm  # decode . encode is exact
     parser = codec.MediaStreamParser()
-    parser.receive(valid_start("CA1", "t"))
+    parser.receive(valid_start("CA31000000000000000000000000000000", "t"))
     if audio:
         event = parser.receive(codec.encode_media(STREAM, audio))
         assert isinstance(event, codec.Media) and event.payload == audio
@@ -341,7 +350,7 @@ handshake_sequences = st.lists(
     st.one_of(
         frame_or_gap,
         st.sampled_from(["no-token", "forged", "foreign", "other-call"]).map(
-            lambda kind: valid_start("CAfuzz", _TOKENS_FOR[kind])
+            lambda kind: valid_start("CA66757a7a000000000000000000000000", _TOKENS_FOR[kind])
         ),
     ),
     max_size=8,
@@ -353,7 +362,7 @@ _TOKENS_FOR: dict[str, str | None] = {
     "no-token": None,
     "forged": "abc.1.def",
     "foreign": "x.99999999999.y",
-    "other-call": HANDSHAKE_TOKENS.issue("CAsomeoneelse"),
+    "other-call": HANDSHAKE_TOKENS.issue("CA736f6d656f6e65656c73650000000000"),
 }
 
 
@@ -365,9 +374,9 @@ def test_media_handshake_refuses_garbage_before_a_call() -> None:
     )
     @given(handshake_sequences, st.booleans())
     # Tokens that are not ASCII once crashed the token check (TypeError, ValueError).
-    @example([valid_start("CAfuzz", "abc.1.d\u00e9f")], False)
-    @example([valid_start("CAfuzz", "abc.\u00b2.def")], False)
-    @example([valid_start("CAfuzz", "abc.1.\ud800")], False)
+    @example([valid_start("CA66757a7a000000000000000000000000", "abc.1.d\u00e9f")], False)
+    @example([valid_start("CA66757a7a000000000000000000000000", "abc.\u00b2.def")], False)
+    @example([valid_start("CA66757a7a000000000000000000000000", "abc.1.\ud800")], False)
     def refuses(sequence: list[str | bytes | None], then_silent: bool) -> None:
         nonlocal ran
         ran += 1
@@ -379,7 +388,12 @@ def test_media_handshake_refuses_garbage_before_a_call() -> None:
             with pytest.raises(StreamRefused) as refused:  # anything else would crash the route
                 asyncio.run(asyncio.wait_for(handshake, HANG_GUARD_SECS))
         assert peer.read == reads <= MAX_PRE_START_MESSAGES, "no more frames are read than needed"
-        if outcome == "start":  # a well-formed start, but no token issued for its call
+        if outcome == "start" and not is_call_sid(model.start.call_sid if model.start else ""):
+            # a well-formed start naming no Twilio CallSid: refused before its token is read
+            assert refused.value.close_reason == "invalid callSid"
+            assert refused.value.reason == "bad_call_sid"
+            assert refused.value.log_line.startswith("media websocket refused: callSid ")
+        elif outcome == "start":  # a well-formed start, but no token issued for its call
             assert model.start is not None and refused.value.close_reason == "invalid token"
             assert refused.value.log_line.startswith(
                 f"media websocket for call {model.start.call_sid} refused: "
@@ -395,10 +409,15 @@ def test_media_handshake_refuses_garbage_before_a_call() -> None:
 def test_the_handshake_opens_a_call_with_a_token_for_it():
     """The property above can fail: the same path opens a call given a valid token."""
     tokens = StreamTokens()
-    token = tokens.issue("CAfuzz", {"from": "+14135550123"})
-    peer = ScriptedPeer([None, json.dumps(TEMPLATES[0]), valid_start("CAfuzz", token)], False)
+    token = tokens.issue("CA66757a7a000000000000000000000000", {"from": "+14135550123"})
+    peer = ScriptedPeer(
+        [None, json.dumps(TEMPLATES[0]), valid_start("CA66757a7a000000000000000000000000", token)],
+        False,
+    )
     opened = asyncio.run(open_media_stream(peer, tokens))
-    assert opened.start.call_sid == "CAfuzz" and opened.details == {"from": "+14135550123"}
+    assert opened.start.call_sid == "CA66757a7a000000000000000000000000" and opened.details == {
+        "from": "+14135550123"
+    }
     assert opened.parser.start == opened.start and peer.read == 3
 
 
@@ -492,7 +511,7 @@ prestart_sequences = st.lists(
         messages,
         st.sampled_from(["no-token", "forged", "foreign"]).map(
             lambda kind: valid_start(
-                "CAfuzz",
+                "CA66757a7a000000000000000000000000",
                 {"no-token": None, "forged": "abc.1.def", "foreign": "x.99999999999.y"}[kind],
             )
         ),
@@ -508,7 +527,7 @@ incall_garbage = st.lists(
             lambda p: json.dumps({"event": "media", "streamSid": STREAM, "media": {"payload": p}}),
             payloads,
         ),
-        st.just(valid_start("CAfuzz-again", "t")),
+        st.just(valid_start("CA66757a7a2d616761696e000000000000", "t")),
         st.just(json.dumps({"event": "mark", "streamSid": STREAM, "mark": {"name": "unknown"}})),
         st.just(json.dumps({"event": "dtmf", "streamSid": STREAM, "dtmf": {"digit": "#"}})),
     ),
@@ -577,7 +596,7 @@ def _incall_property(server: LiveServer) -> int:
     def survived(sequence: list[str | bytes], send_stop: bool) -> None:
         nonlocal ran
         ran += 1
-        call_sid = f"CAfuzzcall{ran:04d}"
+        call_sid = f"CA{'f' * 28}{ran:04d}"
         token = _token_answer(server, call_sid)
         # (the stop is part of what the model below must account for: a second stop is refused)
         sent = sequence + (

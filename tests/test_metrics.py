@@ -87,7 +87,7 @@ async def test_refusals_are_counted_by_reason(live_server: LiveServer) -> None:
     async with httpx.AsyncClient() as client:
         forged = await client.post(
             f"{live_server.url}/twilio/voice",
-            data={"CallSid": "CAforged"},
+            data={"CallSid": "CA666f7267656400000000000000000000"},
             headers={"X-Twilio-Signature": "bm9wZQ=="},
         )
     assert forged.status_code == 403

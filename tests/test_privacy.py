@@ -79,8 +79,8 @@ async def test_old_transcripts_and_recordings_are_deleted_new_ones_kept(
     db: Database, tmp_path: Path
 ) -> None:
     settings = Settings(data_dir=tmp_path, retention_days=90)
-    old = await _call(db, tmp_path, "CAold", NOW - timedelta(days=91))
-    new = await _call(db, tmp_path, "CAnew", NOW - timedelta(days=89))
+    old = await _call(db, tmp_path, "CA6f6c6400000000000000000000000000", NOW - timedelta(days=91))
+    new = await _call(db, tmp_path, "CA6e657700000000000000000000000000", NOW - timedelta(days=89))
     lines: list[str] = []
     sink = logger.add(lines.append, level="INFO", format="{message}")
     try:
@@ -89,9 +89,13 @@ async def test_old_transcripts_and_recordings_are_deleted_new_ones_kept(
         logger.remove(sink)
 
     assert deleted.counts == {"turns": 1, "tool_calls": 1, "recordings": 1}
-    assert await _content(db, "CAold") == (0, 0, "")  # the call row stays, without content
+    assert await _content(db, "CA6f6c6400000000000000000000000000") == (
+        0,
+        0,
+        "",
+    )  # the call row stays, without content
     assert not old.exists()
-    assert await _content(db, "CAnew") == (1, 1, str(new))
+    assert await _content(db, "CA6e657700000000000000000000000000") == (1, 1, str(new))
     assert new.exists()
     assert any("retention: deleted" in line and "1 recordings" in line for line in lines)
     # A second pass (another worker, the next day) finds nothing left.
@@ -99,10 +103,12 @@ async def test_old_transcripts_and_recordings_are_deleted_new_ones_kept(
 
 
 async def test_retention_zero_keeps_everything(db: Database, tmp_path: Path) -> None:
-    recording = await _call(db, tmp_path, "CAold", NOW - timedelta(days=3000))
+    recording = await _call(
+        db, tmp_path, "CA6f6c6400000000000000000000000000", NOW - timedelta(days=3000)
+    )
     settings = Settings(data_dir=tmp_path, retention_days=0)
     assert (await expire_old_content(db, settings, NOW)).counts == {}
-    assert await _content(db, "CAold") == (1, 1, str(recording))
+    assert await _content(db, "CA6f6c6400000000000000000000000000") == (1, 1, str(recording))
 
 
 async def test_a_recording_path_outside_the_recordings_folder_is_never_deleted(
@@ -110,7 +116,7 @@ async def test_a_recording_path_outside_the_recordings_folder_is_never_deleted(
 ) -> None:
     outside = tmp_path / "elsewhere.wav"
     outside.write_bytes(b"keep me")
-    await _call(db, tmp_path, "CAodd", NOW - timedelta(days=200))
+    await _call(db, tmp_path, "CA6f646400000000000000000000000000", NOW - timedelta(days=200))
     async with db.write() as conn:
         await conn.execute(schema.calls.update().values(recording_path=str(outside)))
     await expire_old_content(db, Settings(data_dir=tmp_path), NOW)
@@ -120,7 +126,9 @@ async def test_a_recording_path_outside_the_recordings_folder_is_never_deleted(
 async def _customer_with_history(db: Database, phone: str, name: str, day: int = 3) -> int:
     async with db.write() as conn:
         customer = await customers.save_customer(conn, phone, name)
-        await customers.add_note(conn, customer["id"], f"{name} likes tea", "CAx")
+        await customers.add_note(
+            conn, customer["id"], f"{name} likes tea", "CA78000000000000000000000000000000"
+        )
         service = (await conn.execute(sa.select(schema.services.c.id).limit(1))).scalar_one()
         starts = NOW + timedelta(days=day)
         await conn.execute(
@@ -142,13 +150,23 @@ async def test_forgetting_a_caller_deletes_their_data_and_only_theirs(
     settings = Settings(data_dir=tmp_path)
     mine = await _customer_with_history(db, CALLER, "Ann Smith")
     other = await _customer_with_history(db, SOMEONE_ELSE, "Bob Jones", day=4)
-    my_recording = await _call(db, tmp_path, "CAmine", NOW)
-    other_recording = await _call(db, tmp_path, "CAother", NOW, phone=SOMEONE_ELSE)
-    await record_handoff(
-        db, call_sid="CAmine", kind="message", reason="call me back", caller_number=CALLER
+    my_recording = await _call(db, tmp_path, "CA6d696e65000000000000000000000000", NOW)
+    other_recording = await _call(
+        db, tmp_path, "CA6f746865720000000000000000000000", NOW, phone=SOMEONE_ELSE
     )
     await record_handoff(
-        db, call_sid="CAother", kind="message", reason="hi", caller_number=SOMEONE_ELSE
+        db,
+        call_sid="CA6d696e65000000000000000000000000",
+        kind="message",
+        reason="call me back",
+        caller_number=CALLER,
+    )
+    await record_handoff(
+        db,
+        call_sid="CA6f746865720000000000000000000000",
+        kind="message",
+        reason="hi",
+        caller_number=SOMEONE_ELSE,
     )
 
     deleted = await forget(db, settings, CALLER, "alice (password)")
@@ -163,8 +181,11 @@ async def test_forgetting_a_caller_deletes_their_data_and_only_theirs(
         "tool_calls": 1,
         "turns": 1,
     }
-    assert await _content(db, "CAmine") is None and not my_recording.exists()
-    assert await _content(db, "CAother") == (1, 1, str(other_recording))
+    assert (
+        await _content(db, "CA6d696e65000000000000000000000000") is None
+        and not my_recording.exists()
+    )
+    assert await _content(db, "CA6f746865720000000000000000000000") == (1, 1, str(other_recording))
     assert other_recording.exists()
     async with db.read() as conn:
         assert await customers.lookup_customer(conn, CALLER) is None

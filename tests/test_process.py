@@ -28,6 +28,7 @@ from tools.store import schema
 from tools.store.db import Database
 
 CALLER = "+14135550123"
+REFUSED_SID = "CA" + "afe7e" * 6 + "00"  # the call the webhook turns away while draining
 RULES = [Rule(r"hours|open", tool="get_business_info", arguments={"topic": "hours"})]
 _VENDOR_PREFIXES = ("FRONTDESK_", "DEEPGRAM_", "OPENAI_", "ELEVENLABS_", "TWILIO_")
 
@@ -210,7 +211,11 @@ async def test_sigterm_drains_calls_and_keeps_answering_webhooks(tmp_path: Path,
         server.proc.send_signal(signal.SIGTERM)
         await asyncio.sleep(0.5)
         url = f"{server.url}/twilio/voice"
-        params = {"CallSid": "CAafterterm", "From": CALLER, "To": "+14135550100"}
+        params = {
+            "CallSid": REFUSED_SID,
+            "From": CALLER,
+            "To": "+14135550100",
+        }
         signature = sign_twilio_request(AUTH_TOKEN, url, params)
         async with httpx.AsyncClient(base_url=server.url, timeout=10) as client:
             webhook = await client.post(url, data=params, headers={"X-Twilio-Signature": signature})
@@ -239,7 +244,7 @@ async def test_sigterm_drains_calls_and_keeps_answering_webhooks(tmp_path: Path,
     record = rows[row["call_sid"]]
     assert record["outcome"] == "server_shutdown" and record["ended_at"]
     assert record["turns"][-1] == ("bot", phrases()["shutdown_goodbye"])
-    assert "CAafterterm" not in rows  # the refused call never started a stream
+    assert REFUSED_SID not in rows  # the refused call never started a stream
     assert_clean_log(server.log())
 
 

@@ -81,12 +81,14 @@ def no_escalation(_session: CallSession) -> Escalating:
 def session(tmp_path: Path, resume: int = 0) -> CallSession:
     settings = Settings.from_env({"FRONTDESK_DATA_DIR": str(tmp_path)})
     db = Database(f"sqlite+aiosqlite:///{tmp_path / 'unused.db'}")
-    info = CallInfo(call_sid="CArec", resume_handoff=resume)
+    info = CallInfo(call_sid="CA72656300000000000000000000000000", resume_handoff=resume)
     call = CallSession(
         info, settings=settings, db=db, store=CallStore(db), escalation=no_escalation, rate=RATE
     )
     call.recorder = RecordingWriter(
-        tmp_path / "recordings" / "CArec.wav", RATE, resume=bool(resume)
+        tmp_path / "recordings" / "CA72656300000000000000000000000000.wav",
+        RATE,
+        resume=bool(resume),
     )
     return call
 
@@ -116,7 +118,7 @@ async def test_a_call_streams_to_its_file_with_little_in_memory(tmp_path: Path) 
 
 
 async def test_a_crash_leaves_a_readable_file_and_a_resumed_call_appends(tmp_path: Path) -> None:
-    path = tmp_path / "recordings" / "CArec.wav"
+    path = tmp_path / "recordings" / "CA72656300000000000000000000000000.wav"
     writer = RecordingWriter(path, RATE)
     first = np.column_stack([np.full(RATE, 5), np.full(RATE, 6)]).astype("<i2").tobytes()
     writer.write(first)

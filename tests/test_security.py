@@ -14,7 +14,9 @@ from typing import Any
 import httpx
 import pytest
 import websockets
+from websockets.typing import Origin
 
+from agent import metrics
 from agent.pipeline import CallPipeline
 from agent.prompts import phrases
 from agent.providers import LocalModels
@@ -30,6 +32,7 @@ from tools.store.db import Database
 PUBLIC = "https://frontdesk.example.com"
 DB_BACKENDS = ("sqlite",)  # the store is exercised on both in test_tools, test_admin_api
 TOKEN_TTL = 2
+PENDING = 3  # media sockets that may wait for their start at once
 
 
 @dataclass
@@ -55,6 +58,7 @@ def limited(
             FRONTDESK_MAX_CALL_SECS="10",
             FRONTDESK_CALLER_IDLE_SECS="60",
             FRONTDESK_STREAM_TOKEN_TTL=str(TOKEN_TTL),
+            FRONTDESK_MAX_PENDING_STREAMS=str(PENDING),
         )
         app = create_app(Settings.from_env(env), models=local_models)
         with ServerThread(app, port) as server:
@@ -102,10 +106,12 @@ async def _close_code(ws: Any) -> int | None:
 
 async def test_signatures_are_checked_against_the_public_url(limited):
     # Twilio signs the public URL; the Host header (the proxy's upstream) must not matter.
-    good = await _webhook(limited, "CApublic", f"{PUBLIC}/twilio/voice")
+    good = await _webhook(limited, "CA7075626c696300000000000000000000", f"{PUBLIC}/twilio/voice")
     assert good.status_code == 200
     assert 'url="wss://frontdesk.example.com/twilio/media"' in good.text
-    local = await _webhook(limited, "CAlocal", f"{limited.url}/twilio/voice")
+    local = await _webhook(
+        limited, "CA6c6f63616c0000000000000000000000", f"{limited.url}/twilio/voice"
+    )
     assert local.status_code == 403
 
 
@@ -115,9 +121,11 @@ async def test_every_twilio_route_refuses_unsigned_requests(limited):
     assert "/twilio/voice" in routes
     async with httpx.AsyncClient(base_url=limited.url) as client:
         for path in routes:
-            unsigned = await client.post(path, data=_params("CAx"))
+            unsigned = await client.post(path, data=_params("CA78000000000000000000000000000000"))
             forged = await client.post(
-                path, data=_params("CAx"), headers={"X-Twilio-Signature": "Zm9yZ2Vk"}
+                path,
+                data=_params("CA78000000000000000000000000000000"),
+                headers={"X-Twilio-Signature": "Zm9yZ2Vk"},
             )
             assert (unsigned.status_code, forged.status_code) == (403, 403), path
 
@@ -128,26 +136,38 @@ async def test_expired_tokens_are_refused(
     # The app's own tokens (with the configured TTL) on a clock the test moves.
     clock = Clock(time.time())
     monkeypatch.setattr(limited.app.state.frontdesk.tokens, "_clock", clock)
-    token = _token(await _webhook(limited, "CAlate", f"{PUBLIC}/twilio/voice"))
+    token = _token(
+        await _webhook(limited, "CA6c617465000000000000000000000000", f"{PUBLIC}/twilio/voice")
+    )
     clock.now += TOKEN_TTL + 1.5
-    assert await _close_code(await _stream(limited, "CAlate", token)) == 1008
+    assert (
+        await _close_code(await _stream(limited, "CA6c617465000000000000000000000000", token))
+        == 1008
+    )
 
 
 async def test_over_capacity_apologises_and_dials_a_person(limited):
     state = limited.app.state.frontdesk
-    token = _token(await _webhook(limited, "CAfirst", f"{PUBLIC}/twilio/voice"))
-    ws = await _stream(limited, "CAfirst", token)
+    token = _token(
+        await _webhook(limited, "CA66697273740000000000000000000000", f"{PUBLIC}/twilio/voice")
+    )
+    ws = await _stream(limited, "CA66697273740000000000000000000000", token)
     try:
         await asyncio.wait_for(ws.recv(), 60)  # the first call is up
         assert state.active_calls == 1
-        busy = await _webhook(limited, "CAsecond", f"{PUBLIC}/twilio/voice")
+        busy = await _webhook(
+            limited, "CA7365636f6e6400000000000000000000", f"{PUBLIC}/twilio/voice"
+        )
         assert busy.status_code == 200
         assert phrases()["over_capacity"] in busy.text and "<Connect>" not in busy.text
         assert "<Number>+14135550199</Number>" in busy.text  # the seeded business's
         # A token issued before the line filled up (here or by another worker) still cannot
         # start a second stream.
-        spare = state.tokens.issue("CAthird", {"from": "+14135550123"})
-        assert await _close_code(await _stream(limited, "CAthird", spare)) == 1013
+        spare = state.tokens.issue("CA74686972640000000000000000000000", {"from": "+14135550123"})
+        assert (
+            await _close_code(await _stream(limited, "CA74686972640000000000000000000000", spare))
+            == 1013
+        )
     finally:
         await ws.close()
     for _ in range(100):
@@ -155,6 +175,57 @@ async def test_over_capacity_apologises_and_dials_a_person(limited):
             break
         await asyncio.sleep(0.2)
     assert state.active_calls == 0
+
+
+def refusals(reason: str) -> float:
+    return metrics.REGISTRY.get_sample_value("frontdesk_refusals_total", {"reason": reason}) or 0
+
+
+async def test_sockets_waiting_for_their_start_are_capped(limited: LimitedServer) -> None:
+    """Silent sockets fill the cap; the next is refused at once (HTTP 503, counted), and a
+    real call starts as soon as one silent socket is gone; the others time out."""
+    state = limited.app.state.frontdesk
+    media_url = limited.url.replace("http", "ws", 1) + "/twilio/media"
+    demo_url = limited.url.replace("http", "ws", 1) + "/demo/ws"
+    before = refusals("too_many_pending")
+    silent = [await websockets.connect(media_url) for _ in range(PENDING)]
+    try:
+        assert state.pending_starts.waiting == PENDING
+        for url, origin in ((media_url, None), (demo_url, Origin(limited.url))):
+            asked = time.monotonic()
+            with pytest.raises(websockets.InvalidStatus) as refused:
+                await websockets.connect(url, origin=origin)
+            assert refused.value.response.status_code == 503
+            assert time.monotonic() - asked < 1.0  # refused at once, not after a wait
+        assert refusals("too_many_pending") == before + 2
+        await silent.pop().close()  # one silent caller goes away
+        for _ in range(50):
+            if state.pending_starts.waiting < PENDING:
+                break
+            await asyncio.sleep(0.05)
+        sid = "CA" + "5" * 32
+        token = _token(await _webhook(limited, sid, f"{PUBLIC}/twilio/voice"))
+        call = await _stream(limited, sid, token)
+        try:
+            first = json.loads(await asyncio.wait_for(call.recv(), 60))
+            assert first["event"] == "media"  # the call is up: the greeting is playing
+        finally:
+            await call.close()
+        # The silent ones are closed by the server once their start is overdue.
+        codes = await asyncio.gather(*(_close_code(ws) for ws in silent))
+        assert codes == [1008] * (PENDING - 1)
+        for _ in range(50):  # each gives its place back just after its close frame went out
+            if state.pending_starts.waiting == 0:
+                break
+            await asyncio.sleep(0.05)
+        assert state.pending_starts.waiting == 0
+    finally:
+        for ws in silent:
+            await ws.close()
+    for _ in range(100):
+        if state.active_calls == 0:
+            break
+        await asyncio.sleep(0.2)
 
 
 async def test_calls_end_at_the_maximum_duration(db: Database, tmp_path: Path) -> None:
@@ -177,7 +248,7 @@ async def test_calls_end_at_the_maximum_duration(db: Database, tmp_path: Path) -
 
 async def test_admin_api_refusals(limited):
     async with httpx.AsyncClient(base_url=limited.url) as client:
-        for path in ("/api/calls", "/api/calls/CAfirst"):
+        for path in ("/api/calls", "/api/calls/CA66697273740000000000000000000000"):
             missing = await client.get(path)
             wrong = await client.get(path, headers={"Authorization": "Bearer wrong-token"})
             basic = await client.get(path, headers={"Authorization": f"Basic {ADMIN_TOKEN}"})

@@ -20,28 +20,31 @@ from tools.store.nonces import StreamNonces
 async def test_token_is_one_time_bound_and_short_lived():
     clock = Clock(1000.0)
     tokens = StreamTokens(ttl_secs=30, clock=clock)
-    token = tokens.issue("CA1", {"from": "+14135550123"})
+    token = tokens.issue("CA31000000000000000000000000000000", {"from": "+14135550123"})
     with pytest.raises(TokenError, match="not issued for this call"):
-        await tokens.consume(token, "CA2")
-    assert await tokens.consume(token, "CA1") == {"from": "+14135550123"}
+        await tokens.consume(token, "CA32000000000000000000000000000000")
+    assert await tokens.consume(token, "CA31000000000000000000000000000000") == {
+        "from": "+14135550123"
+    }
     with pytest.raises(TokenError, match="already used"):
-        await tokens.consume(token, "CA1")
-    late = tokens.issue("CA3")
+        await tokens.consume(token, "CA31000000000000000000000000000000")
+    late = tokens.issue("CA33000000000000000000000000000000")
     clock.now += 60
     with pytest.raises(TokenError, match="expired"):
-        await tokens.consume(late, "CA3")
+        await tokens.consume(late, "CA33000000000000000000000000000000")
     for bad in (None, "", "garbage", "a.b.c", "a.1.c", "é.x", "a.", ".b", "x" * 5000 + ".y"):
         with pytest.raises(TokenError):
-            await tokens.consume(bad, "CA1")
+            await tokens.consume(bad, "CA31000000000000000000000000000000")
 
 
 async def test_tokens_signed_with_another_key_are_refused():
-    token = StreamTokens().issue("CA1")
+    token = StreamTokens().issue("CA31000000000000000000000000000000")
     with pytest.raises(TokenError, match="not issued"):
-        await StreamTokens().consume(token, "CA1")
+        await StreamTokens().consume(token, "CA31000000000000000000000000000000")
     with pytest.raises(TokenError, match="not issued"):
         await StreamTokens(key=derive_key("b")).consume(
-            StreamTokens(key=derive_key("a")).issue("CA1"), "CA1"
+            StreamTokens(key=derive_key("a")).issue("CA31000000000000000000000000000000"),
+            "CA31000000000000000000000000000000",
         )
 
 
@@ -54,31 +57,33 @@ async def test_a_token_one_worker_issued_is_consumed_once_by_any_worker(db: Data
     try:
         consumer = StreamTokens(30, clock, key=key, nonces=StreamNonces(other_db, clock))
         details = {"from": "+14135550123", "to": "+14135550100", "base": "https://x", "resume": "7"}
-        token = issuer.issue("CA1", details)
-        assert await consumer.consume(token, "CA1") == details
+        token = issuer.issue("CA31000000000000000000000000000000", details)
+        assert await consumer.consume(token, "CA31000000000000000000000000000000") == details
         for either in (issuer, consumer):  # a replay is refused by every worker
             with pytest.raises(TokenError, match="already used"):
-                await either.consume(token, "CA1")
-        late = issuer.issue("CA2")
+                await either.consume(token, "CA31000000000000000000000000000000")
+        late = issuer.issue("CA32000000000000000000000000000000")
         clock.now += 31
         with pytest.raises(TokenError, match="expired"):
-            await consumer.consume(late, "CA2")
+            await consumer.consume(late, "CA32000000000000000000000000000000")
     finally:
         await other_db.close()
 
 
 async def test_a_tokens_details_cannot_be_changed():
     tokens = StreamTokens()
-    payload, mac = tokens.issue("CA1", {"from": "+14135550123"}).split(".")
+    payload, mac = tokens.issue(
+        "CA31000000000000000000000000000000", {"from": "+14135550123"}
+    ).split(".")
     body = json.loads(base64.urlsafe_b64decode(payload + "=" * (-len(payload) % 4)))
     body["d"]["from"] = "+19995550000"
     forged = base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
     with pytest.raises(TokenError, match="not issued for this call"):
-        await tokens.consume(f"{forged}.{mac}", "CA1")
+        await tokens.consume(f"{forged}.{mac}", "CA31000000000000000000000000000000")
     body["e"] += 3600  # nor its expiry
     longer = base64.urlsafe_b64encode(json.dumps(body).encode()).decode().rstrip("=")
     with pytest.raises(TokenError, match="not issued for this call"):
-        await tokens.consume(f"{longer}.{mac}", "CA1")
+        await tokens.consume(f"{longer}.{mac}", "CA31000000000000000000000000000000")
 
 
 def test_the_stream_token_key_workers_share(tmp_path: Path):
@@ -103,7 +108,7 @@ def test_the_stream_token_key_workers_share(tmp_path: Path):
 
 def test_twilio_signature_validation():
     url = "https://frontdesk.example.com/twilio/voice"
-    params = {"CallSid": "CA1", "From": "+14135550123"}
+    params = {"CallSid": "CA31000000000000000000000000000000", "From": "+14135550123"}
     signature = sign_twilio_request("secret", url, params)
     assert is_valid_twilio_request("secret", url, params, signature)
     assert not is_valid_twilio_request("other", url, params, signature)
@@ -143,8 +148,10 @@ def test_two_workers_with_the_same_settings_accept_each_others_tokens(tmp_path: 
     settings = Settings.from_env(server_env(tmp_path, 8080))
     one, two = (create_app(settings).state.frontdesk for _ in range(2))
     assert one.instances.me.id != two.instances.me.id
-    token = one.tokens.issue("CA1", {"from": "+14135550123"})
-    assert two.tokens.verify(token, "CA1")[2] == {"from": "+14135550123"}
+    token = one.tokens.issue("CA31000000000000000000000000000000", {"from": "+14135550123"})
+    assert two.tokens.verify(token, "CA31000000000000000000000000000000")[2] == {
+        "from": "+14135550123"
+    }
     other = Settings.from_env(server_env(tmp_path, 8080, FRONTDESK_ADMIN_TOKEN="x" * 30))
     with pytest.raises(TokenError, match="not issued"):
-        create_app(other).state.frontdesk.tokens.verify(token, "CA1")
+        create_app(other).state.frontdesk.tokens.verify(token, "CA31000000000000000000000000000000")

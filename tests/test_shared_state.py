@@ -49,12 +49,15 @@ async def test_the_reaper_closes_exactly_the_stale_instances_calls(db: Database,
     b = Instances(second, Instance("host-b-2", "host-b", 2), clock=clock)
     await a.register()
     await b.register()
-    await CallStore(db, a.me.id).start_call(call_sid="CAa1")
-    await CallStore(db, a.me.id).start_call(call_sid="CAa2")
-    await CallStore(second, b.me.id).start_call(call_sid="CAb1")
+    await CallStore(db, a.me.id).start_call(call_sid="CA61310000000000000000000000000000")
+    await CallStore(db, a.me.id).start_call(call_sid="CA61320000000000000000000000000000")
+    await CallStore(second, b.me.id).start_call(call_sid="CA62310000000000000000000000000000")
     assert await a.take_slot(5) and await b.take_slot(5) and await b.take_slot(5)
     finished = CallStore(db, a.me.id)
-    await finished.finish_call(await finished.start_call(call_sid="CAa3"), outcome="completed")
+    await finished.finish_call(
+        await finished.start_call(call_sid="CA61330000000000000000000000000000"),
+        outcome="completed",
+    )
 
     clock.now += 10
     assert await a.heartbeat() and await b.heartbeat()
@@ -64,10 +67,13 @@ async def test_the_reaper_closes_exactly_the_stale_instances_calls(db: Database,
     clock.now += 10
     reaped = await b.reap(STALE)
     assert reaped.instances == ("host-a-1",) and reaped.calls == 2 and reaped.slots == 1
-    assert await outcome(db, "CAa1") == ("interrupted", True)
-    assert await outcome(db, "CAa2") == ("interrupted", True)
-    assert await outcome(db, "CAa3") == ("completed", True)
-    assert await outcome(db, "CAb1") == ("in_progress", False)  # the live worker's call
+    assert await outcome(db, "CA61310000000000000000000000000000") == ("interrupted", True)
+    assert await outcome(db, "CA61320000000000000000000000000000") == ("interrupted", True)
+    assert await outcome(db, "CA61330000000000000000000000000000") == ("completed", True)
+    assert await outcome(db, "CA62310000000000000000000000000000") == (
+        "in_progress",
+        False,
+    )  # the live worker's call
     assert await b.slots_taken() == 2
     assert (await b.reap(STALE)).calls == 0  # done once
     # The reaped one comes back (it was only slow): it registers again, told it was reaped.
@@ -85,14 +91,19 @@ async def test_a_dead_pid_on_the_same_host_is_reaped_at_once(db: Database, secon
     other_host = Instances(db, Instance("elsewhere-41-z", "elsewhere", 41), clock=clock)
     for instance in (old, new, other_host):
         await instance.register()
-    await CallStore(db, old.me.id).start_call(call_sid="CAold")
-    await CallStore(db, other_host.me.id).start_call(call_sid="CAthere")
-    await CallStore(db).start_call(call_sid="CAlegacy")  # written before instances existed
+    await CallStore(db, old.me.id).start_call(call_sid="CA6f6c6400000000000000000000000000")
+    await CallStore(db, other_host.me.id).start_call(call_sid="CA74686572650000000000000000000000")
+    await CallStore(db).start_call(
+        call_sid="CA6c656761637900000000000000000000"
+    )  # written before instances existed
     reaped = await new.reap(STALE)
     assert reaped.instances == ("box-41-x",) and reaped.calls == 2
-    assert await outcome(db, "CAold") == ("interrupted", True)
-    assert await outcome(db, "CAlegacy") == ("interrupted", True)
-    assert await outcome(db, "CAthere") == ("in_progress", False)  # pid 41 elsewhere is alive
+    assert await outcome(db, "CA6f6c6400000000000000000000000000") == ("interrupted", True)
+    assert await outcome(db, "CA6c656761637900000000000000000000") == ("interrupted", True)
+    assert await outcome(db, "CA74686572650000000000000000000000") == (
+        "in_progress",
+        False,
+    )  # pid 41 elsewhere is alive
 
 
 async def test_two_reapers_at_once_do_the_work_once(db: Database, second: Database):
@@ -100,7 +111,7 @@ async def test_two_reapers_at_once_do_the_work_once(db: Database, second: Databa
     gone = Instances(db, Instance("h-1-a", "h", 1), clock=clock)
     await gone.register()
     for n in range(5):
-        await CallStore(db, gone.me.id).start_call(call_sid=f"CAgone{n}")
+        await CallStore(db, gone.me.id).start_call(call_sid=f"CA{'d' * 24}{n:08x}")
     clock.now += 100
     one = Instances(db, Instance("h-2-b", "h2", 2), clock=clock)
     two = Instances(second, Instance("h-3-c", "h3", 3), clock=clock)

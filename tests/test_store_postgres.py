@@ -81,15 +81,31 @@ async def test_the_database_itself_refuses_an_overlapping_booking(workers: list[
                 .returning(schema.customers.c.id)
             )
         ).scalar_one()
-        await book(conn, customer, trim, Slot(start, 2, "James"), "CA1")
+        await book(
+            conn, customer, trim, Slot(start, 2, "James"), "CA31000000000000000000000000000000"
+        )
     # Skipping the tool's check: a booking starting inside the first, same staff member.
     with pytest.raises(SlotTakenError):
         async with workers[1].write() as conn:
-            await book(conn, customer, trim, Slot(start + timedelta(minutes=5), 2, "James"), "CA2")
+            await book(
+                conn,
+                customer,
+                trim,
+                Slot(start + timedelta(minutes=5), 2, "James"),
+                "CA32000000000000000000000000000000",
+            )
     # Another staff member, or the time right after, are fine.
     async with workers[1].write() as conn:
-        await book(conn, customer, trim, Slot(start, 1, "Maria"), "CA3")
-        await book(conn, customer, trim, Slot(start + timedelta(minutes=15), 2, "James"), "CA4")
+        await book(
+            conn, customer, trim, Slot(start, 1, "Maria"), "CA33000000000000000000000000000000"
+        )
+        await book(
+            conn,
+            customer,
+            trim,
+            Slot(start + timedelta(minutes=15), 2, "James"),
+            "CA34000000000000000000000000000000",
+        )
     assert len(await booked(workers[0])) == 3
 
 

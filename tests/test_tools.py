@@ -308,14 +308,14 @@ async def test_a_recorded_bot_turn_cut_off_later_keeps_only_what_was_heard(db):
     from tools.store.calls import CallStore
 
     store = CallStore(db)
-    call_id = await store.start_call(call_sid="CAcut1")
+    call_id = await store.start_call(call_sid="CA63757431000000000000000000000000")
     await store.add_turn(call_id, role="bot", text="We open at nine. We close at six.", timings={})
     await store.cut_off_last_bot_turn(call_id, heard="We open at nine.")
     await store.add_turn(call_id, role="caller", text="And on Sundays?", timings={})
     await store.cut_off_last_bot_turn(call_id, heard="never the caller's turn")
     await store.add_turn(call_id, role="bot", text="We are closed on Sundays.", timings={})
     await store.cut_off_last_bot_turn(call_id, heard="")  # nothing heard: the words stay
-    record = await store.get_call("CAcut1")
+    record = await store.get_call("CA63757431000000000000000000000000")
     assert record is not None
     assert [(t["role"], t["text"], t["interrupted"]) for t in record["turns"]] == [
         ("bot", "We open at nine.", True),

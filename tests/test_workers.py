@@ -356,7 +356,7 @@ async def test_fifty_bookings_race_through_both_workers_for_five_slots(site: Sit
     held.release_at = time.time() + 20.0
     site.llm.rules.insert(0, held)
     site.proxy.route = alternate_crossing()
-    sids = [f"CArace{n:028d}" for n in range(10)]
+    sids = [f"CAace0{n:028d}" for n in range(10)]
     calls = []
     before = site.proxy.count("/twilio/media")
     for n, sid in enumerate(sids):
@@ -403,7 +403,7 @@ async def _kill_9_mid_call(site: Site) -> None:
     table = {"/twilio/voice": 1, "/twilio/media": 0}
     site.proxy.route = lambda path: table.get(path, 1)
     site.deepgram.scripts[:] = [[HOURS, BYE]]
-    doomed_sid = "CAdoomed" + "0" * 26
+    doomed_sid = "CA" + "d00fed" + "0" * 26
     doomed = asyncio.create_task(
         replay(
             silence(60.0),

@@ -126,7 +126,14 @@ class ServerThread:
     def __init__(self, app: Any, port: int) -> None:
         self.port = port
         self.server = uvicorn.Server(
-            uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning", ws="websockets")
+            uvicorn.Config(
+                app,
+                host="127.0.0.1",
+                port=port,
+                log_level="warning",
+                ws="websockets",
+                proxy_headers=False,  # as run.py: the app reads X-Forwarded-* (agent/forwarded.py)
+            )
         )
         self.thread = threading.Thread(target=self.server.run, daemon=True)
 

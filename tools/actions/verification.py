@@ -2,7 +2,9 @@
 
 A caller not proven to own a number (tools.actions.identity) proves it with a six-digit code
 texted to that number: one code per call, hashed in the database, good for ten minutes and
-three tries (tools.store.verifications). The code is never logged nor put in a tool's answer.
+three tries (tools.store.verifications). At most ``CODES_PER_NUMBER`` codes go to one number
+an hour, whichever calls ask; the refusal is the same whether the number is on file or not.
+The code is never logged nor put in a tool's answer.
 """
 
 from __future__ import annotations
@@ -15,7 +17,7 @@ from tools.domain.spoken_phone import spoken_digits
 from tools.errors import ToolError
 from tools.registry import ToolContext, ToolResult
 from tools.store import verifications
-from tools.store.verifications import CODE_DIGITS, CODE_TTL, Check
+from tools.store.verifications import CODE_DIGITS, CODE_TTL, Check, Started
 
 
 async def _other_ways(ctx: ToolContext) -> tuple[str, list[str]]:
@@ -46,13 +48,21 @@ async def send_verification_code(ctx: ToolContext, phone: str = "") -> ToolResul
             data={"verify_by": ways},
         )
     code = verifications.new_code()
-    async with ctx.db.write() as conn:
-        fresh = await verifications.start(conn, ctx.call_sid, number, code, ctx.current_time())
-    if not fresh:
+    async with ctx.db.write(serial=verifications.serial_key(number)) as conn:
+        started = await verifications.start(conn, ctx.call_sid, number, code, ctx.current_time())
+    if started is Started.ALREADY_SENT:
         others, ways = await _other_ways(ctx)
         raise ToolError(
             f"I can only send one code per call. If you have it, tell me the code. {others}",
             code="code_already_sent",
+            data={"verify_by": ways},
+        )
+    if started is Started.TOO_MANY:
+        others, ways = await _other_ways(ctx)
+        raise ToolError(
+            "I've already sent several codes to that number; please try again later. "
+            f"{others}".strip(),
+            code="too_many_codes",
             data={"verify_by": ways},
         )
     business = await ctx.current_business()

@@ -23,6 +23,9 @@ from tools.store.schema import iso_utc
 CODE_TTL = timedelta(minutes=10)
 MAX_TRIES = 3  # tries per code, the right one included
 CODE_DIGITS = 6
+#: Codes texted to one number within :data:`CODES_WINDOW`, across all calls and workers.
+CODES_PER_NUMBER = 3
+CODES_WINDOW = timedelta(hours=1)
 
 
 def new_code() -> str:
@@ -51,13 +54,43 @@ class CheckResult:
     tries_left: int = 0
 
 
-async def start(conn: AsyncConnection, call_sid: str, phone: str, code: str, now: datetime) -> bool:
-    """Keep ``code`` (hashed) for ``call_sid``, sent to ``phone``; False when the call already
-    has a code (one per call)."""
+class Started(StrEnum):
+    """What asking for a new code came to."""
+
+    STARTED = "started"  # kept: send it
+    ALREADY_SENT = "already_sent"  # this call has a code (one per call)
+    TOO_MANY = "too_many"  # :data:`CODES_PER_NUMBER` went to the number in the last hour
+
+
+def serial_key(phone: str) -> str:
+    """The ``Database.write(serial=...)`` name that makes two workers' :func:`start` for one
+    number take turns, so neither counts before the other's code is kept."""
+    return f"verification-codes:{phone}"
+
+
+async def codes_sent(conn: AsyncConnection, phone: str, now: datetime) -> int:
+    """Codes kept for ``phone`` (by any call) within :data:`CODES_WINDOW` before ``now``."""
+    table = schema.caller_verifications
+    found = await conn.execute(
+        sa.select(sa.func.count()).where(
+            table.c.phone == phone, table.c.created_at > iso_utc(now - CODES_WINDOW)
+        )
+    )
+    return int(found.scalar_one())
+
+
+async def start(
+    conn: AsyncConnection, call_sid: str, phone: str, code: str, now: datetime
+) -> Started:
+    """Keep ``code`` (hashed) for ``call_sid``, sent to ``phone``, unless the call already has a
+    code or ``phone`` had :data:`CODES_PER_NUMBER` in the last :data:`CODES_WINDOW`. Run it in a
+    write transaction serialised on :func:`serial_key`."""
     table = schema.caller_verifications
     found = await conn.execute(sa.select(table.c.id).where(table.c.call_sid == call_sid))
     if found.first() is not None:
-        return False
+        return Started.ALREADY_SENT
+    if await codes_sent(conn, phone, now) >= CODES_PER_NUMBER:
+        return Started.TOO_MANY
     salt = secrets.token_hex(16)
     await conn.execute(
         table.insert().values(
@@ -70,7 +103,7 @@ async def start(conn: AsyncConnection, call_sid: str, phone: str, code: str, now
             created_at=iso_utc(now),
         )
     )
-    return True
+    return Started.STARTED
 
 
 async def forget(conn: AsyncConnection, call_sid: str) -> None:
