@@ -94,7 +94,7 @@ def bad_sid(request: Request, field: str, value: str) -> Response:
         f"Twilio webhook {request.url.path} refused: {field} {shown_sid(value)} is not a "
         "Twilio CallSid"
     )
-    what = "missing" if not value else "not a Twilio CallSid (CA and 32 lowercase hex digits)"
+    what = "missing" if not value else "not a Twilio CallSid (CA and 32 hex digits)"
     return plain(f"{field} {what}", 400)
 
 

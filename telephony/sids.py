@@ -1,22 +1,22 @@
 """Call ids as Twilio and the browser demo make them, checked before one names a file or a record.
 
-Twilio's CallSid is ``CA`` and 32 lowercase hex digits (Twilio issues them lower case; its API
-reference types them ``^CA[0-9a-fA-F]{32}$``, but no real sid has upper-case digits, so one that
-does is not from Twilio). The browser demo makes its own: ``BR`` and 32 lowercase hex digits,
-valid on that path only. Stream sids (``MZ...``, UUIDs in older traces) are not checked: they
-name nothing.
+Twilio's CallSid is ``CA`` and 32 hex digits: its API reference types them ``^CA[0-9a-fA-F]{32}$``
+(issued in lower case; either case is accepted, since refusing a real call costs a caller and
+neither case can name a path outside the recordings folder). The browser demo makes its own:
+``BR`` and 32 lowercase hex digits, valid on that path only. Stream sids (``MZ...``, UUIDs in
+older traces) are not checked: they name nothing.
 """
 
 from __future__ import annotations
 
 import re
 
-_CALL_SID = re.compile(r"CA[0-9a-f]{32}")
+_CALL_SID = re.compile(r"CA[0-9a-fA-F]{32}")
 _BROWSER_CALL_SID = re.compile(r"BR[0-9a-f]{32}")
 
 
 def is_call_sid(value: str) -> bool:
-    """Whether ``value`` is a Twilio CallSid (``CA`` + 32 lowercase hex digits, nothing else)."""
+    """Whether ``value`` is a Twilio CallSid (``CA`` + 32 hex digits, nothing else)."""
     return _CALL_SID.fullmatch(value) is not None
 
 
