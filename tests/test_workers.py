@@ -170,7 +170,7 @@ def worker_env(site_dir: Path, database: str, ports: dict[str, int], public: str
         "FRONTDESK_TURN_AUDIO_THRESHOLD": "0",  # no smart-turn model: cheaper calls
         "FRONTDESK_MAX_CALLS": "60",  # shared by the workers (the race has 50 at once)
         "FRONTDESK_PROVIDER_TIMEOUT_SECS": "60",  # the race holds the LLM's answers
-        "FRONTDESK_HEARTBEAT_SECS": "1",  # a dead worker is found within seconds
+        "FRONTDESK_HEARTBEAT_SECS": "2",  # a dead worker is found within seconds (6 s: 3 beats)
         "DEEPGRAM_API_KEY": "dg-test",
         "DEEPGRAM_BASE_URL": f"ws://127.0.0.1:{ports['deepgram']}",
         "ELEVENLABS_API_KEY": "el-test",
