@@ -45,7 +45,8 @@ WAIT_MS = 90_000  # generous: a noisy 2-core CI machine transcribes and synthesi
 def demo_server(
     tmp_path_factory: pytest.TempPathFactory, local_models: LocalModels
 ) -> Iterator[LiveServer]:
-    """The app with one call slot, so the busy path can be exercised for real."""
+    """The app with the demo on and one demo call at a time, so the busy path can be
+    exercised for real."""
     script = ScriptedLLM(rules=list(SCRIPT_RULES))
     data_dir = tmp_path_factory.mktemp("frontdesk-demo")
     llm_port, port = free_port(), free_port()
@@ -54,7 +55,8 @@ def demo_server(
             data_dir,
             port,
             OPENAI_BASE_URL=f"http://127.0.0.1:{llm_port}/v1",
-            FRONTDESK_MAX_CALLS="1",
+            FRONTDESK_DEMO="1",
+            FRONTDESK_DEMO_MAX_CALLS="1",
         )
         app = create_app(Settings.from_env(env), models=local_models)
         with ServerThread(app, port) as server:
@@ -221,7 +223,8 @@ async def test_barge_in_stops_playback_at_once_and_the_brain_hears_only_what_pla
 async def test_busy_then_a_dropped_socket_frees_the_line(
     demo_server: LiveServer, browser: Any, microphone_wav: Path
 ) -> None:
-    """The only line is taken by another browser call: the page says busy and offers a retry.
+    """The demo's only slot is taken by another browser call: the page says the demo is full
+    and offers a retry.
     That call's socket then drops without a goodbye: the server frees the line and keeps the
     record."""
     await wait_until_free(demo_server)
@@ -243,7 +246,7 @@ async def test_busy_then_a_dropped_socket_frees_the_line(
         await page.get_by_role("button", name="Start call").click()
         problem = page.get_by_role("alert")
         await problem.wait_for(timeout=WAIT_MS)
-        assert "lines are busy" in (await problem.inner_text())
+        assert "The demo is full: it takes 1 call at a time." in (await problem.inner_text())
         assert await page.get_by_role("button", name="Try again").is_visible()
         assert (await demo_state(page))["errorCode"] == "busy"
 

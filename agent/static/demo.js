@@ -39,7 +39,7 @@
       "recent Chrome, Edge or Firefox.",
     unreachable: "Couldn't reach the Frontdesk server. Check that it is running, then try again.",
     dropped: "The connection to the server was lost and the call ended.",
-    busy: "All lines are busy right now. Please try again in a minute.",
+    busy: "The demo is full right now. Please try again in a minute.",
     rate_limited: "You've started several calls in a short time. Please wait a minute, then try again.",
     protocol: "The page and the server did not understand each other. Reload the page and try again.",
     server: "The server hit a problem and ended the call. Try again in a moment.",

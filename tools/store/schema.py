@@ -337,6 +337,8 @@ call_slots = sa.Table(
     sa.Column("id", sa.String(64), primary_key=True),  # random, one per call taking a line
     sa.Column("instance_id", sa.String(100), nullable=False),
     sa.Column("taken_at", sa.Float, nullable=False),
+    # phone (FRONTDESK_MAX_CALLS) | demo (FRONTDESK_DEMO_MAX_CALLS); migration 0010_s10_demo.
+    sa.Column("pool", sa.String(10), nullable=False, server_default="phone"),
     sa.Index("ix_call_slots_instance_id", "instance_id"),
 )
 
