@@ -406,7 +406,7 @@ class Escalation:
     async def _caller(self) -> tuple[str, str, int | None]:
         """(name on file, number, customer id) of the caller."""
         info = self.session.info
-        number = info.from_number if info.from_number.startswith("+") else ""
+        number = info.caller_id
         customer: dict[str, Any] | None = None
         if number:
             async with self.session.db.read() as conn:

@@ -320,3 +320,56 @@ async def test_a_dropped_connection_is_reported(
     await wait_until_free(demo_server)
     record = await call_record(demo_server, call_sid)
     assert record["outcome"] == "caller_hung_up" and record["source"] == "browser"
+
+
+async def test_a_demo_call_ends_at_its_time_limit(
+    browser: Any,
+    microphone_wav: Path,
+    local_models: LocalModels,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """FRONTDESK_DEMO_MAX_CALL_SECS (its shortest, 10 s) reached by the real transport: the
+    receptionist says the demo's goodbye, the call ends with outcome max_duration and the page
+    says why. The caller stays quiet (and is never asked whether they are still there)."""
+    speak(microphone_wav, 40.0)
+    script = ScriptedLLM(rules=list(SCRIPT_RULES))
+    data_dir = tmp_path_factory.mktemp("frontdesk-demo-limit")
+    llm_port, port = free_port(), free_port()
+    with ServerThread(build_app(script), llm_port):
+        env = server_env(
+            data_dir,
+            port,
+            OPENAI_BASE_URL=f"http://127.0.0.1:{llm_port}/v1",
+            FRONTDESK_DEMO="1",
+            FRONTDESK_DEMO_MAX_CALL_SECS="10",
+            FRONTDESK_CALLER_IDLE_SECS="60",
+        )
+        app = create_app(Settings.from_env(env), models=local_models)
+        with ServerThread(app, port) as running:
+            server = LiveServer(running.url, script, data_dir, app)
+            async with browser_page(browser) as page:
+                await page.goto(server.url + "/")
+                await page.get_by_role("button", name="Start call").click()
+                await page.wait_for_function(
+                    "() => window.frontdeskDemo.status === 'in-call'", timeout=WAIT_MS
+                )
+                started = time.monotonic()
+                await page.wait_for_function(
+                    "() => window.frontdeskDemo.status === 'ended'", timeout=WAIT_MS
+                )
+                elapsed = time.monotonic() - started
+                state = await demo_state(page)
+                assert state["outcome"] == "max_duration"
+                status = await page.locator("#status").inner_text()
+                assert "reached its time limit" in status
+                goodbye = "This demo call has reached its ten-second limit."
+                await expect(page.locator(".turn.bot", has_text=goodbye).first).to_be_visible()
+                assert not page.frontdesk_errors, page.frontdesk_errors
+                await screenshot(page, "browser-demo-time-limit.png")
+            await wait_until_free(server)
+            record = await call_record(server, state["callSid"])
+    assert elapsed >= 9.0, f"ended after {elapsed:.1f} s, before its limit"
+    assert record["outcome"] == "max_duration" and record["source"] == "browser"
+    said = [t["text"] for t in record["turns"] if t["role"] == "bot"]
+    assert said[-1] == goodbye + " Thanks for trying Frontdesk!"
+    assert not [t for t in record["turns"] if t["role"] == "caller"]
