@@ -32,7 +32,7 @@ from loguru import logger
 
 from agent import metrics
 from agent.call_record import RecordWriter, TurnTimings
-from agent.prompts import build_system_prompt, fill, greeting, phrases
+from agent.prompts import build_system_prompt, fill, opening, phrases
 from agent.recording import RecordingWriter
 from agent.settings import Settings
 from agent.texting import call_texts
@@ -370,7 +370,9 @@ class CallSession:
             if caller:
                 self.records.put("set_customer", customer_id=caller["id"])
         self._caller = caller
-        first_words = greeting(business, caller)
+        # The recording notice is in the first words (a call resumed after a transfer has
+        # already said it).
+        first_words = opening(business, caller, recording=self.settings.recording)
         earlier: list[dict[str, Any]] = []
         if self.info.resume_handoff:  # nobody answered the transfer: pick up where we left off
             earlier = earlier_messages(await self.store.get_call(self.info.call_sid))

@@ -56,6 +56,8 @@ class Business:
     # A caller ID Twilio could not verify (STIR/SHAKEN) still proves who is calling; off by
     # default, since caller ID is easy to fake (tools.registry.ToolContext.proven_phone).
     trust_unverified_caller_id: bool = False
+    # Told to callers in the greeting while calls are recorded ("": the default wording).
+    recording_notice: str = ""
 
     @property
     def tz(self) -> ZoneInfo:
