@@ -23,6 +23,7 @@ from tests.conftest import ADMIN_TOKEN, BUSINESS_YAML, free_port, server_env
 from tests.frames import Handset, ScriptedLLM, caller_says, frame_call
 from tools.admin.models import PromptsIn
 from tools.admin.service import AdminService
+from tools.domain.business import ConfigError, read_config
 from tools.store import schema
 from tools.store.business import load_business, seed_business
 from tools.store.db import Database
@@ -198,3 +199,14 @@ async def test_the_business_yaml_may_carry_the_notice(tmp_path: Path) -> None:
         assert (await load_business(db)).recording_notice == "Calls here are recorded."
     finally:
         await db.close()
+
+
+def test_a_seeded_notice_must_say_the_call_is_recorded(tmp_path: Path) -> None:
+    config = tmp_path / "business.yaml"
+    for line, problem in [
+        ('recording_notice: "Thanks for calling."', "must tell callers the call is recorded"),
+        ("recording_notice: [recorded]", "must be a sentence"),
+    ]:
+        config.write_text(BUSINESS_YAML.read_text() + f"\n{line}\n")
+        with pytest.raises(ConfigError, match=problem):
+            read_config(config)

@@ -189,9 +189,21 @@ def check_config(data: dict[str, Any]) -> None:
     escalation_numbers(data)
     if not isinstance(data.get("trust_unverified_caller_id", False), bool):
         raise ConfigError("trust_unverified_caller_id: must be true or false")
+    check_recording_notice(data.get("recording_notice") or "")
     for service in data.get("services") or []:
         if not service.get("name") or int(service.get("duration_minutes", 0)) <= 0:
             raise ConfigError(f"services: each needs a name and a positive duration: {service}")
+
+
+def check_recording_notice(notice: object) -> None:
+    """A configured recording notice is text that tells callers the call is recorded (or
+    empty: the default wording); ConfigError otherwise."""
+    if not isinstance(notice, str):
+        raise ConfigError("recording_notice: must be a sentence (text)")
+    if notice.strip() and "record" not in notice.lower():
+        raise ConfigError(
+            f"recording_notice: must tell callers the call is recorded, got {notice!r}"
+        )
 
 
 def describe_hours(business: Business) -> str:
