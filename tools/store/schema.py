@@ -80,7 +80,7 @@ business = sa.Table(
     sa.Column("disabled_tools", sa.Text, nullable=False, server_default=""),  # comma-separated
     # Caller ID Twilio could not verify still proves who is calling (tools.registry.ToolContext).
     sa.Column("trust_unverified_caller_id", sa.Boolean, nullable=False, server_default=sa.false()),
-    # Spoken after the greeting while calls are recorded ("": the default wording; migration 0008).
+    # Said in the greeting while calls are recorded ("": the default wording; migration 0008).
     sa.Column("recording_notice", sa.Text, nullable=False, server_default=""),
     # Outbound calls (migration 0009): reminders, calling hours (business time zone, "HH:MM"),
     # callbacks placed at the promised time, attempts per call, SMS confirmations.
