@@ -45,7 +45,7 @@ from telephony.tokens import StreamTokens, derive_key
 from tools.store.business import load_business, seed_business
 from tools.store.calls import CallStore
 from tools.store.db import Database
-from tools.store.instances import Instance, Instances
+from tools.store.instances import DEMO, PHONE, Instance, Instances
 from tools.store.limits import RateEvents
 from tools.store.nonces import StreamNonces
 from tools.store.outbound import OutboundStore
@@ -55,7 +55,8 @@ from tools.store.outbound import OutboundStore
 class Frontdesk:
     """The application's shared parts, built once in :func:`create_app` and passed down.
 
-    It satisfies telephony.host.TwilioHost (and so CallSlots) for the telephony routes. What
+    It satisfies telephony.host.TwilioHost (and so CallSlots: phone lines) for the Twilio
+    routes; :class:`DemoLines` gives the browser demo its own slots. What
     several workers must agree on lives in the database (call slots, used stream tokens, rate
     limits, the business); what is kept here is this process's own: its running calls
     (``sessions``, ``active_calls``, ``slots``), whether it accepts calls, its models."""
@@ -100,9 +101,14 @@ class Frontdesk:
         return await self.instances.slots_taken() < self.settings.call_limit
 
     async def take_slot(self, *, answered: bool = False) -> str:
+        return await self.take_pool_slot(PHONE, self.settings.call_limit, answered=answered)
+
+    async def take_pool_slot(self, pool: str, limit: int, *, answered: bool = False) -> str:
+        """A slot of ``pool`` (one of ``limit`` across all workers), counted as this process's
+        call; "" when refused (full, or a new call while draining)."""
         if not (answered or self.accepting):
             return ""
-        slot = await self.instances.take_slot(self.settings.call_limit)
+        slot = await self.instances.take_slot(limit, pool)
         if slot:
             self.slots.add(slot)
             self.active_calls += 1
@@ -151,6 +157,40 @@ class Frontdesk:
         if reason == "over_capacity" and not self.accepting:
             reason = "shutting_down"
         metrics.refused(reason)
+
+
+@dataclass(frozen=True)
+class DemoLines:
+    """The browser demo's call slots (telephony.host.DemoSlots): FRONTDESK_DEMO_MAX_CALLS
+    across all workers, in their own pool (tools.store.instances), so a demo call never takes
+    a phone line and phone calls never take the demo's room. A draining server takes no new
+    demo call either. They are this process's calls all the same (``active_calls``, ``slots``),
+    so a shutdown waits for them like for phone calls."""
+
+    app: Frontdesk
+
+    @property
+    def accepting(self) -> bool:
+        return self.app.accepting
+
+    async def has_room(self) -> bool:
+        if not self.app.accepting:
+            return False
+        return await self.app.instances.slots_taken(DEMO) < self.app.settings.demo_max_calls
+
+    async def take_slot(self, *, answered: bool = False) -> str:
+        limit = self.app.settings.demo_max_calls
+        return await self.app.take_pool_slot(DEMO, limit, answered=answered)
+
+    async def release_slot(self, slot: str) -> None:
+        await self.app.release_slot(slot)
+
+    def refused(self, reason: str) -> None:
+        self.app.refused(reason)
+
+    @property
+    def pending_starts(self) -> PendingStarts:
+        return self.app.pending_starts
 
 
 def resolve_admin_token(settings: Settings) -> Secret:
@@ -217,7 +257,12 @@ async def start_up(
     if settings.demo_enabled:
         loopback = "127.0.0.1" if settings.host in ("0.0.0.0", "::", "") else settings.host
         page = settings.public_url or f"http://{loopback}:{settings.port}"
-        logger.info(f"browser demo: open {page}/ and press Start call (FRONTDESK_DEMO=0: off)")
+        logger.info(
+            f"browser demo: open {page}/ and press Start call ({settings.demo_max_calls} at "
+            f"once, {settings.demo_max_call_secs} s each; FRONTDESK_DEMO=0: off)"
+        )
+    else:
+        logger.info("browser demo: off (FRONTDESK_DEMO=1 serves it at /)")
 
 
 async def shut_down(state: Frontdesk, *, owns_brain: bool = True) -> None:
@@ -372,11 +417,12 @@ def create_app(
         enabled=settings.demo_enabled,
         calls_per_minute=settings.demo_calls_per_minute,
         public_url=settings.public_url,
+        max_calls=settings.demo_max_calls,
     )
     static_dir = Path(__file__).resolve().parent / "static"
     demo_limit = RateEvents(db, "demo_call", limit=settings.demo_calls_per_minute, window_secs=60.0)
     app.include_router(
-        build_demo_router(state, demo_limit, demo_config, run_browser_call, static_dir)
+        build_demo_router(DemoLines(state), demo_limit, demo_config, run_browser_call, static_dir)
     )
 
     app.include_router(build_health_router(state))

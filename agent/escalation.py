@@ -414,7 +414,7 @@ class Escalation:
         (``ToolContext.proven_phone``); otherwise the name is "" and the number is the caller
         ID as given, so the person answering never hears whose record an unproven number is."""
         info = self.session.info
-        number = info.from_number if info.from_number.startswith("+") else ""
+        number = info.caller_id
         proven = await self.session.proven_phone()
         customer: dict[str, Any] | None = None
         if proven:

@@ -316,8 +316,10 @@ def call_services(
     rate: int,
     websocket: WebSocket,
     serializer: MediaSerializer,
+    max_call_secs: int,
 ) -> CallServices:
-    """The configured providers and the websocket transport, for a real call."""
+    """The configured providers and the websocket transport, for a real call that lasts at most
+    ``max_call_secs`` (then the session's ``timed_out``)."""
     settings = resources.settings
     transport = LeadPacedWebsocketTransport(
         websocket,
@@ -330,7 +332,7 @@ def call_services(
             add_wav_header=False,
             serializer=serializer,
             allowed_origins=[],
-            session_timeout=settings.max_call_secs,
+            session_timeout=max_call_secs,
         ),
     )
     return CallServices(
@@ -361,7 +363,9 @@ async def run_call(
 
     async def media() -> None:
         setup = await session.prepare()
-        services = call_services(resources, setup, session.rate, websocket, serializer)
+        services = call_services(
+            resources, setup, session.rate, websocket, serializer, session.max_call_secs
+        )
         if resources.brain is not None:
             # Evaluate this call's prompt into the local model while the greeting plays.
             opening: Sequence[dict[str, Any]] = [

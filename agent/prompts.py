@@ -101,6 +101,29 @@ def build_system_prompt(
     )
 
 
+def recording_notice(business: Business) -> str:
+    """What callers are told about recording: the admin's wording, or the default."""
+    wording = business.recording_notice.strip() or phrases()["recording_notice"]
+    return fill(wording, business_name=business.name)
+
+
+def with_notice(greeting_text: str, notice: str) -> str:
+    """``greeting_text`` telling the caller ``notice`` too: before the greeting's closing
+    question (its last sentence, when that asks something and something comes before it),
+    so a caller who answers at once has heard it; otherwise after the greeting."""
+    sentences = re.findall(r"[^.!?]+[.!?]*\s*", greeting_text.strip())
+    if len(sentences) > 1 and sentences[-1].rstrip().endswith("?"):
+        return "".join(sentences[:-1]).rstrip() + f" {notice} " + sentences[-1].strip()
+    return f"{greeting_text.strip()} {notice}".strip()
+
+
+def opening(business: Business, caller: dict[str, Any] | None, *, recording: bool) -> str:
+    """What a call says first: the :func:`greeting`, with the :func:`recording_notice` while
+    calls are recorded (FRONTDESK_RECORDING)."""
+    words = greeting(business, caller)
+    return with_notice(words, recording_notice(business)) if recording else words
+
+
 def greeting(business: Business, caller: dict[str, Any] | None) -> str:
     """The call's first words: the admin's greeting, or the phrase (by name for a known caller)."""
     texts = phrases()

@@ -32,7 +32,7 @@ from loguru import logger
 
 from agent import metrics
 from agent.call_record import RecordWriter, TurnTimings
-from agent.prompts import build_system_prompt, greeting, phrases
+from agent.prompts import build_system_prompt, fill, opening, phrases
 from agent.recording import RecordingWriter
 from agent.settings import Settings
 from agent.texting import call_texts
@@ -41,6 +41,7 @@ from telephony.playback import PlaybackLedger
 from telephony.sids import is_browser_call_sid, is_call_sid, shown_sid
 from tools.catalog import TOOL_NAMES, tool_registry
 from tools.domain.business import Business
+from tools.domain.speech import say_number
 from tools.registry import Invocation, ToolContext, ToolRegistry
 from tools.store.business import load_business
 from tools.store.calls import CallStore
@@ -77,6 +78,13 @@ class Outcome(StrEnum):
     INTERRUPTED = "interrupted"  # left open by a previous run of the server
 
 
+def spoken_limit(secs: int) -> str:
+    """A call's time limit as said before "limit": "five-minute", "ninety-second"."""
+    if secs % 60 == 0:
+        return f"{say_number(secs // 60)}-minute"
+    return f"{say_number(secs)}-second"
+
+
 @dataclass
 class CallInfo:
     call_sid: str
@@ -101,6 +109,20 @@ class CallInfo:
     def caller_id_verified(self) -> bool:
         """Twilio verified the caller ID (STIR/SHAKEN attestation A or B)."""
         return self.caller_verstat in VERIFIED_CALLER_ID
+
+    @property
+    def demo(self) -> bool:
+        """A browser demo call: its own time limit, and always an unknown caller (a browser
+        has no caller ID and proves no number, whatever it sends)."""
+        return self.source == "browser"
+
+    @property
+    def caller_id(self) -> str:
+        """The caller ID the call's tools may go by: E.164 from Twilio, "" for anonymous
+        callers and for every browser call."""
+        if self.demo or not self.from_number.startswith("+"):
+            return ""
+        return self.from_number
 
 
 class CallPipe(Protocol):
@@ -339,8 +361,9 @@ class CallSession:
         self.registry = tool_registry([n for n in TOOL_NAMES if n not in disabled])
         tools = self._tools = ToolContext(
             db=self.db,
-            caller_phone=self.info.from_number if self.info.from_number.startswith("+") else "",
-            caller_id_verified=self.info.caller_id_verified,
+            caller_phone=self.info.caller_id,
+            caller_id_verified=self.info.caller_id_verified and not self.info.demo,
+            anonymous=self.info.demo,
             call_sid=self.info.call_sid,
             call=self,
             business=business,  # the whole call keeps the config it started with
@@ -356,20 +379,22 @@ class CallSession:
             if caller:
                 self.records.put("set_customer", customer_id=caller["id"])
         self._caller = caller
-        opening = greeting(business, caller)
+        # The recording notice is in the first words (a call resumed after a transfer has
+        # already said it).
+        first_words = opening(business, caller, recording=self.settings.recording)
         earlier: list[dict[str, Any]] = []
         if self.info.resume_handoff:  # nobody answered the transfer: pick up where we left off
             earlier = earlier_messages(await self.store.get_call(self.info.call_sid))
-            opening = phrases()["transfer_no_answer"]
+            first_words = phrases()["transfer_no_answer"]
             self.escalation.blocked = "nobody answered"
         return CallSetup(
             business=business,
             caller=caller,
             tools=tools,
             system_prompt=build_system_prompt(
-                business, caller, bool(self.info.from_number), self.now(), proven=bool(proven)
+                business, caller, bool(self.info.caller_id), self.now(), proven=bool(proven)
             ),
-            greeting=opening,
+            greeting=first_words,
             earlier=earlier,
         )
 
@@ -426,10 +451,25 @@ class CallSession:
             await self.say(phrases()["idle_goodbye"])
             await self.request_hangup("caller silent")
 
+    @property
+    def max_call_secs(self) -> int:
+        """The call's longest allowed duration: FRONTDESK_DEMO_MAX_CALL_SECS for a browser demo
+        call, FRONTDESK_MAX_CALL_SECS for a phone call."""
+        if self.info.demo:
+            return self.settings.demo_max_call_secs
+        return self.settings.max_call_secs
+
+    def time_limit_goodbye(self) -> str:
+        """What the caller hears when :attr:`max_call_secs` is reached."""
+        if self.info.demo:
+            limit = spoken_limit(self.settings.demo_max_call_secs)
+            return fill(phrases()["demo_max_duration"], limit=limit)
+        return phrases()["max_duration"]
+
     async def timed_out(self) -> None:
-        """The call reached its longest allowed duration."""
+        """The call reached its longest allowed duration (:attr:`max_call_secs`)."""
         self.conclude(Outcome.MAX_DURATION)
-        await self.say(phrases()["max_duration"])
+        await self.say(self.time_limit_goodbye())
         await self.request_hangup("max duration")
 
     async def run_tool(self, name: str, arguments: Any) -> Invocation:
@@ -524,8 +564,11 @@ class CallSession:
         await self.escalation.escalate(reason, trigger)
 
     async def request_hangup(self, reason: str) -> None:
-        """End the call once what is being said has played."""
+        """End the call once what is being said has played; a client that shows the call is
+        told how it ends (an ``ending`` event with the outcome)."""
         self._ending = True
+        if self.pipe is not None:
+            self.pipe.send_event({"kind": "ending", "outcome": self.outcome.value})
         self._tasks.add(task := asyncio.create_task(self._end_after_speaking()))
         task.add_done_callback(self._tasks.discard)
 

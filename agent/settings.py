@@ -162,6 +162,16 @@ def _workers(env: Mapping[str, str]) -> int:
     return count
 
 
+def _demo(env: Mapping[str, str]) -> bool:
+    """FRONTDESK_DEMO when set (0 turns the demo off even in dev mode); unset, the demo is on
+    only in dev mode (FRONTDESK_DEV=1, which ``python3 run.py`` on loopback sets): a public
+    server serves no unauthenticated page that spends its providers unless asked to."""
+    raw = env.get("FRONTDESK_DEMO", "").strip()
+    if raw:
+        return _bool("FRONTDESK_DEMO", raw)
+    return _bool("FRONTDESK_DEV", env.get("FRONTDESK_DEV", "0"))
+
+
 def _e164(name: str, raw: str) -> str:
     value = "".join(raw.split())
     if value and not (value.startswith("+") and value[1:].isdigit() and 8 <= len(value) <= 16):
@@ -213,8 +223,10 @@ class Settings:
     admin_token: Secret | None = None
     dev_mode: bool = False
     business_config: Path = Path("business.yaml")
-    demo_enabled: bool = True
+    demo_enabled: bool = False  # FRONTDESK_DEMO; unset: on in dev mode only (see _demo)
     demo_calls_per_minute: int = 10  # browser demo calls one client address may start a minute
+    demo_max_calls: int = 2  # browser demo calls at once, all workers; never phone lines
+    demo_max_call_secs: int = 300  # longest browser demo call (phone calls: max_call_secs)
     log_level: str = "INFO"
     recording: bool = True  # stereo WAV of each call under data_dir/recordings
     retention_days: int = 90  # transcripts and recordings older than this are deleted; 0: kept
@@ -292,9 +304,17 @@ class Settings:
             admin_token=_secret(env, "FRONTDESK_ADMIN_TOKEN"),
             dev_mode=_bool("FRONTDESK_DEV", get("FRONTDESK_DEV", "0")),
             business_config=Path(get("FRONTDESK_BUSINESS_CONFIG", "business.yaml")),
-            demo_enabled=_bool("FRONTDESK_DEMO", get("FRONTDESK_DEMO", "1")),
+            demo_enabled=_demo(env),
             demo_calls_per_minute=_int(
                 "FRONTDESK_DEMO_CALLS_PER_MINUTE", get("FRONTDESK_DEMO_CALLS_PER_MINUTE", "10"), 1
+            ),
+            demo_max_calls=_int(
+                "FRONTDESK_DEMO_MAX_CALLS", get("FRONTDESK_DEMO_MAX_CALLS", "2"), minimum=1
+            ),
+            demo_max_call_secs=_int(
+                "FRONTDESK_DEMO_MAX_CALL_SECS",
+                get("FRONTDESK_DEMO_MAX_CALL_SECS", "300"),
+                minimum=10,
             ),
             log_level=get("FRONTDESK_LOG_LEVEL", "INFO"),
             recording=_bool("FRONTDESK_RECORDING", get("FRONTDESK_RECORDING", "1")),

@@ -13,8 +13,9 @@ server -> page
     binary bot audio, same format and rate as the caller's
     text   ``{"type": "mark", "name": "seg-3", "text": "…"}``  echo the name once played
     text   ``{"type": "clear"}``  barge-in: drop every bot sample not yet played, at once
-    text   ``{"type": "event", "kind": "turn" | "tool_call" | "transcript" | "interim" | "fault",
-           …}``  (``interim``: the caller's words so far, replaced by the next one)
+    text   ``{"type": "event", "kind": "turn" | "tool_call" | "transcript" | "interim" | "fault"
+           | "ending", …}``  (``interim``: the caller's words so far, replaced by the next one;
+           ``ending``: the agent is ending the call, ``outcome`` says why, e.g. max_duration)
     text   ``{"type": "error", "code": "busy" | "rate_limited" | "protocol", "message": "…"}``
 
 Feed inbound frames to :class:`BrowserStreamParser`; build outbound ones with the ``encode_*``

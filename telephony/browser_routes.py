@@ -2,10 +2,11 @@
 
 The socket runs the same call pipeline as a phone call (see agent/app.py). It needs no Twilio
 credentials and no admin token, so it is guarded instead: the Origin must be this server's own
-(or ``FRONTDESK_PUBLIC_URL``), each client address may start only so many calls a minute, and
-calls take the app's call slots (:class:`telephony.host.CallSlots`) like phone calls. The limit
-and the slots are the app's (:class:`telephony.host.ClientLimit`), shared by all workers. With
-``FRONTDESK_DEMO=0`` the page and the socket answer 404.
+(or ``FRONTDESK_PUBLIC_URL``), each client address may start only so many calls a minute
+(:class:`telephony.host.ClientLimit`), and a call takes one of the demo's own slots
+(:class:`telephony.host.DemoSlots`, ``FRONTDESK_DEMO_MAX_CALLS``), never a phone line. Both are
+the app's, shared by all workers. When the demo is off (the default outside dev mode;
+``FRONTDESK_DEMO``) the page and the socket answer 404.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ from loguru import logger
 from starlette.websockets import WebSocketDisconnect
 
 from telephony import browser_codec
-from telephony.host import CallSlots, ClientLimit, DemoRouteConfig
+from telephony.host import ClientLimit, DemoRouteConfig, DemoSlots
 from telephony.media_socket import (
     await_start,
     close_quietly,
@@ -77,20 +78,21 @@ def origin_allowed(origin: str | None, host: str | None, public_url: str) -> boo
 
 
 def build_demo_router(
-    slots: CallSlots,
+    slots: DemoSlots,
     limiter: ClientLimit,
     config: DemoRouteConfig,
     run_call: RunBrowserCall,
     static_dir: Path,
 ) -> APIRouter:
-    """The page, its assets and the call socket, taking the app's call slots, each client's
-    calls counted by ``limiter`` (``config.calls_per_minute`` a minute); 404s when disabled."""
+    """The page, its assets and the call socket, each call taking one of the demo's ``slots``,
+    each client's calls counted by ``limiter`` (``config.calls_per_minute`` a minute); 404s
+    when disabled."""
     router = APIRouter()
     if not config.enabled:
 
         @router.websocket(WS_PATH)
         async def demo_disabled(websocket: WebSocket) -> None:
-            await deny(websocket, 404, "the browser demo is turned off (FRONTDESK_DEMO=0)")
+            await deny(websocket, 404, "the browser demo is off (FRONTDESK_DEMO=1 turns it on)")
 
         return router
     router.include_router(build_page_router(static_dir))
@@ -118,9 +120,9 @@ def build_page_router(static_dir: Path) -> APIRouter:
 
 
 def build_socket_router(
-    slots: CallSlots, limiter: ClientLimit, config: DemoRouteConfig, run_call: RunBrowserCall
+    slots: DemoSlots, limiter: ClientLimit, config: DemoRouteConfig, run_call: RunBrowserCall
 ) -> APIRouter:
-    """The call socket: this server's origin only, rate-limited per client, one call slot."""
+    """The call socket: this server's origin only, rate-limited per client, one demo slot."""
     router = APIRouter()
 
     async def admitted(websocket: WebSocket) -> str:
@@ -147,11 +149,20 @@ def build_socket_router(
                 "then try again.",
             )
             return ""
-        slot = await slots.take_slot()  # taken now, so a phone call can't take it meanwhile
+        slot = await slots.take_slot()  # taken now, so no other demo call takes it meanwhile
         if not slot:
-            logger.warning("demo socket refused: over capacity or shutting down")
-            slots.refused("over_capacity")
-            busy = "All lines are busy right now. Please try again in a minute."
+            if slots.accepting:
+                logger.warning(f"demo socket refused: the demo is full ({config.max_calls})")
+                slots.refused("demo_full")
+                busy = (
+                    f"The demo is full: it takes {config.max_calls} "
+                    f"call{'s' if config.max_calls != 1 else ''} at a time. "
+                    "Please try again in a minute."
+                )
+            else:
+                logger.warning("demo socket refused: shutting down")
+                slots.refused("over_capacity")  # counted as shutting_down
+                busy = "The server is restarting. Please try again in a minute."
             await _refuse(websocket, 1013, "busy", busy)
         return slot
 

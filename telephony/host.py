@@ -2,11 +2,12 @@
 
 The routes never see the application's own state. The Twilio routes get a :class:`TwilioHost`
 (call slots, stream tokens, the number to dial when busy, the transfer desk) and a
-:class:`TwilioRouteConfig`; the browser demo gets :class:`CallSlots` and a
-:class:`DemoRouteConfig`. The configs are fixed for the app's lifetime; the host's properties
-are read on every request, so live changes (the admin console's escalation number, shutdown)
-take effect at once. Everything the host answers is shared by all workers (the app keeps it in
-the database), so no request needs to reach the worker that handled an earlier one.
+:class:`TwilioRouteConfig`; the browser demo gets :class:`DemoSlots` (its own, never the
+phone lines) and a :class:`DemoRouteConfig`. The configs are fixed for the app's lifetime;
+the host's properties are read on every request, so live changes (the admin console's
+escalation number, shutdown) take effect at once. Everything the host answers is shared by
+all workers (the app keeps it in the database), so no request needs to reach the worker that
+handled an earlier one.
 """
 
 from __future__ import annotations
@@ -48,6 +49,16 @@ class CallSlots(Protocol):
         """This process's media sockets waiting for their start, capped
         (FRONTDESK_MAX_PENDING_STREAMS); a socket over the cap is refused before it is
         accepted (``too_many_pending``)."""
+        ...
+
+
+class DemoSlots(CallSlots, Protocol):
+    """The browser demo's own call slots: counted apart from phone lines, shared by all
+    workers."""
+
+    @property
+    def accepting(self) -> bool:
+        """False while the server drains (shuts down): it takes no new calls at all."""
         ...
 
 
@@ -124,3 +135,5 @@ class DemoRouteConfig:
     calls_per_minute: int
     #: The public base URL, an allowed Origin besides the server's own ("" : none).
     public_url: str
+    #: Demo calls at once across all workers (FRONTDESK_DEMO_MAX_CALLS), told to a refused page.
+    max_calls: int = 2

@@ -388,7 +388,8 @@ async def frame_call(
     during: Callable[[CallSession, CallPipeline], Awaitable[None]] | None = None,
     from_number: str = "+14135550123",
     caller_verstat: str = "TN-Validation-Passed-A",
-    call_sid: str = "BR6672616d657300000000000000000000",  # a browser call id (source browser)
+    call_sid: str = "CA6672616d657300000000000000000000",  # a Twilio CallSid (source twilio)
+    source: str = "twilio",
     stt: FrameProcessor | None = None,
     tts: FrameProcessor | None = None,
     vad: VADAnalyzer | None = None,
@@ -404,14 +405,15 @@ async def frame_call(
     (``caller_idle_secs`` under 5), once it is quiet after the frames and ``during``: no frame
     moving, nothing playing. ``handset`` is Twilio's side (default: plays everything at once),
     ``watch`` what the call did; ``stt``, ``tts`` and ``vad`` replace the scripted ones;
-    ``turn_model`` is the voice's veto on ending a turn (smart-turn).
+    ``turn_model`` is the voice's veto on ending a turn (smart-turn); ``source`` is the call's
+    (``browser`` for a demo call).
     """
     settings = replace(settings or Settings(), data_dir=data_dir, turn_pause_secs=0.2)
     store = CallStore(db)
     desk = HandoffDesk(db, settings)
     info = CallInfo(
         call_sid=call_sid,
-        source="browser",
+        source=source,  # "browser": a demo call, whose caller is never known
         from_number=from_number,
         caller_verstat=caller_verstat,  # a caller ID Twilio verified, unless told otherwise
     )

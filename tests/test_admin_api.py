@@ -599,7 +599,8 @@ async def test_greeting_and_persona_placeholders_and_preview(api, db):
     assert preview.status_code == 200, preview.text
     shown = preview.json()
     business = await load_business(db)
-    assert shown["greeting"] == f"Good day, {business.name} here."
+    notice = "This call may be recorded for quality and training."  # calls are recorded
+    assert shown["greeting"] == f"Good day, {business.name} here. {notice}"
     assert f"You are Rosa. We are at {business.address}." in shown["system_prompt"]
     assert (await load_business(db)).persona == ""  # a preview saves nothing
     saved = await api.put(

@@ -45,7 +45,8 @@ WAIT_MS = 90_000  # generous: a noisy 2-core CI machine transcribes and synthesi
 def demo_server(
     tmp_path_factory: pytest.TempPathFactory, local_models: LocalModels
 ) -> Iterator[LiveServer]:
-    """The app with one call slot, so the busy path can be exercised for real."""
+    """The app with the demo on and one demo call at a time, so the busy path can be
+    exercised for real."""
     script = ScriptedLLM(rules=list(SCRIPT_RULES))
     data_dir = tmp_path_factory.mktemp("frontdesk-demo")
     llm_port, port = free_port(), free_port()
@@ -54,7 +55,8 @@ def demo_server(
             data_dir,
             port,
             OPENAI_BASE_URL=f"http://127.0.0.1:{llm_port}/v1",
-            FRONTDESK_MAX_CALLS="1",
+            FRONTDESK_DEMO="1",
+            FRONTDESK_DEMO_MAX_CALLS="1",
         )
         app = create_app(Settings.from_env(env), models=local_models)
         with ServerThread(app, port) as server:
@@ -221,7 +223,8 @@ async def test_barge_in_stops_playback_at_once_and_the_brain_hears_only_what_pla
 async def test_busy_then_a_dropped_socket_frees_the_line(
     demo_server: LiveServer, browser: Any, microphone_wav: Path
 ) -> None:
-    """The only line is taken by another browser call: the page says busy and offers a retry.
+    """The demo's only slot is taken by another browser call: the page says the demo is full
+    and offers a retry.
     That call's socket then drops without a goodbye: the server frees the line and keeps the
     record."""
     await wait_until_free(demo_server)
@@ -243,7 +246,7 @@ async def test_busy_then_a_dropped_socket_frees_the_line(
         await page.get_by_role("button", name="Start call").click()
         problem = page.get_by_role("alert")
         await problem.wait_for(timeout=WAIT_MS)
-        assert "lines are busy" in (await problem.inner_text())
+        assert "The demo is full: it takes 1 call at a time." in (await problem.inner_text())
         assert await page.get_by_role("button", name="Try again").is_visible()
         assert (await demo_state(page))["errorCode"] == "busy"
 
@@ -317,3 +320,56 @@ async def test_a_dropped_connection_is_reported(
     await wait_until_free(demo_server)
     record = await call_record(demo_server, call_sid)
     assert record["outcome"] == "caller_hung_up" and record["source"] == "browser"
+
+
+async def test_a_demo_call_ends_at_its_time_limit(
+    browser: Any,
+    microphone_wav: Path,
+    local_models: LocalModels,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> None:
+    """FRONTDESK_DEMO_MAX_CALL_SECS (its shortest, 10 s) reached by the real transport: the
+    receptionist says the demo's goodbye, the call ends with outcome max_duration and the page
+    says why. The caller stays quiet (and is never asked whether they are still there)."""
+    speak(microphone_wav, 40.0)
+    script = ScriptedLLM(rules=list(SCRIPT_RULES))
+    data_dir = tmp_path_factory.mktemp("frontdesk-demo-limit")
+    llm_port, port = free_port(), free_port()
+    with ServerThread(build_app(script), llm_port):
+        env = server_env(
+            data_dir,
+            port,
+            OPENAI_BASE_URL=f"http://127.0.0.1:{llm_port}/v1",
+            FRONTDESK_DEMO="1",
+            FRONTDESK_DEMO_MAX_CALL_SECS="10",
+            FRONTDESK_CALLER_IDLE_SECS="60",
+        )
+        app = create_app(Settings.from_env(env), models=local_models)
+        with ServerThread(app, port) as running:
+            server = LiveServer(running.url, script, data_dir, app)
+            async with browser_page(browser) as page:
+                await page.goto(server.url + "/")
+                await page.get_by_role("button", name="Start call").click()
+                await page.wait_for_function(
+                    "() => window.frontdeskDemo.status === 'in-call'", timeout=WAIT_MS
+                )
+                started = time.monotonic()
+                await page.wait_for_function(
+                    "() => window.frontdeskDemo.status === 'ended'", timeout=WAIT_MS
+                )
+                elapsed = time.monotonic() - started
+                state = await demo_state(page)
+                assert state["outcome"] == "max_duration"
+                status = await page.locator("#status").inner_text()
+                assert "reached its time limit" in status
+                goodbye = "This demo call has reached its ten-second limit."
+                await expect(page.locator(".turn.bot", has_text=goodbye).first).to_be_visible()
+                assert not page.frontdesk_errors, page.frontdesk_errors
+                await screenshot(page, "browser-demo-time-limit.png")
+            await wait_until_free(server)
+            record = await call_record(server, state["callSid"])
+    assert elapsed >= 9.0, f"ended after {elapsed:.1f} s, before its limit"
+    assert record["outcome"] == "max_duration" and record["source"] == "browser"
+    said = [t["text"] for t in record["turns"] if t["role"] == "bot"]
+    assert said[-1] == goodbye + " Thanks for trying Frontdesk!"
+    assert not [t for t in record["turns"] if t["role"] == "caller"]

@@ -80,11 +80,15 @@ class ToolContext:
     business: Business | None = None
     verified_phone: str = ""  # a number the caller proved during the call (an SMS code)
     texts: TextSender | None = None  # SMS, None when no sending number is configured
+    # Nobody on this call can prove a number (the browser demo): proven_phone is always "".
+    anonymous: bool = False
 
     async def proven_phone(self) -> str:
         """The number the caller is proven to own, "" for none: one they proved during this
         call (by a code, possibly on another worker), else the caller ID when Twilio verified
-        it or the business trusts unverified caller ID."""
+        it or the business trusts unverified caller ID; never any for an ``anonymous`` call."""
+        if self.anonymous:
+            return ""
         if not self.verified_phone and self.call_sid:
             async with self.db.read() as conn:
                 self.verified_phone = await verified_phone(conn, self.call_sid)

@@ -59,7 +59,7 @@ __all__ = [
 
 def install_admin(app: FastAPI, state: AdminHost) -> ConfigApplier:
     """Add the /admin page, the /api/admin routes and their error handlers to ``app``."""
-    service = AdminService(state.db)
+    service = AdminService(state.db, recording=state.settings.recording)
     views = AdminViews(state.db)
     auth = AdminAuth(state.db)
     applier = ConfigApplier(state)

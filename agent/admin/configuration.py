@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends
 
 from agent.admin.access import Actor, AdminAccess
 from agent.admin.applier import AdminHost, ConfigApplier
-from agent.prompts import build_system_prompt, fill, phrases
+from agent.prompts import build_system_prompt, opening, phrases
 from agent.settings import Settings
 from tools.admin.models import (
     EscalationIn,
@@ -46,6 +46,9 @@ def build_config_router(
     async def get_config(who: Actor = Who) -> dict[str, Any]:
         config = await views.config()
         config["providers"] = providers_view(settings)
+        # Whether the notice is spoken (and may not be removed), and the default wording.
+        config["prompts"]["recording"] = settings.recording
+        config["prompts"]["recording_notice_default"] = phrases()["recording_notice"]
         return config
 
     @router.put("/profile", summary="Business name, time zone, address, phone, booking rules")
@@ -74,7 +77,7 @@ def build_config_router(
 
     @router.post("/prompts/preview", summary="How a greeting and persona would read on a call")
     async def preview_prompts(body: PromptsIn, who: Actor = Who) -> dict[str, Any]:
-        return await prompt_preview(state.db, state.brain is not None, body)
+        return await prompt_preview(state.db, state.brain is not None, body, settings.recording)
 
     @router.get("/providers", summary="Which providers the environment configured (read-only)")
     async def get_providers(who: Actor = Who) -> dict[str, Any]:
@@ -139,10 +142,21 @@ def providers_view(settings: Settings) -> dict[str, Any]:
     }
 
 
-async def prompt_preview(db: Database, local_llm: bool, prompts: PromptsIn) -> dict[str, Any]:
-    """The greeting as callers hear it and the system prompt as the LLM reads it."""
-    business = replace(await load_business(db), greeting=prompts.greeting, persona=prompts.persona)
-    spoken = fill(prompts.greeting or phrases()["greeting"], business_name=business.name)
+async def prompt_preview(
+    db: Database, local_llm: bool, prompts: PromptsIn, recording: bool = True
+) -> dict[str, Any]:
+    """The greeting as callers hear it (with the recording notice while calls are recorded)
+    and the system prompt as the LLM reads it."""
+    stored = await load_business(db)
+    business = replace(
+        stored,
+        greeting=prompts.greeting,
+        persona=prompts.persona,
+        recording_notice=stored.recording_notice
+        if prompts.recording_notice is None
+        else prompts.recording_notice,
+    )
+    spoken = opening(business, None, recording=recording)
     system = build_system_prompt(business, None, True)
     return {
         "greeting": spoken,

@@ -23,7 +23,7 @@
     audioChunksReceived: 0, audioChunksPlayed: 0, samplesPlayed: 0, marksReceived: 0,
     marksAcked: 0, clears: 0, chunksCancelled: 0, outputPeak: 0, micFramesSent: 0, interims: 0,
   };
-  const demo = { status: "idle", errorCode: "", callSid: "", sampleRate: 0, stats };
+  const demo = { status: "idle", errorCode: "", callSid: "", sampleRate: 0, outcome: "", stats };
   window.frontdeskDemo = demo;
 
   const MESSAGES = {
@@ -39,7 +39,7 @@
       "recent Chrome, Edge or Firefox.",
     unreachable: "Couldn't reach the Frontdesk server. Check that it is running, then try again.",
     dropped: "The connection to the server was lost and the call ended.",
-    busy: "All lines are busy right now. Please try again in a minute.",
+    busy: "The demo is full right now. Please try again in a minute.",
     rate_limited: "You've started several calls in a short time. Please wait a minute, then try again.",
     protocol: "The page and the server did not understand each other. Reload the page and try again.",
     server: "The server hit a problem and ended the call. Try again in a moment.",
@@ -374,6 +374,7 @@
           this.ready = true;
           demo.callSid = message.callSid;
           demo.sampleRate = message.sampleRate;
+          demo.outcome = "";
           ui.callId.textContent = `Call ${message.callSid}`;
           setStatus("in-call", "Connected. Say hello when the receptionist has greeted you.");
           break;
@@ -403,6 +404,7 @@
       else if (event.kind === "turn" && event.role === "bot") botTurn(event);
       else if (event.kind === "tool_call") toolCall(event);
       else if (event.kind === "fault") systemNote("The server hit a problem during this turn (details are in its log).");
+      else if (event.kind === "ending") demo.outcome = event.outcome || "";
     }
 
     play(buffer) {
@@ -492,6 +494,11 @@
         return showProblem("unreachable", MESSAGES.unreachable);
       }
       if (event.code === 1000) {
+        if (demo.outcome === "max_duration") {
+          setStatus("ended", "The demo call reached its time limit.");
+          systemNote("Call ended: demo calls are limited in length. Start another call to go on.");
+          return;
+        }
         setStatus("ended", "The receptionist ended the call.");
         systemNote("Call ended.");
         return;

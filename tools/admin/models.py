@@ -12,6 +12,7 @@ in the escalation list) is checked by tools.admin.service, which raises
 from __future__ import annotations
 
 import itertools
+import re
 import string
 from dataclasses import dataclass
 from datetime import date, time
@@ -30,6 +31,7 @@ REQUIRED_TOOLS = frozenset({"end_call"})
 #: Placeholders each prompt text may use (filled per call; see agent/prompts.py).
 PLACEHOLDERS: dict[str, tuple[str, ...]] = {
     "greeting": ("business_name",),
+    "recording_notice": ("business_name",),
     "persona": ("business_name", "address", "hours", "services"),
 }
 MAX_HOLIDAY_DAYS = 366
@@ -537,13 +539,52 @@ class ToolsIn(BaseModel):
         return frozenset(disabled)
 
 
+#: A recording notice must still say the call is recorded (record, recorded, recording ...).
+RECORDING_WORD = re.compile(r"record", re.IGNORECASE)
+
+
 class PromptsIn(BaseModel):
-    """The greeting and persona, stripped, using only their own placeholders."""
+    """The greeting, persona and recording notice, stripped, using only their own placeholders.
+
+    A recording notice, when given, must say the call is recorded (a form of "record"); whether
+    a blank one (the default wording) may be saved depends on whether calls are recorded, which
+    the service knows (tools.admin.service.AdminService.update_prompts)."""
 
     greeting: str = Field("", description="First words of every call; {business_name}")
     persona: str = Field(
         "", description="Persona and extra instructions; {business_name} {address} {hours} …"
     )
+    recording_notice: str | None = Field(
+        None,
+        description=(
+            "What callers are told in the greeting while calls are recorded; must say the call "
+            "is recorded; {business_name}. Left out: unchanged; '' the default wording (only "
+            "while recording is off)"
+        ),
+        examples=["This call may be recorded for quality and training."],
+    )
+
+    @field_validator("recording_notice")
+    @classmethod
+    def _recording_notice(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        value = " ".join(_text(value, max_len=300).split())
+        if problem := check_template(value, PLACEHOLDERS["recording_notice"]):
+            _fail(problem)
+        if value and not RECORDING_WORD.search(value):
+            _fail(
+                'the notice must still tell callers the call is recorded (say "recorded"), '
+                'e.g. "This call may be recorded for quality and training."'
+            )
+        return value
+
+    def columns(self) -> dict[str, str]:
+        """The ``business`` columns this request sets (a notice left out is left alone)."""
+        values = {"greeting": self.greeting, "persona": self.persona}
+        if self.recording_notice is not None:
+            values["recording_notice"] = self.recording_notice
+        return values
 
     @field_validator("greeting")
     @classmethod

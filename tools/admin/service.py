@@ -143,11 +143,22 @@ async def _touch(conn: AsyncConnection) -> None:
     await conn.execute(schema.business.update().values(updated_at=utc_now()))
 
 
-class AdminService:
-    """Changes the business config; each change is checked and audited in one transaction."""
+#: Why a blank recording notice is refused while calls are recorded.
+NOTICE_REQUIRED = (
+    "calls are recorded (FRONTDESK_RECORDING), so callers must be told: enter a sentence that "
+    'says so, e.g. "This call may be recorded for quality and training."'
+)
 
-    def __init__(self, db: Database) -> None:
+
+class AdminService:
+    """Changes the business config; each change is checked and audited in one transaction.
+
+    ``recording``: calls are recorded (FRONTDESK_RECORDING), so the recording notice can be
+    reworded but not removed."""
+
+    def __init__(self, db: Database, *, recording: bool = True) -> None:
         self.db = db
+        self.recording = recording
 
     async def _business_row(self, conn: AsyncConnection) -> dict[str, Any]:
         row = (await conn.execute(sa.select(schema.business))).mappings().first()
@@ -198,8 +209,12 @@ class AdminService:
         return await self._update_business(actor, "tools", {"disabled_tools": value}, summary)
 
     async def update_prompts(self, actor: str, body: PromptsIn) -> dict[str, list[Any]]:
+        """The greeting, persona and (when sent) recording notice; a blank notice is refused
+        while calls are recorded (a blank stored one means the default wording)."""
+        if body.recording_notice == "" and self.recording:
+            raise ValidationFailed({"recording_notice": NOTICE_REQUIRED})
         return await self._update_business(
-            actor, "prompts", body.model_dump(), "greeting and persona"
+            actor, "prompts", body.columns(), "greeting, persona and recording notice"
         )
 
     async def set_hours(self, actor: str, body: HoursIn) -> dict[str, list[Any]]:

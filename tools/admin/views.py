@@ -157,6 +157,7 @@ class AdminViews:
             "prompts": {
                 "greeting": row["greeting"],
                 "persona": row["persona"],
+                "recording_notice": row["recording_notice"],  # "": the default wording
                 "placeholders": {k: list(v) for k, v in PLACEHOLDERS.items()},
             },
             "updated_at": row["updated_at"],

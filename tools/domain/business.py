@@ -56,6 +56,8 @@ class Business:
     # A caller ID Twilio could not verify (STIR/SHAKEN) still proves who is calling; off by
     # default, since caller ID is easy to fake (tools.registry.ToolContext.proven_phone).
     trust_unverified_caller_id: bool = False
+    # Told to callers in the greeting while calls are recorded ("": the default wording).
+    recording_notice: str = ""
 
     @property
     def tz(self) -> ZoneInfo:
@@ -187,9 +189,21 @@ def check_config(data: dict[str, Any]) -> None:
     escalation_numbers(data)
     if not isinstance(data.get("trust_unverified_caller_id", False), bool):
         raise ConfigError("trust_unverified_caller_id: must be true or false")
+    check_recording_notice(data.get("recording_notice") or "")
     for service in data.get("services") or []:
         if not service.get("name") or int(service.get("duration_minutes", 0)) <= 0:
             raise ConfigError(f"services: each needs a name and a positive duration: {service}")
+
+
+def check_recording_notice(notice: object) -> None:
+    """A configured recording notice is text that tells callers the call is recorded (or
+    empty: the default wording); ConfigError otherwise."""
+    if not isinstance(notice, str):
+        raise ConfigError("recording_notice: must be a sentence (text)")
+    if notice.strip() and "record" not in notice.lower():
+        raise ConfigError(
+            f"recording_notice: must tell callers the call is recorded, got {notice!r}"
+        )
 
 
 def describe_hours(business: Business) -> str:

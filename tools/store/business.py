@@ -73,6 +73,7 @@ async def load_business(db: Database) -> Business:
         booking_horizon_days=row["booking_horizon_days"],
         disabled_tools=frozenset(t for t in row["disabled_tools"].split(",") if t),
         trust_unverified_caller_id=bool(row["trust_unverified_caller_id"]),
+        recording_notice=row["recording_notice"],
         hours=hours,
         holidays={date.fromisoformat(h["day"]): h["name"] for h in holiday_rows},
         services=tuple(
@@ -135,6 +136,7 @@ async def _seed_profile(conn: AsyncConnection, config: dict[str, Any], now: str)
             slot_minutes=int(config.get("slot_minutes", 15)),
             booking_horizon_days=int(config.get("booking_horizon_days", 60)),
             trust_unverified_caller_id=bool(config.get("trust_unverified_caller_id", False)),
+            recording_notice=" ".join(str(config.get("recording_notice") or "").split()),
             updated_at=now,
         )
     )

@@ -9,7 +9,13 @@ frees its call slots and deletes its row; it runs under one lock (PostgreSQL's a
 SQLite's write lock), so two workers reaping at once do the work once.
 
 Call slots (``call_slots``) count the calls of all workers against one limit; taking one is
-atomic across processes for the same reason.
+atomic across processes for the same reason. Each slot belongs to a pool: :data:`PHONE` lines
+(FRONTDESK_MAX_CALLS) or the browser :data:`DEMO`'s (FRONTDESK_DEMO_MAX_CALLS), each counted
+against its own limit only, so demo calls never take a phone line nor phone calls the demo's
+room. The pools share one table rather than a table each because a slot's whole life is the
+same in both: held by a worker, given back by id, freed with a worker that is gone (the reaper,
+:meth:`Instances.remove`) and retried by the heartbeat when a release failed; one column keeps
+all of that in one place.
 """
 
 from __future__ import annotations
@@ -27,6 +33,10 @@ from tools.store import schema
 from tools.store.db import Database, utc_now
 
 _instances, _slots, _calls = schema.instances, schema.call_slots, schema.calls
+
+#: The call slot pools: phone lines and the browser demo's own.
+PHONE, DEMO = "phone", "demo"
+POOLS = (PHONE, DEMO)
 
 
 def pid_alive(pid: int) -> bool:
@@ -141,27 +151,40 @@ class Instances:
 
     # --- call slots --------------------------------------------------------------------------
 
-    async def take_slot(self, limit: int) -> str:
-        """Take one of ``limit`` lines shared by all instances; its id, or "" when all are
-        taken."""
-        async with self.db.write(serial="call_slots") as conn:
-            taken = (await conn.execute(sa.select(sa.func.count()).select_from(_slots))).scalar()
+    async def take_slot(self, limit: int, pool: str = PHONE) -> str:
+        """Take one of ``limit`` slots of ``pool`` shared by all instances; its id, or "" when
+        all are taken."""
+        if pool not in POOLS:
+            raise ValueError(f"unknown call slot pool {pool!r}; expected one of {POOLS}")
+        async with self.db.write(serial=f"call_slots:{pool}") as conn:
+            taken = (
+                await conn.execute(
+                    sa.select(sa.func.count()).select_from(_slots).where(_slots.c.pool == pool)
+                )
+            ).scalar()
             if int(taken or 0) >= limit:
                 return ""
             slot = secrets.token_hex(16)
             await conn.execute(
-                _slots.insert().values(id=slot, instance_id=self.me.id, taken_at=self._clock())
+                _slots.insert().values(
+                    id=slot, instance_id=self.me.id, taken_at=self._clock(), pool=pool
+                )
             )
             return slot
 
     async def release_slot(self, slot: str) -> None:
-        """Give back a line :meth:`take_slot` gave (nothing happens for an unknown one)."""
+        """Give back a slot :meth:`take_slot` gave, of either pool (nothing happens for an
+        unknown one)."""
         async with self.db.write() as conn:
             await conn.execute(_slots.delete().where(_slots.c.id == slot))
 
-    async def slots_taken(self) -> int:
-        """Lines taken by all instances."""
+    async def slots_taken(self, pool: str = PHONE) -> int:
+        """Slots of ``pool`` taken by all instances."""
         async with self.db.read() as conn:
             return int(
-                (await conn.execute(sa.select(sa.func.count()).select_from(_slots))).scalar_one()
+                (
+                    await conn.execute(
+                        sa.select(sa.func.count()).select_from(_slots).where(_slots.c.pool == pool)
+                    )
+                ).scalar_one()
             )

@@ -80,7 +80,7 @@ business = sa.Table(
     sa.Column("disabled_tools", sa.Text, nullable=False, server_default=""),  # comma-separated
     # Caller ID Twilio could not verify still proves who is calling (tools.registry.ToolContext).
     sa.Column("trust_unverified_caller_id", sa.Boolean, nullable=False, server_default=sa.false()),
-    # Spoken after the greeting while calls are recorded ("": the default wording; migration 0008).
+    # Said in the greeting while calls are recorded ("": the default wording; migration 0008).
     sa.Column("recording_notice", sa.Text, nullable=False, server_default=""),
     # Outbound calls (migration 0009): reminders, calling hours (business time zone, "HH:MM"),
     # callbacks placed at the promised time, attempts per call, SMS confirmations.
@@ -337,6 +337,8 @@ call_slots = sa.Table(
     sa.Column("id", sa.String(64), primary_key=True),  # random, one per call taking a line
     sa.Column("instance_id", sa.String(100), nullable=False),
     sa.Column("taken_at", sa.Float, nullable=False),
+    # phone (FRONTDESK_MAX_CALLS) | demo (FRONTDESK_DEMO_MAX_CALLS); migration 0010.
+    sa.Column("pool", sa.String(10), nullable=False, server_default="phone"),
     sa.Index("ix_call_slots_instance_id", "instance_id"),
 )
 

@@ -711,6 +711,11 @@ async function viewPrompts() {
     h("p", { className: "hint" }, "Placeholders: ", p.placeholders.greeting.map((x) => `{${x}}`).join(" ")),
     labelled("Persona and extra instructions", h("textarea", { name: "persona", value: p.persona, rows: 6, dataset: { field: "persona" } }), "persona"),
     h("p", { className: "hint" }, "Placeholders: ", p.placeholders.persona.map((x) => `{${x}}`).join(" ")),
+    labelled("Recording notice (part of the greeting while calls are recorded)", h("textarea", { name: "recording_notice", value: p.recording_notice || p.recording_notice_default, rows: 2, dataset: { field: "recording_notice" } }), "recording_notice"),
+    h("p", { className: "hint" }, p.recording
+      ? "Calls are recorded, so callers are told: reword it if you like, but it must still say the call is recorded. Default: "
+      : "Calls are not recorded (FRONTDESK_RECORDING=0), so callers don't hear it. Default: ",
+      p.recording_notice_default),
     errorSlot("_form"),
     h("button", { type: "button", className: "secondary", id: "preview-button", onclick: async () => {
       const body = Object.fromEntries(new FormData(form));
