@@ -388,7 +388,7 @@ async def frame_call(
     during: Callable[[CallSession, CallPipeline], Awaitable[None]] | None = None,
     from_number: str = "+14135550123",
     caller_verstat: str = "TN-Validation-Passed-A",
-    call_sid: str = "CA6672616d657300000000000000000000",  # a Twilio CallSid (source twilio)
+    call_sid: str = "",  # "": a valid id for the source (a Twilio CallSid, a browser call id)
     source: str = "twilio",
     stt: FrameProcessor | None = None,
     tts: FrameProcessor | None = None,
@@ -411,6 +411,9 @@ async def frame_call(
     settings = replace(settings or Settings(), data_dir=data_dir, turn_pause_secs=0.2)
     store = CallStore(db)
     desk = HandoffDesk(db, settings)
+    if not call_sid:
+        prefix = "BR" if source == "browser" else "CA"
+        call_sid = prefix + "6672616d657300000000000000000000"
     info = CallInfo(
         call_sid=call_sid,
         source=source,  # "browser": a demo call, whose caller is never known

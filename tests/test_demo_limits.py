@@ -29,11 +29,12 @@ from tools.store.calls import CallStore
 from tools.store.db import Database
 
 OMAR = "+14135550177"  # a customer on file; the browser "caller" claims his number
+SIDS = {"browser": "BR" + "0b" * 16, "twilio": "CA" + "0c" * 16}
 
 
 def session_for(db: Database, source: str, settings: Settings) -> CallSession:
     return CallSession(
-        CallInfo(call_sid=f"XX{source}", source=source, from_number=OMAR),
+        CallInfo(call_sid=SIDS[source], source=source, from_number=OMAR),
         settings=settings,
         db=db,
         store=CallStore(db),
@@ -80,7 +81,7 @@ async def test_a_demo_call_at_its_limit_says_goodbye_and_records_why(
 
 
 async def omar_on_file(db: Database) -> None:
-    omar = make_ctx(db, phone=OMAR, call_sid="CAomar")
+    omar = make_ctx(db, phone=OMAR, call_sid="CA26ba576414c9feee1cdfc508bea7a1ce")
     await book_appointment(omar, "beard trim", "Friday at 10am", customer_name="Omar H")
     await save_customer(omar, email="omar at example dot com")
 

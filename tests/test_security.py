@@ -59,6 +59,7 @@ def limited(
             FRONTDESK_CALLER_IDLE_SECS="60",
             FRONTDESK_STREAM_TOKEN_TTL=str(TOKEN_TTL),
             FRONTDESK_MAX_PENDING_STREAMS=str(PENDING),
+            FRONTDESK_DEMO="1",  # its socket shares the cap on sockets awaiting a start
         )
         app = create_app(Settings.from_env(env), models=local_models)
         with ServerThread(app, port) as server:
