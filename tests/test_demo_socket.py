@@ -27,6 +27,8 @@ from tools.store.db import Database
 from tools.store.instances import DEMO, PHONE, Instance, Instances
 
 ORIGIN = {"origin": "http://testserver"}
+FIRST_SID, SECOND_SID = "CA360c7ef4d41f5bd812af1543ddcdbb30", "CA5e31d344722c21e047aa725ac94fe437"
+BUSY_SID = "CA403abe7f0ff70ae7fef1ff3b7b1e7906"
 
 
 def make_client(tmp_path: Path, **env: str) -> TestClient:
@@ -250,7 +252,7 @@ def test_the_third_demo_call_is_refused_while_phone_lines_are_free(tmp_path):
         assert len(state(client).slots) == 1  # the refused call took nothing
         assert asyncio.run(_slots_taken(url, DEMO)) == 2
         # The phone lines are all free: both phone calls are answered, taking no demo slot.
-        assert phone_call_answered(client, "CA360c7ef4d41f5bd812af1543ddcdbb30") and phone_call_answered(client, "CA5e31d344722c21e047aa725ac94fe437")
+        assert phone_call_answered(client, FIRST_SID) and phone_call_answered(client, SECOND_SID)
         assert asyncio.run(_slots_taken(url, PHONE)) == 0  # (lines are taken at stream start)
         first.send_text("not a start")
         assert refusal(first)[0]["code"] == "protocol"
@@ -263,7 +265,7 @@ def test_demo_calls_go_on_while_every_phone_line_is_taken(tmp_path):
     client = make_client(tmp_path, FRONTDESK_DEMO_MAX_CALLS="1", FRONTDESK_LOCAL_MAX_CALLS="2")
     url = state(client).settings.database
     asyncio.run(_take_lines(url, 2, 2, PHONE))  # both lines, on another worker
-    assert not phone_call_answered(client, "CA403abe7f0ff70ae7fef1ff3b7b1e7906")  # callers hear the busy apology
+    assert not phone_call_answered(client, BUSY_SID)  # callers hear the busy apology
     with client.websocket_connect("/demo/ws", headers=ORIGIN) as ws:
         wait_for(lambda: state(client).slots)  # admitted
         assert asyncio.run(_slots_taken(url, DEMO)) == 1
