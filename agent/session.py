@@ -32,6 +32,9 @@ from loguru import logger
 
 from agent import metrics
 from agent.call_record import RecordWriter, TurnTimings
+from agent.outbound.calls import MACHINE_MESSAGE, PERSON, Briefing, brief
+from agent.outbound.jobs import OutboundLedger
+from agent.outbound.jobs import Outcome as CallOutcome
 from agent.prompts import build_system_prompt, greeting, phrases
 from agent.recording import RecordingWriter
 from agent.settings import Settings
@@ -58,6 +61,17 @@ _EVENT_KINDS = {
     "transcript": "transcript",
     "interim": "interim",  # the caller's words so far, while they speak
 }
+#: What an outbound call came to when these tools succeeded; the highest rank wins.
+_TOOL_OUTCOMES = {
+    "confirm_appointment": CallOutcome.CONFIRMED,
+    "reschedule_appointment": CallOutcome.RESCHEDULED,
+    "cancel_appointment": CallOutcome.CANCELLED,
+    "stop_calling_me": CallOutcome.OPTED_OUT,
+}
+_OUTCOME_RANK = [CallOutcome.CONFIRMED, CallOutcome.RESCHEDULED, CallOutcome.CANCELLED]
+#: How often an answered outbound call looks for the machine verdict (another worker's webhook
+#: may have written it).
+VERDICT_POLL_SECS = 0.2
 
 
 class Outcome(StrEnum):
@@ -87,6 +101,17 @@ class CallInfo:
     public_base: str = ""  # the base URL Twilio reached us on (FRONTDESK_PUBLIC_URL wins)
     resume_handoff: int = 0  # back from a transfer nobody answered (same CallSid)
     caller_verstat: str = ""  # Twilio's StirVerstat for from_number ("" when it sent none)
+    direction: str = "inbound"  # outbound: a call we placed (to_number is the callee)
+    outbound_job: int = 0  # outbound_calls.id of a call we placed
+
+    @property
+    def outbound(self) -> bool:
+        return self.direction == "outbound"
+
+    @property
+    def customer_phone(self) -> str:
+        """The other party's number: the caller's, or for a call we placed the one we dialed."""
+        return self.to_number if self.outbound else self.from_number
 
     @property
     def caller_id_verified(self) -> bool:
@@ -228,8 +253,14 @@ class CallSession:
         escalation: Callable[[CallSession], Escalating],
         rate: int = PIPELINE_RATE,
         clock: Callable[[], datetime] | None = None,
+        outbound: OutboundLedger | None = None,
     ) -> None:
         self.info = info
+        self.outbound = outbound  # where a call we placed reports what it came to
+        self.briefing: Briefing | None = None  # what the agent knows of the call it placed
+        #: A call we placed is silent until the machine verdict says a person answered.
+        self.awaiting_person = info.outbound
+        self.outbound_outcome: CallOutcome | None = None
         self.clock = clock
         self.settings = settings
         self.db = db
@@ -294,6 +325,7 @@ class CallSession:
             from_number=self.info.from_number,
             to_number=self.info.to_number,
             providers=self.settings.provider_names(),
+            direction=self.info.direction,
         )
         self.records = RecordWriter(self.store, call_id, listener=self.emit)
         if self.settings.recording:  # FRONTDESK_RECORDING=0: no audio is kept at all
@@ -317,6 +349,7 @@ class CallSession:
             )
             await self.records.close()
             metrics.call_ended(self.outcome.value)
+            await self._report_outbound()
 
     async def prepare(self) -> CallSetup:
         """Load what the call starts with: the business config (kept for the whole call), the
@@ -328,10 +361,12 @@ class CallSession:
         texts = call_texts(self.settings, self.info.source)
         disabled = business.disabled_tools
         self.registry = tool_registry([n for n in TOOL_NAMES if n not in disabled])
+        phone = self.info.customer_phone
         tools = self._tools = ToolContext(
             db=self.db,
-            caller_phone=self.info.from_number if self.info.from_number.startswith("+") else "",
-            caller_id_verified=self.info.caller_id_verified,
+            caller_phone=phone if phone.startswith("+") else "",
+            # A call we placed reached the number on file: the callee is proven to own it.
+            caller_id_verified=self.info.caller_id_verified or self.info.outbound,
             call_sid=self.info.call_sid,
             call=self,
             business=business,  # the whole call keeps the config it started with
@@ -348,6 +383,10 @@ class CallSession:
                 self.records.put("set_customer", customer_id=caller["id"])
         self._caller = caller
         opening = greeting(business, caller)
+        purpose = ""
+        if self.info.outbound:
+            self.briefing = await self._brief(business)
+            opening, purpose = self.briefing.opening, self.briefing.purpose
         earlier: list[dict[str, Any]] = []
         if self.info.resume_handoff:  # nobody answered the transfer: pick up where we left off
             earlier = earlier_messages(await self.store.get_call(self.info.call_sid))
@@ -358,11 +397,90 @@ class CallSession:
             caller=caller,
             tools=tools,
             system_prompt=build_system_prompt(
-                business, caller, bool(self.info.from_number), self.now(), proven=bool(proven)
+                business,
+                caller,
+                bool(phone),
+                self.now(),
+                proven=bool(proven),
+                purpose=purpose,
             ),
             greeting=opening,
             earlier=earlier,
         )
+
+    async def _brief(self, business: Business) -> Briefing:
+        """The briefing of the call we placed (its job, read back by CallSid)."""
+        if self.outbound is None:
+            raise RuntimeError("an outbound call needs the outbound ledger")
+        job = await self.outbound.job_for_call(self.info.call_sid)
+        if job is None or job.id != self.info.outbound_job:
+            raise RuntimeError(f"outbound call {self.info.call_sid} has no job of ours")
+        return await brief(self.db, business, job, self.now())
+
+    async def wait_for_person(self) -> bool:
+        """A call we placed: wait (silent) for the machine verdict, read from the database
+        (the AMD webhook may have reached another worker), at most
+        FRONTDESK_OUTBOUND_AMD_WAIT_SECS (then a person is assumed). True: a person answered,
+        the agent may greet them. A machine whose greeting ended gets the voicemail message and
+        the call ends (outcome voicemail); one that cannot take a message (still greeting, a
+        fax) is hung up on at once (outcome failed)."""
+        if self.outbound is None or self.briefing is None:
+            self.awaiting_person = False
+            return True
+        job = self.briefing.job
+        deadline = time.monotonic() + self.settings.outbound_amd_wait_secs
+        verdict = ""
+        while not verdict and time.monotonic() < deadline and not self._caller_hung_up:
+            verdict = await self.outbound.answered_by(job.id)
+            if not verdict:
+                await asyncio.sleep(VERDICT_POLL_SECS)
+        if self._caller_hung_up:
+            return False
+        if verdict in PERSON or not verdict:
+            logger.info(f"outbound call {self.info.call_sid}: a person ({verdict or 'no verdict'})")
+            self.awaiting_person = False
+            await self.outbound.answered(job.id, self.info.call_sid)
+            return True
+        if verdict in MACHINE_MESSAGE:
+            logger.info(f"outbound call {self.info.call_sid}: {verdict}; leaving a message")
+            self.outbound_outcome = CallOutcome.VOICEMAIL
+            await self.say(self.briefing.voicemail)
+        else:
+            logger.info(f"outbound call {self.info.call_sid}: {verdict}; hanging up")
+            self.outbound_outcome = CallOutcome.FAILED
+        await self.request_hangup(f"answered by {verdict}")
+        return False
+
+    async def _report_outbound(self) -> None:
+        """Tell the ledger what the call we placed came to (see agent.outbound.calls). A call
+        that ended before the verdict reports nothing: Twilio's completed status decides."""
+        if self.outbound is None or self.briefing is None:
+            return
+        outcome = self.outbound_outcome
+        if outcome is None and self.awaiting_person:
+            return
+        if outcome is None:
+            broken = {Outcome.ERROR, Outcome.PROVIDER_FAULT, Outcome.SERVER_SHUTDOWN}
+            outcome = CallOutcome.FAILED if self.outcome in broken else CallOutcome.COMPLETED
+        try:
+            await self.outbound.finished(
+                self.briefing.job.id, self.info.call_sid, outcome, f"call: {self.outcome.value}"
+            )
+        except Exception as exc:  # Twilio's completed status records a fallback outcome
+            logger.warning(f"outbound outcome not recorded: {type(exc).__name__}: {exc}")
+
+    def _note_outbound_tool(self, name: str) -> None:
+        """A tool that succeeded may decide what the call we placed came to."""
+        found = _TOOL_OUTCOMES.get(name)
+        if found is None or self.outbound_outcome is CallOutcome.OPTED_OUT:
+            return
+        current = self.outbound_outcome
+        if (
+            found is CallOutcome.OPTED_OUT
+            or current not in _OUTCOME_RANK
+            or _OUTCOME_RANK.index(found) >= _OUTCOME_RANK.index(current)
+        ):
+            self.outbound_outcome = found
 
     async def _finish_recording(self) -> str:
         """Write the rest of the recording and finish its file: its path ("" if it failed)."""
@@ -407,7 +525,7 @@ class CallSession:
 
     async def caller_idle(self) -> None:
         """The caller said nothing for a while: ask if they are there, then say goodbye."""
-        if self._ending or self.escalation.holding:
+        if self._ending or self.escalation.holding or self.awaiting_person:
             return
         self._idle_prompts += 1
         if self._idle_prompts <= self.settings.caller_idle_prompts:
@@ -440,6 +558,8 @@ class CallSession:
         known = invocation.error != "unknown_tool"  # a name the model made up is no label
         result = invocation.error.partition(":")[0] or "ok"
         metrics.tool_called(invocation.name if known else "unknown", result)
+        if invocation.ok and self.info.outbound:
+            self._note_outbound_tool(invocation.name)
         if self.facts.get("customer_id") and not (self._caller or {}).get("id"):
             self.records.put("set_customer", customer_id=self.facts["customer_id"])
         return invocation
