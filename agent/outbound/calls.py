@@ -145,7 +145,8 @@ class OutboundCalls:
     def __init__(self, ledger: OutboundLedger, settle_secs: float = 10.0) -> None:
         self.ledger = ledger
         self.settle_secs = settle_secs
-        self._settling: set[asyncio.Task[None]] = set()
+        #: Graces under way, with the attempt each decides.
+        self._settling: dict[asyncio.Task[None], tuple[OutboundJob, str]] = {}
 
     async def stream_details(self, form: dict[str, str]) -> dict[str, str] | None:
         call_sid = form.get("CallSid", "")
@@ -173,16 +174,19 @@ class OutboundCalls:
             await self.ledger.finished(job.id, call_sid, UNANSWERED[status], detail)
         elif status == "completed":
             task = asyncio.create_task(self._settle(job, call_sid))
-            self._settling.add(task)
-            task.add_done_callback(self._settling.discard)
+            self._settling[task] = (job, call_sid)
+            task.add_done_callback(lambda done: self._settling.pop(done, None))
 
     async def _settle(self, job: OutboundJob, call_sid: str) -> None:
-        """After the grace: ``completed`` (a person or nobody could tell), or ``failed`` (a
-        machine took no message), unless the conversation reported an outcome first."""
+        await asyncio.sleep(self.settle_secs)
         try:
-            await asyncio.sleep(self.settle_secs)
-        except asyncio.CancelledError:
-            pass  # the server is stopping (close): decide now rather than never
+            await self._fallback(job, call_sid)
+        except Exception as exc:  # the scheduler's lease runs out instead
+            logger.warning(f"outbound call {job.id}: fallback outcome not recorded: {exc}")
+
+    async def _fallback(self, job: OutboundJob, call_sid: str) -> None:
+        """``completed`` (a person, or nobody could tell), or ``failed`` (a machine took no
+        message), unless the conversation reported an outcome first."""
         verdict = await self.ledger.answered_by(job.id)
         outcome = Outcome.COMPLETED if verdict in PERSON or not verdict else Outcome.FAILED
         await self.ledger.finished(job.id, call_sid, outcome, f"twilio: completed ({verdict})")
@@ -197,6 +201,9 @@ class OutboundCalls:
 
     async def close(self) -> None:
         """Cut pending graces short: each records its fallback now (the server is stopping)."""
-        for task in list(self._settling):
+        pending = dict(self._settling)
+        for task in pending:
             task.cancel()
-        await asyncio.gather(*self._settling, return_exceptions=True)
+        await asyncio.gather(*pending, return_exceptions=True)
+        for job, call_sid in pending.values():
+            await self._fallback(job, call_sid)
