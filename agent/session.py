@@ -261,6 +261,7 @@ class CallSession:
         #: A call we placed is silent until the machine verdict says a person answered.
         self.awaiting_person = info.outbound
         self.outbound_outcome: CallOutcome | None = None
+        self._over = False  # the media pipeline has ended
         self.clock = clock
         self.settings = settings
         self.db = db
@@ -340,6 +341,7 @@ class CallSession:
             logger.exception(f"call {self.info.call_sid} failed: {exc}")
             self.records.put("add_fault", fault=f"pipeline: {type(exc).__name__}: {exc}")
         finally:
+            self._over = True
             await self.escalation.settle()
             if self.faults is not None:
                 await self.faults.close()
@@ -430,11 +432,11 @@ class CallSession:
         job = self.briefing.job
         deadline = time.monotonic() + self.settings.outbound_amd_wait_secs
         verdict = ""
-        while not verdict and time.monotonic() < deadline and not self._caller_hung_up:
+        while not verdict and time.monotonic() < deadline and not self._gone:
             verdict = await self.outbound.answered_by(job.id)
             if not verdict:
                 await asyncio.sleep(VERDICT_POLL_SECS)
-        if self._caller_hung_up:
+        if self._gone:
             return False
         if verdict in PERSON or not verdict:
             logger.info(f"outbound call {self.info.call_sid}: a person ({verdict or 'no verdict'})")
@@ -450,6 +452,11 @@ class CallSession:
             self.outbound_outcome = CallOutcome.FAILED
         await self.request_hangup(f"answered by {verdict}")
         return False
+
+    @property
+    def _gone(self) -> bool:
+        """Nobody is left to speak to: the callee hung up or the call ended."""
+        return self._caller_hung_up or self._over
 
     async def _report_outbound(self) -> None:
         """Tell the ledger what the call we placed came to (see agent.outbound.calls). A call
