@@ -9,6 +9,7 @@ import secrets
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
+from datetime import timedelta
 from pathlib import Path
 
 from fastapi import APIRouter, FastAPI, WebSocket
@@ -25,8 +26,8 @@ from agent.liveness import keep_alive, reap
 from agent.logging import redact
 from agent.outbound.calls import OutboundCalls
 from agent.outbound.dialer import OutboundDisabledError, TwilioDialer
-from agent.outbound.jobs import OutboundLedger
-from agent.outbound.ledger import AttemptLedger
+from agent.outbound.jobs import Dialer, OutboundLedger
+from agent.outbound.scheduler import OutboundScheduler
 from agent.pipeline import run_call
 from agent.prompts import phrases
 from agent.providers import LocalModels
@@ -47,6 +48,7 @@ from tools.store.db import Database
 from tools.store.instances import Instance, Instances
 from tools.store.limits import RateEvents
 from tools.store.nonces import StreamNonces
+from tools.store.outbound import OutboundStore
 
 
 @dataclass
@@ -67,7 +69,6 @@ class Frontdesk:
     instances: Instances  # this worker among the others (tools.store.instances)
     outbound: OutboundLedger  # what became of the calls we placed (agent.outbound)
     outbound_desk: OutboundCalls  # their webhooks (telephony.host.OutboundDesk)
-    dialer: TwilioDialer | None = None  # places them; None: not configured (see Settings)
     models: LocalModels = field(default_factory=LocalModels)
     brain: LocalBrain | None = None  # the local LLM, when no remote one is configured
     accepting: bool = True
@@ -78,6 +79,8 @@ class Frontdesk:
     releasing: set[asyncio.Future[None]] = field(default_factory=set)  # slots being given back
     phrases: dict[str, str] = field(default_factory=dict)
     sessions: dict[str, CallSession] = field(default_factory=dict)
+    #: Places outbound calls (Twilio); None: they are scheduled and listed, not placed.
+    dialer: Dialer | None = None
 
     def new_session(self, info: CallInfo, rate: int = PIPELINE_RATE) -> CallSession:
         """A session for the call ``info``, kept in :attr:`sessions` by the caller."""
@@ -124,6 +127,24 @@ class Frontdesk:
         except Exception as exc:  # given back by the heartbeat (agent.liveness) instead
             logger.warning(f"giving back call slot failed ({type(exc).__name__}); retried soon")
             self.unreleased.add(slot)
+
+    async def free_lines(self) -> int:
+        """Lines free for a new call, all workers counted (agent.outbound.scheduler.Lines)."""
+        if not self.accepting:
+            return 0
+        return self.settings.call_limit - await self.instances.slots_taken()
+
+    def outbound_scheduler(self) -> OutboundScheduler:
+        """This worker's outbound scheduler (run for the app's lifetime by the lifespan)."""
+        backoff = tuple(timedelta(minutes=m) for m in self.settings.outbound_backoff_minutes)
+        return OutboundScheduler(
+            OutboundStore(self.db, backoff=backoff),
+            self.dialer,
+            self,
+            owner=self.instances.me.id,
+            max_calls=self.settings.outbound_max_calls,
+            reserve_lines=self.settings.outbound_reserve_lines,
+        )
 
     async def escalation_number(self) -> str:
         return (await load_business(self.db)).escalation_number
@@ -260,9 +281,11 @@ def create_app(
     instances = Instances(db, Instance.here())
     nonces = StreamNonces(db)
     db.on_retry = metrics.db_retried
-    ledger = AttemptLedger(db)
+    ledger = OutboundStore(
+        db, backoff=tuple(timedelta(minutes=m) for m in settings.outbound_backoff_minutes)
+    )
     try:
-        dialer: TwilioDialer | None = TwilioDialer.from_settings(settings)
+        dialer: Dialer | None = TwilioDialer.from_settings(settings)
     except OutboundDisabledError as exc:
         logger.info(str(exc))
         dialer = None
@@ -292,12 +315,16 @@ def create_app(
         beating = asyncio.create_task(
             keep_alive(instances, nonces, settings.heartbeat_secs, state.unreleased)
         )
+        outbound = asyncio.create_task(
+            state.outbound_scheduler().run(settings.outbound_poll_secs), name="outbound"
+        )
         try:
             yield
         finally:
             retention.cancel()
             beating.cancel()
-            await asyncio.gather(beating, retention, return_exceptions=True)
+            outbound.cancel()
+            await asyncio.gather(beating, retention, outbound, return_exceptions=True)
             await shut_down(state, owns_brain=brain is None)
 
     app = FastAPI(title="Frontdesk", version="0.1.0", lifespan=lifespan)

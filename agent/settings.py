@@ -90,6 +90,39 @@ def _choice(name: str, raw: str, choices: tuple[str, ...]) -> str:
     return value
 
 
+def _minutes_list(name: str, raw: str) -> tuple[float, ...]:
+    """ "10,30,120" as minutes; at least one, each above zero."""
+    try:
+        values = tuple(float(part) for part in raw.split(",") if part.strip())
+    except ValueError:
+        raise SettingsError(
+            f"{name} must be minutes separated by commas (e.g. 10,30,120), got {raw!r}"
+        ) from None
+    if not values or min(values) <= 0:
+        raise SettingsError(f"{name} needs at least one delay, each above 0, got {raw!r}")
+    return values
+
+
+def _outbound(env: Mapping[str, str]) -> dict[str, Any]:
+    """The outbound scheduler's settings (FRONTDESK_OUTBOUND_*)."""
+    get = env.get
+    return {
+        "outbound_poll_secs": _float(
+            "FRONTDESK_OUTBOUND_POLL_SECS", get("FRONTDESK_OUTBOUND_POLL_SECS", "15"), 0.1
+        ),
+        "outbound_max_calls": _int(
+            "FRONTDESK_OUTBOUND_MAX_CALLS", get("FRONTDESK_OUTBOUND_MAX_CALLS", "2")
+        ),
+        "outbound_reserve_lines": _int(
+            "FRONTDESK_OUTBOUND_RESERVE_LINES", get("FRONTDESK_OUTBOUND_RESERVE_LINES", "1")
+        ),
+        "outbound_backoff_minutes": _minutes_list(
+            "FRONTDESK_OUTBOUND_BACKOFF_MINUTES",
+            get("FRONTDESK_OUTBOUND_BACKOFF_MINUTES", "10,30,120"),
+        ),
+    }
+
+
 def _vad(env: Mapping[str, str]) -> dict[str, Any]:
     """The VAD's start settings (FRONTDESK_VAD_*; the stop time is read with the turn's)."""
     get = env.get
@@ -226,6 +259,12 @@ class Settings:
     #: treating the callee as a person.
     outbound_amd_wait_secs: float = 40.0
 
+    # Outbound calls' scheduler (agent.outbound.scheduler).
+    outbound_poll_secs: float = 15.0  # how often each worker looks for calls to create and place
+    outbound_max_calls: int = 2  # outbound calls under way at once, all workers; 0: none placed
+    outbound_reserve_lines: int = 1  # lines of FRONTDESK_MAX_CALLS outbound calls leave free
+    outbound_backoff_minutes: tuple[float, ...] = (10.0, 30.0, 120.0)  # before each retry
+
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> Settings:
         """Read settings from a mapping such as ``os.environ``; SettingsError on bad values."""
@@ -329,6 +368,7 @@ class Settings:
                 get("FRONTDESK_OUTBOUND_AMD_WAIT_SECS", "40"),
                 1,
             ),
+            **_outbound(env),
         )
 
     @property

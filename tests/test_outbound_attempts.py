@@ -1,7 +1,7 @@
-"""What an outbound call's webhooks and conversation write, on both store backends: outcomes
-(the first of an attempt wins, retries and giving up, the reminder's appointment), the machine
-verdict and the fallback after Twilio's ``completed``, and the two tools of a call we placed
-(confirm_appointment, stop_calling_me) with their identity rules."""
+"""What an outbound call's webhooks and tools write, on both store backends, through the
+scheduler's OutboundStore: the machine verdict and the fallback outcome after Twilio's
+``completed``, and the two tools of a call we placed (confirm_appointment, stop_calling_me) with
+their identity rules. (Outcomes, retries and giving up are tests/test_outbound_store.py's.)"""
 
 from __future__ import annotations
 
@@ -12,14 +12,13 @@ import pytest
 import sqlalchemy as sa
 
 from agent.outbound.calls import OutboundCalls
-from agent.outbound.jobs import Outcome
-from agent.outbound.ledger import AttemptLedger
 from tests.conftest import SUNDAY_MORNING, make_ctx
 from tools.actions.calendar import confirm_appointment
 from tools.actions.outreach import stop_calling_me
 from tools.errors import ToolError
 from tools.store import schema
 from tools.store.db import Database, new_id, utc_now
+from tools.store.outbound import OutboundStore
 
 PHONE = "+14135550191"
 
@@ -74,58 +73,15 @@ async def customer_with_appointment(db: Database, phone: str = PHONE) -> tuple[i
     return customer, appointment
 
 
-async def test_the_first_outcome_of_an_attempt_wins_and_a_reminder_records_it(
-    db: Database,
-) -> None:
-    _, appointment = await customer_with_appointment(db)
-    job = await insert_call(
-        db, purpose="reminder", appointment_id=appointment, call_sid="CAone", attempts=1
-    )
-    ledger = AttemptLedger(db)
-    await ledger.finished(job, "CAone", Outcome.CONFIRMED, "call: completed")
-    await ledger.finished(job, "CAone", Outcome.COMPLETED, "twilio: completed")  # too late
-    await ledger.finished(job, "CAother", Outcome.FAILED)  # not this job's attempt
-    row = await row_of(db, schema.outbound_calls, job)
-    assert (row["outcome"], row["status"]) == ("confirmed", "done")
-    appointment_row = await row_of(db, schema.appointments, appointment)
-    assert appointment_row["reminder_outcome"] == "confirmed"
-    job_found = await ledger.job_for_call("CAone")
-    assert job_found is not None and (job_found.id, job_found.purpose) == (job, "reminder")
-    assert await ledger.job_for_call("CAnone") is None
-
-
-async def test_unanswered_attempts_are_retried_after_a_backoff_then_given_up(
-    db: Database,
-) -> None:
-    job = await insert_call(db, call_sid="CAfirst", attempts=1, max_attempts=2)
-    ledger = AttemptLedger(db)
-    await ledger.finished(job, "CAfirst", Outcome.NO_ANSWER, "twilio: no-answer")
-    row = await row_of(db, schema.outbound_calls, job)
-    assert (row["status"], row["outcome"], row["last_error"]) == (
-        "scheduled",
-        "no_answer",
-        "twilio: no-answer",
-    )
-    assert str(row["due_at"]) > utc_now()
-    async with db.write() as conn:  # the scheduler's next claim
-        await conn.execute(
-            schema.outbound_calls.update()
-            .where(schema.outbound_calls.c.id == job)
-            .values(call_sid="CAsecond", attempts=2, outcome="", status="dialing")
-        )
-    await ledger.finished(job, "CAsecond", Outcome.BUSY)
-    row = await row_of(db, schema.outbound_calls, job)
-    assert (row["status"], row["outcome"]) == ("given_up", "busy")
-
-
 async def test_twilio_callbacks_decide_the_outcome_no_conversation_reported(
     db: Database,
 ) -> None:
-    ledger = AttemptLedger(db)
+    ledger = OutboundStore(db)
     desk = OutboundCalls(ledger, settle_secs=0.0)
-    person = await insert_call(db, call_sid="CAperson", attempts=1)
-    machine = await insert_call(db, call_sid="CAmachine", attempts=1)
-    busy = await insert_call(db, call_sid="CAbusy", attempts=1)
+    running = {"status": "dialing", "attempts": 1, "max_attempts": 1}
+    person = await insert_call(db, call_sid="CAperson", **running)
+    machine = await insert_call(db, call_sid="CAmachine", **running)
+    busy = await insert_call(db, call_sid="CAbusy", **running)
     await desk.machine_verdict({"CallSid": "CAperson", "AnsweredBy": "nonsense"})
     assert await ledger.answered_by(person) == "unknown"  # an unknown word: nobody could tell
     await desk.machine_verdict({"CallSid": "CAmachine", "AnsweredBy": "machine_start"})
@@ -135,7 +91,7 @@ async def test_twilio_callbacks_decide_the_outcome_no_conversation_reported(
     await desk.call_status({"CallSid": "CAbusy", "CallStatus": "ringing"})  # progress only
     await desk.close()  # the graces recorded their fallback
     outcomes = [(await row_of(db, schema.outbound_calls, j))["outcome"] for j in (person, machine)]
-    assert outcomes == ["completed", "failed"]  # a machine that took no message: retried
+    assert outcomes == ["completed", "failed"]  # a machine that took no message
     assert (await row_of(db, schema.outbound_calls, busy))["outcome"] == "busy"
     details = await desk.stream_details({"CallSid": "CAperson", "From": "+14135550100"})
     assert details == {"direction": "outbound", "job": str(person), "from": "+14135550100",

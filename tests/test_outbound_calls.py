@@ -1,10 +1,9 @@
-"""Whole outbound calls: the real app on a real port places a call through the Twilio REST
-stand-in (``Calls.create``), which plays it out with a scripted callee: a person speaking through
-the replay client (local STT and TTS, scripted LLM), an answering machine, nobody, a busy line.
-Twilio's status and AMD callbacks are signed and posted as Twilio posts them.
-
-The scheduler's part (claiming a due row with a lease) is done here by hand: a row is inserted
-into ``outbound_calls`` and marked as dialing with the CallSid the dialer got.
+"""Whole outbound calls: a call is scheduled in the real store, the real app's own scheduler
+(agent.outbound.scheduler, polling fast here) claims it and places it with the real dialer
+through the Twilio REST stand-in (``Calls.create``), which plays it out with a scripted callee:
+a person speaking through the replay client (local STT and TTS, scripted LLM), an answering
+machine, nobody, a busy line. Twilio's status and AMD callbacks are signed and posted as Twilio
+posts them.
 """
 
 from __future__ import annotations
@@ -12,7 +11,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Iterator
 from dataclasses import dataclass
-from datetime import date, datetime, time, timedelta
+from datetime import UTC, date, datetime, time, timedelta
 from pathlib import Path
 from typing import Any
 
@@ -23,7 +22,6 @@ import sqlalchemy as sa
 from agent.app import Frontdesk, create_app
 from agent.outbound.dialer import TwilioDialer
 from agent.outbound.jobs import OutboundJob
-from agent.outbound.ledger import job_from_row
 from agent.prompts import phrases
 from agent.settings import Settings
 from telephony.signature import sign_twilio_request
@@ -39,6 +37,7 @@ from tools.domain.speech import say_when
 from tools.store import schema
 from tools.store.business import load_business
 from tools.store.db import Database, new_id, utc_now
+from tools.store.outbound import DoNotCallError, OutboundStore
 
 ACCOUNT_SID = "AC" + "0" * 32
 OUR_NUMBER = "+14135550100"
@@ -75,10 +74,13 @@ def line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Line]:
             FRONTDESK_OUTBOUND_FROM=OUR_NUMBER,
             FRONTDESK_OUTBOUND_SETTLE_SECS="1",
             FRONTDESK_OUTBOUND_AMD_WAIT_SECS="15",
+            FRONTDESK_OUTBOUND_POLL_SECS="0.3",
+            FRONTDESK_OUTBOUND_BACKOFF_MINUTES="0.1",  # a retry 6 s after an unanswered call
         )
         settings = Settings.from_env(env)
         app = create_app(settings, models=shared_models(settings))
         with ServerThread(app, port) as server:
+            asyncio.run(call_any_time(f"sqlite+aiosqlite:///{data_dir / 'frontdesk.db'}"))
             yield Line(
                 server.url,
                 app.state.frontdesk,
@@ -86,6 +88,17 @@ def line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Line]:
                 script,
                 f"sqlite+aiosqlite:///{data_dir / 'frontdesk.db'}",
             )
+
+
+async def call_any_time(db_url: str) -> None:
+    """Calling hours all day, so the tests place calls whenever they run (the scheduler keeps
+    to the window: tests/test_outbound_scheduler.py)."""
+    db = Database(db_url)
+    async with db.write() as conn:
+        await conn.execute(
+            schema.business.update().values(calling_hours_start="00:00", calling_hours_end="23:59")
+        )
+    await db.close()
 
 
 @pytest.fixture
@@ -155,25 +168,19 @@ async def schedule(
     appointment_id: int | None = None,
     message: str = "",
     max_attempts: int = 3,
+    due_at: datetime | None = None,
 ) -> int:
-    """An outbound call due now (what POST /api/outbound or the reminder sweep inserts)."""
-    stamp = utc_now()
-    async with db.write() as conn:
-        return new_id(
-            await conn.execute(
-                schema.outbound_calls.insert().values(
-                    purpose=purpose,
-                    to_phone=to,
-                    customer_id=customer_id,
-                    appointment_id=appointment_id,
-                    message=message,
-                    due_at=stamp,
-                    max_attempts=max_attempts,
-                    created_at=stamp,
-                    updated_at=stamp,
-                )
-            )
-        )
+    """An outbound call due now (as POST /api/outbound or the reminder sweep makes one)."""
+    return await OutboundStore(db).schedule(
+        purpose=purpose,
+        to=to,
+        customer_id=customer_id,
+        appointment_id=appointment_id,
+        message=message,
+        max_attempts=max_attempts,
+        due_at=due_at,
+        created_by="test",
+    )
 
 
 async def outbound_row(db: Database, job_id: int) -> dict[str, Any]:
@@ -190,35 +197,27 @@ async def outbound_row(db: Database, job_id: int) -> dict[str, Any]:
     return dict(row)
 
 
-async def dial(line: Line, db: Database, job_id: int) -> CallCreate:
-    """Claim job ``job_id`` as the scheduler would and place it with the app's dialer."""
-    row = await outbound_row(db, job_id)
-    job: OutboundJob = job_from_row({**row, "attempts": row["attempts"] + 1})
-    assert line.state.dialer is not None
-    call_sid = await line.state.dialer.place(job)
-    async with db.write() as conn:
-        await conn.execute(
-            schema.outbound_calls.update()
-            .where(schema.outbound_calls.c.id == job_id)
-            .values(
-                status="dialing",
-                attempts=job.attempt,
-                call_sid=call_sid,
-                outcome="",
-                answered_by="",
-                updated_at=utc_now(),
-            )
-        )
-    [placed] = [c for c in line.twilio.placed if c.sid == call_sid]
-    return placed
+async def dial(line: Line, db: Database, job_id: int, attempt: int = 1) -> CallCreate:
+    """The Calls.create request of attempt ``attempt`` of job ``job_id``, once the app's
+    scheduler has placed it and recorded its CallSid."""
+    deadline = asyncio.get_running_loop().time() + 20.0
+    while asyncio.get_running_loop().time() < deadline:
+        row = await outbound_row(db, job_id)
+        if row["attempts"] == attempt and row["status"] == "dialing" and row["call_sid"]:
+            [placed] = [c for c in line.twilio.placed if c.sid == row["call_sid"]]
+            return placed
+        await asyncio.sleep(0.1)
+    raise AssertionError(f"attempt {attempt} of outbound call {job_id} was never placed: {row}")
 
 
 async def settled(db: Database, job_id: int, timeout: float = 20.0) -> dict[str, Any]:
-    """The row once its attempt has an outcome."""
+    """The row once its running attempt has an outcome (it is no longer dialing or in
+    progress)."""
     deadline = asyncio.get_running_loop().time() + timeout
     while True:
         row = await outbound_row(db, job_id)
-        if row["outcome"] or asyncio.get_running_loop().time() > deadline:
+        running = row["status"] in ("dialing", "in_progress")
+        if not running or asyncio.get_running_loop().time() > deadline:
             return row
         await asyncio.sleep(0.2)
 
@@ -393,14 +392,18 @@ async def test_nobody_answers_it_is_retried_then_given_up(line: Line, db: Databa
     assert result.callbacks[-1] == ("no-answer", 204)
     row = await settled(db, job)
     assert (row["outcome"], row["status"], row["attempts"]) == ("no_answer", "scheduled", 1)
-    assert row["due_at"] > utc_now()  # again, after a backoff
+    assert str(row["due_at"]) > utc_now()  # again, after a backoff
     # A repeated callback changes nothing: the first outcome of an attempt wins.
     await line.twilio.ring(first, Callee("busy"))
     assert (await outbound_row(db, job))["outcome"] == "no_answer"
-    second = await dial(line, db, job)
+    # The scheduler tries again after the backoff; a busy line then, and that was the last try.
+    second = await dial(line, db, job, attempt=2)
+    assert second.sid != first.sid and second.to == "+14135550174"
     await line.twilio.ring(second, Callee("busy"))
     row = await settled(db, job)
     assert (row["outcome"], row["status"], row["attempts"]) == ("busy", "given_up", 2)
+    await asyncio.sleep(1.0)  # a few scheduler rounds: nothing more is placed
+    assert len([c for c in line.twilio.placed if c.to == "+14135550174"]) == 2
 
 
 async def test_a_callee_who_opts_out_is_never_called_again(line: Line, db: Database) -> None:
@@ -409,7 +412,10 @@ async def test_a_callee_who_opts_out_is_never_called_again(line: Line, db: Datab
         db, "+14135550175", "Kim Novak", time(13, 0)
     )
     job = await schedule(db, "+14135550175", customer_id=customer, appointment_id=appointment)
-    later = await schedule(db, "+14135550175", "custom", customer_id=customer, message="Sale!")
+    in_an_hour = datetime.now(UTC) + timedelta(hours=1)
+    later = await schedule(
+        db, "+14135550175", "custom", customer_id=customer, message="Sale!", due_at=in_an_hour
+    )
     placed = await dial(line, db, job)
     result = await line.twilio.ring(
         placed,
@@ -428,6 +434,8 @@ async def test_a_callee_who_opts_out_is_never_called_again(line: Line, db: Datab
         ).one()
     assert flagged.do_not_call is True and flagged.do_not_call_at
     assert (await outbound_row(db, later))["status"] == "cancelled"
+    with pytest.raises(DoNotCallError):  # and no new call is taken for them
+        await schedule(db, "+14135550175", "custom", message="One more thing")
 
 
 async def test_forged_status_and_amd_callbacks_are_refused_and_counted(

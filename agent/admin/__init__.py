@@ -9,6 +9,7 @@
 - ``knowledge``: the knowledge-base articles;
 - ``review``: calls, recordings, appointments, callbacks, the audit log, and /api/calls;
 - ``privacy``: deleting one caller's data on request;
+- ``outbound``: outbound calls (/api/outbound) and "call back now" for a message;
 - ``page``: the /admin page, its assets, and the errors as the page shows them;
 - ``applier``: what a config change sets off (cached values refreshed, the local LLM re-warmed).
 
@@ -31,6 +32,7 @@ from agent.admin.access import AdminAccess
 from agent.admin.applier import AdminHost, ConfigApplier, local_prefix, warm_local_brain
 from agent.admin.configuration import build_config_router
 from agent.admin.knowledge import build_kb_router
+from agent.admin.outbound import build_outbound_router
 from agent.admin.page import install_error_handlers, install_page
 from agent.admin.privacy import build_privacy_router
 from agent.admin.review import build_records_router, build_review_router
@@ -62,6 +64,7 @@ def install_admin(app: FastAPI, state: AdminHost) -> ConfigApplier:
     app.include_router(build_kb_router(access, service, views))
     app.include_router(build_review_router(access, service, AdminReview(state.db), state.settings))
     app.include_router(build_privacy_router(access, state.db, state.settings))
+    app.include_router(build_outbound_router(access, state.db))
     install_page(app)
     install_error_handlers(app)
     return applier

@@ -70,6 +70,6 @@ def install_error_handlers(app: FastAPI) -> None:
 
     @app.exception_handler(RequestValidationError)
     async def on_bad_body(request: Request, exc: RequestValidationError) -> Response:
-        if not request.url.path.startswith("/api/admin"):
+        if not request.url.path.startswith(("/api/admin", "/api/outbound")):
             return await request_validation_exception_handler(request, exc)
         return JSONResponse({"detail": FIX_FIELDS, "errors": field_errors(exc)}, 422)

@@ -213,6 +213,50 @@ class ProfileIn(BaseModel):
     def _horizon(cls, value: int) -> int:
         return _whole_number(value, 1, 730)
 
+    # Outbound calls (issue 16). None: left as stored (a client that does not know them).
+    reminders_enabled: bool | None = Field(
+        None, description="Call customers before their appointments"
+    )
+    reminder_lead_hours: int | None = Field(None, description="Hours before, 1-168")
+    calling_hours_start: str | None = Field(None, description="HH:MM, business time zone")
+    calling_hours_end: str | None = Field(None, description="HH:MM, after the start")
+    auto_callbacks: bool | None = Field(
+        None, description="Return callback requests automatically at the promised time"
+    )
+    outbound_max_attempts: int | None = Field(None, description="Tries per outbound call, 1-10")
+
+    @field_validator("reminder_lead_hours")
+    @classmethod
+    def _lead(cls, value: int | None) -> int | None:
+        return None if value is None else _whole_number(value, 1, 168)
+
+    @field_validator("outbound_max_attempts")
+    @classmethod
+    def _attempts(cls, value: int | None) -> int | None:
+        return None if value is None else _whole_number(value, 1, 10)
+
+    @field_validator("calling_hours_start", "calling_hours_end")
+    @classmethod
+    def _calling_clock(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        clock = _clock(value)
+        if clock is None:
+            _fail(f"a time as HH:MM (24-hour), not {value!r}")
+        return f"{clock:%H:%M}"
+
+    @model_validator(mode="after")
+    def _calling_hours(self) -> Self:
+        start, end = self.calling_hours_start, self.calling_hours_end
+        problems = _Problems("ProfileIn")
+        if (start is None) != (end is None):
+            missing = "calling_hours_end" if end is None else "calling_hours_start"
+            problems.add((missing,), "give the calling hours' start and end together")
+        elif start is not None and end is not None and start >= end:
+            problems.add(("calling_hours_end",), f"must be after the start ({start})")
+        problems.raise_if_any()
+        return self
+
 
 class RangeIn(BaseModel):
     opens: str = Field(description="HH:MM, 24-hour clock")

@@ -171,7 +171,8 @@ class AdminService:
         return changes
 
     async def update_profile(self, actor: str, body: ProfileIn) -> dict[str, list[Any]]:
-        return await self._update_business(actor, "profile", body.model_dump(), "business profile")
+        values = body.model_dump(exclude_none=True)  # outbound settings left out stay as stored
+        return await self._update_business(actor, "profile", values, "business profile")
 
     async def update_escalation(self, actor: str, body: EscalationIn) -> dict[str, list[Any]]:
         async with self.db.read() as conn:

@@ -126,7 +126,15 @@ class AdminViews:
                     "booking_horizon_days",
                 )
             }
-            | {"trust_unverified_caller_id": bool(row["trust_unverified_caller_id"])},
+            | {"trust_unverified_caller_id": bool(row["trust_unverified_caller_id"])}
+            | {
+                "reminders_enabled": bool(row["reminders_enabled"]),
+                "reminder_lead_hours": row["reminder_lead_hours"],
+                "calling_hours_start": row["calling_hours_start"],
+                "calling_hours_end": row["calling_hours_end"],
+                "auto_callbacks": bool(row["auto_callbacks"]),
+                "outbound_max_attempts": row["outbound_max_attempts"],
+            },
             "hours": hours,
             "holidays": holidays,
             "services": services,

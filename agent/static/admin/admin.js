@@ -36,7 +36,8 @@ async function api(method, path, body) {
   const headers = { Accept: "application/json" };
   if (body !== undefined) headers["Content-Type"] = "application/json";
   if (method !== "GET") headers["X-CSRF-Token"] = csrf;
-  const res = await fetch(`/api/admin${path}`, {
+  const url = path.startsWith("/api/") ? path : `/api/admin${path}`; // /api/outbound sits beside
+  const res = await fetch(url, {
     method, headers, credentials: "same-origin",
     body: body === undefined ? undefined : JSON.stringify(body),
   });
@@ -162,6 +163,7 @@ const VIEWS = {
   calls: viewCalls, call: viewCall, appointments: viewAppointments, callbacks: viewCallbacks,
   business: viewBusiness, services: viewServices, handling: viewHandling, prompts: viewPrompts,
   kb: viewKb, providers: viewProviders, audit: viewAudit, account: viewAccount,
+  outbound: viewOutbound,
 };
 
 async function route() {
@@ -243,13 +245,36 @@ async function viewCallbacks(status) {
   const mark = (id, outcome) => async () => {
     try { await api("PUT", `/callbacks/${id}`, { outcome }); toast("Saved"); route(); } catch (err) { toast(err.message); }
   };
+  const callNow = (id) => async () => {
+    try { await api("POST", `/callbacks/${id}/call`); toast("Callback scheduled: see Outbound calls"); } catch (err) { toast(err.message); }
+  };
   page("Callback requests", h("div", { className: "row" }, picker),
     callbacks.length ? table(["Left", "Name", "Number", "Message", "Status", ""], callbacks.map((c) =>
       h("tr", {}, h("td", {}, when(c.created_at)), h("td", {}, c.caller_name), h("td", {}, c.caller_number),
         h("td", {}, c.message, c.call_sid ? h("div", {}, h("a", { href: `#call/${encodeURIComponent(c.call_sid)}` }, "call")) : null),
         h("td", {}, c.outcome),
-        h("td", {}, c.outcome === "message_taken" ? h("button", { className: "secondary", onclick: mark(c.id, "called_back") }, "Called back") : null)))) :
+        h("td", {}, c.outcome === "message_taken" ? h("button", { className: "secondary", onclick: mark(c.id, "called_back") }, "Called back") : null,
+          c.outcome === "message_taken" ? h("button", { className: "secondary", onclick: callNow(c.id) }, "Call back now") : null)))) :
       h("p", { className: "hint" }, "Nothing waiting."));
+}
+
+async function viewOutbound(status) {
+  status = status || "all";
+  const { calls } = await api("GET", `/api/outbound?status=${status}`);
+  const picker = h("select", { onchange: (e) => { location.hash = `outbound/${e.target.value}`; } },
+    ["all", "scheduled", "running", "finished"].map((s) => h("option", { value: s, selected: s === status }, s)));
+  const cancel = (id) => async () => {
+    try { await api("POST", `/api/outbound/${id}/cancel`); toast("Cancelled"); route(); } catch (err) { toast(err.message); }
+  };
+  page("Outbound calls", h("div", { className: "row" }, picker),
+    h("p", { className: "hint" }, "Reminders and callbacks are turned on under Business; calls are placed inside calling hours only."),
+    calls.length ? table(["Due", "Purpose", "Number", "Status", "Outcome", "Attempts", "Note", ""], calls.map((c) =>
+      h("tr", {}, h("td", {}, when(c.due_at)), h("td", {}, c.purpose), h("td", {}, c.to),
+        h("td", {}, c.status), h("td", {}, c.outcome), h("td", {}, `${c.attempts} / ${c.max_attempts}`),
+        h("td", {}, c.message || c.last_error,
+          c.call_sid ? h("div", {}, h("a", { href: `#call/${encodeURIComponent(c.call_sid)}` }, "call")) : null),
+        h("td", {}, c.status === "scheduled" ? h("button", { className: "secondary", onclick: cancel(c.id) }, "Cancel") : null)))) :
+      h("p", { className: "hint" }, "None."));
 }
 
 // --- configuration ---------------------------------------------------------------------------
@@ -266,12 +291,25 @@ function profileForm() {
       labelled("Book up to (days ahead)", field("booking_horizon_days", p.booking_horizon_days, { type: "number" }))),
     h("label", { className: "inline" }, h("input", { type: "checkbox", name: "trust_unverified_caller_id", checked: p.trust_unverified_caller_id }),
       " Trust caller ID the carrier could not verify (easy to fake: callers could hear and change someone else's bookings)"),
+    h("h2", {}, "Outbound calls"),
+    h("label", { className: "inline" }, h("input", { type: "checkbox", name: "reminders_enabled", checked: p.reminders_enabled }),
+      " Call customers to remind them of their appointments"),
+    h("label", { className: "inline" }, h("input", { type: "checkbox", name: "auto_callbacks", checked: p.auto_callbacks }),
+      " Return callback requests automatically at the time promised to the caller"),
+    h("div", { className: "row" }, labelled("Remind (hours before, 1-168)", field("reminder_lead_hours", p.reminder_lead_hours, { type: "number" })),
+      labelled("Tries per call (1-10)", field("outbound_max_attempts", p.outbound_max_attempts, { type: "number" }))),
+    h("div", { className: "row" }, labelled("Calling hours from (HH:MM, business time zone)", field("calling_hours_start", p.calling_hours_start)),
+      labelled("until", field("calling_hours_end", p.calling_hours_end))),
+    h("p", { className: "hint" }, "No outbound call is placed outside calling hours or on holidays, nor to a customer who asked not to be called."),
     errorSlot("_form"), h("button", { type: "submit" }, "Save profile"));
   form.addEventListener("submit", (e) => {
     e.preventDefault();
     const d = Object.fromEntries(new FormData(form));
-    const trust = form.querySelector('[name="trust_unverified_caller_id"]').checked;
-    save(form, "PUT", "/profile", { ...d, slot_minutes: Number(d.slot_minutes), booking_horizon_days: Number(d.booking_horizon_days), trust_unverified_caller_id: trust }, reloadConfig);
+    const checked = (name) => form.querySelector(`[name="${name}"]`).checked;
+    save(form, "PUT", "/profile", { ...d, slot_minutes: Number(d.slot_minutes), booking_horizon_days: Number(d.booking_horizon_days),
+      trust_unverified_caller_id: checked("trust_unverified_caller_id"), reminders_enabled: checked("reminders_enabled"),
+      auto_callbacks: checked("auto_callbacks"), reminder_lead_hours: Number(d.reminder_lead_hours),
+      outbound_max_attempts: Number(d.outbound_max_attempts) }, reloadConfig);
   });
   return form;
 }
