@@ -479,3 +479,45 @@ async def scrape_line(line: Line) -> str:
         response = await client.get(f"{line.url}/metrics")
     assert response.status_code == 200, response.text
     return response.text
+
+
+async def test_a_callback_carries_the_callers_reason_and_ends_completed(
+    line: Line, db: Database
+) -> None:
+    line.script.rules[:] = [Rule(r"bye|thank", tool="end_call", arguments={"reason": "done"})]
+    job = await schedule(db, "+14135550177", "callback", message="Wants to know about balayage")
+    placed = await dial(line, db, job)
+    result = await line.twilio.ring(
+        placed, Callee("human", turns=[turn("Oh great, thank you. Bye.")]), admin_token=ADMIN_TOKEN
+    )
+    assert bot_turns(result)[0] == (
+        "Hi, this is Bella Hair Studio returning your call. How can we help?"
+    )
+    assert tools_called(result) == ["end_call"]
+    system = line.script.requests[-1]["messages"][0]["content"]
+    assert "Their message was: Wants to know about balayage" in system
+    row = await settled(db, job)
+    assert (row["outcome"], row["status"], row["answered_by"]) == ("completed", "done", "human")
+
+
+async def test_a_machine_that_cannot_take_a_message_is_hung_up_on_and_retried(
+    line: Line, db: Database
+) -> None:
+    job = await schedule(db, "+14135550178", "custom", message="Your order is in.")
+    placed = await dial(line, db, job)
+    asked_before = len(line.script.requests)
+    greeting = call_audio("Hello, please leave a message.")
+    result = await line.twilio.ring(
+        placed,
+        Callee("machine", greeting=greeting + silence(3.0), verdict="machine_start"),
+        admin_token=ADMIN_TOKEN,
+    )
+    assert bot_turns(result) == []  # not a word to a machine
+    assert result.report is not None and result.report.closed_by_server
+    assert len(line.script.requests) == asked_before
+    row = await settled(db, job)
+    assert (row["outcome"], row["status"], row["answered_by"]) == (
+        "failed",
+        "scheduled",
+        "machine_start",
+    )
