@@ -15,6 +15,11 @@ How a call ends is decided in one place, :meth:`CallSession.conclude` and
 * the caller hanging up counts only when nothing else ended the call: it turns ``completed``
   into ``caller_hung_up`` unless the agent was already saying goodbye (so a transfer, then the
   caller's hang-up, stays ``transferred``).
+
+A call we placed (``CallInfo.direction`` outbound) is the same call with three differences: the
+other party is the number we dialed, proven (we called the number on file); the agent is silent
+until the machine verdict (:meth:`CallSession.wait_for_person`); and what it came to is reported
+to the outbound ledger when it ends (agent.outbound.calls).
 """
 
 from __future__ import annotations
