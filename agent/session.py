@@ -379,6 +379,7 @@ class CallSession:
             business=business,  # the whole call keeps the config it started with
             now=self.clock,
             texts=texts,
+            placed_call=self.info.outbound,
         )
         self.facts = tools.facts
         caller = None

@@ -494,6 +494,7 @@ async def test_a_callback_carries_the_callers_reason_and_ends_completed(
         "Hi, this is Bella Hair Studio returning your call. How can we help?"
     )
     assert tools_called(result) == ["end_call"]
+    assert bot_turns(result)[-1] == "Thanks for your time. Goodbye!"  # we called them
     system = line.script.requests[-1]["messages"][0]["content"]
     assert "Their message was: Wants to know about balayage" in system
     row = await settled(db, job)

@@ -80,6 +80,7 @@ class ToolContext:
     business: Business | None = None
     verified_phone: str = ""  # a number the caller proved during the call (an SMS code)
     texts: TextSender | None = None  # SMS, None when no sending number is configured
+    placed_call: bool = False  # we called them (an outbound call), they did not call us
 
     async def proven_phone(self) -> str:
         """The number the caller is proven to own, "" for none: one they proved during this
