@@ -289,3 +289,21 @@ async def test_the_app_runs_the_scheduler(app: Running) -> None:
     assert [(c["purpose"], c["appointment_id"], c["status"]) for c in calls] == [
         ("reminder", appointment, "scheduled")
     ]
+
+
+async def test_a_console_session_needs_its_csrf_token(app: Running) -> None:
+    async with httpx.AsyncClient(transport=app.api._transport, base_url=app.base) as page:
+        signed_in = await page.post(
+            "/api/admin/session", json={"password": ADMIN_TOKEN, "name": "Maria"}
+        )
+        assert signed_in.status_code == 200, signed_in.text
+        body = {"to": "+14135550111", "purpose": "custom", "message": "hi"}
+        forged = await page.post("/api/outbound", json=body)
+        assert forged.status_code == 403 and "CSRF" in forged.json()["detail"]
+        page.headers["X-CSRF-Token"] = signed_in.json()["csrf_token"]
+        created = await page.post("/api/outbound", json=body)
+        assert created.status_code == 201, created.text
+        listed = await page.get("/api/outbound")
+        assert [c["id"] for c in listed.json()["calls"]] == [created.json()["id"]]
+    audit = (await app.api.get("/api/admin/audit")).json()["entries"]
+    assert (audit[0]["actor"], audit[0]["action"]) == ("Maria (admin token)", "create")

@@ -9,8 +9,11 @@ import asyncio
 from datetime import UTC, datetime, timedelta
 from zoneinfo import ZoneInfo
 
+import pytest
+
 from agent.outbound.jobs import DialError, Outcome
 from agent.outbound.scheduler import OutboundScheduler
+from agent.settings import Settings, SettingsError
 from tests.outbound_helpers import (
     Clock,
     RecordingDialer,
@@ -124,7 +127,7 @@ async def test_no_reminder_when_disabled_for_do_not_call_or_cancelled(db: Databa
     created = (await worker.tick()).reminders
     rows = [await worker.store.get(job_id) for job_id in created]
     assert [row["appointment_id"] for row in rows if row] == [wanted]
-    assert cancelled != wanted
+    assert cancelled not in [row["appointment_id"] for row in await worker.store.list_calls()]
 
 
 async def test_an_appointment_booked_inside_the_lead_time_gets_no_reminder(db: Database) -> None:
@@ -299,3 +302,116 @@ async def test_without_a_dialer_calls_are_created_not_placed(db: Database) -> No
     done = await worker.tick()
     assert len(done.reminders) == 1 and done.placed == []
     assert [r["status"] for r in await worker.store.list_calls("scheduled")] == ["scheduled"]
+
+
+def test_outbound_settings_are_read_and_checked() -> None:
+    settings = Settings.from_env(
+        {
+            "FRONTDESK_OUTBOUND_POLL_SECS": "2.5",
+            "FRONTDESK_OUTBOUND_MAX_CALLS": "0",
+            "FRONTDESK_OUTBOUND_RESERVE_LINES": "3",
+            "FRONTDESK_OUTBOUND_BACKOFF_MINUTES": "5, 60",
+        }
+    )
+    assert (
+        settings.outbound_poll_secs,
+        settings.outbound_max_calls,
+        settings.outbound_reserve_lines,
+        settings.outbound_backoff_minutes,
+    ) == (2.5, 0, 3, (5.0, 60.0))
+    defaults = Settings.from_env({})
+    assert defaults.outbound_backoff_minutes == (10.0, 30.0, 120.0)
+    for name, raw, message in [
+        ("FRONTDESK_OUTBOUND_BACKOFF_MINUTES", "10,soon", "minutes separated by commas"),
+        ("FRONTDESK_OUTBOUND_BACKOFF_MINUTES", "0", "each above 0"),
+        ("FRONTDESK_OUTBOUND_BACKOFF_MINUTES", "", "at least one delay"),
+        ("FRONTDESK_OUTBOUND_MAX_CALLS", "-1", ">= 0"),
+        ("FRONTDESK_OUTBOUND_POLL_SECS", "0", ">= 0.1"),
+    ]:
+        with pytest.raises(SettingsError, match=message):
+            Settings.from_env({name: raw})
+
+
+async def test_old_promises_are_left_to_staff_and_unpromised_ones_go_at_once(
+    db: Database,
+) -> None:
+    """A callback promised more than a day ago (a backlog when the setting is turned on) is not
+    rung; a callback request with no promised time (a transfer nobody answered) is due when it
+    was taken."""
+    await set_business(db, auto_callbacks=True)
+    now = datetime.now(UTC)
+    clock = Clock(now)
+    worker = scheduler(db, clock, RecordingDialer())
+    await record_handoff(
+        db,
+        call_sid="",
+        kind="message",
+        reason="old",
+        caller_number="+14135550111",
+        outcome="message_taken",
+        callback_after=(now - timedelta(hours=25)).isoformat(),
+    )
+    fresh = await record_handoff(
+        db,
+        call_sid="",
+        kind="message",
+        reason="nobody answered the transfer",
+        caller_number="+14135550112",
+        outcome="callback_requested",
+    )
+    opted_out = await add_customer(db, "+14135550113", do_not_call=True)
+    await record_handoff(
+        db,
+        call_sid="",
+        kind="message",
+        reason="do not call me",
+        caller_number="+14135550113",
+        customer_id=opted_out,
+        outcome="callback_requested",
+    )
+    clock.advance(timedelta(seconds=1))
+    (job_id,) = (await worker.tick()).callbacks
+    row = await worker.store.get(job_id)
+    assert row is not None
+    assert (row["handoff_id"], row["message"]) == (fresh, "nobody answered the transfer")
+
+
+async def test_two_workers_create_one_reminder_and_place_it_once(db: Database) -> None:
+    await set_business(db, reminders_enabled=True)
+    clock = Clock(THURSDAY)
+    dialer = RecordingDialer(delay=0.01)
+    workers = [scheduler(db, clock, dialer, owner=f"w{n}") for n in range(3)]
+    for n in range(4):
+        customer = await add_customer(db, f"+1413555013{n}")
+        await add_appointment(db, customer, THURSDAY + timedelta(hours=2 + n))
+    rounds = await asyncio.gather(*(w.tick() for w in workers))
+    rounds += await asyncio.gather(*(w.tick() for w in workers))
+    created = [job_id for r in rounds for job_id in r.reminders]
+    assert len(created) == len(set(created)) == 4
+    placed = [job.appointment_id for job, _sid in dialer.placed]
+    assert len(placed) == len(set(placed)) == 4
+
+
+async def test_unusable_calling_hours_pause_placing(db: Database) -> None:
+    """Hours written around the console's checks (start after end) stop all placing."""
+    await set_business(db, calling_hours_start="20:00", calling_hours_end="09:00")
+    dialer = RecordingDialer()
+    worker = scheduler(db, Clock(THURSDAY), dialer)
+    await worker.store.schedule(purpose="custom", to="+14135550111", message="hi")
+    policy = await worker.store.policy()
+    assert policy.hours is None and "must be before" in policy.hours_problem
+    assert (await worker.tick()).closed and dialer.placed == []
+
+
+async def test_a_bad_number_on_file_does_not_hold_up_the_others(db: Database) -> None:
+    await set_business(db, reminders_enabled=True)
+    dialer = RecordingDialer()
+    worker = scheduler(db, Clock(THURSDAY), dialer)
+    legacy = await add_customer(db, "413-555-0111")  # written before numbers were checked
+    await add_appointment(db, legacy, THURSDAY + timedelta(hours=2))
+    good = await add_appointment(
+        db, await add_customer(db, "+14135550112"), THURSDAY + timedelta(hours=3)
+    )
+    done = await worker.tick()
+    assert len(done.reminders) == 1 and len(done.placed) == 1
+    assert [job.appointment_id for job, _sid in dialer.placed] == [good]

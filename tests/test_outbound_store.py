@@ -293,3 +293,48 @@ async def test_a_reminder_for_a_cancelled_or_begun_appointment_is_not_placed(
     assert sorted(claimed.stale) == sorted([ids[cancelled], ids[soon]])
     row = await store.get(ids[soon])
     assert row is not None and row["status"] == "cancelled"
+
+
+async def test_an_expired_lease_with_no_attempts_left_is_given_up(db: Database) -> None:
+    store, clock = store_at(db)
+    job_id = await schedule(store, purpose="custom", to="+14135550111", max_attempts=1)
+    (job,) = (await store.claim_due(owner="dead", lease=LEASE, limit=5)).jobs
+    await store.record_dial(job.id, "CA1", lease=CALL_LEASE)
+    clock.advance(CALL_LEASE + timedelta(seconds=1))  # Twilio's callbacks never came
+    claimed = await store.claim_due(owner="alive", lease=LEASE, limit=5)
+    assert claimed.jobs == [] and claimed.given_up == [job_id]
+    row = await store.get(job_id)
+    assert row is not None and (row["status"], row["outcome"]) == ("given_up", "failed")
+    # A late callback for that attempt changes nothing.
+    await store.finished(job_id, "CA1", Outcome.CONFIRMED)
+    row = await store.get(job_id)
+    assert row is not None and row["status"] == "given_up"
+
+
+async def test_the_running_cap_counts_every_worker(db: Database) -> None:
+    store, clock = store_at(db)
+    for n in range(4):
+        await schedule(store, purpose="custom", to=f"+1413555011{n}")
+    first = await store.claim_due(owner="w1", lease=LEASE, limit=5, max_running=3)
+    second = await store.claim_due(owner="w2", lease=LEASE, limit=5, max_running=3)
+    assert (len(first.jobs), len(second.jobs)) == (3, 0)
+    clock.advance(LEASE + timedelta(seconds=1))  # their claimant died: no longer counted
+    assert len((await store.claim_due(owner="w2", lease=LEASE, limit=5, max_running=3)).jobs) == 3
+
+
+async def test_a_report_before_the_dial_is_recorded_is_this_attempts(db: Database) -> None:
+    """Twilio answered and reported before record_dial wrote the CallSid: the report counts, the
+    answered call keeps its row past the claim lease, and the late record_dial changes nothing."""
+    store, clock = store_at(db)
+    job_id = await schedule(store, purpose="custom", to="+14135550111")
+    (job,) = (await store.claim_due(owner="w1", lease=LEASE, limit=1)).jobs
+    await store.answered(job.id, "CA-fast")
+    await store.record_dial(job.id, "CA-fast", lease=CALL_LEASE)
+    clock.advance(LEASE * 3)
+    assert (await store.claim_due(owner="w2", lease=LEASE, limit=1)).jobs == []
+    assert await store.job_for_call("CA-fast") == job
+    await store.finished(job.id, "CA-other", Outcome.NO_ANSWER)  # another attempt's
+    await store.finished(job.id, "CA-fast", Outcome.COMPLETED)
+    row = await store.get(job_id)
+    assert row is not None
+    assert (row["status"], row["outcome"], row["call_sid"]) == ("done", "completed", "CA-fast")

@@ -5,7 +5,8 @@
 - ``POST /api/outbound/{id}/cancel``: cancel a call not yet under way;
 - ``POST /api/admin/callbacks/{id}/call``: "call back now" for a message a caller left.
 
-Each change is written to the audit log. A number on do-not-call is refused with 409.
+Each change is written to the audit log in its own transaction. A number on do-not-call is
+refused with 409.
 """
 
 from __future__ import annotations
@@ -13,7 +14,6 @@ from __future__ import annotations
 from datetime import UTC, datetime
 from typing import Any, Literal
 
-import sqlalchemy as sa
 from fastapi import APIRouter, Depends, HTTPException
 from pydantic import BaseModel, Field
 
@@ -21,10 +21,15 @@ from agent.admin.access import Actor, AdminAccess
 from telephony.privacy import mask_phone
 from tools.admin.models import NotFound, ValidationFailed
 from tools.domain.validation import InvalidPhoneNumber, phone_e164
-from tools.store import schema
-from tools.store.audit import record_audit
 from tools.store.db import Database
-from tools.store.outbound import DoNotCallError, ListStatus, OutboundError, OutboundStore
+from tools.store.outbound import (
+    Audit,
+    DoNotCallError,
+    ListStatus,
+    NewCall,
+    OutboundError,
+    OutboundStore,
+)
 
 MAX_MESSAGE = 1000
 
@@ -40,7 +45,7 @@ class OutboundIn(BaseModel):
     at: datetime | None = Field(None, description="When, ISO 8601 with an offset; default now")
 
 
-async def _checked(db: Database, body: OutboundIn) -> dict[str, Any]:
+async def _checked(store: OutboundStore, body: OutboundIn) -> NewCall:
     """The call's fields from ``body``, or :class:`ValidationFailed` naming every bad field."""
     errors: dict[str, str] = {}
     to = ""
@@ -61,54 +66,22 @@ async def _checked(db: Database, body: OutboundIn) -> dict[str, Any]:
         if body.appointment_id is None:
             errors["appointment_id"] = "a reminder needs the appointment it is about"
         else:
-            problem = await _appointment_problem(db, body.appointment_id)
+            problem = await store.reminder_problem(body.appointment_id)
             if problem:
                 errors["appointment_id"] = problem
     elif body.appointment_id is not None:
         errors["appointment_id"] = "only a reminder is about an appointment"
     if errors:
         raise ValidationFailed(errors)
-    async with db.read() as conn:
-        customer_id = (
-            await conn.execute(
-                sa.select(schema.customers.c.id).where(schema.customers.c.phone == to)
-            )
-        ).scalar()
-    return {
-        "purpose": body.purpose,
-        "to": to,
-        "due_at": body.at.astimezone(UTC) if body.at is not None else None,
-        "customer_id": customer_id,
-        "appointment_id": body.appointment_id,
-        "message": message,
-    }
-
-
-async def _appointment_problem(db: Database, appointment_id: int) -> str:
-    """Why a reminder cannot be about this appointment ("" when it can)."""
-    a = schema.appointments
-    async with db.read() as conn:
-        row = (
-            (
-                await conn.execute(
-                    sa.select(a.c.status, a.c.starts_at).where(a.c.id == appointment_id)
-                )
-            )
-            .mappings()
-            .first()
-        )
-    if row is None:
-        return f"no appointment {appointment_id}"
-    if row["status"] != "booked":
-        return f"appointment {appointment_id} is {row['status']}, not booked"
-    if datetime.fromisoformat(row["starts_at"]) <= datetime.now(UTC):
-        return f"appointment {appointment_id} has already begun"
-    return ""
-
-
-async def _audit(db: Database, who: Actor, action: str, job_id: int, summary: str) -> None:
-    async with db.write() as conn:
-        await record_audit(conn, who.name, action, "outbound_call", job_id, summary)
+    return NewCall(
+        purpose=body.purpose,
+        to=to,
+        due_at=body.at.astimezone(UTC) if body.at is not None else None,
+        customer_id=await store.customer_id(to),
+        appointment_id=body.appointment_id,
+        message=message,
+        created_by="admin",
+    )
 
 
 def build_outbound_router(access: AdminAccess, db: Database) -> APIRouter:
@@ -119,12 +92,9 @@ def build_outbound_router(access: AdminAccess, db: Database) -> APIRouter:
 
     @router.post("/api/outbound", status_code=201, summary="Schedule an outbound call")
     async def create(body: OutboundIn, who: Actor = Who) -> dict[str, Any]:
-        fields = await _checked(db, body)
-        job_id = await _schedule(store, fields)
-        await _audit(
-            db, who, "create", job_id, f"{body.purpose} call to {mask_phone(fields['to'])}"
-        )
-        return await _job(store, job_id)
+        fields = await _checked(store, body)
+        audit = Audit(who.name, f"{body.purpose} call to {mask_phone(fields['to'])}")
+        return await _job(store, await _schedule(store, fields, audit))
 
     @router.get("/api/outbound", summary="Outbound calls with their outcomes")
     async def list_calls(
@@ -140,11 +110,11 @@ def build_outbound_router(access: AdminAccess, db: Database) -> APIRouter:
         row = await store.get(job_id)
         if row is None:
             raise NotFound(f"no outbound call {job_id}")
-        if not await store.cancel(job_id, f"cancelled by {who.name}"):
+        audit = Audit(who.name, f"{row['purpose']} call to {mask_phone(row['to'])}")
+        if not await store.cancel(job_id, f"cancelled by {who.name}", audit):
             raise HTTPException(
                 409, f"outbound call {job_id} is {row['status']}: only a scheduled one is cancelled"
             )
-        await _audit(db, who, "cancel", job_id, f"{row['purpose']} call to {mask_phone(row['to'])}")
         return await _job(store, job_id)
 
     @router.post(
@@ -153,27 +123,27 @@ def build_outbound_router(access: AdminAccess, db: Database) -> APIRouter:
         summary="Call back now: a callback for this message, due now",
     )
     async def call_back_now(callback_id: int, who: Actor = Who) -> dict[str, Any]:
-        job_id = await _call_back(store, callback_id)
-        await _audit(db, who, "call_back_now", job_id, f"callback for message {callback_id}")
-        return await _job(store, job_id)
+        audit = Audit(who.name, f"callback for message {callback_id}")
+        return await _job(store, await _call_back(store, callback_id, audit))
 
     return router
 
 
-async def _schedule(store: OutboundStore, fields: dict[str, Any]) -> int:
-    """Schedule the checked call; 409 for a number on do-not-call."""
+async def _schedule(store: OutboundStore, fields: NewCall, audit: Audit) -> int:
+    """Schedule the checked call (audited); 409 for a number on do-not-call."""
     try:
-        return await store.schedule(**fields, created_by="admin")
+        return await store.schedule(audit=audit, **fields)
     except DoNotCallError as exc:
         raise HTTPException(409, f"{mask_phone(fields['to'])} is on do-not-call: {exc}") from None
     except OutboundError as exc:
         raise ValidationFailed({"_form": str(exc)}) from None
 
 
-async def _call_back(store: OutboundStore, callback_id: int) -> int:
-    """Call back the message ``callback_id`` now; 404 for no such message, 409 on do-not-call."""
+async def _call_back(store: OutboundStore, callback_id: int, audit: Audit) -> int:
+    """Call back the message ``callback_id`` now (audited); 404 for no such message, 409 on
+    do-not-call."""
     try:
-        return await store.call_back_now(callback_id)
+        return await store.call_back_now(callback_id, audit=audit)
     except DoNotCallError as exc:
         raise HTTPException(409, f"this caller is on do-not-call: {exc}") from None
     except OutboundError as exc:

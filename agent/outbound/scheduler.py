@@ -23,19 +23,23 @@ from __future__ import annotations
 
 import asyncio
 from dataclasses import dataclass, field
-from datetime import timedelta
+from datetime import datetime, timedelta
 from typing import Protocol
 
 from loguru import logger
 
 from agent.outbound.jobs import Dialer, DialError, OutboundJob, Outcome
 from telephony.privacy import mask_phone
-from tools.store.outbound import OutboundPolicy, OutboundStore
+from tools.store.outbound import (
+    CALL_LEASE,
+    NewCall,
+    OutboundError,
+    OutboundPolicy,
+    OutboundStore,
+)
 
 #: How long a claim holds a call while it is dialed (then another worker may take it).
 CLAIM_LEASE = timedelta(minutes=2)
-#: How long a placed call is left to Twilio's callbacks before it counts as lost.
-CALL_LEASE = timedelta(hours=1)
 #: Promised callbacks older than this when first seen are left to staff (no backlog is rung).
 CALLBACK_WINDOW = timedelta(hours=24)
 
@@ -87,6 +91,8 @@ class OutboundScheduler:
         self.claim_lease = claim_lease
         self.call_lease = call_lease
         self._warned_no_dialer = False
+        self._hours_problem = ""  # logged once while it lasts
+        self._refused: set[str] = set()  # dedupe keys whose call could not be made (logged)
 
     async def tick(self) -> Round:
         """One round: create what has come due, then place what may be placed now."""
@@ -96,7 +102,14 @@ class OutboundScheduler:
             done.reminders = await self.create_reminders(policy)
         if policy.auto_callbacks:
             done.callbacks = await self.create_callbacks()
-        if policy.hours is None or not policy.hours.contains(self.store.clock()):
+        if policy.hours is None:
+            if policy.hours_problem != self._hours_problem:
+                logger.error(f"outbound calls paused: {policy.hours_problem}")
+            self._hours_problem = policy.hours_problem
+            done.closed = True
+            return done
+        self._hours_problem = ""
+        if not policy.hours.contains(self.store.clock()):
             done.closed = True
             return done
         await self.place_due(done)
@@ -105,42 +118,51 @@ class OutboundScheduler:
     async def create_reminders(self, policy: OutboundPolicy) -> list[int]:
         created = []
         for due in await self.store.reminders_due(timedelta(hours=policy.reminder_lead_hours)):
-            job_id = await self.store.schedule_once(
+            job_id = await self._create(
                 f"reminder:{due['appointment_id']}",
-                purpose="reminder",
-                to=due["phone"],
-                customer_id=due["customer_id"],
-                appointment_id=due["appointment_id"],
-                created_by="reminder",
+                NewCall(
+                    purpose="reminder",
+                    to=due["phone"],
+                    customer_id=due["customer_id"],
+                    appointment_id=due["appointment_id"],
+                    created_by="reminder",
+                ),
             )
             if job_id is not None:
                 created.append(job_id)
-                logger.info(
-                    f"outbound {job_id}: reminder for appointment {due['appointment_id']} "
-                    f"to {mask_phone(due['phone'])}"
-                )
         return created
 
     async def create_callbacks(self) -> list[int]:
         created = []
         for due in await self.store.callbacks_due(CALLBACK_WINDOW):
-            job_id = await self.store.schedule_once(
+            job_id = await self._create(
                 f"callback:{due['handoff_id']}",
-                purpose="callback",
-                to=due["phone"],
-                due_at=None,
-                customer_id=due["customer_id"],
-                handoff_id=due["handoff_id"],
-                message=due["reason"],
-                created_by="callback",
+                NewCall(
+                    purpose="callback",
+                    to=due["phone"],
+                    customer_id=due["customer_id"],
+                    handoff_id=due["handoff_id"],
+                    message=due["reason"],
+                    created_by="callback",
+                ),
             )
             if job_id is not None:
                 created.append(job_id)
-                logger.info(
-                    f"outbound {job_id}: callback for message {due['handoff_id']} "
-                    f"to {mask_phone(due['phone'])}"
-                )
         return created
+
+    async def _create(self, key: str, call: NewCall) -> int | None:
+        """Schedule ``call`` once for ``key``; None when it exists, or cannot be made (a number
+        that is not E.164, do-not-call set meanwhile: logged once, the others go on)."""
+        try:
+            job_id = await self.store.schedule_once(key, **call)
+        except OutboundError as error:
+            if key not in self._refused:
+                self._refused.add(key)
+                logger.warning(f"outbound {key}: not scheduled: {error}")
+            return None
+        if job_id is not None:
+            logger.info(f"outbound {job_id}: {key} to {mask_phone(call['to'])}")
+        return job_id
 
     async def room(self) -> int:
         """Calls that may be started now as far as the lines go: the free ones, less the
@@ -151,9 +173,9 @@ class OutboundScheduler:
 
     async def place_due(self, done: Round) -> None:
         if self.dialer is None:
-            if not self._warned_no_dialer:
+            if not self._warned_no_dialer and await self._anything_due():
                 self._warned_no_dialer = True
-                logger.warning("outbound calls are scheduled but not placed: no dialer (Twilio)")
+                logger.warning("outbound calls are due but not placed: no dialer (Twilio)")
             return
         room = min(self.max_calls, await self.room())
         if room <= 0:
@@ -167,6 +189,10 @@ class OutboundScheduler:
         results = await asyncio.gather(*(self._place(self.dialer, job) for job in claimed.jobs))
         for job, placed in zip(claimed.jobs, results, strict=True):
             (done.placed if placed else done.failed).append(job.id)
+
+    async def _anything_due(self) -> bool:
+        soonest = await self.store.list_calls("scheduled", limit=1)
+        return bool(soonest) and datetime.fromisoformat(soonest[0]["due_at"]) <= self.store.clock()
 
     async def _place(self, dialer: Dialer, job: OutboundJob) -> bool:
         """Dial ``job``; True when Twilio has the call."""

@@ -9,8 +9,10 @@ calling hours) or, its attempts spent, to ``given_up``; staff or do-not-call mak
 Claiming is one conditional UPDATE per row (``status='scheduled' AND due_at<=now``, or a running
 row whose lease expired because its claimant died), so of several workers exactly one wins each
 row: on SQLite the write lock serialises them, on PostgreSQL the candidates are read ``FOR UPDATE
-SKIP LOCKED`` and the UPDATE re-checks its condition on the locked row. Each claim is a new
-attempt: ``attempts`` counts them, and a row whose attempts are spent is given up instead.
+SKIP LOCKED`` and the UPDATE re-checks its condition on the locked row (claims also take the
+advisory lock ``outbound_claim``, so a cap on running calls holds across workers). Each claim
+is a new attempt: ``attempts`` counts them, and a row whose attempts are spent is given up
+instead.
 
 The claim lease covers dialing (seconds); once Twilio has the call (:meth:`OutboundStore.
 record_dial`) the lease is extended to cover the whole call, since the outcome then arrives from
@@ -19,12 +21,11 @@ Twilio's callbacks, which any worker may receive. Framework-free: no pipecat, no
 
 from __future__ import annotations
 
-import logging
 import re
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from datetime import UTC, date, datetime, timedelta
-from typing import Any, Literal
+from typing import Any, Literal, Required, TypedDict, Unpack
 
 import sqlalchemy as sa
 from sqlalchemy.ext.asyncio import AsyncConnection
@@ -32,10 +33,9 @@ from sqlalchemy.ext.asyncio import AsyncConnection
 from tools.domain.calling_hours import CallingHours, CallingHoursError
 from tools.domain.outbound import PURPOSES, RETRIED, OutboundJob, Outcome, Purpose
 from tools.store import schema
+from tools.store.audit import record_audit
 from tools.store.db import Database, new_id
 from tools.store.schema import iso_utc
-
-log = logging.getLogger(__name__)
 
 _calls = schema.outbound_calls
 
@@ -46,11 +46,36 @@ DEFAULT_BACKOFF: tuple[timedelta, ...] = (
     timedelta(hours=2),
 )
 MAX_ATTEMPTS_RANGE = (1, 10)
+#: How long an answered call holds its row before it counts as lost (calls are shorter).
+CALL_LEASE = timedelta(hours=1)
 RUNNING = ("dialing", "in_progress")
 FINISHED = ("done", "given_up", "cancelled")
 ListStatus = Literal["scheduled", "running", "finished", "all"]
 
 _E164 = re.compile(r"^\+[1-9]\d{6,14}$")
+
+
+class NewCall(TypedDict, total=False):
+    """The fields of a call to schedule (see :meth:`OutboundStore.schedule_once`)."""
+
+    purpose: Required[str]
+    to: Required[str]
+    due_at: datetime | None
+    customer_id: int | None
+    appointment_id: int | None
+    handoff_id: int | None
+    message: str
+    created_by: str
+    max_attempts: int | None
+
+
+@dataclass(frozen=True)
+class Audit:
+    """Who made a change and how the audit log describes it (numbers masked by the caller):
+    written in the change's own transaction."""
+
+    actor: str
+    summary: str
 
 
 class OutboundError(ValueError):
@@ -64,7 +89,8 @@ class DoNotCallError(OutboundError):
 @dataclass(frozen=True)
 class OutboundPolicy:
     """The business's outbound settings (``business`` row, migration 0009) and its calling
-    hours (``None`` when the stored ones are unusable: then nothing is placed)."""
+    hours (``None`` when the stored ones are unusable, ``hours_problem`` says why: then
+    nothing is placed)."""
 
     reminders_enabled: bool
     reminder_lead_hours: int
@@ -72,6 +98,7 @@ class OutboundPolicy:
     max_attempts: int
     hours: CallingHours | None
     timezone: str
+    hours_problem: str = ""
 
 
 @dataclass(frozen=True)
@@ -84,6 +111,11 @@ class Claimed:
     opted_out: list[int] = field(default_factory=list)
     stale: list[int] = field(default_factory=list)
     given_up: list[int] = field(default_factory=list)
+
+
+async def _audit(conn: AsyncConnection, audit: Audit | None, action: str, job_id: int) -> None:
+    if audit is not None:
+        await record_audit(conn, audit.actor, action, "outbound_call", job_id, audit.summary)
 
 
 def _utc_now() -> datetime:
@@ -123,8 +155,9 @@ async def load_policy(conn: AsyncConnection) -> OutboundPolicy:
             [date.fromisoformat(day) for day in days],
         )
     except (CallingHoursError, ValueError) as error:
-        log.error("outbound calls paused: unusable calling hours: %s", error)
-        hours = None
+        hours, problem = None, str(error)
+    else:
+        problem = ""
     return OutboundPolicy(
         reminders_enabled=bool(row["reminders_enabled"]),
         reminder_lead_hours=int(row["reminder_lead_hours"]),
@@ -132,6 +165,7 @@ async def load_policy(conn: AsyncConnection) -> OutboundPolicy:
         max_attempts=int(row["outbound_max_attempts"]),
         hours=hours,
         timezone=row["timezone"],
+        hours_problem=problem,
     )
 
 
@@ -150,6 +184,17 @@ def _reminder_moot(now: str) -> sa.ColumnElement[bool]:
     )
 
 
+def _this_attempt(call_sid: str) -> sa.ColumnElement[bool]:
+    """The row's current attempt is ``call_sid``'s: the same CallSid, or none recorded yet
+    while it is being dialed (a report that came before :meth:`OutboundStore.record_dial`)."""
+    if not call_sid:
+        return _calls.c.call_sid == ""
+    return sa.or_(
+        _calls.c.call_sid == call_sid,
+        sa.and_(_calls.c.call_sid == "", _calls.c.status == "dialing"),
+    )
+
+
 def _do_not_call(customer_id: Any, phone: Any) -> sa.ColumnElement[bool]:
     """True where the customer (by id, or by the number called) asked not to be called."""
     c = schema.customers
@@ -165,7 +210,12 @@ class OutboundStore:
     """The ``outbound_calls`` table: what the scheduler, the API and the console use, and the
     :class:`~agent.outbound.jobs.OutboundLedger` the dialer's webhooks report to.
 
-    ``backoff``: delays before further attempts; ``clock``: the current instant (tests fix it).
+    ``backoff``: delays before further attempts; ``clock``: the current instant (tests fix it);
+    ``call_lease``: how long an answered call holds its row.
+
+    Twilio's callbacks may come before :meth:`record_dial` has written the attempt's CallSid
+    (a dialer that puts the job id in its callback URLs can report at once): a report for a
+    call still ``dialing`` with no CallSid yet is taken as this attempt's, and the CallSid kept.
     """
 
     def __init__(
@@ -174,12 +224,14 @@ class OutboundStore:
         *,
         backoff: tuple[timedelta, ...] = DEFAULT_BACKOFF,
         clock: Callable[[], datetime] = _utc_now,
+        call_lease: timedelta = CALL_LEASE,
     ) -> None:
         if not backoff:
             raise ValueError("backoff needs at least one delay")
         self.db = db
         self.backoff = backoff
         self.clock = clock
+        self.call_lease = call_lease
 
     # --- scheduling -----------------------------------------------------------------------
 
@@ -187,9 +239,9 @@ class OutboundStore:
         async with self.db.read() as conn:
             return await load_policy(conn)
 
-    async def schedule(self, **call: Any) -> int:
+    async def schedule(self, *, audit: Audit | None = None, **call: Unpack[NewCall]) -> int:
         """Schedule a call (the fields of :meth:`schedule_once`, no dedupe key); its id."""
-        job_id = await self.schedule_once(None, **call)
+        job_id = await self.schedule_once(None, audit=audit, **call)
         assert job_id is not None  # without a key nothing is a duplicate
         return job_id
 
@@ -206,10 +258,12 @@ class OutboundStore:
         message: str = "",
         created_by: str = "",
         max_attempts: int | None = None,
+        audit: Audit | None = None,
     ) -> int | None:
         """Schedule a call to ``to`` (E.164) due at ``due_at`` (default now); its id, or None
         when a call with ``dedupe_key`` exists already (whatever its status: it is scheduled
-        once). ``max_attempts`` defaults to the business's ``outbound_max_attempts``.
+        once). ``max_attempts`` defaults to the business's ``outbound_max_attempts``; ``audit``:
+        logged as ``create``.
         :class:`DoNotCallError` for a do-not-call customer's number; :class:`OutboundError` for
         anything else invalid."""
         if purpose not in PURPOSES:
@@ -262,14 +316,18 @@ class OutboundStore:
                         updated_at=iso_utc(now),
                     )
                 )
-                return new_id(result)
+                job_id = new_id(result)
+                await _audit(conn, audit, "create", job_id)
+                return job_id
         except sa.exc.IntegrityError:
             # Another worker inserted the same dedupe_key between our check and insert.
             if dedupe_key is None:
                 raise
             return None
 
-    async def cancel(self, job_id: int, detail: str = "cancelled by staff") -> bool:
+    async def cancel(
+        self, job_id: int, detail: str = "cancelled by staff", audit: Audit | None = None
+    ) -> bool:
         """Cancel a scheduled call; False when there is none of that id still scheduled."""
         async with self.db.write() as conn:
             result = await conn.execute(
@@ -281,9 +339,13 @@ class OutboundStore:
                     updated_at=iso_utc(self.clock()),
                 )
             )
+            if result.rowcount:
+                await _audit(conn, audit, "cancel", job_id)
         return bool(result.rowcount)
 
-    async def call_back_now(self, handoff_id: int, created_by: str = "admin") -> int:
+    async def call_back_now(
+        self, handoff_id: int, created_by: str = "admin", audit: Audit | None = None
+    ) -> int:
         """A callback for the message ``handoff_id``, due now: its scheduled callback is
         brought forward, or a new one is scheduled. :class:`OutboundError` when there is no
         such message or no number to call."""
@@ -298,6 +360,8 @@ class OutboundStore:
                     .returning(_calls.c.id)
                 )
             ).scalar()
+            if moved is not None:
+                await _audit(conn, audit, "call_back_now", int(moved))
         if moved is not None:
             return int(moved)
         return await self.schedule(
@@ -308,7 +372,37 @@ class OutboundStore:
             handoff_id=handoff_id,
             message=handoff["reason"],
             created_by=created_by,
+            audit=audit,
         )
+
+    async def customer_id(self, phone: str) -> int | None:
+        """The customer on ``phone`` (E.164), if there is one."""
+        c = schema.customers
+        async with self.db.read() as conn:
+            found = (await conn.execute(sa.select(c.c.id).where(c.c.phone == phone))).scalar()
+        return None if found is None else int(found)
+
+    async def reminder_problem(self, appointment_id: int) -> str:
+        """Why a reminder cannot be about this appointment ("" when it can): it must exist, be
+        booked and not have begun."""
+        a = schema.appointments
+        async with self.db.read() as conn:
+            row = (
+                (
+                    await conn.execute(
+                        sa.select(a.c.status, a.c.starts_at).where(a.c.id == appointment_id)
+                    )
+                )
+                .mappings()
+                .first()
+            )
+        if row is None:
+            return f"no appointment {appointment_id}"
+        if row["status"] != "booked":
+            return f"appointment {appointment_id} is {row['status']}, not booked"
+        if _as_time(row["starts_at"]) <= self.clock():
+            return f"appointment {appointment_id} has already begun"
+        return ""
 
     async def _handoff(self, handoff_id: int) -> dict[str, Any]:
         h = schema.handoffs
@@ -402,7 +496,11 @@ class OutboundStore:
         async with self.db.write() as conn:
             await conn.execute(
                 _calls.update()
-                .where(_calls.c.id == job_id, _calls.c.status == "dialing")
+                .where(
+                    _calls.c.id == job_id,
+                    _calls.c.status.in_(RUNNING),
+                    _this_attempt(call_sid),
+                )
                 .values(
                     call_sid=call_sid[:64],
                     lease_until=iso_utc(now + lease),
@@ -428,15 +526,21 @@ class OutboundStore:
         return _job(row) if row is not None else None
 
     async def answered(self, job_id: int, call_sid: str) -> None:
+        now = self.clock()
         async with self.db.write() as conn:
             await conn.execute(
                 _calls.update()
                 .where(
                     _calls.c.id == job_id,
-                    _calls.c.call_sid == call_sid,
+                    _this_attempt(call_sid),
                     _calls.c.status == "dialing",
                 )
-                .values(status="in_progress", updated_at=iso_utc(self.clock()))
+                .values(
+                    status="in_progress",
+                    call_sid=call_sid[:64],
+                    lease_until=iso_utc(now + self.call_lease),
+                    updated_at=iso_utc(now),
+                )
             )
 
     async def finished(
@@ -457,7 +561,7 @@ class OutboundStore:
                     await conn.execute(
                         sa.select(_calls).where(
                             _calls.c.id == job_id,
-                            _calls.c.call_sid == call_sid,
+                            _this_attempt(call_sid),
                             _calls.c.status.in_(RUNNING),
                         )
                     )
@@ -468,6 +572,7 @@ class OutboundStore:
             if row is None:
                 return  # a repeated or late callback: the first final outcome won
             values: dict[str, Any] = {
+                "call_sid": call_sid[:64],
                 "outcome": outcome.value,
                 "last_error": detail[:2000],
                 "lease_owner": "",
