@@ -14,6 +14,7 @@ import sqlalchemy as sa
 from agent.outbound.calls import OutboundCalls
 from tests.conftest import SUNDAY_MORNING, make_ctx
 from tools.actions.calendar import confirm_appointment
+from tools.actions.handoff import end_call
 from tools.actions.outreach import stop_calling_me
 from tools.errors import ToolError
 from tools.store import schema
@@ -147,3 +148,10 @@ async def test_stop_calling_me_works_for_a_number_with_no_record_yet(db: Databas
             )
         ).scalar_one()
     assert flagged is True
+
+
+async def test_ending_a_call_we_placed_thanks_them_for_their_time(db: Database) -> None:
+    placed = make_ctx(db)
+    placed.placed_call = True
+    assert (await end_call(placed)).say == "Thanks for your time. Goodbye!"
+    assert (await end_call(make_ctx(db))).say == "Thanks for calling. Goodbye!"

@@ -75,6 +75,8 @@ def line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Line]:
             FRONTDESK_OUTBOUND_SETTLE_SECS="1",
             FRONTDESK_OUTBOUND_AMD_WAIT_SECS="15",
             FRONTDESK_OUTBOUND_POLL_SECS="0.3",
+            # Some tests leave their call ringing (nobody plays it out): no cap on them here.
+            FRONTDESK_OUTBOUND_MAX_CALLS="15",
             FRONTDESK_OUTBOUND_BACKOFF_MINUTES="0.1",  # a retry 6 s after an unanswered call
         )
         settings = Settings.from_env(env)
@@ -495,7 +497,6 @@ async def test_a_callback_carries_the_callers_reason_and_ends_completed(
     )
     # (once or twice: the callee's words may reach the model as one turn or two)
     assert set(tools_called(result)) == {"end_call"}
-    assert "Thanks for your time. Goodbye!" in bot_turns(result)  # we called them
     system = line.script.requests[-1]["messages"][0]["content"]
     assert "Their message was: Wants to know about balayage" in system
     row = await settled(db, job)
