@@ -52,6 +52,7 @@ class Line:
     twilio: FakeTwilio
     script: ScriptedLLM
     db_url: str
+    other_worker: str = ""  # a second app on the same database (places no calls itself)
 
 
 @pytest.fixture(scope="module")
@@ -73,7 +74,7 @@ def line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Line]:
             FRONTDESK_PUBLIC_URL=f"http://127.0.0.1:{port}",
             FRONTDESK_OUTBOUND_FROM=OUR_NUMBER,
             FRONTDESK_OUTBOUND_SETTLE_SECS="1",
-            FRONTDESK_OUTBOUND_AMD_WAIT_SECS="15",
+            FRONTDESK_OUTBOUND_AMD_WAIT_SECS="30",
             FRONTDESK_OUTBOUND_POLL_SECS="0.3",
             # Some tests leave their call ringing (nobody plays it out): no cap on them here.
             FRONTDESK_OUTBOUND_MAX_CALLS="15",
@@ -81,7 +82,16 @@ def line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Line]:
         )
         settings = Settings.from_env(env)
         app = create_app(settings, models=shared_models(settings))
-        with ServerThread(app, port) as server:
+        other_port = free_port()
+        other_env = {
+            **env,
+            "FRONTDESK_PORT": str(other_port),
+            "FRONTDESK_PUBLIC_URL": f"http://127.0.0.1:{other_port}",
+            "FRONTDESK_OUTBOUND_MAX_CALLS": "0",
+        }
+        other_settings = Settings.from_env(other_env)
+        other = create_app(other_settings, models=shared_models(other_settings))
+        with ServerThread(app, port) as server, ServerThread(other, other_port) as second:
             asyncio.run(call_any_time(f"sqlite+aiosqlite:///{data_dir / 'frontdesk.db'}"))
             yield Line(
                 server.url,
@@ -89,6 +99,7 @@ def line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Line]:
                 twilio,
                 script,
                 f"sqlite+aiosqlite:///{data_dir / 'frontdesk.db'}",
+                second.url,
             )
 
 
@@ -310,13 +321,16 @@ async def test_a_person_confirms_their_reminder(line: Line, db: Database) -> Non
     )
     job = await schedule(db, "+14135550171", customer_id=customer, appointment_id=appointment)
     placed = await dial(line, db, job)
-    result = await line.twilio.ring(
-        placed,
-        Callee("human", turns=[turn("Yes, I can still make it.")]),
-        admin_token=ADMIN_TOKEN,
+    # Twilio's AMD verdict reaches another worker: the call's agent reads it from the database.
+    callee = Callee(
+        "human", turns=[turn("Yes, I can still make it.")], amd_server=line.other_worker
     )
+    result = await line.twilio.ring(placed, callee, admin_token=ADMIN_TOKEN)
     assert all(code in (200, 204) for _, code in result.callbacks), result.callbacks
-    record = result.report.call_record if result.report else None
+    assert ("human", 204) in result.callbacks
+    # The agent spoke once the verdict was in, long before its 30 s wait for one ran out.
+    assert result.report is not None and result.report.reply_starts_ms[0] < 12000
+    record = result.report.call_record
     assert record is not None and record["direction"] == "outbound"
     business = await load_business(db)
     today = business.local(datetime.now(business.tz)).date()

@@ -88,6 +88,8 @@ class Callee:
     verdict: str = ""  # default: human / machine_end_beep
     verdict_after: float = 0.3
     tail_secs: float = 6.0  # the callee hangs up after this much quiet from the agent
+    #: Post the AMD callback to this server instead (another worker behind the public address).
+    amd_server: str = ""
 
 
 @dataclass
@@ -222,7 +224,10 @@ class FakeTwilio:
                 await asyncio.sleep(delay)
                 params = {**base, "CallStatus": "in-progress", "AnsweredBy": verdict}
                 params["MachineDetectionDuration"] = str(int(delay * 1000))
-                sent = await self._post(client, form["AsyncAmdStatusCallback"], params)
+                url = form["AsyncAmdStatusCallback"]
+                if callee.amd_server:
+                    url = callee.amd_server.rstrip("/") + "/twilio/" + url.split("/twilio/", 1)[1]
+                sent = await self._post(client, url, params)
                 result.callbacks.append((verdict, sent.status_code))
 
             options: dict[str, Any] = {
