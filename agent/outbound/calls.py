@@ -179,17 +179,19 @@ class OutboundCalls:
 
     async def _settle(self, job: OutboundJob, call_sid: str) -> None:
         await asyncio.sleep(self.settle_secs)
-        try:
-            await self._fallback(job, call_sid)
-        except Exception as exc:  # the scheduler's lease runs out instead
-            logger.warning(f"outbound call {job.id}: fallback outcome not recorded: {exc}")
+        await self._fallback(job, call_sid)
 
     async def _fallback(self, job: OutboundJob, call_sid: str) -> None:
         """``completed`` (a person, or nobody could tell), or ``failed`` (a machine took no
-        message), unless the conversation reported an outcome first."""
-        verdict = await self.ledger.answered_by(job.id)
-        outcome = Outcome.COMPLETED if verdict in PERSON or not verdict else Outcome.FAILED
-        await self.ledger.finished(job.id, call_sid, outcome, f"twilio: completed ({verdict})")
+        message), unless the conversation reported an outcome first. A failure is logged (the
+        scheduler's lease on the call runs out instead)."""
+        try:
+            verdict = await self.ledger.answered_by(job.id)
+            outcome = Outcome.COMPLETED if verdict in PERSON or not verdict else Outcome.FAILED
+            detail = f"twilio: completed ({verdict})"
+            await self.ledger.finished(job.id, call_sid, outcome, detail)
+        except Exception as exc:
+            logger.warning(f"outbound call {job.id}: fallback outcome not recorded: {exc}")
 
     async def machine_verdict(self, form: dict[str, str]) -> None:
         call_sid, verdict = form.get("CallSid", ""), form.get("AnsweredBy", "")
