@@ -25,7 +25,9 @@ from agent.escalation import Escalation, HandoffDesk
 from agent.forwarded import ForwardedHeaders
 from agent.liveness import keep_alive, reap
 from agent.logging import redact
-from agent.outbound.jobs import Dialer
+from agent.outbound.calls import OutboundCalls
+from agent.outbound.dialer import OutboundDisabledError, TwilioDialer
+from agent.outbound.jobs import Dialer, OutboundLedger
 from agent.outbound.scheduler import OutboundScheduler
 from agent.pipeline import run_call
 from agent.prompts import phrases
@@ -69,6 +71,8 @@ class Frontdesk:
     handoff_desk: HandoffDesk
     instances: Instances  # this worker among the others (tools.store.instances)
     pending_starts: PendingStarts  # this process's media sockets waiting for their start
+    outbound: OutboundLedger  # what became of the calls we placed (agent.outbound)
+    outbound_desk: OutboundCalls  # their webhooks (telephony.host.OutboundDesk)
     models: LocalModels = field(default_factory=LocalModels)
     brain: LocalBrain | None = None  # the local LLM, when no remote one is configured
     accepting: bool = True
@@ -91,6 +95,7 @@ class Frontdesk:
             store=self.calls,
             escalation=lambda session: Escalation(session, self.handoff_desk),
             rate=rate,
+            outbound=self.outbound,
         )
 
     # --- telephony.host.TwilioHost --------------------------------------------------------
@@ -280,6 +285,7 @@ async def shut_down(state: Frontdesk, *, owns_brain: bool = True) -> None:
         await state.instances.remove()  # its calls are over (drained), its slots given back
     except Exception as exc:  # the others' reaper removes it instead
         logger.warning(f"leaving the worker list failed: {type(exc).__name__}: {exc}")
+    await state.outbound_desk.close()  # pending outcomes are recorded now
     await state.models.clients.aclose()  # this loop's provider HTTP client
     await state.db.close()
 
@@ -323,6 +329,14 @@ def create_app(
     instances = Instances(db, Instance.here())
     nonces = StreamNonces(db)
     db.on_retry = metrics.db_retried
+    ledger = OutboundStore(
+        db, backoff=tuple(timedelta(minutes=m) for m in settings.outbound_backoff_minutes)
+    )
+    try:
+        dialer: Dialer | None = TwilioDialer.from_settings(settings)
+    except OutboundDisabledError as exc:
+        logger.info(str(exc))
+        dialer = None
     state = Frontdesk(
         settings=settings,
         db=db,
@@ -336,6 +350,9 @@ def create_app(
         handoff_desk=HandoffDesk(db, settings),
         instances=instances,
         pending_starts=PendingStarts(settings.max_pending_streams),
+        outbound=ledger,
+        outbound_desk=OutboundCalls(ledger, settings.outbound_settle_secs),
+        dialer=dialer,
         phrases=phrases(),
     )
     redact(state.admin_token.reveal())
@@ -380,10 +397,15 @@ def create_app(
             public_base=details.get("base", ""),
             resume_handoff=int(details.get("resume", "0") or 0),
             caller_verstat=details.get("verstat", ""),
+            direction=details.get("direction", "inbound"),
+            outbound_job=int(details.get("job", "0") or 0),
         )
         # Every line logged while the call runs carries its sid (the pipeline's tasks inherit it).
         with logger.contextualize(call_sid=info.call_sid):
-            logger.info(f"call {info.call_sid} streaming (from {mask_phone(info.from_number)})")
+            logger.info(
+                f"{info.direction} call {info.call_sid} streaming "
+                f"(with {mask_phone(info.customer_phone)})"
+            )
             session = state.new_session(info)
             state.sessions[info.call_sid] = session
             try:

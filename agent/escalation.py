@@ -90,6 +90,8 @@ _TOOL_DONE = {
     "book_appointment": ("booked an appointment", "tried to book an appointment"),
     "cancel_appointment": ("cancelled an appointment", "tried to cancel an appointment"),
     "reschedule_appointment": ("moved an appointment", "tried to move an appointment"),
+    "confirm_appointment": ("confirmed an appointment", "tried to confirm an appointment"),
+    "stop_calling_me": ("asked not to be called again", "asked not to be called again"),
     "find_customer": ("looked up their account", "could not find their account"),
     "save_customer": ("saved their details", "tried to save their details"),
     "add_note": ("added a note to their account", "tried to add a note"),

@@ -202,9 +202,17 @@ class CallPipeline:
     # --- The stream's events -------------------------------------------------------------------
 
     async def greet(self) -> None:
-        """The stream is up: say the greeting (it opens the model's context)."""
+        """The stream is up: say the greeting (it opens the model's context). A call we placed
+        first waits, silent, for a person (the session's machine verdict)."""
+        if self.session.awaiting_person:
+            self.session.spawn(self._greet_a_person())
+            return
         self.session.greeted()
         await self._inlet.queue_frame(TTSSpeakFrame(self.greeting, append_to_context=True))
+
+    async def _greet_a_person(self) -> None:
+        if await self.session.wait_for_person():
+            await self.greet()
 
     async def caller_disconnected(self) -> None:
         self.session.caller_left()

@@ -144,6 +144,8 @@ class ContextGate(FrameProcessor):
       call's own context at its next request.
     - While the call is being handed to a person (``session.escalation.holding``) the model is
       not asked again: context frames are dropped (the caller's words are still recorded).
+      So too while a call we placed waits for the machine verdict: the agent never answers an
+      answering machine's greeting.
     """
 
     def __init__(self, session: CallSession) -> None:
@@ -156,7 +158,7 @@ class ContextGate(FrameProcessor):
             return
         if isinstance(frame, LLMContextFrame):
             self._correct(frame)
-            if self._session.escalation.holding:
+            if self._session.escalation.holding or self._session.awaiting_person:
                 return
         await self.push_frame(frame, direction)
 

@@ -65,11 +65,13 @@ def build_system_prompt(
     now: datetime | None = None,
     *,
     proven: bool = False,
+    purpose: str = "",
 ) -> str:
     """The per-call system prompt. What varies between calls (the time, the caller) comes last,
     under "This call:", so a local model keeps everything before it cached across calls.
     ``now`` defaults to the current time; ``proven``: the caller ID proves who is calling
-    (``caller`` is then their record, if any)."""
+    (``caller`` is then their record, if any). ``purpose``: why we placed this call (an
+    outbound call), added last."""
     now = business.local(now or datetime.now(business.tz))
     services = "; ".join(
         f"{s.name} ({s.duration_minutes} min, ${s.price_cents / 100:.0f})"
@@ -92,13 +94,14 @@ def build_system_prompt(
         "services": services,
         "hours": describe_hours(business),
     }
-    return fill(
+    prompt = fill(
         without_tools(load_text("system.md"), business.disabled_tools),
         **facts,
         now=f"{now:%A %B %d %Y, %I:%M %p}",
         caller=who,
         persona=fill(business.persona, **facts),  # the admin's persona may use the facts too
     )
+    return f"{prompt}\n- Why you called them: {purpose}" if purpose else prompt
 
 
 def recording_notice(business: Business) -> str:

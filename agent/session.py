@@ -15,6 +15,11 @@ How a call ends is decided in one place, :meth:`CallSession.conclude` and
 * the caller hanging up counts only when nothing else ended the call: it turns ``completed``
   into ``caller_hung_up`` unless the agent was already saying goodbye (so a transfer, then the
   caller's hang-up, stays ``transferred``).
+
+A call we placed (``CallInfo.direction`` outbound) is the same call with three differences: the
+other party is the number we dialed, proven (we called the number on file); the agent is silent
+until the machine verdict (:meth:`CallSession.wait_for_person`); and what it came to is reported
+to the outbound ledger when it ends (agent.outbound.calls).
 """
 
 from __future__ import annotations
@@ -32,7 +37,10 @@ from loguru import logger
 
 from agent import metrics
 from agent.call_record import RecordWriter, TurnTimings
-from agent.prompts import build_system_prompt, fill, opening, phrases
+from agent.outbound.calls import MACHINE_MESSAGE, PERSON, Briefing, brief
+from agent.outbound.jobs import OutboundLedger
+from agent.outbound.jobs import Outcome as CallOutcome
+from agent.prompts import build_system_prompt, fill, opening, phrases, recording_notice, with_notice
 from agent.recording import RecordingWriter
 from agent.settings import Settings
 from agent.texting import call_texts
@@ -60,6 +68,17 @@ _EVENT_KINDS = {
     "transcript": "transcript",
     "interim": "interim",  # the caller's words so far, while they speak
 }
+#: What an outbound call came to when these tools succeeded; the highest rank wins.
+_TOOL_OUTCOMES = {
+    "confirm_appointment": CallOutcome.CONFIRMED,
+    "reschedule_appointment": CallOutcome.RESCHEDULED,
+    "cancel_appointment": CallOutcome.CANCELLED,
+    "stop_calling_me": CallOutcome.OPTED_OUT,
+}
+_OUTCOME_RANK = [CallOutcome.CONFIRMED, CallOutcome.RESCHEDULED, CallOutcome.CANCELLED]
+#: How often an answered outbound call looks for the machine verdict (another worker's webhook
+#: may have written it).
+VERDICT_POLL_SECS = 0.2
 
 
 class Outcome(StrEnum):
@@ -96,6 +115,17 @@ class CallInfo:
     public_base: str = ""  # the base URL Twilio reached us on (FRONTDESK_PUBLIC_URL wins)
     resume_handoff: int = 0  # back from a transfer nobody answered (same CallSid)
     caller_verstat: str = ""  # Twilio's StirVerstat for from_number ("" when it sent none)
+    direction: str = "inbound"  # outbound: a call we placed (to_number is the callee)
+    outbound_job: int = 0  # outbound_calls.id of a call we placed
+
+    @property
+    def outbound(self) -> bool:
+        return self.direction == "outbound"
+
+    @property
+    def customer_phone(self) -> str:
+        """The other party's number: the caller's, or for a call we placed the one we dialed."""
+        return self.to_number if self.outbound else self.from_number
 
     def __post_init__(self) -> None:
         """The sid names the call's record and recording file: a Twilio CallSid, or on the
@@ -118,11 +148,12 @@ class CallInfo:
 
     @property
     def caller_id(self) -> str:
-        """The caller ID the call's tools may go by: E.164 from Twilio, "" for anonymous
-        callers and for every browser call."""
-        if self.demo or not self.from_number.startswith("+"):
+        """The number the call's tools may go by: the caller ID (E.164 from Twilio), or for a
+        call we placed the number we dialed; "" for anonymous callers and every browser call."""
+        number = self.customer_phone
+        if self.demo or not number.startswith("+"):
             return ""
-        return self.from_number
+        return number
 
 
 class CallPipe(Protocol):
@@ -259,8 +290,15 @@ class CallSession:
         escalation: Callable[[CallSession], Escalating],
         rate: int = PIPELINE_RATE,
         clock: Callable[[], datetime] | None = None,
+        outbound: OutboundLedger | None = None,
     ) -> None:
         self.info = info
+        self.outbound = outbound  # where a call we placed reports what it came to
+        self.briefing: Briefing | None = None  # what the agent knows of the call it placed
+        #: A call we placed is silent until the machine verdict says a person answered.
+        self.awaiting_person = info.outbound
+        self.outbound_outcome: CallOutcome | None = None
+        self._over = False  # the media pipeline has ended
         self.clock = clock
         self.settings = settings
         self.db = db
@@ -325,6 +363,7 @@ class CallSession:
             from_number=self.info.from_number,
             to_number=self.info.to_number,
             providers=self.settings.provider_names(),
+            direction=self.info.direction,
         )
         self.records = RecordWriter(self.store, call_id, listener=self.emit)
         if self.settings.recording:  # FRONTDESK_RECORDING=0: no audio is kept at all
@@ -339,6 +378,7 @@ class CallSession:
             logger.exception(f"call {self.info.call_sid} failed: {exc}")
             self.records.put("add_fault", fault=f"pipeline: {type(exc).__name__}: {exc}")
         finally:
+            self._over = True
             await self.escalation.settle()
             if self.faults is not None:
                 await self.faults.close()
@@ -348,6 +388,7 @@ class CallSession:
             )
             await self.records.close()
             metrics.call_ended(self.outcome.value)
+            await self._report_outbound()
 
     async def prepare(self) -> CallSetup:
         """Load what the call starts with: the business config (kept for the whole call), the
@@ -362,13 +403,16 @@ class CallSession:
         tools = self._tools = ToolContext(
             db=self.db,
             caller_phone=self.info.caller_id,
-            caller_id_verified=self.info.caller_id_verified and not self.info.demo,
+            # A call we placed reached the number on file: the callee is proven to own it.
+            caller_id_verified=(self.info.caller_id_verified or self.info.outbound)
+            and not self.info.demo,
             anonymous=self.info.demo,
             call_sid=self.info.call_sid,
             call=self,
             business=business,  # the whole call keeps the config it started with
             now=self.clock,
             texts=texts,
+            placed_call=self.info.outbound,
         )
         self.facts = tools.facts
         caller = None
@@ -382,6 +426,13 @@ class CallSession:
         # The recording notice is in the first words (a call resumed after a transfer has
         # already said it).
         first_words = opening(business, caller, recording=self.settings.recording)
+        purpose = ""
+        if self.info.outbound:
+            self.briefing = await self._brief(business)
+            purpose = self.briefing.purpose
+            first_words = self.briefing.opening
+            if self.settings.recording:
+                first_words = with_notice(first_words, recording_notice(business))
         earlier: list[dict[str, Any]] = []
         if self.info.resume_handoff:  # nobody answered the transfer: pick up where we left off
             earlier = earlier_messages(await self.store.get_call(self.info.call_sid))
@@ -392,11 +443,95 @@ class CallSession:
             caller=caller,
             tools=tools,
             system_prompt=build_system_prompt(
-                business, caller, bool(self.info.caller_id), self.now(), proven=bool(proven)
+                business,
+                caller,
+                bool(self.info.caller_id),
+                self.now(),
+                proven=bool(proven),
+                purpose=purpose,
             ),
             greeting=first_words,
             earlier=earlier,
         )
+
+    async def _brief(self, business: Business) -> Briefing:
+        """The briefing of the call we placed (its job, read back by CallSid)."""
+        if self.outbound is None:
+            raise RuntimeError("an outbound call needs the outbound ledger")
+        job = await self.outbound.job_for_call(self.info.call_sid)
+        if job is None or job.id != self.info.outbound_job:
+            raise RuntimeError(f"outbound call {self.info.call_sid} has no job of ours")
+        return await brief(self.db, business, job, self.now())
+
+    async def wait_for_person(self) -> bool:
+        """A call we placed: wait (silent) for the machine verdict, read from the database
+        (the AMD webhook may have reached another worker), at most
+        FRONTDESK_OUTBOUND_AMD_WAIT_SECS (then a person is assumed). True: a person answered,
+        the agent may greet them. A machine whose greeting ended gets the voicemail message and
+        the call ends (outcome voicemail); one that cannot take a message (still greeting, a
+        fax) is hung up on at once (outcome failed)."""
+        if self.outbound is None or self.briefing is None:
+            self.awaiting_person = False
+            return True
+        job = self.briefing.job
+        deadline = time.monotonic() + self.settings.outbound_amd_wait_secs
+        verdict = ""
+        while not verdict and time.monotonic() < deadline and not self._gone:
+            verdict = await self.outbound.answered_by(job.id)
+            if not verdict:
+                await asyncio.sleep(VERDICT_POLL_SECS)
+        if self._gone:
+            return False
+        if verdict in PERSON or not verdict:
+            logger.info(f"outbound call {self.info.call_sid}: a person ({verdict or 'no verdict'})")
+            self.awaiting_person = False
+            await self.outbound.answered(job.id, self.info.call_sid)
+            return True
+        if verdict in MACHINE_MESSAGE:
+            logger.info(f"outbound call {self.info.call_sid}: {verdict}; leaving a message")
+            self.outbound_outcome = CallOutcome.VOICEMAIL
+            await self.say(self.briefing.voicemail)
+        else:
+            logger.info(f"outbound call {self.info.call_sid}: {verdict}; hanging up")
+            self.outbound_outcome = CallOutcome.FAILED
+        await self.request_hangup(f"answered by {verdict}")
+        return False
+
+    @property
+    def _gone(self) -> bool:
+        """Nobody is left to speak to: the callee hung up or the call ended."""
+        return self._caller_hung_up or self._over
+
+    async def _report_outbound(self) -> None:
+        """Tell the ledger what the call we placed came to (see agent.outbound.calls). A call
+        that ended before the verdict reports nothing: Twilio's completed status decides."""
+        if self.outbound is None or self.briefing is None:
+            return
+        outcome = self.outbound_outcome
+        if outcome is None and self.awaiting_person:
+            return
+        if outcome is None:
+            broken = {Outcome.ERROR, Outcome.PROVIDER_FAULT, Outcome.SERVER_SHUTDOWN}
+            outcome = CallOutcome.FAILED if self.outcome in broken else CallOutcome.COMPLETED
+        try:
+            await self.outbound.finished(
+                self.briefing.job.id, self.info.call_sid, outcome, f"call: {self.outcome.value}"
+            )
+        except Exception as exc:  # Twilio's completed status records a fallback outcome
+            logger.warning(f"outbound outcome not recorded: {type(exc).__name__}: {exc}")
+
+    def _note_outbound_tool(self, name: str) -> None:
+        """A tool that succeeded may decide what the call we placed came to."""
+        found = _TOOL_OUTCOMES.get(name)
+        if found is None or self.outbound_outcome is CallOutcome.OPTED_OUT:
+            return
+        current = self.outbound_outcome
+        if (
+            found is CallOutcome.OPTED_OUT
+            or current not in _OUTCOME_RANK
+            or _OUTCOME_RANK.index(found) >= _OUTCOME_RANK.index(current)
+        ):
+            self.outbound_outcome = found
 
     async def _finish_recording(self) -> str:
         """Write the rest of the recording and finish its file: its path ("" if it failed)."""
@@ -441,7 +576,7 @@ class CallSession:
 
     async def caller_idle(self) -> None:
         """The caller said nothing for a while: ask if they are there, then say goodbye."""
-        if self._ending or self.escalation.holding:
+        if self._ending or self.escalation.holding or self.awaiting_person:
             return
         self._idle_prompts += 1
         if self._idle_prompts <= self.settings.caller_idle_prompts:
@@ -489,6 +624,8 @@ class CallSession:
         known = invocation.error != "unknown_tool"  # a name the model made up is no label
         result = invocation.error.partition(":")[0] or "ok"
         metrics.tool_called(invocation.name if known else "unknown", result)
+        if invocation.ok and self.info.outbound:
+            self._note_outbound_tool(invocation.name)
         if self.facts.get("customer_id") and not (self._caller or {}).get("id"):
             self.records.put("set_customer", customer_id=self.facts["customer_id"])
         return invocation

@@ -283,6 +283,15 @@ class Settings:
     twilio_api_base_url: str = ""  # "" means Twilio's own REST API
     # The Twilio number verification codes are texted from ("" means no texts are sent).
     sms_from: str = ""
+    # Outbound calls (agent.outbound): the caller ID they are placed from ("" : no outbound
+    # calls), how long they ring, and how long after Twilio reports a talked call completed its
+    # conversation may still report a better outcome than "completed".
+    outbound_from: str = ""
+    outbound_ring_secs: int = 25
+    outbound_settle_secs: float = 10.0
+    #: How long an answered outbound call waits for Twilio's answering-machine verdict before
+    #: treating the callee as a person.
+    outbound_amd_wait_secs: float = 40.0
 
     # Outbound calls' scheduler (agent.outbound.scheduler).
     outbound_poll_secs: float = 15.0  # how often each worker looks for calls to create and place
@@ -390,6 +399,21 @@ class Settings:
             twilio_auth_token=_secret(env, "TWILIO_AUTH_TOKEN"),
             twilio_api_base_url=get("TWILIO_API_BASE_URL", "").rstrip("/"),
             sms_from=_e164("FRONTDESK_SMS_FROM", get("FRONTDESK_SMS_FROM", "")),
+            outbound_from=_e164(
+                "FRONTDESK_OUTBOUND_FROM",
+                get("FRONTDESK_OUTBOUND_FROM", "") or get("FRONTDESK_SMS_FROM", ""),
+            ),
+            outbound_ring_secs=_int(
+                "FRONTDESK_OUTBOUND_RING_SECS", get("FRONTDESK_OUTBOUND_RING_SECS", "25"), 5
+            ),
+            outbound_settle_secs=_float(
+                "FRONTDESK_OUTBOUND_SETTLE_SECS", get("FRONTDESK_OUTBOUND_SETTLE_SECS", "10")
+            ),
+            outbound_amd_wait_secs=_float(
+                "FRONTDESK_OUTBOUND_AMD_WAIT_SECS",
+                get("FRONTDESK_OUTBOUND_AMD_WAIT_SECS", "40"),
+                1,
+            ),
             **_outbound(env),
         )
 
@@ -416,6 +440,23 @@ class Settings:
     def sends_texts(self) -> bool:
         """Verification codes can be texted: Twilio credentials and FRONTDESK_SMS_FROM are set."""
         return bool(self.sms_from and self.twilio_account_sid and self.twilio_auth_token)
+
+    @property
+    def outbound_unavailable(self) -> str:
+        """Why outbound calls cannot be placed ("" : they can), as a sentence for the admin."""
+        if not self.outbound_from:
+            return (
+                "outbound calls are off: set FRONTDESK_OUTBOUND_FROM (or FRONTDESK_SMS_FROM) to "
+                "the Twilio number they are placed from"
+            )
+        if not (self.twilio_account_sid and self.twilio_auth_token):
+            return "outbound calls are off: set TWILIO_ACCOUNT_SID and TWILIO_AUTH_TOKEN"
+        if not self.public_url:
+            return (
+                "outbound calls are off: set FRONTDESK_PUBLIC_URL to the https address Twilio "
+                "reaches this server on (it fetches the answered call's stream from there)"
+            )
+        return ""
 
     def provider_names(self) -> dict[str, str]:
         """Which provider serves each stage, for logs and the admin view."""

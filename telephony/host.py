@@ -97,6 +97,26 @@ class HandoffDesk(Protocol):
         ...
 
 
+class OutboundDesk(Protocol):
+    """The outbound-call webhooks' logic (the app's records the verdicts and outcomes through
+    the scheduler's ledger; the routes only answer Twilio). Every method takes Twilio's signed
+    form and may run in any worker."""
+
+    async def stream_details(self, form: dict[str, str]) -> dict[str, str] | None:
+        """An outbound call was answered: the details its media stream token carries (signed:
+        ``direction`` "outbound", the job's id, the dialed number). None: not a call of ours
+        (it is hung up)."""
+        ...
+
+    async def call_status(self, form: dict[str, str]) -> None:
+        """Twilio's progress report for an outbound call (``CallStatus``)."""
+        ...
+
+    async def machine_verdict(self, form: dict[str, str]) -> None:
+        """Twilio's answering-machine verdict for an outbound call (``AnsweredBy``)."""
+        ...
+
+
 class TwilioHost(CallSlots, Protocol):
     """Everything the Twilio routes read from the app while it runs."""
 
@@ -112,6 +132,9 @@ class TwilioHost(CallSlots, Protocol):
 
     @property
     def handoff_desk(self) -> HandoffDesk: ...
+
+    @property
+    def outbound_desk(self) -> OutboundDesk: ...
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,7 @@ def build_router(host: TwilioHost, config: TwilioRouteConfig, run_call: RunCall)
     router = APIRouter()
     router.include_router(build_voice_router(host, config))
     router.include_router(build_transfer_router(host, config))
+    router.include_router(build_outbound_router(host, config))
     router.include_router(build_media_router(host, run_call))
     return router
 
@@ -183,6 +184,50 @@ def build_transfer_router(host: TwilioHost, config: TwilioRouteConfig) -> APIRou
         }
         token = host.tokens.issue(form["CallSid"], details)
         return xml(twiml.connect_stream(stream_url(config.public_url, request), token))
+
+    return router
+
+
+def build_outbound_router(host: TwilioHost, config: TwilioRouteConfig) -> APIRouter:
+    """/twilio/outbound/*: the three webhooks of a call Frontdesk placed (agent.outbound)."""
+    router = APIRouter()
+
+    @router.post("/twilio/outbound/answer")
+    async def answer(request: Request) -> Response:
+        """The callee picked up (or a machine did): stream the call to the agent, which stays
+        silent until the machine verdict says a person answered."""
+        form = await validated_form(request, config, host, sids=("CallSid",))
+        if isinstance(form, Response):
+            return form
+        call_sid = form["CallSid"]
+        details = await host.outbound_desk.stream_details(form)
+        if details is None:
+            logger.warning(f"outbound call {call_sid} answered but not ours (any more); hanging up")
+            return xml(twiml.hangup())
+        if not await host.has_room():
+            logger.warning(f"outbound call {call_sid}: over capacity at answer; hanging up")
+            host.refused("over_capacity")
+            await host.outbound_desk.call_status({**form, "CallStatus": "failed"})
+            return xml(twiml.hangup())
+        logger.info(f"outbound call {call_sid} answered by {mask_phone(form.get('To', ''))}")
+        token = host.tokens.issue(call_sid, {**details, "base": request_base(request)})
+        return xml(twiml.connect_stream(stream_url(config.public_url, request), token))
+
+    @router.post("/twilio/outbound/status")
+    async def status(request: Request) -> Response:
+        form = await validated_form(request, config, host, sids=("CallSid",))
+        if isinstance(form, Response):
+            return form
+        await host.outbound_desk.call_status(form)
+        return Response(status_code=204)
+
+    @router.post("/twilio/outbound/amd")
+    async def amd(request: Request) -> Response:
+        form = await validated_form(request, config, host, sids=("CallSid",))
+        if isinstance(form, Response):
+            return form
+        await host.outbound_desk.machine_verdict(form)
+        return Response(status_code=204)
 
     return router
 

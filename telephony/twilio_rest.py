@@ -1,5 +1,6 @@
-"""The Twilio REST calls Frontdesk makes: move a live call to new TwiML (a transfer), and send
-an SMS (a caller's verification code; the message body is never logged).
+"""The Twilio REST calls Frontdesk makes: move a live call to new TwiML (a transfer), place an
+outbound call (with asynchronous answering-machine detection), and send an SMS (a caller's
+verification code; the message body is never logged).
 
 A call never needs hanging up over REST: when its media stream closes, Twilio runs out of TwiML
 after ``<Connect>`` and ends the call itself.
@@ -45,6 +46,22 @@ class CallResource:
     status: str
 
 
+#: The call progress events Twilio posts to an outbound call's status callback.
+STATUS_EVENTS = ("initiated", "ringing", "answered", "completed")
+
+
+@dataclass(frozen=True)
+class OutboundCallRequest:
+    """What :meth:`TwilioRest.create_call` asks Twilio for."""
+
+    to: str  # E.164
+    from_: str  # a number of this account
+    answer_url: str  # TwiML for the answered call (a media stream)
+    status_url: str  # call progress: initiated, ringing, answered, completed
+    amd_url: str  # the asynchronous answering-machine verdict (AnsweredBy)
+    ring_secs: int = 25  # give up (no-answer) after ringing this long
+
+
 class TwilioRestError(Exception):
     """A Twilio REST request failed: ``status`` is the HTTP status (0: no answer at all),
     ``code`` Twilio's error code (e.g. 20003 authentication, 20404 not found)."""
@@ -81,6 +98,12 @@ class TwilioRest:
         stream; the call itself goes on with the new instructions)."""
         return await asyncio.to_thread(self._update, call_sid, {"twiml": twiml})
 
+    async def create_call(self, call: OutboundCallRequest) -> CallResource:
+        """Place the call ``call`` describes: Twilio rings ``call.to`` and, once answered,
+        fetches ``call.answer_url`` for TwiML; status and AMD results are posted to the
+        callback URLs."""
+        return await asyncio.to_thread(self._create_call, call)
+
     async def send_sms(self, to: str, from_: str, body: str) -> MessageResource:
         """Send the SMS ``body`` from ``from_`` (a number of this account) to ``to``."""
         return await asyncio.to_thread(self._create_message, to, from_, body)
@@ -89,6 +112,26 @@ class TwilioRest:
         account = self._client.api.v2010.accounts(self.account_sid)
         call = _rest_request(lambda: account.calls(call_sid).update(**values))
         return CallResource(sid=str(call.sid or call_sid), status=str(call.status or ""))
+
+    def _create_call(self, call: OutboundCallRequest) -> CallResource:
+        account = self._client.api.v2010.accounts(self.account_sid)
+        created = _rest_request(
+            lambda: account.calls.create(
+                to=call.to,
+                from_=call.from_,
+                url=call.answer_url,
+                method="POST",
+                status_callback=call.status_url,
+                status_callback_event=list(STATUS_EVENTS),
+                status_callback_method="POST",
+                machine_detection="DetectMessageEnd",
+                async_amd="true",
+                async_amd_status_callback=call.amd_url,
+                async_amd_status_callback_method="POST",
+                timeout=call.ring_secs,
+            )
+        )
+        return CallResource(sid=str(created.sid or ""), status=str(created.status or ""))
 
     def _create_message(self, to: str, from_: str, body: str) -> MessageResource:
         account = self._client.api.v2010.accounts(self.account_sid)

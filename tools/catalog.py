@@ -13,11 +13,13 @@ from tools.actions.calendar import (
     book_appointment,
     cancel_appointment,
     check_availability,
+    confirm_appointment,
     reschedule_appointment,
 )
 from tools.actions.crm import add_note, find_customer, list_my_appointments, save_customer
 from tools.actions.handoff import end_call, take_message, transfer_to_human
 from tools.actions.knowledge import search_knowledge_base
+from tools.actions.outreach import stop_calling_me
 from tools.actions.verification import send_verification_code, verify_code
 from tools.registry import ToolRegistry, ToolSpec
 
@@ -34,6 +36,8 @@ TOOLS: tuple[ToolSpec, ...] = (
     ToolSpec.of(book_appointment),
     ToolSpec.of(cancel_appointment),
     ToolSpec.of(reschedule_appointment),
+    ToolSpec.of(confirm_appointment, filler=False),
+    ToolSpec.of(stop_calling_me, filler=False, timeout_secs=3.0),
     ToolSpec.of(transfer_to_human, filler=False, timeout_secs=10.0),
     ToolSpec.of(take_message, filler=False, timeout_secs=5.0),
     ToolSpec.of(end_call, filler=False, timeout_secs=3.0),

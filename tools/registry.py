@@ -82,6 +82,7 @@ class ToolContext:
     texts: TextSender | None = None  # SMS, None when no sending number is configured
     # Nobody on this call can prove a number (the browser demo): proven_phone is always "".
     anonymous: bool = False
+    placed_call: bool = False  # we called them (an outbound call), they did not call us
 
     async def proven_phone(self) -> str:
         """The number the caller is proven to own, "" for none: one they proved during this

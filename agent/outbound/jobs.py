@@ -61,3 +61,13 @@ class OutboundLedger(Protocol):
         is due again after a backoff (inside calling hours) until its attempts run out. Idempotent:
         Twilio repeats callbacks, and the first final outcome of an attempt wins."""
         ...
+
+    async def machine_verdict(self, call_sid: str, answered_by: str) -> None:
+        """Keep Twilio's answering-machine verdict (``AnsweredBy``: human, unknown,
+        machine_start, machine_end_beep, machine_end_silence, machine_end_other, fax) for
+        attempt ``call_sid`` (``outbound_calls.answered_by``), where any worker can read it."""
+        ...
+
+    async def answered_by(self, job_id: int) -> str:
+        """The verdict kept for job ``job_id``'s latest attempt ("" : none yet)."""
+        ...

@@ -10,21 +10,32 @@ message resource, or 21211 for a ``To`` that is not a phone number.
 The call engine part (:meth:`FakeTwilio.dial`) does what Twilio does with ``<Dial>`` TwiML: it
 fetches each ``<Number url>`` whisper when the person answers and posts the Dial ``action``
 callback with DialCallStatus, all signed with X-Twilio-Signature.
+
+Outbound calls: ``POST /2010-04-01/Accounts/{AccountSid}/Calls.json`` (``To``, ``From``,
+``Url``, ``StatusCallback`` + ``StatusCallbackEvent``, ``MachineDetection``, ``AsyncAmd`` +
+``AsyncAmdStatusCallback``, ``Timeout``) is validated as Twilio does (21211 for a ``To`` that is
+not E.164, 21213 without ``From``, 21205 without ``Url``) and answers a queued call resource;
+each is kept in :attr:`FakeTwilio.placed`. :meth:`FakeTwilio.ring` then plays one out with a
+scripted callee (:class:`Callee`): a person, who answers and talks through the replay client
+with the stream token from the answer TwiML; an answering machine; nobody; a busy line. Every
+callback is signed, as Twilio's are.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import secrets
 import time
 import xml.etree.ElementTree as ET
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 import httpx
 from fastapi import FastAPI, Request
 from fastapi.responses import JSONResponse
 
+from telephony.replay import Report, Turn, converse, replay
 from telephony.signature import sign_twilio_request
 
 
@@ -47,6 +58,52 @@ class SmsRequest:
 
 
 @dataclass
+class CallCreate:
+    """One ``Calls.create`` request, as Twilio received it."""
+
+    account_sid: str
+    form: dict[str, str]
+    status_events: list[str]  # StatusCallbackEvent (repeated in the form)
+    authorized: bool
+    sid: str = ""  # the CallSid it answered ("" : refused)
+
+    @property
+    def to(self) -> str:
+        return self.form.get("To", "")
+
+
+@dataclass
+class Callee:
+    """Who (or what) answers an outbound call in :meth:`FakeTwilio.ring`.
+
+    ``human``: answers, the AMD verdict ``human`` is posted ``verdict_after`` seconds into the
+    call, and ``turns`` are spoken through the replay client. ``machine``: ``greeting`` (16 kHz
+    PCM) plays from the start, and the verdict (``machine_end_beep``) is posted when it ends.
+    ``no-answer`` / ``busy``: the status callback reports it after ringing."""
+
+    kind: Literal["human", "machine", "no-answer", "busy"]
+    turns: list[Turn] = field(default_factory=list)
+    greeting: bytes = b""
+    rate: int = 16000
+    verdict: str = ""  # default: human / machine_end_beep
+    verdict_after: float = 0.3
+    tail_secs: float = 6.0  # the callee hangs up after this much quiet from the agent
+    #: Post the AMD callback to this server instead (another worker behind the public address).
+    amd_server: str = ""
+
+
+@dataclass
+class RingResult:
+    """What became of a rung outbound call: the answer TwiML and the callee's replay report
+    (none when nobody answered), and every callback's HTTP status."""
+
+    answer_twiml: str = ""
+    report: Report | None = None
+    heard: bytes = b""
+    callbacks: list[tuple[str, int]] = field(default_factory=list)  # (CallStatus|AnsweredBy, code)
+
+
+@dataclass
 class DialResult:
     whisper_twiml: list[str]  # what each answering person heard first
     action_twiml: str  # what Twilio was told to do with the caller afterwards
@@ -59,6 +116,7 @@ class FakeTwilio:
     auth_token: str
     requests: list[RestRequest] = field(default_factory=list)
     messages: list[SmsRequest] = field(default_factory=list)  # every Messages request
+    placed: list[CallCreate] = field(default_factory=list)  # every Calls.create request
     ended_calls: set[str] = field(default_factory=set)  # calls Twilio answers 404 for
     # Errors to answer the next requests with: (HTTP status, Twilio code, message).
     fail_next: list[tuple[int, int, str]] = field(default_factory=list)
@@ -120,6 +178,80 @@ class FakeTwilio:
             action = await self._post(client, dial.get("action", ""), params)
         return DialResult(heard, action.text, action.status_code)
 
+    async def ring(self, call: CallCreate, callee: Callee, *, admin_token: str = "") -> RingResult:
+        """Play out the placed ``call`` as Twilio would with ``callee`` at the other end: its
+        status callbacks (ringing, then in-progress or the reason nobody answered, then
+        completed), the answer webhook, the asynchronous AMD callback, and for an answered
+        call its media stream (the replay client). ``admin_token`` fetches the call record."""
+        form = call.form
+        result = RingResult()
+        base = {
+            "CallSid": call.sid,
+            "AccountSid": self.account_sid,
+            "From": form.get("From", ""),
+            "To": form.get("To", ""),
+            "Direction": "outbound-api",
+            "ApiVersion": "2010-04-01",
+        }
+        async with httpx.AsyncClient(timeout=30, transport=self.transport) as client:
+
+            async def status(event: str, value: str, **extra: str) -> None:
+                """Post CallStatus ``value`` if the call asked for ``event`` (Twilio reports
+                every way a call ends as the ``completed`` event)."""
+                if event in call.status_events:
+                    params = {**base, "CallStatus": value, **extra}
+                    sent = await self._post(client, form["StatusCallback"], params)
+                    result.callbacks.append((value, sent.status_code))
+
+            await status("initiated", "initiated")
+            await status("ringing", "ringing")
+            if callee.kind in ("no-answer", "busy"):
+                await status("completed", callee.kind)
+                return result
+            answer = await self._post(client, form["Url"], {**base, "CallStatus": "in-progress"})
+            assert answer.status_code == 200, answer.text
+            result.answer_twiml = answer.text
+            if ET.fromstring(answer.text).find("./Connect/Stream") is None:
+                await status("completed", "completed", CallDuration="1")
+                return result
+            await status("answered", "in-progress")
+            verdict = callee.verdict or ("human" if callee.kind == "human" else "machine_end_beep")
+            delay = callee.verdict_after
+            if callee.kind == "machine":
+                delay += len(callee.greeting) / 2 / callee.rate
+
+            async def amd() -> None:
+                await asyncio.sleep(delay)
+                params = {**base, "CallStatus": "in-progress", "AnsweredBy": verdict}
+                params["MachineDetectionDuration"] = str(int(delay * 1000))
+                url = form["AsyncAmdStatusCallback"]
+                if callee.amd_server:
+                    url = callee.amd_server.rstrip("/") + "/twilio/" + url.split("/twilio/", 1)[1]
+                sent = await self._post(client, url, params)
+                result.callbacks.append((verdict, sent.status_code))
+
+            options: dict[str, Any] = {
+                "auth_token": self.auth_token,
+                "admin_token": admin_token,
+                "call_sid": call.sid,
+                "answer_twiml": answer.text,
+                "from_number": form.get("To", ""),
+                "to_number": form.get("From", ""),
+                "tail_secs": callee.tail_secs,
+            }
+            server = form["Url"].split("/twilio/")[0]
+            verdict_posted = asyncio.create_task(amd())
+            try:
+                if callee.kind == "human":
+                    report, heard = await converse(callee.turns, callee.rate, server, **options)
+                else:
+                    report, heard = await replay(callee.greeting, callee.rate, server, **options)
+            finally:
+                await verdict_posted
+            result.report, result.heard = report, heard
+            await status("completed", "completed", CallDuration=str(int(report.duration_ms / 1000)))
+        return result
+
     async def _post(self, client: httpx.AsyncClient, url: str, params: dict[str, str]) -> Any:
         signature = sign_twilio_request(self.auth_token, url, params)
         return await client.post(url, data=params, headers={"X-Twilio-Signature": signature})
@@ -143,6 +275,53 @@ def _authorized(fake: FakeTwilio, account_sid: str, header: str) -> bool:
     user, _, password = base64.b64decode(header[6:]).decode().partition(":")
     expected = (fake.account_sid, fake.auth_token, fake.account_sid)
     return (user, password, account_sid) == expected
+
+
+def _invalid_call(form: dict[str, str]) -> JSONResponse | None:
+    """Twilio's refusal of a Calls.create request it would not place, or None."""
+    to = form.get("To", "")
+    if not (to.startswith("+") and to[1:].isdigit() and 8 <= len(to) <= 16):
+        return _error(400, 21211, f"The 'To' number {to} is not a valid phone number.")
+    if not form.get("From"):
+        return _error(400, 21213, "Caller phone number is required.")
+    if not form.get("Url", "").startswith(("http://", "https://")):
+        return _error(400, 21205, "Url parameter is required.")
+    return None
+
+
+async def _create_call(fake: FakeTwilio, account_sid: str, request: Request) -> Any:
+    """Calls.create: placed (a queued call resource) or refused as Twilio would."""
+    raw = await request.form()
+    form = {k: str(v) for k, v in raw.items()}
+    events = [str(v) for v in raw.getlist("StatusCallbackEvent")]
+    authorized = _authorized(fake, account_sid, request.headers.get("authorization", ""))
+    call = CallCreate(account_sid, form, events, authorized)
+    fake.placed.append(call)
+    if not authorized:
+        return _error(401, 20003, "Authenticate")
+    if fake.fail_next:
+        return _error(*fake.fail_next.pop(0))
+    refusal = _invalid_call(form)
+    if refusal is not None:
+        return refusal
+    to, from_ = form["To"], form["From"]
+    call.sid = "CA" + secrets.token_hex(16)
+    now = time.strftime("%a, %d %b %Y %H:%M:%S +0000", time.gmtime())
+    return JSONResponse(
+        {
+            "sid": call.sid,
+            "account_sid": account_sid,
+            "api_version": "2010-04-01",
+            "date_created": now,
+            "date_updated": now,
+            "direction": "outbound-api",
+            "status": "queued",
+            "from": from_,
+            "to": to,
+            "uri": f"/2010-04-01/Accounts/{account_sid}/Calls/{call.sid}.json",
+        },
+        status_code=201,
+    )
 
 
 def build_app(fake: FakeTwilio) -> FastAPI:
@@ -175,6 +354,10 @@ def build_app(fake: FakeTwilio) -> FastAPI:
             },
             status_code=201,
         )
+
+    @app.post("/2010-04-01/Accounts/{account_sid}/Calls.json")
+    async def create_call(account_sid: str, request: Request) -> Any:
+        return await _create_call(fake, account_sid, request)
 
     @app.post("/2010-04-01/Accounts/{account_sid}/Calls/{call_sid}.json")
     async def update_call(account_sid: str, call_sid: str, request: Request) -> Any:

@@ -1,6 +1,7 @@
 """Calendar tools: check_availability, book_appointment, cancel_appointment,
-reschedule_appointment. Race-safe: a booking re-checks its slot inside the write transaction,
-and on PostgreSQL the database refuses an overlapping one (tools.store.appointments).
+reschedule_appointment, confirm_appointment. Race-safe: a booking re-checks its slot inside the
+write transaction, and on PostgreSQL the database refuses an overlapping one
+(tools.store.appointments).
 
 Anyone may book; only the proven owner of a number cancels or moves what is booked under it
 (tools.actions.identity). A booking by a caller not proven to own its number is linked to the
@@ -280,6 +281,30 @@ async def cancel_appointment(ctx: ToolContext, when: str = "") -> ToolResult:
     return ToolResult(
         say=f"Done, I've cancelled your {appointment['service'].lower()} "
         f"{say_when(start, now.date())}.",
+        data={"appointment_id": appointment["id"], "start": start.isoformat()},
+    )
+
+
+async def confirm_appointment(ctx: ToolContext, when: str = "") -> ToolResult:
+    """Confirm that the caller will come to one of their upcoming appointments (when they say
+    they can make it, e.g. after a reminder); only for a caller proven to own the number.
+
+    Args:
+        when: Which appointment, in the caller's words ("the one on Friday"); empty if just one.
+    """
+    business = await ctx.current_business()
+    now = business.local(ctx.current_time())
+    proven = await proven_or_refused(ctx)
+    async with ctx.db.write() as conn:
+        customer = await require_customer(conn, ctx, proven)
+        appointment = _pick(
+            await appointments.upcoming_for_customer(conn, customer["id"], now), when, business, now
+        )
+        await appointments.record_reminder_outcome(conn, appointment["id"], "confirmed")
+    start = business.local(datetime.fromisoformat(appointment["starts_at"]))
+    return ToolResult(
+        say=f"Wonderful, you're confirmed for your {appointment['service'].lower()} "
+        f"{say_when(start, now.date())}. See you then!",
         data={"appointment_id": appointment["id"], "start": start.isoformat()},
     )
 

@@ -84,4 +84,5 @@ async def end_call(ctx: ToolContext, reason: str = "caller said goodbye") -> Too
     """
     if ctx.call is not None:
         await ctx.call.request_hangup(reason)
-    return ToolResult(say="Thanks for calling. Goodbye!", data={"ending": True})
+    thanks = "Thanks for your time" if ctx.placed_call else "Thanks for calling"
+    return ToolResult(say=f"{thanks}. Goodbye!", data={"ending": True})

@@ -194,6 +194,15 @@ async def set_status(
     )
 
 
+async def record_reminder_outcome(conn: AsyncConnection, appointment_id: int, outcome: str) -> None:
+    """What came of the appointment's reminder (confirmed, cancelled, no_answer ...)."""
+    await conn.execute(
+        schema.appointments.update()
+        .where(schema.appointments.c.id == appointment_id)
+        .values(reminder_outcome=outcome, updated_at=utc_now())
+    )
+
+
 async def move(conn: AsyncConnection, appointment_id: int, service: Service, slot: Slot) -> None:
     """Move an appointment to ``slot`` (its time and staff member). Raises SlotTakenError as
     :func:`book` does."""

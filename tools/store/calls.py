@@ -149,6 +149,7 @@ class CallStore(CallRecords):
         from_number: str = "",
         to_number: str = "",
         providers: dict[str, str] | None = None,
+        direction: str = "inbound",
     ) -> int:
         async with self.db.write() as conn:
             existing = (
@@ -175,6 +176,7 @@ class CallStore(CallRecords):
                     source=source,
                     from_number=from_number,
                     to_number=to_number,
+                    direction=direction,
                     started_at=utc_now(),
                     providers=json.dumps(providers or {}),
                     instance_id=self.instance_id,

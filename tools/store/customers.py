@@ -1,4 +1,4 @@
-"""Customers as stored: lookup by phone, creation, name and email updates, notes.
+"""Customers as stored: lookup by phone, creation, name and email updates, notes, do-not-call.
 
 Phone numbers are E.164 (checked by the caller of these functions); a customer's name on file is
 replaced only where the rules below say so.
@@ -135,3 +135,28 @@ async def callback_customer(
                 .values(name=name, updated_at=stamp)
             )
         return int(row.id)
+
+
+async def stop_calling(conn: AsyncConnection, phone: str) -> tuple[int, int]:
+    """The owner of ``phone`` asked never to be called again: their customer record (created
+    if there is none) gets ``do_not_call`` (kept from the first request, with its time), and
+    every outbound call to them still scheduled is cancelled. Returns (customer id, calls
+    cancelled)."""
+    customer, _ = await claim_customer(conn, phone)
+    stamp = utc_now()
+    c = schema.customers.c
+    await conn.execute(
+        schema.customers.update()
+        .where(c.id == customer["id"], c.do_not_call == sa.false())
+        .values(do_not_call=True, do_not_call_at=stamp, updated_at=stamp)
+    )
+    o = schema.outbound_calls.c
+    cancelled = await conn.execute(
+        schema.outbound_calls.update()
+        .where(
+            o.status == "scheduled",
+            sa.or_(o.customer_id == customer["id"], o.to_phone == phone),
+        )
+        .values(status="cancelled", last_error="do not call", updated_at=stamp)
+    )
+    return int(customer["id"]), int(cancelled.rowcount or 0)

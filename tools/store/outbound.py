@@ -605,6 +605,26 @@ class OutboundStore:
                     .values(do_not_call=True, do_not_call_at=stamp, updated_at=stamp)
                 )
 
+    async def machine_verdict(self, call_sid: str, answered_by: str) -> None:
+        """Keep Twilio's AnsweredBy for attempt ``call_sid`` (added by out-tel: the answered
+        call's agent, on whichever worker, reads it back with :meth:`answered_by`)."""
+        if not call_sid:
+            return
+        async with self.db.write() as conn:
+            await conn.execute(
+                _calls.update()
+                .where(_calls.c.call_sid == call_sid)
+                .values(answered_by=answered_by[:30], updated_at=iso_utc(self.clock()))
+            )
+
+    async def answered_by(self, job_id: int) -> str:
+        """The AnsweredBy kept for job ``job_id``'s latest attempt ("" : none yet)."""
+        async with self.db.read() as conn:
+            found = (
+                await conn.execute(sa.select(_calls.c.answered_by).where(_calls.c.id == job_id))
+            ).scalar()
+        return str(found or "")
+
     async def _retry_at(self, conn: AsyncConnection, attempts: int, now: datetime) -> datetime:
         delay = self.backoff[min(max(attempts, 1), len(self.backoff)) - 1]
         policy = await load_policy(conn)
