@@ -98,7 +98,7 @@ class CallObserver(BaseObserver):
             timings.mark("llm_first_token")
         elif isinstance(frame, TTSStartedFrame):
             timings.mark("first_sentence")
-            self._session.bot_speaking = True
+            self._session.bot_started_speaking()
         elif isinstance(frame, TTSAudioRawFrame):
             timings.mark("tts_first_audio")
         elif isinstance(frame, (BotStoppedSpeakingFrame, InterruptionFrame)):

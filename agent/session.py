@@ -25,6 +25,7 @@ to the outbound ledger when it ends (agent.outbound.calls).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
 from collections.abc import Awaitable, Callable, Coroutine
 from dataclasses import dataclass, field
@@ -314,6 +315,7 @@ class CallSession:
         self.pipe: CallPipe | None = None  # set while the media pipeline runs
         self.faults: FaultVoice | None = None  # provider faults: apology, retry, offer
         self.bot_speaking = False
+        self._speech_started = asyncio.Event()  # set at each start of the bot's speech
         self.clears = 0  # barge-ins so far
         self.facts: dict[str, Any] = {}  # the tools' per-call memory
         self.business: Business | None = None  # the config this call started with
@@ -494,7 +496,7 @@ class CallSession:
         else:
             logger.info(f"outbound call {self.info.call_sid}: {verdict}; hanging up")
             self.outbound_outcome = CallOutcome.FAILED
-        await self.request_hangup(f"answered by {verdict}")
+        await self.hang_up_after_speaking(f"answered by {verdict}")
         return False
 
     @property
@@ -584,7 +586,7 @@ class CallSession:
         else:
             self.conclude(Outcome.CALLER_SILENT)
             await self.say(phrases()["idle_goodbye"])
-            await self.request_hangup("caller silent")
+            await self.hang_up_after_speaking("caller silent")
 
     @property
     def max_call_secs(self) -> int:
@@ -605,7 +607,7 @@ class CallSession:
         """The call reached its longest allowed duration (:attr:`max_call_secs`)."""
         self.conclude(Outcome.MAX_DURATION)
         await self.say(self.time_limit_goodbye())
-        await self.request_hangup("max duration")
+        await self.hang_up_after_speaking("max duration")
 
     async def run_tool(self, name: str, arguments: Any) -> Invocation:
         """Run one tool call to its end and record it (and a customer it identified)."""
@@ -701,23 +703,46 @@ class CallSession:
         await self.escalation.escalate(reason, trigger)
 
     async def request_hangup(self, reason: str) -> None:
-        """End the call once what is being said has played; a client that shows the call is
-        told how it ends (an ``ending`` event with the outcome)."""
+        """A tool ends the call (CallControl): the reply to that tool (its goodbye) is still
+        to come, so the call ends once that reply has started and played."""
+        self._begin_ending(reply_to_come=True)
+
+    async def hang_up_after_speaking(self, reason: str) -> None:
+        """End the call once what is being said (already queued) has played."""
+        self._begin_ending(reply_to_come=False)
+
+    def _begin_ending(self, *, reply_to_come: bool) -> None:
+        """Mark the call as ending; a client that shows the call is told how it ends (an
+        ``ending`` event with the outcome)."""
         self._ending = True
         if self.pipe is not None:
             self.pipe.send_event({"kind": "ending", "outcome": self.outcome.value})
-        self._tasks.add(task := asyncio.create_task(self._end_after_speaking()))
+        if reply_to_come:
+            self._speech_started.clear()
+        self._tasks.add(task := asyncio.create_task(self._end_after_speaking(reply_to_come)))
         task.add_done_callback(self._tasks.discard)
 
-    async def _end_after_speaking(self, timeout: float = 15.0) -> None:
-        """Let the goodbye play out (marks acknowledged), then end the pipeline."""
+    async def _end_after_speaking(
+        self, reply_to_come: bool, timeout: float = 15.0, reply_wait: float = 5.0
+    ) -> None:
+        """Let the goodbye play out (marks acknowledged), then end the pipeline. With
+        ``reply_to_come`` (a tool asked to hang up) the reply to that tool, a model round trip
+        and a synthesis away, must start first: for at most ``reply_wait`` seconds."""
         deadline = time.monotonic() + timeout
+        if reply_to_come:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._speech_started.wait(), reply_wait)
         await asyncio.sleep(0.5)
         while time.monotonic() < deadline:
             if self.ledger.outstanding == 0 and not self.bot_speaking:
                 break
             await asyncio.sleep(0.1)
         await self.end()
+
+    def bot_started_speaking(self) -> None:
+        """The bot's speech started (a reply or a phrase reached the TTS)."""
+        self.bot_speaking = True
+        self._speech_started.set()
 
     async def end_politely(self, clip: str, outcome: Outcome) -> None:
         """Say a pre-synthesized goodbye (agent.faults) and end the call with ``outcome``."""
@@ -726,7 +751,7 @@ class CallSession:
         self.conclude(outcome)
         if self.faults is not None:
             await self.faults.say_clip(clip)
-        await self.request_hangup(outcome.value)
+        await self.hang_up_after_speaking(outcome.value)
 
     async def end(self) -> None:
         """End the pipeline once what is queued has played."""

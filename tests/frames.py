@@ -95,14 +95,19 @@ class TranscriptsGiven(FrameProcessor):
 
 class ScriptedLLM(ToolCallsAfterTurn):
     """Answers the caller's last words by ``script`` (a substring -> a reply, or a tool call
-    as ``(name, arguments)``); after a tool result it says ``after_tool``."""
+    as ``(name, arguments)``); after a tool result it says ``after_tool``, ``after_tool_secs``
+    later (a hosted model's round trip)."""
 
     def __init__(
-        self, script: dict[str, str | tuple[str, dict[str, str]]], after_tool: str = "Done."
+        self,
+        script: dict[str, str | tuple[str, dict[str, str]]],
+        after_tool: str = "Done.",
+        after_tool_secs: float = 0.0,
     ) -> None:
         super().__init__()
         self.script = script
         self.after_tool = after_tool
+        self.after_tool_secs = after_tool_secs
         self.requests: list[list[dict[str, Any]]] = []  # the context of every request, as sent
         self.tools: list[set[str]] = []  # the tools offered with every request
 
@@ -132,6 +137,8 @@ class ScriptedLLM(ToolCallsAfterTurn):
             )
             await self.run_function_calls([call])
             return
+        if last.get("role") == "tool" and self.after_tool_secs:
+            await asyncio.sleep(self.after_tool_secs)
         await self.push_frame(LLMFullResponseStartFrame())
         for word in reply.split(" "):
             await self.push_frame(LLMTextFrame(f"{word} "))

@@ -8,6 +8,7 @@ tests/test_call_integration.py keeps one such call. See agent/pipeline.py for th
 
 from __future__ import annotations
 
+import asyncio
 import threading
 from datetime import UTC, datetime
 from pathlib import Path
@@ -59,6 +60,35 @@ async def test_a_tool_call_is_run_and_recorded(db: Database, tmp_path: Path) -> 
     assert ("caller", "When are you open?") in turns(record)
     assert tool["result"]["say"].startswith("Our hours are")
     assert turns(record)[-1] == ("bot", "We open at nine.")
+    assert record["outcome"] == Outcome.COMPLETED == session.outcome
+
+
+@pytest.mark.parametrize("slow", ["model", "tool_result"])
+async def test_the_goodbye_after_end_call_is_heard_however_late_it_comes(
+    db: Database, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, slow: str
+) -> None:
+    """end_call's reply (the goodbye) comes a model round trip after the tool, and the tool's
+    result may itself be late (a loaded database writing it): the call waits for the goodbye
+    to start and play instead of hanging up on a silent line."""
+    goodbye = "Thanks for calling. Goodbye!"
+    llm = ScriptedLLM(
+        {"bye": ("end_call", {"reason": "done"})},
+        goodbye,
+        after_tool_secs=1.5 if slow == "model" else 0.0,
+    )
+    if slow == "tool_result":
+        run_tool = CallSession.run_tool
+
+        async def late_result(self: CallSession, name: str, arguments: Any) -> Any:
+            invocation = await run_tool(self, name, arguments)
+            await asyncio.sleep(1.5)
+            return invocation
+
+        monkeypatch.setattr(CallSession, "run_tool", late_result)
+    session, record = await frame_call(db, tmp_path, llm, caller_says("That's all, bye."))
+    assert [t["name"] for t in record["tool_calls"]] == ["end_call"]
+    last = record["turns"][-1]
+    assert (last["role"], last["text"], last["interrupted"]) == ("bot", goodbye, False)
     assert record["outcome"] == Outcome.COMPLETED == session.outcome
 
 

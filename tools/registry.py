@@ -48,7 +48,7 @@ class CallControl(typing.Protocol):
         ...
 
     async def request_hangup(self, reason: str) -> None:
-        """End the call once the current reply has been spoken."""
+        """End the call once the reply to this tool (the goodbye) has been spoken."""
         ...
 
 
