@@ -62,8 +62,12 @@ async def chromium_page(
     """A fresh headless Chromium page (playwright.async_api.Page); closed on exit.
 
     Console errors and page errors are collected on ``page.frontdesk_errors`` for assertions.
+    Playwright's ``expect`` waits up to 30 s (not its default 5 s): a loaded CI machine renders
+    slowly, and a wait that ends early proves nothing.
     """
-    from playwright.async_api import async_playwright
+    from playwright.async_api import async_playwright, expect
+
+    expect.set_options(timeout=30_000)
 
     profile = Path(tempfile.mkdtemp(prefix="frontdesk-chromium-"))
     try:

@@ -83,7 +83,7 @@ async def test_a_change_applies_to_the_next_call_and_not_the_running_one(
         [],
         during=change_midway,
         watch=watch,
-        call_sid="BR72756e6e696e67000000000000000000",
+        call_sid="CA72756e6e696e67000000000000000000",
     )
     answers = [c["result"]["say"] for c in record["tool_calls"] if c["name"] == "get_business_info"]
     assert len(answers) == 2, record["tool_calls"]
@@ -95,7 +95,7 @@ async def test_a_change_applies_to_the_next_call_and_not_the_running_one(
     following = ScriptedLLM({"opening hours": hours}, after_tool="Sure.")
     frames = caller_says("What are your opening hours?")
     _session, record = await frame_call(
-        db, tmp_path, following, frames, call_sid="BR6e657874000000000000000000000000"
+        db, tmp_path, following, frames, call_sid="CA6e657874000000000000000000000000"
     )
     said = [c["result"]["say"] for c in record["tool_calls"]]
     assert said and "Monday eleven a m to four p m; closed Tuesday to Sunday" in said[0]

@@ -131,8 +131,13 @@ def demo_call(client: TestClient, forwarded_for: str) -> str:
 
 
 def test_the_demo_rate_limit_counts_the_forwarded_client(tmp_path: Path) -> None:
-    # Lines enough for every socket: a slot given back as a socket closes may still be held.
-    app = make_app(tmp_path, FRONTDESK_DEMO_CALLS_PER_MINUTE="2", FRONTDESK_LOCAL_MAX_CALLS="20")
+    # Demo lines enough for every socket: a slot given back as a socket closes may still be held.
+    app = make_app(
+        tmp_path,
+        FRONTDESK_DEMO="1",
+        FRONTDESK_DEMO_CALLS_PER_MINUTE="2",
+        FRONTDESK_DEMO_MAX_CALLS="20",
+    )
     proxy = client_from(app, PROXY)
     assert [demo_call(proxy, f"192.0.2.{n}, {ALICE}") for n in range(3)] == [
         "protocol",
