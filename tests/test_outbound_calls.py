@@ -104,13 +104,15 @@ def line(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Line]:
 
 
 async def call_any_time(db_url: str) -> None:
-    """Calling hours all day, so the tests place calls whenever they run (the scheduler keeps
-    to the window: tests/test_outbound_scheduler.py)."""
+    """Calling hours all day and no holidays (no calls are placed on one), so the tests place
+    calls on whatever day they run (the scheduler keeps to the window and the holidays:
+    tests/test_outbound_scheduler.py, tests/test_calling_hours.py)."""
     db = Database(db_url)
     async with db.write() as conn:
         await conn.execute(
             schema.business.update().values(calling_hours_start="00:00", calling_hours_end="23:59")
         )
+        await conn.execute(schema.holidays.delete())
     await db.close()
 
 
