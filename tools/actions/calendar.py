@@ -259,6 +259,21 @@ def _pick(
     raise ToolError(f"You have {listed}. Which one do you mean?", code="ambiguous")
 
 
+async def _their_appointment(
+    conn: AsyncConnection,
+    ctx: ToolContext,
+    proven: str,
+    when_words: str,
+    business: Business,
+    now: datetime,
+) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(customer, appointment): the upcoming appointment of the proven caller's record that
+    ``when_words`` names (or their only one); ToolError when none or it is unclear which."""
+    customer = await require_customer(conn, ctx, proven)
+    upcoming = await appointments.upcoming_for_customer(conn, customer["id"], now)
+    return customer, _pick(upcoming, when_words, business, now)
+
+
 async def cancel_appointment(ctx: ToolContext, when: str = "") -> ToolResult:
     """Cancel one of the caller's upcoming appointments (only for a caller proven to own the
     number).
@@ -270,10 +285,7 @@ async def cancel_appointment(ctx: ToolContext, when: str = "") -> ToolResult:
     now = business.local(ctx.current_time())
     proven = await proven_or_refused(ctx)
     async with ctx.db.write() as conn:
-        customer = await require_customer(conn, ctx, proven)
-        appointment = _pick(
-            await appointments.upcoming_for_customer(conn, customer["id"], now), when, business, now
-        )
+        customer, appointment = await _their_appointment(conn, ctx, proven, when, business, now)
         await appointments.cancel(conn, appointment["id"])
     start = business.local(datetime.fromisoformat(appointment["starts_at"]))
     booked = Slot(start, None, appointment["staff"] or "")
@@ -296,10 +308,7 @@ async def confirm_appointment(ctx: ToolContext, when: str = "") -> ToolResult:
     now = business.local(ctx.current_time())
     proven = await proven_or_refused(ctx)
     async with ctx.db.write() as conn:
-        customer = await require_customer(conn, ctx, proven)
-        appointment = _pick(
-            await appointments.upcoming_for_customer(conn, customer["id"], now), when, business, now
-        )
+        _customer, appointment = await _their_appointment(conn, ctx, proven, when, business, now)
         await appointments.record_reminder_outcome(conn, appointment["id"], "confirmed")
     start = business.local(datetime.fromisoformat(appointment["starts_at"]))
     return ToolResult(
@@ -324,12 +333,8 @@ async def reschedule_appointment(
     today = now.date()
     proven = await proven_or_refused(ctx)
     async with ctx.db.write() as conn:
-        customer = await require_customer(conn, ctx, proven)
-        appointment = _pick(
-            await appointments.upcoming_for_customer(conn, customer["id"], now),
-            current_when,
-            business,
-            now,
+        customer, appointment = await _their_appointment(
+            conn, ctx, proven, current_when, business, now
         )
         svc = next((s for s in business.services if s.id == appointment["service_id"]), None)
         if svc is None:
