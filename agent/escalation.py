@@ -35,7 +35,7 @@ from agent.session import CallSession, Outcome
 from agent.settings import Settings
 from telephony import twiml
 from telephony.privacy import mask_phone
-from telephony.twilio_rest import TwilioRest, TwilioRestError
+from telephony.twilio_rest import TwilioRest, TwilioRestError, shared_rest
 from tools.domain.speech import join_words, say_phone
 from tools.store.business import load_business
 from tools.store.customers import callback_customer, lookup_customer
@@ -239,7 +239,6 @@ class HandoffDesk:
     def __init__(self, db: Database, settings: Settings) -> None:
         self.db = db
         self.settings = settings
-        self._rest: dict[str, TwilioRest] = {}
 
     def rest_for(self, account_sid: str) -> TwilioRest | None:
         """A REST client for the configured account (or the call's), None without credentials."""
@@ -247,11 +246,7 @@ class HandoffDesk:
         token = self.settings.twilio_auth_token
         if not sid or not token:
             return None
-        if sid not in self._rest:
-            self._rest[sid] = TwilioRest(
-                sid, token.reveal(), base_url=self.settings.twilio_api_base_url
-            )
-        return self._rest[sid]
+        return shared_rest(sid, token.reveal(), self.settings.twilio_api_base_url)
 
     async def whisper_text(self, handoff_id: int, parent_call_sid: str) -> str | None:
         """The summary to whisper for a transfer of the call ``parent_call_sid``, or None."""

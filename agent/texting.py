@@ -7,14 +7,13 @@ booking) is never logged."""
 from __future__ import annotations
 
 import asyncio
-from functools import lru_cache
 
 from loguru import logger
 
 from agent import metrics
 from agent.settings import Settings
 from telephony.privacy import mask_phone
-from telephony.twilio_rest import TwilioRest, TwilioTexts
+from telephony.twilio_rest import TwilioTexts, shared_rest
 from tools.registry import TextSender
 
 
@@ -45,7 +44,7 @@ def business_texts(settings: Settings) -> CountedTexts | None:
     token = settings.twilio_auth_token
     if not settings.sends_texts or token is None:
         return None
-    rest = _rest(settings.twilio_account_sid, token.reveal(), settings.twilio_api_base_url)
+    rest = shared_rest(settings.twilio_account_sid, token.reveal(), settings.twilio_api_base_url)
     return CountedTexts(TwilioTexts(rest, settings.sms_from))
 
 
@@ -55,9 +54,3 @@ def call_texts(settings: Settings, source: str) -> CountedTexts | None:
     if source != "twilio":
         return None
     return business_texts(settings)
-
-
-@lru_cache(maxsize=4)
-def _rest(account_sid: str, auth_token: str, base_url: str) -> TwilioRest:
-    """One REST client (and its HTTP session) per account for the process, not one per call."""
-    return TwilioRest(account_sid, auth_token, base_url=base_url)

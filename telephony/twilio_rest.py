@@ -18,6 +18,7 @@ import asyncio
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import lru_cache
 from typing import TypeVar
 
 from twilio.base.exceptions import TwilioException, TwilioRestException
@@ -137,6 +138,13 @@ class TwilioRest:
         account = self._client.api.v2010.accounts(self.account_sid)
         message = _rest_request(lambda: account.messages.create(to=to, from_=from_, body=body))
         return MessageResource(sid=str(message.sid or ""), status=str(message.status or ""))
+
+
+@lru_cache(maxsize=4)
+def shared_rest(account_sid: str, auth_token: str, base_url: str = "") -> TwilioRest:
+    """One REST client (and its HTTP session) per account for the process: transfers, texts
+    and outbound calls share it, rather than one built per call or per use."""
+    return TwilioRest(account_sid, auth_token, base_url=base_url)
 
 
 def _rest_request(request: Callable[[], _T]) -> _T:

@@ -13,7 +13,7 @@ from loguru import logger
 from agent.outbound.jobs import DialError, OutboundJob
 from agent.settings import Settings
 from telephony.privacy import mask_phone
-from telephony.twilio_rest import OutboundCallRequest, TwilioRest, TwilioRestError
+from telephony.twilio_rest import OutboundCallRequest, TwilioRest, TwilioRestError, shared_rest
 
 ANSWER_PATH = "/twilio/outbound/answer"
 STATUS_PATH = "/twilio/outbound/status"
@@ -42,10 +42,10 @@ class TwilioDialer:
         missing = settings.outbound_unavailable
         if missing or settings.twilio_auth_token is None:
             raise OutboundDisabledError(missing or "TWILIO_AUTH_TOKEN is not set")
-        rest = TwilioRest(
+        rest = shared_rest(
             settings.twilio_account_sid,
             settings.twilio_auth_token.reveal(),
-            base_url=settings.twilio_api_base_url,
+            settings.twilio_api_base_url,
         )
         return cls(rest, settings.outbound_from, settings.public_url, settings.outbound_ring_secs)
 
