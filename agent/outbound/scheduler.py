@@ -22,6 +22,7 @@ again when it is claimed.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Protocol
@@ -116,37 +117,43 @@ class OutboundScheduler:
         return done
 
     async def create_reminders(self, policy: OutboundPolicy) -> list[int]:
-        created = []
-        for due in await self.store.reminders_due(timedelta(hours=policy.reminder_lead_hours)):
-            job_id = await self._create(
-                f"reminder:{due['appointment_id']}",
+        due = await self.store.reminders_due(timedelta(hours=policy.reminder_lead_hours))
+        return await self._create_each(
+            (
+                f"reminder:{d['appointment_id']}",
                 NewCall(
                     purpose="reminder",
-                    to=due["phone"],
-                    customer_id=due["customer_id"],
-                    appointment_id=due["appointment_id"],
+                    to=d["phone"],
+                    customer_id=d["customer_id"],
+                    appointment_id=d["appointment_id"],
                     created_by="reminder",
                 ),
             )
-            if job_id is not None:
-                created.append(job_id)
-        return created
+            for d in due
+        )
 
     async def create_callbacks(self) -> list[int]:
-        created = []
-        for due in await self.store.callbacks_due(CALLBACK_WINDOW):
-            job_id = await self._create(
-                f"callback:{due['handoff_id']}",
+        due = await self.store.callbacks_due(CALLBACK_WINDOW)
+        return await self._create_each(
+            (
+                f"callback:{d['handoff_id']}",
                 NewCall(
                     purpose="callback",
-                    to=due["phone"],
-                    customer_id=due["customer_id"],
-                    handoff_id=due["handoff_id"],
-                    message=due["reason"],
+                    to=d["phone"],
+                    customer_id=d["customer_id"],
+                    handoff_id=d["handoff_id"],
+                    message=d["reason"],
                     created_by="callback",
                 ),
             )
-            if job_id is not None:
+            for d in due
+        )
+
+    async def _create_each(self, calls: Iterable[tuple[str, NewCall]]) -> list[int]:
+        """:meth:`_create` for each (key, call); the ids of those scheduled now."""
+        created = []
+        for key, call in calls:
+            if (job_id := await self._create(key, call)) is not None:
                 created.append(job_id)
         return created
 
