@@ -406,9 +406,8 @@ class CallSession:
             db=self.db,
             caller_phone=self.info.caller_id,
             # A call we placed reached the number on file: the callee is proven to own it.
-            caller_id_verified=(self.info.caller_id_verified or self.info.outbound)
-            and not self.info.demo,
-            anonymous=self.info.demo,
+            caller_id_verified=self.info.caller_id_verified or self.info.outbound,
+            anonymous=self.info.demo,  # a browser call proves nothing, whatever it sends
             call_sid=self.info.call_sid,
             call=self,
             business=business,  # the whole call keeps the config it started with
